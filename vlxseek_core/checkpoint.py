@@ -1,0 +1,194 @@
+"""Load and save VLM-FO1 checkpoints under the reference's state_dict names (spec §2.9, §8).
+
+Safetensors only: pickled weights are never loaded (a directory with only ``.bin``/``.pt``
+files is refused with a conversion hint), and ``trust_remote_code`` is never used.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Tuple
+
+import torch
+
+from .config import VLMFO1Config, validate_config
+from .davit import florence_to_reference, reference_to_florence
+from .errors import CheckpointError
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TIED_LM_HEAD = "lm_head.weight"
+
+
+@dataclass
+class LoadReport:
+    """What a load found. Keys use the reference names."""
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 10) -> str:
+        parts = []
+        for name, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                            ("shape-mismatched", self.mismatched)):
+            if items:
+                shown = ", ".join(str(i) for i in items[:limit])
+                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+                parts.append(f"{len(items)} {name} keys: {shown}{more}")
+        return "; ".join(parts) or "all keys matched"
+
+
+def safetensors_files(directory: str) -> List[str]:
+    """The checkpoint's safetensors shards (from the index when present).
+
+    Raises:
+        CheckpointError: no directory, no safetensors, or only pickled weights.
+    """
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"checkpoint directory {directory!r} does not exist")
+    index = os.path.join(directory, INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as fh:
+            shards = sorted(set(json.load(fh)["weight_map"].values()))
+        return [os.path.join(directory, s) for s in shards]
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
+    if files:
+        return [os.path.join(directory, f) for f in files]
+    pickles = [f for f in os.listdir(directory) if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise CheckpointError(
+            f"{directory} holds only pickled weights ({', '.join(pickles[:3])}); vlxseek loads "
+            "safetensors only because unpickling can run code. Convert once in a trusted "
+            "environment: `python -c \"import torch, safetensors.torch as st; "
+            "st.save_file(torch.load('pytorch_model.bin', weights_only=True), "
+            "'model.safetensors')\"`")
+    raise CheckpointError(f"no *.safetensors weights in {directory}")
+
+
+def iter_reference_tensors(directory: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    """Yield ``(reference key, tensor)`` from every shard (memory-mapped)."""
+    from safetensors import safe_open
+
+    for path in safetensors_files(directory):
+        try:
+            with safe_open(path, framework="pt") as fh:
+                for key in fh.keys():
+                    yield key, fh.get_tensor(key)
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+
+def load_config(directory: str) -> VLMFO1Config:
+    """Read and validate ``config.json``.
+
+    Raises:
+        CheckpointError: missing/unreadable config or unsupported architecture choices.
+    """
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no config.json in {directory!r}")
+    try:
+        config = VLMFO1Config.from_pretrained(directory)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    problems = validate_config(config)
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    return config
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_empty_model(config: VLMFO1Config, dtype: torch.dtype):
+    """Construct the model without initialising weights (fast for 3B), in ``dtype``."""
+    from transformers.initialization import no_init_weights
+
+    from .modeling import VLMFO1ForCausalLM
+
+    with no_init_weights(), _default_dtype(dtype):
+        return VLMFO1ForCausalLM(config)
+
+
+def model_state_names(model) -> Dict[str, tuple]:
+    """Reference key → shape of every tensor the model expects (tied lm_head omitted)."""
+    names = {}
+    for key, tensor in model.state_dict().items():
+        if key == TIED_LM_HEAD and model.config.tie_word_embeddings:
+            continue
+        names[florence_to_reference(key)] = tuple(tensor.shape)
+    return names
+
+
+def load_model(directory: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               allow_key_mismatch: bool = False):
+    """Load a VLM-FO1 checkpoint directory.
+
+    Args:
+        directory: holds ``config.json`` and safetensors weights with reference key names.
+        dtype: parameter dtype of towers and LLM.
+        device: torch device string.
+        allow_key_mismatch: load even with missing/unexpected keys (left random/ignored).
+
+    Returns:
+        ``(model in eval mode, LoadReport)``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or any key mismatch unless allowed.
+    """
+    config = load_config(directory)
+    model = build_empty_model(config, dtype)
+    expected = model.state_dict()
+    state, report = {}, LoadReport()
+    for ref_key, tensor in iter_reference_tensors(directory):
+        key = reference_to_florence(ref_key)
+        if key not in expected:
+            report.unexpected.append(ref_key)
+            continue
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            report.mismatched.append((ref_key, tuple(tensor.shape), tuple(expected[key].shape)))
+            continue
+        state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    tied = config.tie_word_embeddings
+    if tied and TIED_LM_HEAD not in state and "model.embed_tokens.weight" in state:
+        state[TIED_LM_HEAD] = state["model.embed_tokens.weight"]
+    report.missing = sorted(florence_to_reference(k) for k in expected if k not in state)
+    if not report.clean and not allow_key_mismatch:
+        raise CheckpointError(f"checkpoint {directory} does not match the model: "
+                              f"{report.summary()}")
+    model.load_state_dict(state, strict=False, assign=True)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device).eval(), report
+
+
+def save_model(model, directory: str) -> None:
+    """Write ``config.json`` and ``model.safetensors`` with reference key names.
+
+    The tied ``lm_head.weight`` is not written when ``tie_word_embeddings`` is set.
+    """
+    from safetensors.torch import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    model.config.save_pretrained(directory)
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        if key == TIED_LM_HEAD and model.config.tie_word_embeddings:
+            continue
+        tensors[florence_to_reference(key)] = tensor.detach().contiguous().cpu()
+    save_file(tensors, os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})

