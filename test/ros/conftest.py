@@ -1,0 +1,41 @@
+"""Guards for the ROS tests: DDS traffic of a test run must never leave this machine.
+
+Every rclpy process these tests start (in-process or as a subprocess) inherits this environment,
+so every test here fails (before any node starts) unless
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and an explicit ``ROS_DOMAIN_ID`` are set *before*
+pytest starts, e.g.::
+
+    source scripts/ros_env.sh
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 python -m pytest test/ros -q
+"""
+import os
+
+import pytest
+
+
+def ros_network_env_problems() -> list:
+    """Return what is wrong with the DDS network guard of this environment (empty = fine)."""
+    problems = []
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
+        problems.append("ROS_AUTOMATIC_DISCOVERY_RANGE must be LOCALHOST (it is %r)"
+                        % os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"))
+    domain = os.environ.get("ROS_DOMAIN_ID", "")
+    if not domain.strip().isdigit():
+        problems.append("ROS_DOMAIN_ID must be set to this run's own domain (it is %r)"
+                        % (domain or None))
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ros_network_guard():
+    """Fail every test in test/ros, before any rclpy fixture runs, without the network guard.
+
+    Session-scoped and autouse, so it runs before the module-scoped fixtures that start nodes.
+    """
+    problems = ros_network_env_problems()
+    if problems:
+        pytest.fail(
+            "refusing to run the ROS tests, DDS discovery could leave this machine:\n  "
+            + "\n  ".join(problems)
+            + "\nrun e.g.: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 "
+              "python -m pytest test/ros", pytrace=False)
