@@ -92,6 +92,8 @@ def load_config(directory: str) -> VLMFO1Config:
     Raises:
         CheckpointError: missing/unreadable config or unsupported architecture choices.
     """
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"checkpoint directory {directory!r} does not exist")
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise CheckpointError(f"no config.json in {directory!r}")

@@ -110,7 +110,10 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
     remainder = "".join(remainder_parts)
 
     for idx in (int(i) for i in _REGION.findall(remainder)):
-        add(f"<region{idx}>", [idx])
+        if 0 <= idx < num_regions:
+            add(f"<region{idx}>", [idx])
+        else:
+            parsed.dropped_indices.append(idx)
     for tag in ("<ground>", "<objects>", "<object>"):
         if tag in remainder:
             parsed.malformed.append(tag)

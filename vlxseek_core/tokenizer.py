@@ -64,10 +64,21 @@ def load_tokenizer(directory: str):
     Raises:
         CheckpointError: no tokenizer files, or the VLM-FO1 tokens are missing.
     """
-    from transformers import AutoTokenizer
+    import json
 
+    import transformers
+
+    # Use the class named in tokenizer_config.json when transformers ships it: AutoTokenizer
+    # would read config.json, whose model_type transformers does not know.
+    cls = transformers.AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+        with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as fh:
+            name = json.load(fh).get("tokenizer_class") or ""
+        cls = getattr(transformers, name.removesuffix("Fast"), None) or cls
+    except (OSError, ValueError):
+        pass
+    try:
+        tokenizer = cls.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer from {directory}: {exc}") from exc
     missing = [t for t in VLM_FO1_ADDED_TOKENS[:1] + ("<ground>", "<objects>")

@@ -1,0 +1,155 @@
+"""End-to-end pipeline on a real photo with a tiny random checkpoint."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlxseek_core.decoding import RegionAnswerLogitsProcessor
+from vlxseek_core.errors import InvalidImageError, InvalidRequestError
+from vlxseek_core.parsing import parse_answer
+
+
+def test_detect_with_user_boxes_maps_indices_to_boxes(tiny_pipeline, astronaut, astronaut_boxes):
+    res = tiny_pipeline.query(astronaut, "person; flag", task="detect", boxes=astronaut_boxes)
+    assert res.image_size == (512, 512)
+    assert np.array_equal(res.proposals.boxes, astronaut_boxes)
+    assert np.all(res.proposals.scores == 1.0)
+    parsed = parse_answer(res.answer, len(astronaut_boxes))
+    assert parsed.dropped_indices == [] and parsed.groundings  # constrained: well-formed
+    assert [(d.label, d.region_index) for d in res.detections] == [
+        (g.phrase, i) for g in parsed.groundings for i in g.region_indices]
+    for det in res.detections:
+        assert np.array_equal(det.box, astronaut_boxes[det.region_index])
+        assert det.score == 1.0
+    assert {"proposals", "preprocess", "encode", "generate"} <= set(res.timings_ms)
+    assert all(v >= 0 for v in res.timings_ms.values())
+    json.dumps(res.to_dict())  # serialisable
+
+
+def test_answers_are_deterministic(tiny_pipeline, astronaut, astronaut_boxes):
+    a = tiny_pipeline.query(astronaut, "helmet", task="refer", boxes=astronaut_boxes)
+    b = tiny_pipeline.query(astronaut, "helmet", task="refer", boxes=astronaut_boxes)
+    assert a.answer == b.answer
+
+
+def test_count_task_returns_count(tiny_pipeline, astronaut, astronaut_boxes):
+    res = tiny_pipeline.query(astronaut, "flags", task="count", boxes=astronaut_boxes,
+                              max_new_tokens=24)
+    assert isinstance(res.count, int) and res.count >= 0
+    assert res.prompt_text.startswith("How many flags are there in this image?")
+
+
+def test_region_task_defaults_to_all_user_boxes(tiny_pipeline, astronaut, astronaut_boxes):
+    res = tiny_pipeline.query(astronaut, task="caption", boxes=astronaut_boxes[:2],
+                              max_new_tokens=4)
+    assert res.prompt_text == "Provide a brief description for <region0><region1>."
+    res = tiny_pipeline.query(astronaut, task="ocr", boxes=astronaut_boxes, region_indices=[2],
+                              max_new_tokens=4)
+    assert res.prompt_text == "Please provide the ocr results of <region2> in the image."
+    assert any("cut off" in w for w in res.warnings)
+
+
+def test_more_than_100_boxes_keeps_100_and_says_so(tiny_pipeline, astronaut):
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 400, size=(130, 2))
+    boxes = np.concatenate([xy, xy + 50], axis=1).astype(np.float32)
+    res = tiny_pipeline.query(astronaut, "thing", task="detect", boxes=boxes, max_new_tokens=12)
+    assert len(res.proposals) == 100
+    assert np.array_equal(res.proposals.boxes, boxes[:100])
+    assert any("130" in w and "100" in w for w in res.warnings)
+
+
+def test_no_proposals_answers_no_regions(tiny_model_dir, astronaut):
+    from vlxseek_core.pipeline import VLXSeek
+    from vlxseek_core.proposals import ProposalSource
+    from vlxseek_core.types import Proposals
+
+    class NothingFound(ProposalSource):
+        name = "nothing"
+
+        def propose(self, image):
+            return Proposals.empty()
+
+    base = VLXSeek.from_pretrained(tiny_model_dir, device="cpu", proposal_source="none")
+    pipe = VLXSeek(base.model, base.tokenizer, base.preprocessor, NothingFound())
+    res = pipe.query(astronaut, "cat")
+    assert res.detections == [] and res.answer == ""
+    assert any("no regions" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("image,message", [
+    (np.zeros((0, 5, 3), np.uint8), "zero"),
+    (np.zeros((4, 4, 3), np.float32), "uint8"),
+    (np.zeros((4, 4, 5), np.uint8), "shape"),
+    ("not an image", "numpy"),
+])
+def test_bad_images_raise_invalid_image(tiny_pipeline, image, message):
+    with pytest.raises(InvalidImageError, match=message):
+        tiny_pipeline.query(image, "cat", boxes=[[0, 0, 1, 1]])
+
+
+def test_bad_requests_raise_invalid_request(tiny_pipeline, astronaut):
+    with pytest.raises(InvalidRequestError, match="no proposal detector"):
+        tiny_pipeline.query(astronaut, "cat")
+    with pytest.raises(InvalidRequestError, match="non-empty query"):
+        tiny_pipeline.query(astronaut, "", task="refer", boxes=[[0, 0, 9, 9]])
+    with pytest.raises(InvalidRequestError, match="out of range"):
+        tiny_pipeline.query(astronaut, task="caption", boxes=[[0, 0, 9, 9]], region_indices=[3])
+    with pytest.raises(InvalidRequestError):
+        tiny_pipeline.query(astronaut, "cat", boxes=[[0, 0, float("nan"), 9]])
+
+
+def test_tiny_image_is_enlarged_and_boxes_scaled(tiny_pipeline):
+    img = np.full((10, 20, 3), 200, np.uint8)
+    res = tiny_pipeline.query(img, "dot", boxes=[[2, 2, 8, 8]], max_new_tokens=8)
+    assert res.image_size == (10, 20)
+    for det in res.detections:
+        assert det.box.tolist() == [2, 2, 8, 8]
+
+
+def test_constrained_outputs_always_parse(tiny_model_dir):
+    """Random logits through the processor always give a parseable answer, no dropped index."""
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        num_regions = 1 + trial % 7
+        proc = RegionAnswerLogitsProcessor(tok, num_regions, max_label_tokens=3,
+                                           trailing_text=trial % 2 == 1)
+        ids = []
+        for _ in range(60):
+            scores = torch.randn(1, 151936, generator=gen)
+            scores[0, 151643:] += 8.0  # make the random model love special tokens
+            scores = proc(torch.tensor([ids], dtype=torch.long), scores)
+            nxt = int(scores.argmax())
+            ids.append(nxt)
+            if nxt == tok.convert_tokens_to_ids("<|im_end|>"):
+                break
+        parsed = parse_answer(tok.decode(ids), num_regions)
+        assert parsed.dropped_indices == [] and parsed.malformed == []
+        assert parsed.groundings and all(g.region_indices for g in parsed.groundings)
+        for g in parsed.groundings:
+            assert len(set(g.region_indices)) == len(g.region_indices)
+
+
+def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
+    from PIL import Image
+
+    from vlxseek_core.cli import main
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(path)
+    rc = main(["query", "--model", tiny_model_dir, "--image", str(path), "--query",
+               "person; cup", "--proposal-source", "none", "--boxes",
+               "[[170, 30, 320, 200], [0, 0, 512, 512]]", "--device", "cpu",
+               "--max-new-tokens", "24", "--compact"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["task"] == "detect"
+    assert out["proposals"]["boxes_xyxy"] == [[170, 30, 320, 200], [0, 0, 512, 512]]
+    for det in out["detections"]:
+        assert det["box_xyxy"] == out["proposals"]["boxes_xyxy"][det["region_index"]]
+    assert main(["query", "--model", str(tmp_path / "missing"), "--image", str(path),
+                 "--query", "x", "--proposal-source", "none"]) == 2
+    assert "does not exist" in capsys.readouterr().err
