@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run the whole test suite (after scripts/setup.sh). ROS 2 processes started by the tests stay
+# on this machine: discovery is limited to localhost and the run gets its own domain id.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${REPO}"
+# shellcheck disable=SC1091
+source "${REPO}/scripts/ros_env.sh" "${REPO}/.venv" || exit 1
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID="${VLXSEEK_TEST_DOMAIN_ID:-$(( 20 + $$ % 80 ))}"
+export PYTHONUNBUFFERED=1
+python -m pytest test -q -p no:cacheprovider "$@"
+rc=$?
+# pytest exits 5 when it collected nothing: that is a failure of this script, not a pass.
+[[ ${rc} -eq 5 ]] && echo "test.sh: no tests were collected" >&2
+exit ${rc}
