@@ -6,10 +6,14 @@ parsing, and maps region indices back to boxes in the caller's image.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, Propo
 from .tokenizer import load_tokenizer
 from .tokens import END_OF_TEXT, IM_END, MAX_REGIONS
 from .types import Detection, Proposals, QueryResult
+from .modeling import EncodedFrame
 
 DEFAULT_MAX_NEW_TOKENS = 1024
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -63,6 +68,11 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def _check_max_proposals(value: int) -> None:
+    if not 1 <= int(value) <= MAX_REGIONS:
+        raise ValueError(f"max_proposals must be in [1, {MAX_REGIONS}], got {value}")
+
+
 class _Timer:
     def __init__(self):
         self.ms: Dict[str, float] = {}
@@ -76,6 +86,32 @@ class _Timer:
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
 
 
+@dataclass
+class FrameEncoding:
+    """Everything about one frame that does not depend on the question (issue: frame cache).
+
+    Attributes:
+        key: content hash of image, boxes and proposal settings.
+        image_size: ``(h, w)`` of the original image.
+        proposals: the regions shown to the model (region index = row).
+        warnings: notes from proposal validation (e.g. dropped user boxes).
+        frame: tower/HFRE outputs, ``None`` when there are no regions.
+        prefixes: ``system flag → (prefix ids, KV cache of the prefix)``, filled lazily.
+        timings_ms: time spent on this frame (proposals, preprocess, encode).
+    """
+
+    key: str
+    image_size: Tuple[int, int]
+    proposals: Proposals
+    warnings: List[str]
+    frame: Optional[EncodedFrame]
+    prefixes: Dict[bool, tuple] = field(default_factory=dict)
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+QuerySpec = Union[str, Tuple[str, str]]
+
+
 class VLXSeek:
     """VLM-FO1 inference on one device. Thread-safe: one inference runs at a time.
 
@@ -86,12 +122,14 @@ class VLXSeek:
         proposal_source: detector for queries without user boxes, or ``None``.
         max_new_tokens: default decoding budget.
         constrained_decoding: keep region answers well-formed (region-answer tasks only).
+        frame_cache_size: frames whose encoding (proposals, towers, HFRE, prompt-prefix KV
+            cache) is kept for further questions; 0 disables reuse.
     """
 
     def __init__(self, model, tokenizer, preprocessor: ImagePreprocessor,
                  proposal_source: Optional[ProposalSource] = None,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 constrained_decoding: bool = True):
+                 constrained_decoding: bool = True, frame_cache_size: int = 2):
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_tokenizer = PromptTokenizer(tokenizer)
@@ -101,7 +139,9 @@ class VLXSeek:
         self.constrained_decoding = constrained_decoding
         self.end_ids = [i for i in tokenizer.convert_tokens_to_ids([IM_END, END_OF_TEXT])
                         if i is not None]
-        self._lock = threading.Lock()
+        self.frame_cache_size = int(frame_cache_size)
+        self._frames: "OrderedDict[str, FrameEncoding]" = OrderedDict()
+        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(cls, model_path: str, device: str = "auto", dtype="auto",
@@ -128,6 +168,7 @@ class VLXSeek:
         """
         from transformers import Qwen2VLImageProcessorPil
 
+        _check_max_proposals(max_proposals)
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model, _ = load_model(model_path, dtype=torch_dtype, device=device,
@@ -148,9 +189,16 @@ class VLXSeek:
     def set_proposal_thresholds(self, min_score: Optional[float] = None,
                                 nms_iou: Optional[float] = None,
                                 max_proposals: Optional[int] = None) -> None:
-        """Change the detector's filter at runtime (no-op without a detector)."""
+        """Change the detector's filter at runtime (no-op without a detector).
+
+        Raises:
+            ValueError: invalid values (``max_proposals`` above 100 included).
+        """
+        if max_proposals is not None:
+            _check_max_proposals(max_proposals)
         if self.proposal_source is not None:
             with self._lock:
+                self._frames.clear()
                 self.proposal_source.set_thresholds(min_score=min_score, nms_iou=nms_iou,
                                                     max_proposals=max_proposals)
 
@@ -176,7 +224,7 @@ class VLXSeek:
 
     def query(self, image, text: str = "", task: str = "detect", boxes=None, box_scores=None,
               region_indices: Optional[Sequence[int]] = None,
-              max_new_tokens: Optional[int] = None) -> QueryResult:
+              max_new_tokens: Optional[int] = None, reuse_frame: bool = True) -> QueryResult:
         """Answer one query about one image.
 
         Args:
@@ -188,6 +236,8 @@ class VLXSeek:
             region_indices: regions that region tasks (caption, ocr, visual_prompt, …) refer
                 to; default: all user boxes.
             max_new_tokens: decoding budget (default ``self.max_new_tokens``).
+            reuse_frame: use (and fill) the frame cache; ``False`` recomputes everything.
+                Greedy answers are identical either way.
 
         Returns:
             :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
@@ -196,30 +246,159 @@ class VLXSeek:
             InvalidImageError: unusable image.
             InvalidRequestError: bad task/query/boxes/region indices.
         """
-        timer = _Timer()
-        task = task or "detect"
-        spec = TASKS.get(task)
-        # Validate the text before spending time on proposals.
-        task_parts(task, text, [0] if spec is not None and spec.needs_regions else ())
+        return self.query_many(image, [(text, task)], boxes=boxes, box_scores=box_scores,
+                               region_indices=region_indices, max_new_tokens=max_new_tokens,
+                               reuse_frame=reuse_frame)[0]
+
+    def query_many(self, image, queries: Sequence[QuerySpec], task: str = "detect",
+                   boxes=None, box_scores=None, region_indices: Optional[Sequence[int]] = None,
+                   max_new_tokens: Optional[int] = None,
+                   reuse_frame: bool = True) -> List[QueryResult]:
+        """Answer several queries about one frame, encoding the frame once.
+
+        Proposals, both towers, the HFRE and the LLM prefill of the shared prompt prefix
+        (system turn, image and region tokens) run once; each query then only prefills its own
+        text (on a copy of the prefix KV cache) and decodes.
+
+        Args:
+            queries: texts (all with ``task``) or ``(text, task)`` pairs.
+            other arguments: as :meth:`query`.
+
+        Returns:
+            One :class:`QueryResult` per query, in order.
+
+        Raises:
+            InvalidImageError, InvalidRequestError: as :meth:`query`; every query is validated
+            before any model work.
+        """
+        specs = [(q, task) if isinstance(q, str) else (q[0], q[1] or "detect") for q in queries]
+        for text, name in specs:  # validate text before spending time on the frame
+            needs = TASKS.get(name or "detect")
+            task_parts(name, text, [0] if needs is not None and needs.needs_regions else ())
         pil = to_pil_rgb(image)
         with self._lock:
+            enc = self.encode(pil, boxes, box_scores, reuse_frame=reuse_frame)
+            return [self.answer(enc, text, name, region_indices=region_indices,
+                                max_new_tokens=max_new_tokens, user_boxes=boxes is not None)
+                    for text, name in specs]
+
+    def frame_key(self, pil, boxes=None, box_scores=None) -> str:
+        """Content hash of the frame and of everything proposals depend on."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((pil.size, pil.mode)).encode())
+        h.update(pil.tobytes())
+        for arr in (boxes, box_scores):
+            h.update(b"|" if arr is None else np.asarray(arr, dtype=np.float64).tobytes())
+        if self.proposal_source is not None:
+            h.update(repr(sorted(self.proposal_source.thresholds.items())).encode())
+        return h.hexdigest()
+
+    def encode(self, image, boxes=None, box_scores=None,
+               reuse_frame: bool = True) -> FrameEncoding:
+        """Proposals, preprocessing, both towers and the HFRE for one frame (cached).
+
+        Raises:
+            InvalidImageError, InvalidRequestError: as :meth:`query`.
+        """
+        pil = to_pil_rgb(image)
+        with self._lock:
+            key = self.frame_key(pil, boxes, box_scores)
+            if reuse_frame and key in self._frames:
+                self._frames.move_to_end(key)
+                return self._frames[key]
+            timer = _Timer()
             with timer.stage("proposals"):
                 proposals, warnings = self.propose(pil, boxes, box_scores)
-            if region_indices is None and spec.needs_regions and boxes is not None:
-                region_indices = list(range(len(proposals)))
-            region_indices = self._check_region_indices(region_indices or (), len(proposals))
-            parts = task_parts(task, text, region_indices)
-            result = QueryResult(task=task, query=text, prompt_text=parts_to_text(parts),
-                                 answer="", groundings=[], detections=[], proposals=proposals,
-                                 image_size=(pil.height, pil.width), warnings=warnings)
-            if len(proposals) == 0:
-                result.warnings.append("no regions: the proposal detector found no candidate "
-                                       "boxes, so the model was not run")
-                result.timings_ms = timer.ms
-                return result
-            self._run_model(pil, proposals, parts, spec, result, timer, max_new_tokens)
-        result.timings_ms = timer.ms
+            frame = None
+            if len(proposals):
+                frame = self._encode_frame(pil, proposals, timer)
+            enc = FrameEncoding(key, (pil.height, pil.width), proposals, list(warnings), frame,
+                                timings_ms=timer.ms)
+            if reuse_frame and self.frame_cache_size > 0:
+                self._frames[key] = enc
+                while len(self._frames) > self.frame_cache_size:
+                    self._frames.popitem(last=False)
+            return enc
+
+    @torch.inference_mode()
+    def _encode_frame(self, pil, proposals: Proposals, timer: _Timer) -> EncodedFrame:
+        dev = self.device
+        with timer.stage("preprocess"):
+            prepared = self.preprocessor(pil, proposals.boxes)
+        with timer.stage("encode"):
+            return self.model.encode_frame(
+                prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev),
+                prepared.aux_pixel_values.to(dev), prepared.aux_boxes.to(dev),
+                prepared.vt_boxes.to(dev))
+
+    @torch.inference_mode()
+    def _prefix(self, enc: FrameEncoding, system: bool, timer: _Timer):
+        """``(prefix ids, KV cache)`` of the frame's prompt prefix, computed once."""
+        if system not in enc.prefixes:
+            with timer.stage("prefill_prefix"):
+                ids = self.prompt_tokenizer.build_prefix(len(enc.proposals), system)
+                embeds, positions, _ = self.model.build_inputs_embeds(ids, enc.frame)
+                out = self.model.model(inputs_embeds=embeds, position_ids=positions,
+                                       use_cache=True)
+            enc.prefixes[system] = (ids, out.past_key_values)
+        return enc.prefixes[system]
+
+    def answer(self, enc: FrameEncoding, text: str = "", task: str = "detect",
+               region_indices: Optional[Sequence[int]] = None,
+               max_new_tokens: Optional[int] = None, user_boxes: bool = False) -> QueryResult:
+        """Answer one query on an encoded frame (see :meth:`encode`).
+
+        Raises:
+            InvalidRequestError: bad task/query/region indices.
+        """
+        task = task or "detect"
+        spec = TASKS.get(task)
+        task_parts(task, text, [0] if spec is not None and spec.needs_regions else ())
+        if region_indices is None and spec.needs_regions and user_boxes:
+            region_indices = list(range(len(enc.proposals)))
+        region_indices = self._check_region_indices(region_indices or (), len(enc.proposals))
+        parts = task_parts(task, text, region_indices)
+        timer = _Timer()
+        result = QueryResult(task=task, query=text, prompt_text=parts_to_text(parts),
+                             answer="", groundings=[], detections=[], proposals=enc.proposals,
+                             image_size=enc.image_size, warnings=list(enc.warnings))
+        if enc.frame is None:
+            result.warnings.append("no regions: the proposal detector found no candidate "
+                                   "boxes, so the model was not run")
+        else:
+            with self._lock:
+                self._generate(enc, parts, spec, result, timer, max_new_tokens)
+        result.timings_ms = {**enc.timings_ms, **timer.ms}
         return result
+
+    @torch.inference_mode()
+    def _generate(self, enc: FrameEncoding, parts, spec, result: QueryResult, timer: _Timer,
+                  max_new_tokens: Optional[int]) -> None:
+        system = self.prompt_tokenizer.wants_system_turn(parts)
+        prefix_ids, prefix_cache = self._prefix(enc, system, timer)
+        input_ids = prefix_ids + self.prompt_tokenizer.build_suffix(parts)
+        embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, enc.frame)
+        processors = []
+        if self.constrained_decoding and spec.region_answer:
+            processors.append(RegionAnswerLogitsProcessor(
+                self.tokenizer, len(enc.proposals), trailing_text=(result.task == "count")))
+        budget = int(max_new_tokens or self.max_new_tokens)
+        with timer.stage("generate"):
+            out = self.model.generate(
+                inputs_embeds=embeds, position_ids=position_ids,
+                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
+                                          device=embeds.device),
+                past_key_values=copy.deepcopy(prefix_cache),  # the prefix stays reusable
+                max_new_tokens=budget, do_sample=False, num_beams=1,
+                eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
+                logits_processor=processors or None, temperature=None, top_p=None,
+                top_k=None, repetition_penalty=None)
+        generated = out[0].tolist()
+        result.num_generated_tokens = len(generated)
+        raw = self.tokenizer.decode(generated, skip_special_tokens=False)
+        if not any(t in self.end_ids for t in generated):
+            result.warnings.append(f"answer cut off at max_new_tokens={budget}")
+        self._fill_answer(result, strip_end_tokens(raw))
 
     @staticmethod
     def _check_region_indices(indices: Sequence[int], num_regions: int) -> list:
@@ -232,40 +411,6 @@ class VLXSeek:
                     f"region index {idx} out of range; there are {num_regions} regions")
             out.append(int(idx))
         return out
-
-    @torch.inference_mode()
-    def _run_model(self, pil, proposals: Proposals, parts, spec, result: QueryResult,
-                   timer: _Timer, max_new_tokens: Optional[int]) -> None:
-        n = len(proposals)
-        with timer.stage("preprocess"):
-            prepared = self.preprocessor(pil, proposals.boxes)
-            input_ids = self.prompt_tokenizer.build(parts, n)
-        dev = self.device
-        with timer.stage("encode"):
-            frame = self.model.encode_frame(
-                prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev),
-                prepared.aux_pixel_values.to(dev), prepared.aux_boxes.to(dev),
-                prepared.vt_boxes.to(dev))
-            embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, frame)
-        processors = []
-        if self.constrained_decoding and spec.region_answer:
-            processors.append(RegionAnswerLogitsProcessor(
-                self.tokenizer, n, trailing_text=(result.task == "count")))
-        budget = int(max_new_tokens or self.max_new_tokens)
-        with timer.stage("generate"):
-            out = self.model.generate(
-                inputs_embeds=embeds, position_ids=position_ids,
-                attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=dev),
-                max_new_tokens=budget, do_sample=False, num_beams=1,
-                eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
-                logits_processor=processors or None, temperature=None, top_p=None,
-                top_k=None, repetition_penalty=None)
-        generated = out[0].tolist()
-        result.num_generated_tokens = len(generated)
-        raw = self.tokenizer.decode(generated, skip_special_tokens=False)
-        if not any(t in self.end_ids for t in generated):
-            result.warnings.append(f"answer cut off at max_new_tokens={budget}")
-        self._fill_answer(result, strip_end_tokens(raw))
 
     @staticmethod
     def _fill_answer(result: QueryResult, answer: str) -> None:

@@ -198,6 +198,35 @@ class PromptTokenizer:
                 buffer += part
         return out + self.text_ids(buffer)
 
+    def build_prefix(self, num_regions: int, system: bool) -> List[int]:
+        """Ids up to and including the newline before the task text; depend only on the frame.
+
+        The reference tokenizes ``"\n" + text`` as one chunk; the Qwen2 pre-tokenizer always
+        splits a single newline from a following non-space character, and task texts never
+        start with whitespace, so prefix + :meth:`build_suffix` equals the reference's ids.
+        """
+        ids: List[int] = []
+        if system:
+            ids += [self.im_start] + self.text_ids(f"system\n{SYSTEM_PROMPT}") + [self.im_end]
+            ids += self.text_ids("\n")
+        ids += [self.im_start] + self.text_ids("user\n") + [self.vision_start]
+        ids += [IMAGE_PLACEHOLDER_ID, self.vision_end]
+        if num_regions:
+            ids += self.text_ids("\n")
+            for k in range(num_regions):
+                ids += [self.token_id(region_token(k)), REGION_FEATURE_PLACEHOLDER_ID]
+        return ids + self.text_ids("\n")
+
+    def build_suffix(self, parts: Sequence[PromptPart]) -> List[int]:
+        """Ids of the task text, the end of the user turn and the assistant header."""
+        return (self.parts_ids(parts) + [self.im_end] + self.text_ids("\n") + [self.im_start]
+                + self.text_ids("assistant\n"))
+
+    @staticmethod
+    def wants_system_turn(parts: Sequence[PromptPart]) -> bool:
+        """Reference rule (spec §7.11): no system turn if the text contains ``system``."""
+        return "system" not in parts_to_text(parts)
+
     def build(self, parts: Sequence[PromptPart], num_regions: int,
               system: Optional[bool] = None) -> List[int]:
         """Input ids of the full prompt, equal to the reference's (spec §3.2).
@@ -206,18 +235,5 @@ class PromptTokenizer:
             list of int; −200 marks the image, one −300 follows each ``<regionK>`` token.
         """
         if system is None:
-            system = "system" not in parts_to_text(parts)
-        ids: List[int] = []
-        if system:
-            ids += [self.im_start] + self.text_ids(f"system\n{SYSTEM_PROMPT}") + [self.im_end]
-            ids += self.text_ids("\n")
-        ids += [self.im_start] + self.text_ids("user\n") + [self.vision_start]
-        ids += [IMAGE_PLACEHOLDER_ID, self.vision_end]
-        lead = "\n"
-        if num_regions:
-            ids += self.text_ids("\n")
-            for k in range(num_regions):
-                ids += [self.token_id(region_token(k)), REGION_FEATURE_PLACEHOLDER_ID]
-        ids += self.parts_ids([lead, *parts]) + [self.im_end] + self.text_ids("\n")
-        ids += [self.im_start] + self.text_ids("assistant\n")
-        return ids
+            system = self.wants_system_turn(parts)
+        return self.build_prefix(num_regions, system) + self.build_suffix(parts)

@@ -153,3 +153,40 @@ def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
     assert main(["query", "--model", str(tmp_path / "missing"), "--image", str(path),
                  "--query", "x", "--proposal-source", "none"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_frame_cache_gives_identical_answers(tiny_pipeline, astronaut, astronaut_boxes):
+    queries = [("person; flag", "detect"), ("the helmet", "refer"), ("flags", "count"),
+               ("", "caption"), ("Is the solar system visible?", "vqa")]
+    fresh = [tiny_pipeline.query(astronaut, t, task=k, boxes=astronaut_boxes,
+                                 max_new_tokens=20, reuse_frame=False) for t, k in queries]
+    batch = tiny_pipeline.query_many(astronaut, queries, boxes=astronaut_boxes,
+                                     max_new_tokens=20)
+    # Ask again in another order: a reused prefix must not be corrupted by earlier queries.
+    again = [tiny_pipeline.query(astronaut, t, task=k, boxes=astronaut_boxes,
+                                 max_new_tokens=20) for t, k in reversed(queries)][::-1]
+    for a, b, c in zip(fresh, batch, again):
+        assert a.answer == b.answer == c.answer
+        assert a.num_generated_tokens == b.num_generated_tokens == c.num_generated_tokens
+        assert [d.region_index for d in a.detections] == [d.region_index for d in c.detections]
+    # The batch encoded the frame once: only its first result paid for the towers.
+    enc = tiny_pipeline.encode(astronaut, astronaut_boxes)
+    assert tiny_pipeline.encode(astronaut, astronaut_boxes) is enc
+    # Two prompt prefixes: with the system turn, and without it for the question that
+    # mentions "system" (reference rule, spec §7.11).
+    assert set(enc.prefixes) == {True, False}
+
+
+def test_frame_cache_is_keyed_on_content(tiny_pipeline, astronaut, astronaut_boxes):
+    a = tiny_pipeline.encode(astronaut, astronaut_boxes)
+    b = tiny_pipeline.encode(astronaut, astronaut_boxes[:2])
+    other = astronaut.copy()
+    other[0, 0, 0] ^= 1
+    c = tiny_pipeline.encode(other, astronaut_boxes)
+    assert len({a.key, b.key, c.key}) == 3
+    assert len(b.proposals) == 2
+
+
+def test_max_proposals_limit(tiny_pipeline):
+    with pytest.raises(ValueError, match="max_proposals"):
+        tiny_pipeline.set_proposal_thresholds(max_proposals=101)
