@@ -427,4 +427,4 @@ class VLXSeek:
         if result.task == "count":
             result.count = extract_count(answer)
         if result.task == "reason":
-            result.reasoning, _ = extract_reasoning(answer)
+            result.reasoning, result.final_answer = extract_reasoning(answer)

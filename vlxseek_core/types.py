@@ -82,6 +82,8 @@ class QueryResult:
         image_size: ``(height, width)`` of the original image in pixels.
         count: for ``count`` tasks, the number read from the answer (spec §5.2).
         reasoning: for ``reason`` tasks, the text inside ``<think>…</think>``.
+        final_answer: for ``reason`` tasks, the text inside ``<answer>…</answer>``; the
+            evidence regions are in ``groundings``/``detections``.
         warnings: human-readable notes (dropped indices, truncated proposals, cut-off answer).
         timings_ms: per-stage wall time in milliseconds.
         num_generated_tokens: tokens decoded for the answer.
@@ -97,6 +99,7 @@ class QueryResult:
     image_size: tuple
     count: Optional[int] = None
     reasoning: Optional[str] = None
+    final_answer: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     num_generated_tokens: int = 0
@@ -118,6 +121,7 @@ class QueryResult:
             "image_size": list(self.image_size),
             "count": self.count,
             "reasoning": self.reasoning,
+            "final_answer": self.final_answer,
             "warnings": list(self.warnings),
             "timings_ms": dict(self.timings_ms),
             "num_generated_tokens": self.num_generated_tokens,

@@ -217,3 +217,26 @@ def test_injected_control_tokens_do_not_reach_the_model(tiny_pipeline, astronaut
     assert ids.count(-300) == len(astronaut_boxes)
     for det in res.detections:
         assert np.array_equal(det.box, astronaut_boxes[det.region_index])
+
+
+def test_reason_and_count_answers_are_split(tiny_pipeline):
+    from vlxseek_core.pipeline import VLXSeek
+    from vlxseek_core.types import Proposals, QueryResult
+
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [1, 2, 3, 4]], np.float32)
+
+    def result(task):
+        return QueryResult(task=task, query="q", prompt_text="", answer="", groundings=[],
+                           detections=[], proposals=Proposals(boxes, np.ones(3)),
+                           image_size=(30, 30))
+
+    r = result("reason")
+    VLXSeek._fill_answer(r, "<think>the cup <region1> is full</think><answer>the left one"
+                            "</answer><ground>cup</ground><objects><region1></objects>")
+    assert r.reasoning == "the cup <region1> is full" and r.final_answer == "the left one"
+    assert [(d.label, d.region_index) for d in r.detections] == [("cup", 1)]
+    c = result("count")
+    VLXSeek._fill_answer(c, "<ground>cat</ground><objects><region0><region2></objects>"
+                            "There are 2 cats.")
+    assert c.count == 2 and [d.region_index for d in c.detections] == [0, 2]
+    assert np.array_equal(c.detections[1].box, boxes[2])
