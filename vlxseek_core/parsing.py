@@ -4,8 +4,8 @@ Accepted forms, in order of preference:
 
 * ``<ground>phrase</ground><objects><region3><region7></objects>`` repeated per phrase; also the
   paper's spelling ``<object>…</object>``, whitespace between the tags, and newlines anywhere;
-* bare ``<regionK>`` references outside any ``<objects>`` block (demo outputs): each becomes its
-  own grounding labelled ``<regionK>``.
+* bare ``<regionK>`` references when the answer has no grounded block (demo outputs): each
+  becomes its own grounding labelled ``<regionK>``.
 
 Unlike the reference (which raises on an index ≥ N), out-of-range indices are dropped and
 reported, never raised.
@@ -109,7 +109,10 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
     remainder_parts.append(text[last:])
     remainder = "".join(remainder_parts)
 
-    for idx in (int(i) for i in _REGION.findall(remainder)):
+    # Bare references count only when there is no grounded block (as the reference demos);
+    # otherwise they are mentions, e.g. inside <think>.
+    bare = [] if order else [int(i) for i in _REGION.findall(remainder)]
+    for idx in bare:
         if 0 <= idx < num_regions:
             add(f"<region{idx}>", [idx])
         else:
