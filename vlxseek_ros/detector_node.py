@@ -1,0 +1,447 @@
+"""The ``vlxseek_detector`` node: VLM-FO1 open-vocabulary grounding as a ROS 2 service.
+
+Interfaces (names relative to the node; remap ``image`` to your camera topic):
+
+* subscribes ``image`` (``sensor_msgs/Image``): best effort, depth 1 (REP 2003 sensor data);
+  parameter ``image_qos_reliable`` switches to reliable. Only the newest frame is kept; no
+  inference ever runs in this callback.
+* service ``~/query_regions`` (``vlxseek_ros/srv/QueryRegions``): answer one query about the
+  request's image or the newest frame.
+* publishes ``~/detections`` (``vision_msgs/Detection2DArray``, reliable) for every answered query
+  (service calls and the standing query), with the answered image's header;
+* publishes ``~/debug_image`` (``sensor_msgs/Image``, rgb8) with boxes, labels and region indices,
+  drawn only when ``publish_debug_image`` is true and someone subscribes.
+* standing query: when ``standing_query`` (or a ``standing_task`` that needs no text) is set, new
+  frames are answered at most ``max_rate_hz`` times per second and published as above.
+
+Threads: the image subscription, the service and the standing-query timer have separate callback
+groups under a ``MultiThreadedExecutor``; one lock around the model makes inferences (and
+threshold changes, applied between inferences) strictly sequential.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from vlxseek_core.errors import InvalidImageError, InvalidRequestError, VLXSeekError
+from vlxseek_ros.conversions import bbox_msgs_to_xyxy, detections_to_msg, fill_response
+from vlxseek_ros.debug_image import draw_result
+from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg
+from vlxseek_ros.srv import QueryRegions
+
+NODE_NAME = "vlxseek_detector"
+PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "none")
+DEVICES = "cpu, cuda, cuda:N or auto"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Repeated identical problems are logged at most once per this many seconds.
+LOG_REPEAT_S = 10.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameters or a model that does not load)."""
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """Parameters that may change at runtime (one consistent snapshot per use)."""
+
+    standing_query: str
+    standing_task: str
+    max_rate_hz: float
+    max_new_tokens: int
+    publish_debug_image: bool
+
+
+@dataclass
+class _Frame:
+    """The newest image of the subscription and its arrival number (1, 2, ...)."""
+
+    msg: Image
+    seq: int
+
+
+def _describe(description: str, *, read_only: bool = False,
+              float_range: Optional[Tuple[float, float]] = None,
+              int_range: Optional[Tuple[int, int]] = None,
+              constraints: str = "") -> ParameterDescriptor:
+    d = ParameterDescriptor(description=description, read_only=read_only,
+                            additional_constraints=constraints)
+    if float_range is not None:
+        d.floating_point_range = [FloatingPointRange(
+            from_value=float(float_range[0]), to_value=float(float_range[1]), step=0.0)]
+    if int_range is not None:
+        d.integer_range = [IntegerRange(from_value=int(int_range[0]),
+                                        to_value=int(int_range[1]), step=1)]
+    return d
+
+
+# name -> (default, descriptor). Types follow the defaults (YAML must use 1.0 for doubles).
+PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
+    "model_path": ("", _describe(
+        "VLM-FO1 checkpoint directory (config.json, tokenizer, *.safetensors). Required.",
+        read_only=True)),
+    "device": ("auto", _describe(
+        "Torch device of the model and the proposal detector.", read_only=True,
+        constraints=DEVICES)),
+    "dtype": ("auto", _describe(
+        "Model weights dtype; auto = bfloat16 on GPU, float32 on CPU.", read_only=True,
+        constraints=", ".join(DTYPES))),
+    "proposal_source": ("omdet_turbo", _describe(
+        "Proposal detector giving the candidate regions; none = only request `regions` boxes.",
+        read_only=True, constraints=", ".join(PROPOSAL_SOURCES))),
+    "proposal_model": ("", _describe(
+        "Proposal detector directory or hub id; empty = the source's default model.",
+        read_only=True)),
+    "proposal_min_score": (0.3, _describe(
+        "Minimum proposal detector confidence of a candidate region.", float_range=(0.0, 1.0))),
+    "proposal_nms_iou": (0.8, _describe(
+        "IoU above which overlapping proposals are suppressed (class-agnostic NMS).",
+        float_range=(0.0, 1.0))),
+    "max_proposals": (100, _describe(
+        "Most candidate regions shown to the model (VLM-FO1 accepts at most 100).",
+        int_range=(1, 100))),
+    "max_new_tokens": (1024, _describe(
+        "Decoding budget of one answer, in tokens.", int_range=(1, 8192))),
+    "standing_query": ("", _describe(
+        "Query answered for new frames of `image` at most max_rate_hz; empty = off "
+        "(unless standing_task needs no text, e.g. detect_all).")),
+    "standing_task": ("", _describe(
+        "Task of the standing query (empty = detect); see vlxseek_core.TASKS. Tasks that need "
+        "regions (caption, ocr, visual_prompt...) cannot be standing.")),
+    "max_rate_hz": (1.0, _describe(
+        "Highest rate of standing-query inferences, Hz.", float_range=(0.01, 100.0))),
+    "publish_debug_image": (True, _describe(
+        "Draw ~/debug_image for answered queries (only while it has subscribers).")),
+    "image_qos_reliable": (False, _describe(
+        "Subscribe `image` reliable instead of best effort (best effort hears both kinds of "
+        "publisher; reliable misses best-effort ones).", read_only=True)),
+}
+
+_RUNTIME_NAMES = ("standing_query", "standing_task", "max_rate_hz", "max_new_tokens",
+                  "publish_debug_image")
+_THRESHOLD_NAMES = {"proposal_min_score": "min_score", "proposal_nms_iou": "nms_iou",
+                    "max_proposals": "max_proposals"}
+
+
+def _task_specs() -> Dict[str, Any]:
+    """Task name -> spec (``needs_query``, ``needs_regions``) from vlxseek_core."""
+    from vlxseek_core.prompts import TASKS as specs
+    return dict(specs)
+
+
+def _load_pipeline(params: Dict[str, Any]):
+    """Load the VLM-FO1 pipeline named by the node parameters.
+
+    Raises:
+        StartupError: empty/invalid parameters or a model that does not load; the message names
+            the model path.
+    """
+    model_path = params["model_path"]
+    if not model_path:
+        raise StartupError("parameter 'model_path' is empty: set it to a VLM-FO1 checkpoint "
+                           "directory (e.g. -p model_path:=/models/vlm-fo1)")
+    if params["dtype"] not in DTYPES:
+        raise StartupError(f"parameter dtype={params['dtype']!r} is not one of {DTYPES}")
+    if params["proposal_source"] not in PROPOSAL_SOURCES:
+        raise StartupError(f"parameter proposal_source={params['proposal_source']!r} is not "
+                           f"one of {PROPOSAL_SOURCES}")
+    try:
+        from vlxseek_core import VLXSeek
+        return VLXSeek.from_pretrained(
+            model_path, device=params["device"], dtype=params["dtype"],
+            proposal_source=params["proposal_source"],
+            proposal_model=params["proposal_model"] or None,
+            proposal_min_score=params["proposal_min_score"],
+            proposal_nms_iou=params["proposal_nms_iou"],
+            max_proposals=params["max_proposals"])
+    except Exception as exc:  # any failure to load is fatal and must name the path
+        proposal = (f", proposal detector {params['proposal_source']}:"
+                    f"{params['proposal_model'] or 'default'}"
+                    if params["proposal_source"] != "none" else "")
+        raise StartupError(
+            f"cannot load the VLM-FO1 model from model_path='{model_path}' "
+            f"(device={params['device']}, dtype={params['dtype']}{proposal}): "
+            f"{type(exc).__name__}: {exc}") from exc
+
+
+class DetectorNode(Node):
+    """ROS 2 node serving VLM-FO1 queries; see the module docstring for its interfaces.
+
+    Args:
+        pipeline: an already loaded pipeline (an object with ``query`` and
+            ``set_proposal_thresholds`` like :class:`vlxseek_core.VLXSeek`); ``None`` loads one
+            from the parameters.
+        **kwargs: passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``namespace``…).
+
+    Raises:
+        StartupError: invalid parameters or the model failed to load (the node is destroyed).
+    """
+
+    def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            params = self._declare_parameters()
+            self._pipe = pipeline if pipeline is not None else _load_pipeline(params)
+        except Exception as exc:
+            self.destroy_node()
+            if isinstance(exc, StartupError):
+                raise
+            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
+
+        self._tasks = _task_specs()
+        self._state_lock = threading.Lock()   # guards the fields below
+        self._model_lock = threading.Lock()   # one inference at a time
+        self._runtime = _Runtime(**{n: params[n] for n in _RUNTIME_NAMES})
+        self._pending_thresholds: Dict[str, Any] = {}
+        self._frame: Optional[_Frame] = None
+        self._frame_count = 0
+        self._standing_seq = 0
+        self._last_problem: Tuple[str, float] = ("", 0.0)
+        bad = self._check_runtime(self._runtime)
+        if bad:
+            self.destroy_node()
+            raise StartupError(bad)
+
+        image_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1,
+            reliability=(ReliabilityPolicy.RELIABLE if params["image_qos_reliable"]
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=DurabilityPolicy.VOLATILE)
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._detections_pub = self.create_publisher(Detection2DArray, "~/detections", 10)
+        self._debug_pub = self.create_publisher(
+            Image, "~/debug_image",
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                       reliability=ReliabilityPolicy.RELIABLE))
+        self._image_sub = self.create_subscription(
+            Image, "image", self._on_image, image_qos, callback_group=self._image_group)
+        self._service = self.create_service(
+            QueryRegions, "~/query_regions", self._on_query,
+            callback_group=self._service_group)
+        self._timer = self.create_timer(1.0 / self._runtime.max_rate_hz, self._on_timer,
+                                        callback_group=self._timer_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.get_logger().info(
+            f"ready: model '{params['model_path']}', proposals {params['proposal_source']}, "
+            f"image topic '{self._image_sub.topic_name}' "
+            f"({'reliable' if params['image_qos_reliable'] else 'best effort'}), "
+            f"service '{self.resolve_service_name(self._service.srv_name)}'")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> Dict[str, Any]:
+        values = {}
+        for name, (default, descriptor) in PARAMETERS.items():
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        return values
+
+    def _check_runtime(self, rt: _Runtime) -> str:
+        """Return why the runtime parameters are unusable, or '' when they are fine."""
+        task = rt.standing_task or "detect"
+        spec = self._tasks.get(task)
+        if spec is None:
+            return (f"standing_task {rt.standing_task!r} is unknown; known tasks: "
+                    f"{', '.join(self._tasks)}")
+        if spec.needs_regions:
+            return (f"standing_task {task!r} needs regions, which a standing query cannot give; "
+                    f"call ~/query_regions with `regions` instead")
+        return ""
+
+    def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
+        """Validate runtime changes; thresholds are applied before the next inference."""
+        changes = {p.name: p.value for p in parameters}
+        with self._state_lock:
+            candidate = replace(self._runtime, **{k: v for k, v in changes.items()
+                                                  if k in _RUNTIME_NAMES})
+            reason = self._check_runtime(candidate)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            rate_changed = candidate.max_rate_hz != self._runtime.max_rate_hz
+            self._runtime = candidate
+            self._pending_thresholds.update(
+                {_THRESHOLD_NAMES[k]: v for k, v in changes.items() if k in _THRESHOLD_NAMES})
+        if rate_changed:
+            self._timer.timer_period_ns = int(1e9 / candidate.max_rate_hz)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_image(self, msg: Image) -> None:
+        """Keep only the newest frame (no conversion, no inference here)."""
+        with self._state_lock:
+            self._frame_count += 1
+            self._frame = _Frame(msg, self._frame_count)
+
+    def _on_query(self, request: QueryRegions.Request,
+                  response: QueryRegions.Response) -> QueryRegions.Response:
+        """Answer one service request; every failure becomes success=false + message."""
+        try:
+            task = request.task or "detect"
+            self._check_request_text(task, request.query)
+            image_msg, source = self._request_image(request)
+            try:
+                rgb = image_msg_to_rgb(image_msg)
+            except InvalidImageError as exc:
+                raise InvalidImageError(f"{source}: {exc}") from exc
+            boxes = (bbox_msgs_to_xyxy(request.regions, rgb.shape[:2])
+                     if len(request.regions) else None)
+            result, ms = self._infer(rgb, request.query, task, boxes)
+        except VLXSeekError as exc:
+            return self._fail(response, str(exc))
+        except Exception as exc:  # keep serving whatever happens inside the model
+            self._report(f"inference failed: {type(exc).__name__}: {exc}",
+                         detail=traceback.format_exc(), error=True)
+            response.success = False
+            response.message = f"inference failed: {type(exc).__name__}: {exc}"
+            return response
+        fill_response(response, result, image_msg.header, ms)
+        self._publish(rgb, result, image_msg.header, response.detections)
+        return response
+
+    def _on_timer(self) -> None:
+        """Answer the standing query for a frame not answered yet."""
+        with self._state_lock:
+            rt = self._runtime
+            frame = self._frame
+        task = rt.standing_task or "detect"
+        textless = bool(rt.standing_task) and not self._tasks[task].needs_query
+        if not (rt.standing_query.strip() or textless):
+            return
+        if frame is None or frame.seq == self._standing_seq:
+            return
+        self._standing_seq = frame.seq
+        try:
+            rgb = image_msg_to_rgb(frame.msg)
+            result, _ = self._infer(rgb, rt.standing_query, task, None)
+        except VLXSeekError as exc:
+            self._report(f"standing query skipped a frame: {exc}")
+            return
+        except Exception as exc:
+            self._report(f"standing query failed: {type(exc).__name__}: {exc}",
+                         detail=traceback.format_exc(), error=True)
+            return
+        self._publish(rgb, result, frame.msg.header, detections_to_msg(result, frame.msg.header))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_request_text(self, task: str, query: str) -> None:
+        spec = self._tasks.get(task)
+        if spec is None:
+            raise InvalidRequestError(
+                f"unknown task {task!r}; known tasks: {', '.join(self._tasks)}")
+        if spec.needs_query and not query.strip():
+            raise InvalidRequestError(f"query is empty; task {task!r} needs a query")
+
+    def _request_image(self, request: QueryRegions.Request) -> Tuple[Image, str]:
+        """The image a request asks about and a name for messages.
+
+        The request's own image when any of its fields is set, else the newest frame of
+        ``image`` (rejected when older than ``max_frame_age`` seconds by its header stamp).
+        """
+        img = request.image
+        if img.width or img.height or len(img.data) or img.encoding:
+            return img, "request image"
+        with self._state_lock:
+            frame = self._frame
+        if frame is None:
+            raise InvalidRequestError(
+                f"no image received yet on '{self._image_sub.topic_name}' and the request has "
+                f"no image")
+        max_age = float(request.max_frame_age)
+        if max_age > 0.0:
+            age = (self.get_clock().now() - Time.from_msg(frame.msg.header.stamp)).nanoseconds
+            age_s = age / 1e9
+            if age_s > max_age:
+                raise InvalidRequestError(
+                    f"newest frame is {age_s:.3f} s old (stamp {frame.msg.header.stamp.sec}."
+                    f"{frame.msg.header.stamp.nanosec:09d}), older than max_frame_age "
+                    f"{max_age:.3f} s")
+        return frame.msg, f"newest frame of '{self._image_sub.topic_name}'"
+
+    def _infer(self, rgb: np.ndarray, query: str, task: str,
+               boxes: Optional[np.ndarray]):
+        """Run one query under the model lock; returns ``(QueryResult, wall ms)``."""
+        with self._state_lock:
+            pending, self._pending_thresholds = self._pending_thresholds, {}
+            max_new_tokens = self._runtime.max_new_tokens
+        with self._model_lock:
+            if pending:
+                self._pipe.set_proposal_thresholds(**pending)
+            start = time.perf_counter()
+            result = self._pipe.query(rgb, query, task=task, boxes=boxes,
+                                      max_new_tokens=max_new_tokens)
+            return result, (time.perf_counter() - start) * 1e3
+
+    def _publish(self, rgb: np.ndarray, result: Any, header: Any,
+                 detections: Detection2DArray) -> None:
+        self._detections_pub.publish(detections)
+        with self._state_lock:
+            debug = self._runtime.publish_debug_image
+        if debug and self._debug_pub.get_subscription_count() > 0:
+            self._debug_pub.publish(rgb_to_image_msg(draw_result(rgb, result), header))
+
+    def _fail(self, response: QueryRegions.Response, message: str) -> QueryRegions.Response:
+        self._report(f"query rejected: {message}")
+        response.success = False
+        response.message = message
+        return response
+
+    def _report(self, message: str, detail: str = "", error: bool = False) -> None:
+        """Log a problem once; identical repeats only every LOG_REPEAT_S seconds."""
+        now = time.monotonic()
+        with self._state_lock:
+            last, when = self._last_problem
+            if message == last and now - when < LOG_REPEAT_S:
+                return
+            self._last_problem = (message, now)
+        logger = self.get_logger()
+        if error:
+            logger.error(message + ("\n" + detail if detail else ""))
+        else:
+            logger.warning(message)
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the node until shutdown; returns the process exit status (1 = failed to start)."""
+    rclpy.init(args=args)
+    try:
+        try:
+            node = DetectorNode()
+        except StartupError as exc:
+            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+            return 1
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+        return 0
+    finally:
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
