@@ -1,0 +1,71 @@
+"""Launch the vlxseek_detector node (and optionally rviz2 showing its debug image).
+
+Example::
+
+    ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \\
+        image_topic:=/camera/color/image_raw device:=cuda use_rviz:=true
+
+Launch arguments override the same parameters of ``params_file``.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+ARGUMENTS = [
+    ("model_path", None, "VLM-FO1 checkpoint directory (required)"),
+    ("device", "auto", "cpu, cuda, cuda:N or auto"),
+    ("dtype", "auto", "auto, float32, bfloat16 or float16"),
+    ("image_topic", "/camera/image_raw", "sensor_msgs/Image topic remapped to `image`"),
+    ("params_file", PathJoinSubstitution([FindPackageShare("vlxseek_ros"), "config",
+                                          "detector.yaml"]), "node parameters (YAML)"),
+    ("namespace", "", "namespace of the node"),
+    ("use_sim_time", "false", "use /clock"),
+    ("log_level", "info", "debug, info, warn, error or fatal"),
+    ("publish_debug_image", "true", "publish ~/debug_image while it has subscribers"),
+    ("use_rviz", "false", "start rviz2 showing the debug image"),
+]
+
+
+def _arg(name):
+    return LaunchConfiguration(name)
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, description=doc,
+                                      **({} if default is None else {"default_value": default}))
+                for name, default, doc in ARGUMENTS]
+    detector = Node(
+        package="vlxseek_ros",
+        executable="vlxseek_detector",
+        name="vlxseek_detector",
+        namespace=_arg("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            _arg("params_file"),
+            {
+                "model_path": ParameterValue(_arg("model_path"), value_type=str),
+                "device": ParameterValue(_arg("device"), value_type=str),
+                "dtype": ParameterValue(_arg("dtype"), value_type=str),
+                "publish_debug_image": ParameterValue(_arg("publish_debug_image"),
+                                                      value_type=bool),
+                "use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool),
+            },
+        ],
+        remappings=[("image", _arg("image_topic"))],
+        arguments=["--ros-args", "--log-level", _arg("log_level")],
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="vlxseek_rviz",
+        arguments=["-d", PathJoinSubstitution([FindPackageShare("vlxseek_ros"), "rviz",
+                                               "vlxseek.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool)}],
+        condition=IfCondition(_arg("use_rviz")),
+    )
+    return LaunchDescription(declared + [detector, rviz])
