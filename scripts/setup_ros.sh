@@ -8,9 +8,9 @@
 #   1. pip-installs the ros-* wheels and colcon into VENV;
 #   2. rewrites the manylinux build paths (/opt/python/cp311-cp311/...) that the wheels' exported
 #      CMake files name, to this interpreter's include dir and VENV's site-packages;
-#   3. colcon-builds (merge install) into <repo>/.ros_ws/{build,install,log}:
-#        - test/vision_msgs  (test-only copy of vision_msgs 4.x; has COLCON_IGNORE, so it is
-#                             staged to .ros_ws/src/vision_msgs and built from there),
+#   3. colcon-builds (merge install) into <repo>/.ros_ws/{build,install,log}, from copies staged
+#      in <repo>/.ros_ws/src (see below why):
+#        - test/vision_msgs  (test-only copy of vision_msgs 4.x; has COLCON_IGNORE),
 #        - the repo root     (package vlxseek_ros: msg/srv + Python + launch/config/rviz).
 #
 # Afterwards: `source scripts/ros_env.sh`.
@@ -131,13 +131,29 @@ log "colcon build (merge install) into ${WS}"
 mkdir -p "${WS}"
 # Keep a user's recursive `colcon build` out of this folder (build/install/log/src).
 touch "${WS}/COLCON_IGNORE"
-# colcon refuses a path with COLCON_IGNORE even when named explicitly, so build the test-only
-# vision_msgs from a staged copy without the marker (mtimes kept: no needless rebuilds).
-STAGE="${WS}/src/vision_msgs"
-rm -rf "${STAGE}"
-mkdir -p "${STAGE}"
-cp -a "${REPO}/test/vision_msgs/CMakeLists.txt" "${REPO}/test/vision_msgs/package.xml" \
-  "${REPO}/test/vision_msgs/msg" "${STAGE}/"
+# Build from staged copies under .ros_ws/src (tar keeps mtimes: no needless rebuilds):
+#  - colcon refuses a path holding COLCON_IGNORE even when named explicitly (test/vision_msgs);
+#  - CMake refuses to export include dirs inside the source dir, and a repo-local venv
+#    (numpy's headers in <repo>/.venv) would be inside it if the repo root were built in place.
+stage() {  # stage SRC_DIR DEST_DIR PATH...
+  local src="$1" dest="$2"
+  shift 2
+  rm -rf "${dest}"
+  mkdir -p "${dest}"
+  tar -C "${src}" --exclude=__pycache__ --exclude='*.pyc' --exclude=COLCON_IGNORE -cf - "$@" \
+    | tar -C "${dest}" -xf -
+}
+stage "${REPO}/test/vision_msgs" "${WS}/src/vision_msgs" CMakeLists.txt package.xml msg
+# A build dir configured from another source dir (e.g. a moved checkout) cannot be reused.
+for pkg in vision_msgs vlxseek_ros; do
+  cache="${WS}/build/${pkg}/CMakeCache.txt"
+  if [[ -f "${cache}" ]] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=${WS}/src/${pkg}" "${cache}"
+  then
+    rm -rf "${WS}/build/${pkg}"
+  fi
+done
+stage "${REPO}" "${WS}/src/vlxseek_ros" package.xml CMakeLists.txt msg srv launch config rviz \
+  vlxseek_core vlxseek_ros
 LD_PATH="$(ros_ld_path)"
 (
   cd "${WS}"
@@ -154,7 +170,7 @@ LD_PATH="$(ros_ld_path)"
     --merge-install \
     --build-base "${WS}/build" \
     --install-base "${WS}/install" \
-    --paths "${STAGE}" "${REPO}" \
+    --paths "${WS}/src/vision_msgs" "${WS}/src/vlxseek_ros" \
     --executor sequential \
     --event-handlers console_direct- console_cohesion+ \
     --cmake-args \

@@ -9,8 +9,16 @@ pytest starts, e.g.::
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 python -m pytest test/ros -q
 """
 import os
+from pathlib import Path
 
 import pytest
+
+# Fast DDS drops best-effort samples above ~512 KB with its default buffers (the test photo is
+# 768 KB): use the profile shipped for that in every rclpy process of the tests (set before any
+# participant exists; subprocesses inherit it). Users of the node choose it themselves.
+os.environ.setdefault(
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    str(Path(__file__).resolve().parents[2] / "config" / "fastdds_large_images.xml"))
 
 
 def ros_network_env_problems() -> list:
