@@ -137,8 +137,36 @@ def model_state_names(model) -> Dict[str, tuple]:
     return names
 
 
+def choose_attn_implementation(device: str, dtype: torch.dtype, requested: str = "auto") -> str:
+    """``auto`` → ``flash_attention_2`` on CUDA in bf16/fp16 when ``flash_attn`` is installed,
+    else ``sdpa``; explicit ``eager``/``sdpa``/``flash_attention_2`` are returned as given.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if requested not in ("auto", "eager", "sdpa", "flash_attention_2"):
+        raise ValueError(f"unknown attn_implementation {requested!r}")
+    if requested != "auto":
+        return requested
+    if str(device).startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def set_attention(model, implementation: str) -> None:
+    """Use ``implementation`` for the LLM and the primary ViT. The DaViT's channel attention has
+    a "head dim" equal to the number of spatial tokens, far beyond flash-attention limits
+    (spec §8), so it stays on sdpa/eager."""
+    model.model.set_attn_implementation(implementation)
+    aux = "eager" if implementation == "eager" else "sdpa"
+    model.model.vision_tower_aux.image_tower.set_attn_implementation(aux)
+
+
 def load_model(directory: str, dtype: torch.dtype = torch.float32, device: str = "cpu",
-               allow_key_mismatch: bool = False):
+               allow_key_mismatch: bool = False, attn_implementation: str = "auto"):
     """Load a VLM-FO1 checkpoint directory.
 
     Args:
@@ -146,6 +174,7 @@ def load_model(directory: str, dtype: torch.dtype = torch.float32, device: str =
         dtype: parameter dtype of towers and LLM.
         device: torch device string.
         allow_key_mismatch: load even with missing/unexpected keys (left random/ignored).
+        attn_implementation: see :func:`choose_attn_implementation`.
 
     Returns:
         ``(model in eval mode, LoadReport)``.
@@ -176,6 +205,7 @@ def load_model(directory: str, dtype: torch.dtype = torch.float32, device: str =
     model.load_state_dict(state, strict=False, assign=True)
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
+    set_attention(model, choose_attn_implementation(device, dtype, attn_implementation))
     return model.to(device).eval(), report
 
 

@@ -149,7 +149,8 @@ class VLXSeek:
                         proposal_min_score: float = DEFAULT_MIN_SCORE,
                         proposal_nms_iou: float = DEFAULT_NMS_IOU,
                         max_proposals: int = MAX_PROPOSALS,
-                        allow_key_mismatch: bool = False, **kwargs) -> "VLXSeek":
+                        allow_key_mismatch: bool = False, attn_implementation: str = "auto",
+                        **kwargs) -> "VLXSeek":
         """Load a checkpoint directory (and optionally a proposal detector).
 
         Args:
@@ -160,6 +161,8 @@ class VLXSeek:
             proposal_model: detector directory or hub id (``None`` = the kind's default).
             proposal_min_score, proposal_nms_iou, max_proposals: proposal filter (spec §3.5).
             allow_key_mismatch: run even if checkpoint keys do not match (testing only).
+            attn_implementation: ``auto`` (flash-attention 2 on CUDA when installed, else
+                sdpa), ``sdpa``, ``eager`` or ``flash_attention_2``.
             **kwargs: passed to :class:`VLXSeek` (``max_new_tokens``, ``constrained_decoding``).
 
         Raises:
@@ -172,7 +175,8 @@ class VLXSeek:
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model, _ = load_model(model_path, dtype=torch_dtype, device=device,
-                              allow_key_mismatch=allow_key_mismatch)
+                              allow_key_mismatch=allow_key_mismatch,
+                              attn_implementation=attn_implementation)
         tokenizer = load_tokenizer(model_path)
         qwen_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
         preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio,

@@ -172,3 +172,22 @@ def test_bf16_load_keeps_rotary_in_fp32(tiny_model_dir):
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert model.model.rotary_emb.inv_freq.dtype == torch.float32
     assert np.isfinite(model.model.rotary_emb.inv_freq.numpy()).all()
+
+
+def test_attention_choice(tiny_model_dir, monkeypatch):
+    from vlxseek_core.checkpoint import choose_attn_implementation
+
+    assert choose_attn_implementation("cpu", torch.float32) == "sdpa"
+    assert choose_attn_implementation("cpu", torch.float32, "eager") == "eager"
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert choose_attn_implementation("cuda", torch.bfloat16) == "flash_attention_2"
+    assert choose_attn_implementation("cuda", torch.float32) == "sdpa"
+    with pytest.raises(ValueError):
+        choose_attn_implementation("cpu", torch.float32, "fast")
+    monkeypatch.undo()
+    model, _ = load_model(tiny_model_dir, attn_implementation="eager")
+    assert model.model.config._attn_implementation == "eager"
+    assert model.model.vision_tower.image_tower.config._attn_implementation == "eager"
+    assert model.model.vision_tower_aux.image_tower.config._attn_implementation == "eager"
