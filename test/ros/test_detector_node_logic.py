@@ -1,0 +1,286 @@
+"""In-process tests of the node logic with a throwaway fake pipeline (no model).
+
+They cover what the tiny-model process test cannot provoke: an exception inside inference,
+strictly sequential inferences under concurrent service calls and a standing query, threshold
+changes applied between inferences, no inference in the image callback, and the debug image
+drawn only for subscribers.
+"""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="source scripts/ros_env.sh first")
+pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+from vlxseek_core.errors import InvalidRequestError  # noqa: E402
+from vlxseek_core.types import Detection, Grounding, Proposals, QueryResult  # noqa: E402
+from vlxseek_ros import detector_node  # noqa: E402
+from vlxseek_ros.image_conversion import rgb_to_image_msg  # noqa: E402
+from vlxseek_ros.srv import QueryRegions  # noqa: E402
+
+NS = "/logic_test"
+BOXES = np.array([[1, 2, 11, 12], [5, 5, 30, 40]], np.float32)
+
+
+class FakePipeline:
+    """Stands in for vlxseek_core.VLXSeek in these tests only."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []
+        self.events = []            # ("query" | "thresholds", details) in order
+        self.active = 0
+        self.max_active = 0
+        self.delay_s = 0.0
+        self.error = None
+
+    def set_proposal_thresholds(self, **kwargs):
+        with self.lock:
+            self.events.append(("thresholds", kwargs))
+
+    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.calls.append((image.shape, text, task, max_new_tokens))
+            self.events.append(("query", text))
+        try:
+            time.sleep(self.delay_s)
+            if self.error is not None:
+                raise self.error
+            if not text.strip():
+                raise InvalidRequestError("empty")
+            return QueryResult(
+                task=task, query=text, prompt_text="", answer="<ground>x</ground>",
+                groundings=[Grounding(text, [1])],
+                detections=[Detection(1, text, BOXES[1], 0.5)],
+                proposals=Proposals(BOXES, np.array([0.9, 0.5], np.float32)),
+                image_size=image.shape[:2])
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def frame(sec=1):
+    msg = rgb_to_image_msg(np.full((48, 64, 3), 100, np.uint8), None)
+    msg.header.stamp.sec = sec
+    msg.header.frame_id = "cam"
+    return msg
+
+
+class Harness:
+    def __init__(self, pipeline, overrides=()):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = detector_node.DetectorNode(
+            pipeline=pipeline, context=self.context, namespace=NS,
+            parameter_overrides=list(overrides))
+        self.peer = rclpy.create_node("logic_peer", namespace=NS, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.client = self.peer.create_client(QueryRegions, f"{NS}/vlxseek_detector/"
+                                              "query_regions")
+        self.image_pub = self.peer.create_publisher(
+            Image, f"{NS}/image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        assert self.client.wait_for_service(timeout_sec=10)
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self.thread.join(timeout=5)
+
+    def call(self, text="cup", image=None, timeout=20):
+        req = QueryRegions.Request()
+        req.query = text
+        if image is not None:
+            req.image = image
+        future = self.client.call_async(req)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        assert done.wait(timeout)
+        return future.result()
+
+    def send_frame(self, msg):
+        deadline = time.monotonic() + 10
+        while self.image_pub.get_subscription_count() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        self.image_pub.publish(msg)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fake():
+    return FakePipeline()
+
+
+@pytest.fixture
+def harness(fake):
+    h = Harness(fake)
+    yield h
+    h.close()
+
+
+def test_exception_inside_inference_is_reported_and_node_keeps_serving(harness, fake):
+    fake.error = RuntimeError("CUDA out of memory (simulated)")
+    res = harness.call(image=frame())
+    assert not res.success
+    assert res.message == "inference failed: RuntimeError: CUDA out of memory (simulated)"
+    fake.error = None
+    res = harness.call(image=frame())
+    assert res.success and [d.id for d in res.detections.detections] == ["1"]
+    assert res.header.frame_id == "cam" and res.header.stamp.sec == 1
+
+
+def test_core_request_errors_become_failed_responses(harness, fake):
+    fake.error = InvalidRequestError("region index 7 out of range")
+    res = harness.call(image=frame())
+    assert not res.success and res.message == "region index 7 out of range"
+
+
+def test_frames_do_not_trigger_inference_without_standing_query(harness, fake):
+    for k in range(5):
+        harness.send_frame(frame(sec=k))
+    # depth 1: the node may skip frames, but it ends up holding the newest one
+    wait_for(lambda: harness.node._frame is not None
+             and harness.node._frame.msg.header.stamp.sec == 4)
+    time.sleep(0.3)
+    assert fake.calls == []
+    # the newest frame is the one answered
+    res = harness.call()
+    assert res.success and res.header.stamp.sec == 4
+
+
+def test_inferences_are_sequential_under_concurrent_calls_and_standing_query(harness, fake):
+    fake.delay_s = 0.2
+    assert harness.node.set_parameters([Parameter("standing_query", value="person"),
+                                        Parameter("max_rate_hz", value=50.0)])[0].successful
+    results = []
+
+    def caller():
+        results.append(harness.call(image=frame(), timeout=30).success)
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for t in callers:
+        t.start()
+    for k in range(5):
+        harness.send_frame(frame(sec=10 + k))
+        time.sleep(0.1)
+    for t in callers:
+        t.join(timeout=30)
+    wait_for(lambda: any(c[1] == "person" for c in fake.calls))
+    assert results == [True, True, True]
+    assert fake.max_active == 1
+
+
+def test_threshold_changes_are_applied_between_inferences(harness, fake):
+    fake.delay_s = 0.5
+    t = threading.Thread(target=harness.call, kwargs={"image": frame()})
+    t.start()
+    wait_for(lambda: fake.active == 1)
+    result = harness.node.set_parameters([Parameter("proposal_min_score", value=0.6),
+                                          Parameter("max_proposals", value=7)])
+    assert all(r.successful for r in result)
+    t.join(timeout=10)
+    # not applied during the running inference ...
+    assert [e[0] for e in fake.events] == ["query"]
+    harness.call(image=frame())
+    # ... but before the next one, in one call
+    assert fake.events[1:] == [("thresholds", {"min_score": 0.6, "max_proposals": 7}),
+                               ("query", "cup")]
+
+
+def test_parameter_validation(harness, fake):
+    node = harness.node
+    bad = node.set_parameters([Parameter("standing_task", value="ocr")])[0]
+    assert not bad.successful and "needs regions" in bad.reason
+    assert not node.set_parameters([Parameter("max_rate_hz", value=0.0)])[0].successful
+    assert not node.set_parameters([Parameter("max_proposals", value=101)])[0].successful
+    assert not node.set_parameters([Parameter("device", value="cuda")])[0].successful
+    ok = node.set_parameters([Parameter("max_new_tokens", value=17)])[0]
+    assert ok.successful
+    harness.call(image=frame())
+    assert fake.calls[-1][3] == 17
+
+
+def test_standing_task_without_text(harness, fake):
+    node = harness.node
+    assert node.set_parameters([Parameter("standing_task", value="detect_all"),
+                                Parameter("max_rate_hz", value=20.0)])[0].successful
+    harness.send_frame(frame(sec=3))
+    wait_for(lambda: any(c[2] == "detect_all" for c in fake.calls))
+
+
+def test_debug_image_drawn_only_for_subscribers(harness, fake, monkeypatch):
+    drawn = []
+    real_draw = detector_node.draw_result
+    monkeypatch.setattr(detector_node, "draw_result",
+                        lambda rgb, result: drawn.append(1) or real_draw(rgb, result))
+    assert harness.call(image=frame()).success
+    assert drawn == []
+    got = []
+    harness.peer.create_subscription(Image, f"{NS}/vlxseek_detector/debug_image", got.append,
+                                     QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: harness.node._debug_pub.get_subscription_count() > 0)
+    assert harness.call(image=frame()).success
+    wait_for(lambda: len(got) == 1)
+    assert drawn == [1] and (got[0].height, got[0].width) == (48, 64)
+    harness.node.set_parameters([Parameter("publish_debug_image", value=False)])
+    assert harness.call(image=frame()).success
+    assert drawn == [1]
+
+
+def test_detections_published_for_answered_queries_only(harness, fake):
+    got = []
+    harness.peer.create_subscription(Detection2DArray, f"{NS}/vlxseek_detector/detections",
+                                     got.append, 10)
+    wait_for(lambda: harness.node._detections_pub.get_subscription_count() > 0)
+    assert not harness.call("").success
+    assert harness.call(image=frame(sec=9)).success
+    wait_for(lambda: len(got) == 1)
+    time.sleep(0.2)
+    assert len(got) == 1 and got[0].header.stamp.sec == 9
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ([Parameter("standing_task", value="caption")], "needs regions"),
+    ([Parameter("standing_task", value="nope")], "unknown"),
+    ([Parameter("max_proposals", value=500)], "invalid parameters"),
+])
+def test_bad_startup_parameters_raise_startup_error(fake, overrides, needle):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(detector_node.StartupError, match=needle):
+            detector_node.DetectorNode(pipeline=fake, context=context, namespace=NS,
+                                       parameter_overrides=overrides)
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_empty_model_path_is_a_startup_error():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(detector_node.StartupError, match="model_path' is empty"):
+            detector_node.DetectorNode(context=context, namespace=NS)
+    finally:
+        rclpy.try_shutdown(context=context)
