@@ -1,8 +1,8 @@
-"""Launch the vlxseek_detector node (and optionally rviz2 showing its debug image).
+r"""Launch the vlxseek_detector node (and optionally rviz2 showing its debug image).
 
 Example::
 
-    ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \\
+    ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \
         image_topic:=/camera/color/image_raw device:=cuda use_rviz:=true
 
 Launch arguments override the same parameters of ``params_file``.

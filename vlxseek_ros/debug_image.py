@@ -22,7 +22,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def label_colour(label: str) -> Tuple[int, int, int]:
-    """A bright RGB colour for ``label``, stable across runs (MD5 of the text picks the hue)."""
+    """Return a bright RGB colour for ``label``, stable across runs (MD5 of it picks the hue)."""
     digest = hashlib.md5(label.encode("utf-8")).digest()
     hue = int.from_bytes(digest[:2], "big") / 65536.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)

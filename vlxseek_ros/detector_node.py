@@ -352,7 +352,7 @@ class DetectorNode(Node):
             raise InvalidRequestError(f"query is empty; task {task!r} needs a query")
 
     def _request_image(self, request: QueryRegions.Request) -> Tuple[Image, str]:
-        """The image a request asks about and a name for messages.
+        """Return the image a request asks about and a name for messages.
 
         The request's own image when any of its fields is set, else the newest frame of
         ``image`` (rejected when older than ``max_frame_age`` seconds by its header stamp).
