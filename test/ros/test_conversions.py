@@ -71,8 +71,8 @@ def test_proposals_to_msg_values():
 
 
 def test_groundings_to_msgs():
-    msgs = conv.groundings_to_msgs(_result(groundings=[Grounding("a", [1, 3]),
-                                                        Grounding("<region2>", [2])]))
+    groundings = [Grounding("a", [1, 3]), Grounding("<region2>", [2])]
+    msgs = conv.groundings_to_msgs(_result(groundings=groundings))
     assert [(m.phrase, list(m.region_indices)) for m in msgs] == [("a", [1, 3]),
                                                                   ("<region2>", [2])]
 
