@@ -10,6 +10,7 @@ the workspace::
 (launch_testing's pytest plugin needs pytest < 9.) It starts the launch file with tiny random
 models and a params file, waits for ``~/query_regions``, and checks a clean exit on shutdown.
 """
+import importlib.util
 import os
 import subprocess
 import sys
@@ -35,12 +36,18 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "vlxseek_launch_test"
 
-# The same network guard as conftest.py, also when run by `launch_test` (which skips conftest).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ros_network_env_problems  # noqa: E402
 
-if ros_network_env_problems():
-    raise RuntimeError("refusing to launch nodes: " + "; ".join(ros_network_env_problems()))
+def _network_guard_problems():
+    """Run conftest.py's guard, also under `launch_test` (which does not load conftest)."""
+    spec = importlib.util.spec_from_file_location(
+        "vlxseek_ros_test_guard", Path(__file__).resolve().parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ros_network_env_problems()
+
+
+if _network_guard_problems():
+    raise RuntimeError("refusing to launch nodes: " + "; ".join(_network_guard_problems()))
 
 
 def _make_tiny_models(root: Path):
