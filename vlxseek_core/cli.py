@@ -6,6 +6,9 @@ Examples::
     vlxseek query --model DIR --image photo.jpg --task caption --boxes "[[10,20,200,300]]"
     vlxseek make-tiny-model DIR
     vlxseek make-tiny-proposer DIR
+    vlxseek eval countbench --model DIR --data countbench.json --images IMGS --out OUT
+    vlxseek inspect DIR [--spec vlm-fo1-3b-keys.json] [--json]
+    vlxseek download [omlab/VLM-FO1_Qwen2.5-VL-3B-v01] [--dir DIR] [--revision REV]
 """
 from __future__ import annotations
 
@@ -74,6 +77,98 @@ def cmd_make_tiny_proposer(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Run one benchmark (spec §5); exit 1 when some records failed (re-run retries them)."""
+    import logging
+    import os
+
+    from .evaluation import EvalError, build_protocol, run_eval
+    from .hub import resolve_model_path
+    from .pipeline import VLXSeek
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for flag, path in (("--data", args.data), ("--annotations", args.annotations)):
+        if path and not os.path.isfile(path):
+            raise EvalError(f"{flag} {path!r} is not a file")
+    if not os.path.isdir(args.images):
+        raise EvalError(f"--images {args.images!r} is not a directory")
+    protocol = build_protocol(args.protocol, args.data, args.images,
+                              annotations=args.annotations, gt_format=args.gt_box_format)
+    model_dir = resolve_model_path(args.model)
+    pipe = VLXSeek.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
+                                   proposal_source=args.proposal_source,
+                                   proposal_model=args.proposal_model)
+    summary = run_eval(protocol, pipe, args.out, limit=args.limit,
+                       max_new_tokens=args.max_new_tokens, model_id=os.path.abspath(model_dir),
+                       restart=args.restart, progress=not args.no_progress)
+    return 0 if summary["num_errors"] == 0 else 1
+
+
+def cmd_inspect(args) -> int:
+    """Check a checkpoint without loading weights; exit 1 on any failed check."""
+    from .inspect_checkpoint import inspect_checkpoint
+
+    report = inspect_checkpoint(args.directory, spec_path=args.spec)
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(report.format(max_items=args.max_items))
+    return 0 if report.ok else 1
+
+
+def cmd_download(args) -> int:
+    """Download a checkpoint's safetensors snapshot; prints the local directory."""
+    from .hub import download
+
+    path = download(args.repo_id, local_dir=args.dir, revision=args.revision,
+                    cache_dir=args.cache_dir, local_files_only=args.local_files_only)
+    print(path)
+    return 0
+
+
+def _add_tool_commands(sub) -> None:
+    """The ``eval``, ``inspect`` and ``download`` subcommands."""
+    from .hub import DEFAULT_REPO_ID
+
+    e = sub.add_parser("eval", help="evaluate on COCO, CountBench, PixMo-Count or RefCOCO")
+    e.add_argument("protocol", choices=("coco", "countbench", "pixmo-count", "refcoco"))
+    e.add_argument("--model", required=True, help="checkpoint directory or hub repo id")
+    e.add_argument("--data", help="records file (JSON list or JSONL); coco: proposals JSONL, "
+                   "omit to use --proposal-source")
+    e.add_argument("--images", required=True, help="directory of the records' images")
+    e.add_argument("--out", required=True, help="output directory (resumable)")
+    e.add_argument("--annotations", help="coco: COCO instances JSON (ground truth)")
+    e.add_argument("--gt-box-format", default="xywh", choices=("xywh", "xyxy"),
+                   help="refcoco: format of the records' 'bbox' ground truth")
+    e.add_argument("--limit", type=int, default=None, help="only the first N records")
+    e.add_argument("--device", default="auto", help="cpu, cuda, auto")
+    e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    e.add_argument("--max-new-tokens", type=int, default=None,
+                   help="decoding budget (reference: 4096; default: the pipeline's)")
+    e.add_argument("--proposal-source", default="none",
+                   help="detector for records without proposals: omdet_turbo, ... or none")
+    e.add_argument("--proposal-model", help="detector directory or hub id")
+    e.add_argument("--restart", action="store_true", help="discard previous results in --out")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("inspect", help="check a checkpoint directory without loading weights")
+    i.add_argument("directory")
+    i.add_argument("--spec", help="vlm-fo1-3b-keys.json to compare the added keys with")
+    i.add_argument("--json", action="store_true", help="machine-readable report")
+    i.add_argument("--max-items", type=int, default=10, help="details shown per check")
+    i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("download", help="download a checkpoint (safetensors only) from the hub")
+    d.add_argument("repo_id", nargs="?", default=DEFAULT_REPO_ID)
+    d.add_argument("--dir", help="copy into this directory (default: the HF cache)")
+    d.add_argument("--revision", help="branch, tag or commit to pin")
+    d.add_argument("--cache-dir", help="HF cache directory")
+    d.add_argument("--local-files-only", action="store_true", help="never use the network")
+    d.set_defaults(func=cmd_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlxseek", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write a tiny random OmDet-Turbo detector (tests/demos)")
     p.add_argument("directory")
     p.set_defaults(func=cmd_make_tiny_proposer)
+    _add_tool_commands(sub)
     return parser
 
 
