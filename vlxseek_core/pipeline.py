@@ -68,6 +68,17 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def compile_vision_towers(model, backend: str = "inductor",
+                          towers: Sequence[str] = ("primary", "aux")) -> None:
+    """``torch.compile`` the forward of the chosen vision towers (dynamic shapes: image sizes
+    vary); the LLM stays eager because generation already reuses its KV cache."""
+    modules = {"primary": model.model.vision_tower.image_tower,
+               "aux": model.model.vision_tower_aux.image_tower}
+    for name in towers:
+        tower = modules[name]
+        tower.forward = torch.compile(tower.forward, backend=backend, dynamic=True)
+
+
 def _check_max_proposals(value: int) -> None:
     if not 1 <= int(value) <= MAX_REGIONS:
         raise ValueError(f"max_proposals must be in [1, {MAX_REGIONS}], got {value}")
@@ -150,7 +161,7 @@ class VLXSeek:
                         proposal_nms_iou: float = DEFAULT_NMS_IOU,
                         max_proposals: int = MAX_PROPOSALS,
                         allow_key_mismatch: bool = False, attn_implementation: str = "auto",
-                        **kwargs) -> "VLXSeek":
+                        compile_towers: Optional[str] = None, **kwargs) -> "VLXSeek":
         """Load a checkpoint directory (and optionally a proposal detector).
 
         Args:
@@ -163,6 +174,8 @@ class VLXSeek:
             allow_key_mismatch: run even if checkpoint keys do not match (testing only).
             attn_implementation: ``auto`` (flash-attention 2 on CUDA when installed, else
                 sdpa), ``sdpa``, ``eager`` or ``flash_attention_2``.
+            compile_towers: a ``torch.compile`` backend name (e.g. ``inductor``) to compile
+                both vision towers with dynamic shapes; ``None`` keeps them eager.
             **kwargs: passed to :class:`VLXSeek` (``max_new_tokens``, ``constrained_decoding``).
 
         Raises:
@@ -177,6 +190,8 @@ class VLXSeek:
         model, _ = load_model(model_path, dtype=torch_dtype, device=device,
                               allow_key_mismatch=allow_key_mismatch,
                               attn_implementation=attn_implementation)
+        if compile_towers:
+            compile_vision_towers(model, compile_towers)
         tokenizer = load_tokenizer(model_path)
         qwen_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
         preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio,

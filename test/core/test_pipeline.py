@@ -240,3 +240,49 @@ def test_reason_and_count_answers_are_split(tiny_pipeline):
                             "There are 2 cats.")
     assert c.count == 2 and [d.region_index for d in c.detections] == [0, 2]
     assert np.array_equal(c.detections[1].box, boxes[2])
+
+
+def test_bf16_dtype_policy(tiny_model_dir, astronaut, astronaut_boxes):
+    """Towers and LLM in bf16; RoIAlign and box embedding in fp32; connector input bf16."""
+    from vlxseek_core.pipeline import VLXSeek
+
+    pipe = VLXSeek.from_pretrained(tiny_model_dir, device="cpu", dtype="bfloat16",
+                                   proposal_source="none", max_new_tokens=8)
+    seen = {}
+    hfre = pipe.model.model.object_vp_extractor
+    proj = pipe.model.model.mm_projector_aux
+    h1 = hfre.register_forward_hook(lambda m, i, o: seen.__setitem__("hfre", o.dtype))
+    h2 = proj.register_forward_pre_hook(lambda m, i: seen.__setitem__("proj_in", i[0].dtype))
+    try:
+        enc = pipe.encode(astronaut, astronaut_boxes, reuse_frame=False)
+        res = pipe.answer(enc, "person", task="detect")
+    finally:
+        h1.remove()
+        h2.remove()
+    assert seen == {"hfre": torch.float32, "proj_in": torch.bfloat16}
+    assert enc.frame.region_embeds.dtype == torch.bfloat16
+    assert enc.frame.image_embeds.dtype == torch.bfloat16
+    assert pipe.model.model.rotary_emb.inv_freq.dtype == torch.float32
+    for det in res.detections:
+        assert np.array_equal(det.box, astronaut_boxes[det.region_index])
+
+
+def test_compile_vision_towers_wraps_only_the_towers(tiny_model_dir, monkeypatch):
+    # Real tracing of these towers takes minutes on a 2-core CPU, so CI checks the wiring.
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.pipeline import compile_vision_towers
+
+    calls = []
+
+    def fake_compile(fn, backend, dynamic):
+        calls.append((fn.__self__, backend, dynamic))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model, _ = load_model(tiny_model_dir)
+    compile_vision_towers(model, "inductor")
+    assert calls == [(model.model.vision_tower.image_tower, "inductor", True),
+                     (model.model.vision_tower_aux.image_tower, "inductor", True)]
+    calls.clear()
+    compile_vision_towers(model, "eager", towers=("aux",))
+    assert calls == [(model.model.vision_tower_aux.image_tower, "eager", True)]
