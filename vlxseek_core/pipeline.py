@@ -109,6 +109,8 @@ class FrameEncoding:
         frame: tower/HFRE outputs, ``None`` when there are no regions.
         prefixes: ``system flag → (prefix ids, KV cache of the prefix)``, filled lazily.
         timings_ms: time spent on this frame (proposals, preprocess, encode).
+        answered: queries answered on this encoding so far; only the first one reports the
+            frame's stage timings (later ones did not pay for them).
     """
 
     key: str
@@ -118,6 +120,7 @@ class FrameEncoding:
     frame: Optional[EncodedFrame]
     prefixes: Dict[bool, tuple] = field(default_factory=dict)
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    answered: int = 0
 
 
 QuerySpec = Union[str, Tuple[str, str]]
@@ -165,7 +168,9 @@ class VLXSeek:
         """Load a checkpoint directory (and optionally a proposal detector).
 
         Args:
-            model_path: VLM-FO1 checkpoint directory (config.json, tokenizer, safetensors).
+            model_path: VLM-FO1 checkpoint directory (config.json, tokenizer, safetensors), or
+                a hub repo id (``owner/name``) fetched once with huggingface_hub (safetensors
+                and config files only).
             device: ``cpu``, ``cuda[:N]`` or ``auto``.
             dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
             proposal_source: ``omdet_turbo``, ``grounding_dino``, ``owlv2`` or ``none``.
@@ -180,11 +185,15 @@ class VLXSeek:
 
         Raises:
             CheckpointError: unreadable/incompatible checkpoint or detector.
+            HubError: a repo id that cannot be fetched (offline, unknown repo).
             ValueError: bad device/dtype/proposal kind.
         """
         from transformers import Qwen2VLImageProcessorPil
 
+        from .hub import resolve_model_path
+
         _check_max_proposals(max_proposals)
+        model_path = resolve_model_path(model_path)
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model, _ = load_model(model_path, dtype=torch_dtype, device=device,
@@ -387,7 +396,9 @@ class VLXSeek:
         else:
             with self._lock:
                 self._generate(enc, parts, spec, result, timer, max_new_tokens)
-        result.timings_ms = {**enc.timings_ms, **timer.ms}
+        frame_ms = enc.timings_ms if enc.answered == 0 else {}
+        enc.answered += 1
+        result.timings_ms = {**frame_ms, **timer.ms}
         return result
 
     @torch.inference_mode()

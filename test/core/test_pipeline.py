@@ -152,7 +152,7 @@ def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
         assert det["box_xyxy"] == out["proposals"]["boxes_xyxy"][det["region_index"]]
     assert main(["query", "--model", str(tmp_path / "missing"), "--image", str(path),
                  "--query", "x", "--proposal-source", "none"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "neither an existing directory nor a hub repo id" in capsys.readouterr().err
 
 
 def test_frame_cache_gives_identical_answers(tiny_pipeline, astronaut, astronaut_boxes):
@@ -172,6 +172,9 @@ def test_frame_cache_gives_identical_answers(tiny_pipeline, astronaut, astronaut
     # The batch encoded the frame once: only its first result paid for the towers.
     enc = tiny_pipeline.encode(astronaut, astronaut_boxes)
     assert tiny_pipeline.encode(astronaut, astronaut_boxes) is enc
+    # Only the first answer on a frame reports the frame's stage timings.
+    assert "encode" in batch[0].timings_ms
+    assert all("encode" not in r.timings_ms for r in batch[1:] + again)
     # Two prompt prefixes: with the system turn, and without it for the question that
     # mentions "system" (reference rule, spec §7.11).
     assert set(enc.prefixes) == {True, False}

@@ -66,7 +66,8 @@ def _check_image_size(image_size, error=ValueError) -> Tuple[int, int]:
     except (TypeError, ValueError):
         raise error(f"image_size must be (height, width), got {image_size!r}") from None
     if h_i != h or w_i != w or h_i <= 0 or w_i <= 0:
-        raise error(f"image_size must be two positive integers (height, width), got {image_size!r}")
+        raise error("image_size must be two positive integers (height, width), got "
+                    f"{image_size!r}")
     return h_i, w_i
 
 
@@ -215,7 +216,8 @@ def validate_user_boxes(
             ``max_boxes``.
     """
     h, w = _check_image_size(image_size, InvalidRequestError)
-    if isinstance(max_boxes, bool) or not isinstance(max_boxes, (int, np.integer)) or max_boxes < 1:
+    if (isinstance(max_boxes, bool) or not isinstance(max_boxes, (int, np.integer))
+            or max_boxes < 1):
         raise InvalidRequestError(f"max_boxes must be a positive integer, got {max_boxes!r}")
 
     b = _as_float_array(boxes, "boxes", InvalidRequestError)

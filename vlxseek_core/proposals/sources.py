@@ -298,8 +298,9 @@ class ZeroShotDetectorProposals(ProposalSource):
             from transformers.models.auto import modeling_auto
             mapping = modeling_auto.MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES
             if model_type not in mapping:
-                raise CheckpointError(f"{where} has model_type {model_type!r}, which is not a "
-                                      f"transformers zero-shot object detector ({sorted(mapping)})")
+                raise CheckpointError(
+                    f"{where} has model_type {model_type!r}, which is not a transformers "
+                    f"zero-shot object detector ({sorted(mapping)})")
             model_cls = AutoModelForZeroShotObjectDetection
         try:
             processor = AutoProcessor.from_pretrained(location, **common)

@@ -116,8 +116,8 @@ def write_tiny_omdet_turbo(directory: Union[str, "os.PathLike[str]"], *, image_s
 
     vocab, merges = _build_clip_bpe(tuple(GENERIC_VOCABULARY) + ("detect",))
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    image_processor = DetrImageProcessor(do_resize=True,
-                                         size={"height": int(image_size), "width": int(image_size)},
+    side = int(image_size)
+    image_processor = DetrImageProcessor(do_resize=True, size={"height": side, "width": side},
                                          do_pad=False)
     OmDetTurboProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
 
