@@ -2,8 +2,9 @@
 
 * ``tiny``: :func:`vlxseek_core.tiny.tiny_config_dict` (the test checkpoint's shapes).
 * ``real3b``: the released VLM-FO1-3B shapes (Qwen2.5-VL-3B LLM and ViT, DaViT-large aux tower,
-  SimpleFP, ``mlp2x_gelu`` region connector); the values are those of ``REAL_3B`` in
-  ``test/core/test_checkpoint.py`` (checked there against the reference key list).
+  SimpleFP, ``mlp2x_gelu`` region connector); the values are
+  :data:`vlxseek_core.config.VLM_FO1_3B_CONFIG` (checked in ``test/core/test_checkpoint.py``
+  against the reference key list).
 
 Weights are random (timing does not depend on their values). Depth can be truncated to fit a
 CPU run: ``layers`` (LLM decoder layers) and ``vision_layers`` (ViT blocks); what was changed
@@ -16,21 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-REAL_3B: Dict[str, Any] = dict(
-    hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-    num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0,
-    rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}, tie_word_embeddings=True,
-    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                       out_hidden_size=2048, patch_size=14, spatial_merge_size=2,
-                       temporal_patch_size=2, window_size=112,
-                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
-    mm_vision_tower="Qwen/Qwen2.5-VL-3B-Instruct", mm_vision_tower_aux="/ckpt/davit-large.pth",
-    mm_hidden_size=2048, mm_projector_type="identity", mm_projector_aux_type="mlp2x_gelu",
-    mm_region_hidden_size=5888, mm_use_vision_tower_region_feature=True,
-    mm_use_simpleFPN_for_vt=True, mm_region_feature_combination="concat",
-    mm_apply_position_embedding=True, mm_pos_embedding_strategy="bbox_based",
-    mm_apply_region_layer_norm=False, mm_roi_output_size=7, mm_use_region_index_token=True,
-    aux_image_size=768, aux_image_aspect_ratio="squash")
+from vlxseek_core.config import VLM_FO1_3B_CONFIG
+
+REAL_3B: Dict[str, Any] = VLM_FO1_3B_CONFIG
 
 CONFIG_NAMES = ("tiny", "real3b")
 

@@ -48,6 +48,25 @@ MM_DEFAULTS: Dict[str, Any] = {
 }
 AUX_ASPECT_MODES = ("squash", "dynamic", "dynamic_square")
 
+VLM_FO1_3B_CONFIG: Dict[str, Any] = dict(
+    hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+    num_key_value_heads=2, vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0,
+    rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}, tie_word_embeddings=True,
+    vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                       out_hidden_size=2048, patch_size=14, spatial_merge_size=2,
+                       temporal_patch_size=2, window_size=112,
+                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
+    mm_vision_tower="Qwen/Qwen2.5-VL-3B-Instruct", mm_vision_tower_aux="/ckpt/davit-large.pth",
+    mm_hidden_size=2048, mm_projector_type="identity", mm_projector_aux_type="mlp2x_gelu",
+    mm_region_hidden_size=5888, mm_use_vision_tower_region_feature=True,
+    mm_use_simpleFPN_for_vt=True, mm_region_feature_combination="concat",
+    mm_apply_position_embedding=True, mm_pos_embedding_strategy="bbox_based",
+    mm_apply_region_layer_norm=False, mm_roi_output_size=7, mm_use_region_index_token=True,
+    aux_image_size=768, aux_image_aspect_ratio="squash")
+"""The most likely ``config.json`` of ``VLM-FO1_Qwen2.5-VL-3B-v01`` (spec §2.2, "likely" values:
+identity image projector, ``mlp2x_gelu`` connector, SimpleFP, no region LayerNorm). For shape
+tests and random-weight benchmarks only: a real checkpoint's own config is always read."""
+
 
 class VLMFO1Config(Qwen2_5_VLConfig):
     """``OmChatQwen25VLConfig`` of the reference: Qwen2.5-VL config plus ``mm_*`` keys.
