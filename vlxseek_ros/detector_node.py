@@ -14,12 +14,35 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
 * standing query: when ``standing_query`` (or a ``standing_task`` that needs no text) is set, new
   frames are answered at most ``max_rate_hz`` times per second and published as above.
 
-Threads: the image subscription, the service and the standing-query timer have separate callback
-groups under a ``MultiThreadedExecutor``; one lock around the model makes inferences (and
-threshold changes, applied between inferences) strictly sequential.
+* publishes ``~/status`` (``std_msgs/String``, reliable, depth 1) every ``status_period_s``: one
+  JSON object with the load and health counters of :mod:`vlxseek_ros.serving_stats` (frames
+  received / dropped / answered, requests ok / failed / busy, inference errors, consecutive
+  failures, last error, per-stage and end-to-end latency in ms) plus ``node``, ``model_path``,
+  ``busy_policy`` and ``inference_in_flight``. ``diagnostic_msgs`` is not available in every
+  install (not on PyPI), so the portable JSON topic is the one interface; a summary line is also
+  logged at most every :data:`STATUS_LOG_S` seconds.
+
+Threads: the image subscription, the service, the standing-query timer and the status timer have
+separate callback groups under a ``MultiThreadedExecutor``; one lock around the model makes
+inferences (and threshold changes, applied between inferences) strictly sequential.
+
+Busy policy (parameter ``busy_policy``): service calls run concurrently up to the model lock.
+``wait`` (default) waits up to ``busy_timeout_s`` seconds for the model, ``reject`` does not wait;
+either way a call that cannot get the model answers ``success=false, message="busy: ..."``. At
+most :data:`MAX_WAITING_CALLS` calls wait or run at once (more are answered busy at once), so
+waiting calls never starve the image subscription. The standing query never waits: it skips a
+tick while the model is busy.
+
+Robustness: every request gets a response; an exception inside inference (CUDA OOM, a corrupt
+tensor...) fails only that request (``message="inference failed: <type>: <text>"``) and is counted
+(``inference_errors``, ``consecutive_failures``, ``last_error``); the node keeps serving. SIGINT
+and SIGTERM shut the node down (exit status 0); an inference still running after
+:data:`SHUTDOWN_GRACE_S` seconds is abandoned (the process exits without waiting for it).
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
 import time
@@ -31,19 +54,22 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError, VLXSeekError
 from vlxseek_ros.conversions import bbox_msgs_to_xyxy, detections_to_msg, fill_response
 from vlxseek_ros.debug_image import draw_result
 from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg
+from vlxseek_ros.serving_stats import ServingStats
 from vlxseek_ros.srv import QueryRegions
 
 NODE_NAME = "vlxseek_detector"
@@ -52,10 +78,27 @@ DEVICES = "cpu, cuda, cuda:N or auto"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Repeated identical problems are logged at most once per this many seconds.
 LOG_REPEAT_S = 10.0
+BUSY_POLICIES = ("wait", "reject")
+# VLM-FO1 accepts at most this many regions; a request with more keeps the first ones.
+MAX_REGIONS = 100
+# Longest accepted query, characters (longer ones would overflow the model's context).
+MAX_QUERY_CHARS = 4096
+# Service calls that may wait for (or hold) the model at once; more are answered busy at once.
+MAX_WAITING_CALLS = 4
+# Executor threads: the waiting calls + standing timer + image + status + spare.
+EXECUTOR_THREADS = MAX_WAITING_CALLS + 4
+# The load summary is logged at most once per this many seconds.
+STATUS_LOG_S = 60.0
+# On SIGINT/SIGTERM, a running inference gets this long before the process exits without it.
+SHUTDOWN_GRACE_S = 0.3
 
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters or a model that does not load)."""
+
+
+class BusyError(Exception):
+    """The model is busy (policy ``reject``, ``busy_timeout_s`` passed, or shutting down)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +110,8 @@ class _Runtime:
     max_rate_hz: float
     max_new_tokens: int
     publish_debug_image: bool
+    busy_policy: str
+    busy_timeout_s: float
 
 
 @dataclass
@@ -75,6 +120,8 @@ class _Frame:
 
     msg: Image
     seq: int
+    used: bool = False       # a query took it (else replacing it counts as a dropped frame)
+    answered: bool = False   # a query about it succeeded
 
 
 def _describe(description: str, *, read_only: bool = False,
@@ -132,10 +179,20 @@ PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
     "image_qos_reliable": (False, _describe(
         "Subscribe `image` reliable instead of best effort (best effort hears both kinds of "
         "publisher; reliable misses best-effort ones).", read_only=True)),
+    "busy_policy": ("wait", _describe(
+        "What a service call does while another inference runs: wait (up to busy_timeout_s) or "
+        "reject (answer success=false, message 'busy: ...' at once).",
+        constraints=", ".join(BUSY_POLICIES))),
+    "busy_timeout_s": (30.0, _describe(
+        "Longest wait of a service call for the model under busy_policy wait, seconds.",
+        float_range=(0.0, 3600.0))),
+    "status_period_s": (1.0, _describe(
+        "Period of the ~/status JSON load/health report, seconds.", read_only=True,
+        float_range=(0.05, 3600.0))),
 }
 
 _RUNTIME_NAMES = ("standing_query", "standing_task", "max_rate_hz", "max_new_tokens",
-                  "publish_debug_image")
+                  "publish_debug_image", "busy_policy", "busy_timeout_s")
 _THRESHOLD_NAMES = {"proposal_min_score": "min_score", "proposal_nms_iou": "nms_iou",
                     "max_proposals": "max_proposals"}
 
@@ -214,6 +271,12 @@ class DetectorNode(Node):
         self._frame_count = 0
         self._standing_seq = 0
         self._last_problem: Tuple[str, float] = ("", 0.0)
+        self._stats = ServingStats()
+        self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
+        self._closing = False
+        self._last_status_log = time.monotonic()
+        self._status_extra = {"node": self.get_fully_qualified_name(),
+                              "model_path": params["model_path"], "device": params["device"]}
         bad = self._check_runtime(self._runtime)
         if bad:
             self.destroy_node()
@@ -225,8 +288,10 @@ class DetectorNode(Node):
                          else ReliabilityPolicy.BEST_EFFORT),
             durability=DurabilityPolicy.VOLATILE)
         self._image_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
+        # reentrant: a call can answer "busy" while another one holds the model
+        self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._status_group = MutuallyExclusiveCallbackGroup()
         self._detections_pub = self.create_publisher(Detection2DArray, "~/detections", 10)
         self._debug_pub = self.create_publisher(
             Image, "~/debug_image",
@@ -239,6 +304,11 @@ class DetectorNode(Node):
             callback_group=self._service_group)
         self._timer = self.create_timer(1.0 / self._runtime.max_rate_hz, self._on_timer,
                                         callback_group=self._timer_group)
+        self._status_pub = self.create_publisher(
+            String, "~/status", QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                           reliability=ReliabilityPolicy.RELIABLE))
+        self._status_timer = self.create_timer(params["status_period_s"], self._on_status,
+                                               callback_group=self._status_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"ready: model '{params['model_path']}', proposals {params['proposal_source']}, "
@@ -264,6 +334,8 @@ class DetectorNode(Node):
         if spec.needs_regions:
             return (f"standing_task {task!r} needs regions, which a standing query cannot give; "
                     f"call ~/query_regions with `regions` instead")
+        if rt.busy_policy not in BUSY_POLICIES:
+            return f"busy_policy {rt.busy_policy!r} is not one of {BUSY_POLICIES}"
         return ""
 
     def _on_set_parameters(self, parameters: List[Parameter]) -> SetParametersResult:
@@ -288,33 +360,67 @@ class DetectorNode(Node):
     def _on_image(self, msg: Image) -> None:
         """Keep only the newest frame (no conversion, no inference here)."""
         with self._state_lock:
+            dropped = self._frame is not None and not self._frame.used
             self._frame_count += 1
             self._frame = _Frame(msg, self._frame_count)
+        self._stats.count("frames_received")
+        if dropped:
+            self._stats.count("frames_dropped")
 
     def _on_query(self, request: QueryRegions.Request,
                   response: QueryRegions.Response) -> QueryRegions.Response:
-        """Answer one service request; every failure becomes success=false + message."""
+        """Answer one service request; every failure becomes success=false + message.
+
+        Nothing raises out of this callback: invalid requests and images, a busy model and
+        exceptions inside inference all become ``success=false`` with a message.
+        """
+        start = time.perf_counter()
+        notes: List[str] = []
+        frame: Optional[_Frame] = None
         try:
             task = request.task or "detect"
-            self._check_request_text(task, request.query)
-            image_msg, source = self._request_image(request)
+            self._check_request_text(task, request.query, len(request.regions))
+            image_msg, source, frame = self._request_image(request)
             try:
                 rgb = image_msg_to_rgb(image_msg)
             except InvalidImageError as exc:
                 raise InvalidImageError(f"{source}: {exc}") from exc
-            boxes = (bbox_msgs_to_xyxy(request.regions, rgb.shape[:2])
-                     if len(request.regions) else None)
-            result, ms = self._infer(rgb, request.query, task, boxes)
+            regions = list(request.regions)
+            if len(regions) > MAX_REGIONS:
+                notes.append(f"{len(regions)} regions given, only the first {MAX_REGIONS} were "
+                             f"used (VLM-FO1 accepts at most {MAX_REGIONS})")
+                regions = regions[:MAX_REGIONS]
+            boxes = bbox_msgs_to_xyxy(regions, rgb.shape[:2]) if regions else None
+            result, ms = self._infer(rgb, request.query, task, boxes, service=True)
+        except BusyError as exc:
+            self._stats.count("requests_busy")
+            response.success, response.message = False, str(exc)
+            return response
         except VLXSeekError as exc:
+            self._stats.count("requests_failed")
             return self._fail(response, str(exc))
         except Exception as exc:  # keep serving whatever happens inside the model
-            self._report(f"inference failed: {type(exc).__name__}: {exc}",
-                         detail=traceback.format_exc(), error=True)
+            self._stats.count("requests_failed")
             response.success = False
             response.message = f"inference failed: {type(exc).__name__}: {exc}"
             return response
-        fill_response(response, result, image_msg.header, ms)
-        self._publish(rgb, result, image_msg.header, response.detections)
+        try:
+            fill_response(response, result, image_msg.header, ms)
+            if notes:
+                response.message = "; ".join(notes + ([response.message]
+                                                      if response.message else []))
+            self._publish(rgb, result, image_msg.header, response.detections)
+        except Exception as exc:  # a malformed result must not escape the callback either
+            self._stats.count("requests_failed")
+            self._report(f"answer conversion failed: {type(exc).__name__}: {exc}",
+                         detail=traceback.format_exc(), error=True)
+            fresh = QueryRegions.Response()
+            fresh.success = False
+            fresh.message = f"answer conversion failed: {type(exc).__name__}: {exc}"
+            return fresh
+        self._answered(frame)
+        self._stats.count("requests_ok")
+        self._stats.latency("end_to_end", (time.perf_counter() - start) * 1e3)
         return response
 
     def _on_timer(self) -> None:
@@ -328,38 +434,88 @@ class DetectorNode(Node):
             return
         if frame is None or frame.seq == self._standing_seq:
             return
-        self._standing_seq = frame.seq
         try:
             rgb = image_msg_to_rgb(frame.msg)
-            result, _ = self._infer(rgb, rt.standing_query, task, None)
+            with self._state_lock:
+                frame.used = True
+            previous, self._standing_seq = self._standing_seq, frame.seq
+            result, _ = self._infer(rgb, rt.standing_query, task, None, service=False)
+        except BusyError:
+            self._standing_seq = previous  # the model is busy: try again next tick
+            return
         except VLXSeekError as exc:
+            self._standing_seq = frame.seq
             self._report(f"standing query skipped a frame: {exc}")
             return
-        except Exception as exc:
-            self._report(f"standing query failed: {type(exc).__name__}: {exc}",
-                         detail=traceback.format_exc(), error=True)
+        except Exception:  # counted and logged by _infer
             return
         self._publish(rgb, result, frame.msg.header, detections_to_msg(result, frame.msg.header))
+        self._answered(frame)
+        self._stats.count("standing_answered")
+
+    def _on_status(self) -> None:
+        """Publish the ``~/status`` JSON; log a summary at most every STATUS_LOG_S seconds."""
+        with self._state_lock:
+            policy = self._runtime.busy_policy
+        msg = String()
+        msg.data = self._stats.to_json(**self._status_extra, busy_policy=policy,
+                                       inference_in_flight=self.inference_in_flight())
+        self._status_pub.publish(msg)
+        now = time.monotonic()
+        if now - self._last_status_log >= STATUS_LOG_S:
+            self._last_status_log = now
+            self.get_logger().info("load: " + self._stats.summary_line())
+
+    # ------------------------------------------------------------------ public helpers
+
+    def status(self) -> Dict[str, Any]:
+        """The ``~/status`` payload now (a dict; see :mod:`vlxseek_ros.serving_stats`)."""
+        return json.loads(self._stats.to_json(**self._status_extra,
+                                              inference_in_flight=self.inference_in_flight()))
+
+    def inference_in_flight(self) -> bool:
+        """True while an inference holds the model."""
+        return self._model_lock.locked()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new inferences (answered busy); running ones finish."""
+        self._closing = True
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_request_text(self, task: str, query: str) -> None:
+    def _check_request_text(self, task: str, query: str, n_regions: int) -> None:
+        """Reject unknown tasks, empty/overlong/non-UTF-8 queries and missing regions.
+
+        Raises:
+            InvalidRequestError: with the reason.
+        """
         spec = self._tasks.get(task)
         if spec is None:
             raise InvalidRequestError(
-                f"unknown task {task!r}; known tasks: {', '.join(self._tasks)}")
+                f"unknown task {task[:100]!r}; known tasks: {', '.join(self._tasks)}")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(f"query is not valid UTF-8 text ({exc.reason} at "
+                                      f"character {exc.start})") from exc
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidRequestError(f"query is {len(query)} characters long; at most "
+                                      f"{MAX_QUERY_CHARS} are accepted")
         if spec.needs_query and not query.strip():
             raise InvalidRequestError(f"query is empty; task {task!r} needs a query")
+        if spec.needs_regions and n_regions == 0:
+            raise InvalidRequestError(f"task {task!r} needs regions; the request has none")
 
-    def _request_image(self, request: QueryRegions.Request) -> Tuple[Image, str]:
-        """Return the image a request asks about and a name for messages.
+    def _request_image(self, request: QueryRegions.Request
+                       ) -> Tuple[Image, str, Optional[_Frame]]:
+        """Return the image a request asks about, a name for messages and its stream frame.
 
         The request's own image when any of its fields is set, else the newest frame of
         ``image`` (rejected when older than ``max_frame_age`` seconds by its header stamp).
         """
         img = request.image
         if img.width or img.height or len(img.data) or img.encoding:
-            return img, "request image"
+            return img, "request image", None
         with self._state_lock:
             frame = self._frame
         if frame is None:
@@ -375,21 +531,91 @@ class DetectorNode(Node):
                     f"newest frame is {age_s:.3f} s old (stamp {frame.msg.header.stamp.sec}."
                     f"{frame.msg.header.stamp.nanosec:09d}), older than max_frame_age "
                     f"{max_age:.3f} s")
-        return frame.msg, f"newest frame of '{self._image_sub.topic_name}'"
+        with self._state_lock:
+            frame.used = True
+        return frame.msg, f"newest frame of '{self._image_sub.topic_name}'", frame
 
     def _infer(self, rgb: np.ndarray, query: str, task: str,
-               boxes: Optional[np.ndarray]):
-        """Run one query under the model lock; returns ``(QueryResult, wall ms)``."""
+               boxes: Optional[np.ndarray], service: bool):
+        """Run one query under the model lock; returns ``(QueryResult, wall ms)``.
+
+        Args:
+            service: a service call (waits per ``busy_policy``, at most MAX_WAITING_CALLS at
+                once); else the standing query (never waits).
+
+        Raises:
+            BusyError: the model was not free in time (message starts with ``busy:``).
+            VLXSeekError: the pipeline rejected the request.
+            Exception: anything else raised inside inference, after counting and logging it.
+        """
         with self._state_lock:
-            pending, self._pending_thresholds = self._pending_thresholds, {}
-            max_new_tokens = self._runtime.max_new_tokens
-        with self._model_lock:
+            rt = self._runtime
+        if self._closing:
+            raise BusyError("busy: the node is shutting down")
+        if not service:
+            if not self._model_lock.acquire(blocking=False):
+                raise BusyError("busy: an inference is running")
+            return self._infer_locked(rgb, query, task, boxes, rt)
+        if not self._waiting_calls.acquire(blocking=False):
+            raise BusyError(f"busy: {MAX_WAITING_CALLS} requests are already waiting for the "
+                            f"model; retry later")
+        try:
+            timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
+            acquired = (self._model_lock.acquire(timeout=timeout) if timeout > 0.0
+                        else self._model_lock.acquire(blocking=False))
+            if not acquired:
+                raise BusyError(
+                    "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
+                    f"busy: the model was not free within busy_timeout_s={timeout:g} s")
+            return self._infer_locked(rgb, query, task, boxes, rt)
+        finally:
+            self._waiting_calls.release()
+
+    def _infer_locked(self, rgb, query, task, boxes, rt: _Runtime):
+        """The inference itself; called with the model lock held, releases it."""
+        try:
+            with self._state_lock:
+                pending, self._pending_thresholds = self._pending_thresholds, {}
+            if self._closing:
+                raise BusyError("busy: the node is shutting down")
             if pending:
                 self._pipe.set_proposal_thresholds(**pending)
             start = time.perf_counter()
-            result = self._pipe.query(rgb, query, task=task, boxes=boxes,
-                                      max_new_tokens=max_new_tokens)
-            return result, (time.perf_counter() - start) * 1e3
+            try:
+                result = self._pipe.query(rgb, query, task=task, boxes=boxes,
+                                          max_new_tokens=rt.max_new_tokens)
+            except VLXSeekError:
+                raise
+            except Exception as exc:
+                self._inference_failed(exc)
+                raise
+            ms = (time.perf_counter() - start) * 1e3
+            self._stats.inference_ok(getattr(result, "timings_ms", None) or {}, ms)
+            return result, ms
+        finally:
+            self._model_lock.release()
+
+    def _inference_failed(self, exc: BaseException) -> None:
+        """Count and log an exception raised inside inference; free CUDA memory after an OOM."""
+        message = f"inference failed: {type(exc).__name__}: {exc}"
+        self._stats.inference_error(message)
+        if type(exc).__name__ == "OutOfMemoryError":
+            try:
+                import torch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:  # best effort only
+                pass
+        self._report(message, detail=traceback.format_exc(), error=True)
+
+    def _answered(self, frame: Optional[_Frame]) -> None:
+        """Count a stream frame the first time a query about it succeeds."""
+        if frame is None:
+            return
+        with self._state_lock:
+            first, frame.answered = not frame.answered, True
+        if first:
+            self._stats.count("frames_answered")
 
     def _publish(self, rgb: np.ndarray, result: Any, header: Any,
                  detections: Detection2DArray) -> None:
@@ -420,24 +646,47 @@ class DetectorNode(Node):
             logger.warning(message)
 
 
+def spin_until_shutdown(node: Any) -> None:
+    """Spin ``node`` on a MultiThreadedExecutor until SIGINT/SIGTERM or rclpy shutdown.
+
+    An inference still running :data:`SHUTDOWN_GRACE_S` seconds after the shutdown request is
+    abandoned: the process exits at once with status 0 (``os._exit``, after flushing the logs)
+    instead of waiting for it.
+    """
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.begin_shutdown()
+        executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S, wait_for_threads=False)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while node.inference_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if node.inference_in_flight():
+            rclpy.logging.get_logger(NODE_NAME).warning(
+                "shutting down with an inference in flight: abandoning it")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        node.destroy_node()
+
+
 def main(args: Optional[List[str]] = None) -> int:
-    """Run the node until shutdown; returns the process exit status (1 = failed to start)."""
-    rclpy.init(args=args)
+    """Run the node until shutdown; returns the process exit status (1 = failed to start).
+
+    SIGINT and SIGTERM both trigger rclpy shutdown (rclpy's handlers, installed explicitly).
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
     try:
         try:
             node = DetectorNode()
         except StartupError as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
             return 1
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown()
-            node.destroy_node()
+        spin_until_shutdown(node)
         return 0
     finally:
         rclpy.try_shutdown()

@@ -7,6 +7,7 @@ process: a real photo on ``image``, calls of ``~/query_regions``, ``~/detections
 discovery, own domain id) comes from conftest.py; the ROS paths from ``scripts/ros_env.sh``.
 """
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
-from vision_msgs.msg import Detection2DArray  # noqa: E402
+from vision_msgs.msg import BoundingBox2D, Detection2DArray  # noqa: E402
 
 from vlxseek_core.parsing import parse_answer  # noqa: E402
 from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg  # noqa: E402
@@ -62,10 +63,10 @@ def tiny_models(tmp_path_factory):
     return model, proposer
 
 
-def _node_command(model, proposer, *extra):
+def _node_command(model, proposer, *extra, ns="/vlxseek_test"):
     return [sys.executable, "-m", "vlxseek_ros.detector_node", "--ros-args",
             "--params-file", str(REPO / "config" / "detector.yaml"),
-            "-r", "__ns:=/vlxseek_test", "-r", f"image:={IMAGE_TOPIC}",
+            "-r", f"__ns:={ns}", "-r", f"image:={IMAGE_TOPIC}",
             "-p", f"model_path:={model}", "-p", f"proposal_model:={proposer}",
             "-p", "device:=cpu", "-p", "max_new_tokens:=64", *extra]
 
@@ -399,6 +400,81 @@ def test_standing_query_publishes_new_frames(client):
 def test_node_still_alive(node_process):
     proc, log_path = node_process
     assert proc.poll() is None, log_path.read_text()
+
+
+def _signal_during_inference(client, node_name, proc, log_path, sig):
+    """Start a real slow query (caption of 100 user regions, 8192 new tokens: tens of seconds
+    on the tiny model), send ``sig`` while it runs; the node must exit with 0 within 2 s."""
+    query_client = client.node.create_client(QueryRegions, f"{node_name}/query_regions")
+    param_client = client.node.create_client(SetParameters, f"{node_name}/set_parameters")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (query_client.wait_for_service(timeout_sec=0.5)
+               and param_client.wait_for_service(timeout_sec=0.5)):
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+    preq = SetParameters.Request()
+    preq.parameters = [Parameter(name="max_new_tokens", value=ParameterValue(
+        type=ParameterType.PARAMETER_INTEGER, integer_value=8192))]
+    assert client.call(param_client, preq, timeout=20).results[0].successful
+    rng = np.random.default_rng(int(sig))
+    req = QueryRegions.Request()
+    req.task = "caption"
+    req.image = rgb_to_image_msg(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+                                 photo_msg().header)
+    for cx, cy in rng.uniform(50, 400, (100, 2)):
+        b = BoundingBox2D()
+        b.center.position.x, b.center.position.y, b.size_x, b.size_y = cx, cy, 40.0, 30.0
+        req.regions.append(b)
+    future = query_client.call_async(req)
+    time.sleep(2.0)
+    assert not future.done(), f"the query finished before the signal: {future.result()}"
+    start = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        rc = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"no exit within 10 s of signal {sig}:\n{log_path.read_text()}")
+    elapsed = time.monotonic() - start
+    out = log_path.read_text()
+    assert rc == 0, out
+    assert elapsed < 2.0, f"exit took {elapsed:.2f} s:\n{out}"
+    assert "abandoning it" in out and "Traceback" not in out, out
+
+
+def test_sigterm_with_inference_in_flight_exits_within_2s(client, tiny_models, tmp_path):
+    ns = "/vlxseek_term"
+    log_path = tmp_path / "node.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(_node_command(*tiny_models, ns=ns), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        _signal_during_inference(client, f"{ns}/vlxseek_detector", proc, log_path,
+                                 signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_sigint_with_inference_in_flight_exits_within_2s(client, node_process):
+    proc, log_path = node_process
+    _signal_during_inference(client, NODE, proc, log_path, signal.SIGINT)
+
+
+def test_corrupt_checkpoint_is_a_startup_error_naming_the_path(tmp_path, tiny_models):
+    import shutil
+
+    from vlxseek_ros.detector_node import PARAMETERS, StartupError, _load_pipeline
+    model = tmp_path / "corrupt_model"
+    shutil.copytree(tiny_models[0], model)
+    weights = sorted(model.glob("*.safetensors"))[0]
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 3)
+    params = {name: default for name, (default, _) in PARAMETERS.items()}
+    params.update(model_path=str(model), proposal_source="none", device="cpu")
+    with pytest.raises(StartupError, match=f"model_path='{model}'"):
+        _load_pipeline(params)
 
 
 def test_model_that_fails_to_load_exits_nonzero(tmp_path, tiny_models):
