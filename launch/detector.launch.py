@@ -6,12 +6,17 @@ Example::
         image_topic:=/camera/color/image_raw device:=cuda use_rviz:=true
 
 Launch arguments override the same parameters of ``params_file``.
+
+``managed:=true`` starts the managed (lifecycle) variant instead; with ``autostart:=true`` (the
+default) the node configures and activates itself (node-side parameter ``autostart``, portable
+across distros); with ``autostart:=false`` drive it with ``ros2 lifecycle set`` or a lifecycle
+manager.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -27,6 +32,8 @@ ARGUMENTS = [
     ("log_level", "info", "debug, info, warn, error or fatal"),
     ("publish_debug_image", "true", "publish ~/debug_image while it has subscribers"),
     ("use_rviz", "false", "start rviz2 showing the debug image"),
+    ("managed", "false", "start the managed (lifecycle) node instead of the plain one"),
+    ("autostart", "true", "managed node only: configure and activate at start-up"),
 ]
 
 
@@ -38,27 +45,34 @@ def generate_launch_description():
     declared = [DeclareLaunchArgument(name, description=doc,
                                       **({} if default is None else {"default_value": default}))
                 for name, default, doc in ARGUMENTS]
-    detector = Node(
+    common = dict(
         package="vlxseek_ros",
         executable="vlxseek_detector",
         name="vlxseek_detector",
-        namespace=_arg("namespace"),
+        namespace=_arg("namespace"),  # explicit: LifecycleNode on Humble needs it
         output="screen",
         emulate_tty=True,
-        parameters=[
-            _arg("params_file"),
-            {
-                "model_path": ParameterValue(_arg("model_path"), value_type=str),
-                "device": ParameterValue(_arg("device"), value_type=str),
-                "dtype": ParameterValue(_arg("dtype"), value_type=str),
-                "publish_debug_image": ParameterValue(_arg("publish_debug_image"),
-                                                      value_type=bool),
-                "use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool),
-            },
-        ],
         remappings=[("image", _arg("image_topic"))],
-        arguments=["--ros-args", "--log-level", _arg("log_level")],
     )
+    parameters = [
+        _arg("params_file"),
+        {
+            "model_path": ParameterValue(_arg("model_path"), value_type=str),
+            "device": ParameterValue(_arg("device"), value_type=str),
+            "dtype": ParameterValue(_arg("dtype"), value_type=str),
+            "publish_debug_image": ParameterValue(_arg("publish_debug_image"),
+                                                  value_type=bool),
+            "use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool),
+        },
+    ]
+    log_args = ["--ros-args", "--log-level", _arg("log_level")]
+    detector = Node(parameters=parameters, arguments=log_args,
+                    condition=UnlessCondition(_arg("managed")), **common)
+    managed = LifecycleNode(
+        parameters=parameters + [{"autostart": ParameterValue(_arg("autostart"),
+                                                              value_type=bool)}],
+        arguments=["--managed"] + log_args,
+        condition=IfCondition(_arg("managed")), **common)
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -68,4 +82,4 @@ def generate_launch_description():
         parameters=[{"use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool)}],
         condition=IfCondition(_arg("use_rviz")),
     )
-    return LaunchDescription(declared + [detector, rviz])
+    return LaunchDescription(declared + [detector, managed, rviz])

@@ -238,30 +238,24 @@ def _load_pipeline(params: Dict[str, Any]):
             f"{type(exc).__name__}: {exc}") from exc
 
 
-class DetectorNode(Node):
-    """ROS 2 node serving VLM-FO1 queries; see the module docstring for its interfaces.
+class DetectorServing:
+    """The serving logic shared by :class:`DetectorNode` and the managed (lifecycle) node.
 
-    Args:
-        pipeline: an already loaded pipeline (an object with ``query`` and
-            ``set_proposal_thresholds`` like :class:`vlxseek_core.VLXSeek`); ``None`` loads one
-            from the parameters.
-        **kwargs: passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``namespace``…).
-
-    Raises:
-        StartupError: invalid parameters or the model failed to load (the node is destroyed).
+    A mixin for a ``rclpy`` ``Node``/``LifecycleNode`` subclass: it declares the parameters,
+    keeps the serving state (model lock, newest frame, counters) and creates/destroys the
+    interfaces of the module docstring. ``self._pipe`` is the loaded pipeline (``None`` while a
+    managed node is unconfigured).
     """
 
-    def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
-        super().__init__(NODE_NAME, **kwargs)
-        try:
-            params = self._declare_parameters()
-            self._pipe = pipeline if pipeline is not None else _load_pipeline(params)
-        except Exception as exc:
-            self.destroy_node()
-            if isinstance(exc, StartupError):
-                raise
-            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
+    _pipe: Any = None
 
+    def _init_serving(self, params: Dict[str, Any]) -> None:
+        """Set up the serving state from the declared parameters (no interfaces yet).
+
+        Raises:
+            StartupError: the runtime parameters are unusable.
+        """
+        self._params = params
         self._tasks = _task_specs()
         self._state_lock = threading.Lock()   # guards the fields below
         self._model_lock = threading.Lock()   # one inference at a time
@@ -277,48 +271,71 @@ class DetectorNode(Node):
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
                               "model_path": params["model_path"], "device": params["device"]}
+        self._timer = None
+        self._interfaces: List[Any] = []
         bad = self._check_runtime(self._runtime)
         if bad:
-            self.destroy_node()
             raise StartupError(bad)
-
-        image_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1,
-            reliability=(ReliabilityPolicy.RELIABLE if params["image_qos_reliable"]
-                         else ReliabilityPolicy.BEST_EFFORT),
-            durability=DurabilityPolicy.VOLATILE)
         self._image_group = MutuallyExclusiveCallbackGroup()
         # reentrant: a call can answer "busy" while another one holds the model
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _create_interfaces(self) -> None:
+        """Create the publishers, the image subscription, the service and the timers."""
+        params = self._params
+        image_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1,
+            reliability=(ReliabilityPolicy.RELIABLE if params["image_qos_reliable"]
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=DurabilityPolicy.VOLATILE)
+        reliable1 = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                               reliability=ReliabilityPolicy.RELIABLE)
         self._detections_pub = self.create_publisher(Detection2DArray, "~/detections", 10)
-        self._debug_pub = self.create_publisher(
-            Image, "~/debug_image",
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                       reliability=ReliabilityPolicy.RELIABLE))
+        self._debug_pub = self.create_publisher(Image, "~/debug_image", reliable1)
+        self._status_pub = self.create_publisher(String, "~/status", reliable1)
         self._image_sub = self.create_subscription(
             Image, "image", self._on_image, image_qos, callback_group=self._image_group)
         self._service = self.create_service(
             QueryRegions, "~/query_regions", self._on_query,
             callback_group=self._service_group)
-        self._timer = self.create_timer(1.0 / self._runtime.max_rate_hz, self._on_timer,
+        with self._state_lock:
+            period = 1.0 / self._runtime.max_rate_hz
+        self._timer = self.create_timer(period, self._on_timer,
                                         callback_group=self._timer_group)
-        self._status_pub = self.create_publisher(
-            String, "~/status", QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                                           reliability=ReliabilityPolicy.RELIABLE))
         self._status_timer = self.create_timer(params["status_period_s"], self._on_status,
                                                callback_group=self._status_group)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._interfaces = [
+            (self.destroy_timer, self._status_timer), (self.destroy_timer, self._timer),
+            (self.destroy_service, self._service), (self.destroy_subscription, self._image_sub),
+            (self.destroy_publisher, self._status_pub), (self.destroy_publisher, self._debug_pub),
+            (self.destroy_publisher, self._detections_pub)]
+        self._closing = False
         self.get_logger().info(
             f"ready: model '{params['model_path']}', proposals {params['proposal_source']}, "
             f"image topic '{self._image_sub.topic_name}' "
             f"({'reliable' if params['image_qos_reliable'] else 'best effort'}), "
             f"service '{self.resolve_service_name(self._service.srv_name)}'")
 
+    def _destroy_interfaces(self, wait_s: float = 30.0) -> None:
+        """Stop serving: refuse new inferences, wait up to ``wait_s`` s for a running one, then
+        destroy the interfaces made by :meth:`_create_interfaces` (the model stays loaded)."""
+        self._closing = True
+        if self._model_lock.acquire(timeout=wait_s):
+            self._model_lock.release()
+        with self._state_lock:
+            interfaces, self._interfaces = self._interfaces, []
+            self._timer = None
+            self._frame = None
+        for destroy, entity in interfaces:
+            destroy(entity)
+
     # ------------------------------------------------------------------ parameters
 
     def _declare_parameters(self) -> Dict[str, Any]:
+        """Declare the parameters of :data:`PARAMETERS`; returns their values by name."""
         values = {}
         for name, (default, descriptor) in PARAMETERS.items():
             values[name] = self.declare_parameter(name, default, descriptor).value
@@ -351,8 +368,9 @@ class DetectorNode(Node):
             self._runtime = candidate
             self._pending_thresholds.update(
                 {_THRESHOLD_NAMES[k]: v for k, v in changes.items() if k in _THRESHOLD_NAMES})
-        if rate_changed:
-            self._timer.timer_period_ns = int(1e9 / candidate.max_rate_hz)
+        timer = self._timer
+        if rate_changed and timer is not None:
+            timer.timer_period_ns = int(1e9 / candidate.max_rate_hz)
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks
@@ -646,6 +664,33 @@ class DetectorNode(Node):
             logger.warning(message)
 
 
+class DetectorNode(DetectorServing, Node):
+    """ROS 2 node serving VLM-FO1 queries; see the module docstring for its interfaces.
+
+    Args:
+        pipeline: an already loaded pipeline (an object with ``query`` and
+            ``set_proposal_thresholds`` like :class:`vlxseek_core.VLXSeek`); ``None`` loads one
+            from the parameters.
+        **kwargs: passed to :class:`rclpy.node.Node` (``parameter_overrides``, ``namespace``…).
+
+    Raises:
+        StartupError: invalid parameters or the model failed to load (the node is destroyed).
+    """
+
+    def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
+        Node.__init__(self, NODE_NAME, **kwargs)
+        try:
+            params = self._declare_parameters()
+            self._pipe = pipeline if pipeline is not None else _load_pipeline(params)
+            self._init_serving(params)
+        except Exception as exc:
+            self.destroy_node()
+            if isinstance(exc, StartupError):
+                raise
+            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
+        self._create_interfaces()
+
+
 def spin_until_shutdown(node: Any) -> None:
     """Spin ``node`` on a MultiThreadedExecutor until SIGINT/SIGTERM or rclpy shutdown.
 
@@ -678,7 +723,15 @@ def main(args: Optional[List[str]] = None) -> int:
     """Run the node until shutdown; returns the process exit status (1 = failed to start).
 
     SIGINT and SIGTERM both trigger rclpy shutdown (rclpy's handlers, installed explicitly).
+    ``--managed`` (before ``--ros-args``) runs the lifecycle node of
+    :mod:`vlxseek_ros.managed_detector_node` instead.
     """
+    argv = list(sys.argv if args is None else args)
+    ros_start = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    if "--managed" in argv[:ros_start]:
+        argv.remove("--managed")
+        from vlxseek_ros.managed_detector_node import main as managed_main
+        return managed_main(argv)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
     try:
         try:

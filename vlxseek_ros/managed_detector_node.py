@@ -1,0 +1,128 @@
+"""``vlxseek_detector`` as a managed (lifecycle) node: same parameters and interfaces.
+
+Run with ``python -m vlxseek_ros.managed_detector_node --ros-args ...`` or
+``vlxseek_detector --managed --ros-args ...`` (the launch file does this for ``managed:=true``).
+
+Transitions (``ros2 lifecycle set /vlxseek_detector <transition>``):
+
+* ``configure``: loads the model named by the parameters; a failure (missing or corrupt
+  checkpoint, bad parameters) is logged with the model path and the node stays
+  ``unconfigured`` (transition result FAILURE).
+* ``activate``: creates the publishers, the ``image`` subscription, ``~/query_regions`` and the
+  timers (standing query, ``~/status``); the node serves as :class:`DetectorNode` does.
+* ``deactivate``: lets a running inference finish (up to ``busy_timeout_s``) and destroys those
+  interfaces; the model stays loaded, so ``activate`` is immediate.
+* ``cleanup``: frees the model (and the CUDA cache when CUDA is in use); ``shutdown`` likewise.
+
+Parameter ``autostart`` (bool, default false, read-only): configure and activate at start-up
+(the portable alternative to launch-side autostart, which differs between distros).
+"""
+from __future__ import annotations
+
+import gc
+import sys
+from typing import Any, List, Optional
+
+import rclpy
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
+
+from vlxseek_ros.detector_node import (NODE_NAME, DetectorServing, StartupError, _describe,
+                                       _load_pipeline, spin_until_shutdown)
+
+
+class ManagedDetectorNode(DetectorServing, LifecycleNode):
+    """Lifecycle version of :class:`vlxseek_ros.detector_node.DetectorNode`.
+
+    Args:
+        pipeline: a pipeline to use on every ``configure`` instead of loading one (tests).
+        **kwargs: passed to :class:`rclpy.lifecycle.LifecycleNode`.
+
+    Raises:
+        StartupError: invalid runtime parameters (the node is destroyed).
+    """
+
+    def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
+        LifecycleNode.__init__(self, NODE_NAME, **kwargs)
+        self._given_pipeline = pipeline
+        try:
+            params = self._declare_parameters()
+            autostart = self.declare_parameter(
+                "autostart", False,
+                _describe("Configure and activate at start-up.", read_only=True)).value
+            self._init_serving(params)
+        except Exception as exc:
+            self.destroy_node()
+            if isinstance(exc, StartupError):
+                raise
+            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
+        if autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Load the model; on failure log why and stay unconfigured."""
+        try:
+            self._pipe = (self._given_pipeline if self._given_pipeline is not None
+                          else _load_pipeline(self._params))
+        except StartupError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: model '{self._params['model_path']}' loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Create the interfaces and serve."""
+        self._create_interfaces()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop serving; the model stays loaded."""
+        with self._state_lock:
+            wait_s = self._runtime.busy_timeout_s
+        self._destroy_interfaces(wait_s)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Free the model (and the CUDA cache)."""
+        self._unload()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Stop serving and free the model."""
+        self._destroy_interfaces(0.0)
+        self._unload()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unload(self) -> None:
+        with self._model_lock:
+            self._pipe = None
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the managed node until shutdown; returns the exit status (1 = bad parameters).
+
+    A model that fails to load does not end the process: the node stays unconfigured.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
+    try:
+        try:
+            node = ManagedDetectorNode()
+        except StartupError as exc:
+            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+            return 1
+        spin_until_shutdown(node)
+        return 0
+    finally:
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
