@@ -9,6 +9,8 @@ pytest starts, e.g.::
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 python -m pytest test/ros -q
 """
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,20 @@ def ros_network_guard():
             + "\n  ".join(problems)
             + "\nrun e.g.: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=57 "
               "python -m pytest test/ros", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny random VLM-FO1 checkpoint and proposal detector, made once per run by the core
+    CLI; returns ``(model_dir, proposer_dir)``."""
+    root = tmp_path_factory.mktemp("tiny")
+    model, proposer = root / "model", root / "proposer"
+    repo = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-m", "vlxseek_core.cli", cmd, str(out)],
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for cmd, out in (("make-tiny-model", model), ("make-tiny-proposer", proposer))]
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out
+    return model, proposer

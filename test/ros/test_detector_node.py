@@ -42,27 +42,6 @@ CALL_TIMEOUT_S = 90.0
 
 # ---------------------------------------------------------------------------------- fixtures
 
-def _run_quiet(cmd):
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """A tiny random VLM-FO1 checkpoint and proposal detector, made once by the core CLI."""
-    root = tmp_path_factory.mktemp("tiny")
-    model, proposer = root / "model", root / "proposer"
-    procs = [
-        _run_quiet([sys.executable, "-m", "vlxseek_core.cli", "make-tiny-model", str(model)]),
-        _run_quiet([sys.executable, "-m", "vlxseek_core.cli", "make-tiny-proposer",
-                    str(proposer)]),
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=180)
-        assert p.returncode == 0, out
-    return model, proposer
-
-
 def _node_command(model, proposer, *extra, ns="/vlxseek_test"):
     return [sys.executable, "-m", "vlxseek_ros.detector_node", "--ros-args",
             "--params-file", str(REPO / "config" / "detector.yaml"),
