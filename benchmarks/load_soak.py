@@ -48,7 +48,7 @@ def check_network_env() -> None:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MiB (Linux /proc), -1 when unknown."""
+    """Return the resident set size of process ``pid`` in MiB (Linux /proc), -1 when unknown."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -59,7 +59,7 @@ def rss_mb(pid: int) -> float:
 
 
 def machine_description(device: str) -> str:
-    """CPU model and count, memory, Python and the node's device (GPU name when CUDA)."""
+    """Describe the machine: CPU model and count, memory, Python, device (GPU name)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -82,7 +82,7 @@ def machine_description(device: str) -> str:
 
 
 def make_tiny_models(root: Path) -> tuple:
-    """Tiny random VLM-FO1 checkpoint and proposal detector (vlxseek_core CLI)."""
+    """Make a tiny random VLM-FO1 checkpoint and proposal detector (vlxseek_core CLI)."""
     model, proposer = root / "model", root / "proposer"
     for cmd, out in (("make-tiny-model", model), ("make-tiny-proposer", proposer)):
         subprocess.run([sys.executable, "-m", "vlxseek_core.cli", cmd, str(out)], check=True,
@@ -258,7 +258,7 @@ def run_soak(model: Path, proposer: Optional[Path] = None, seconds: float = 60.0
 
 
 def format_table(r: Dict[str, Any], args: argparse.Namespace) -> str:
-    """The soak's results as a two-column text table."""
+    """Format the soak's results as a two-column text table."""
     s, s0 = r["status"], r.get("status_start", {})
 
     def delta(key):

@@ -320,8 +320,11 @@ class DetectorServing:
             f"service '{self.resolve_service_name(self._service.srv_name)}'")
 
     def _destroy_interfaces(self, wait_s: float = 30.0) -> None:
-        """Stop serving: refuse new inferences, wait up to ``wait_s`` s for a running one, then
-        destroy the interfaces made by :meth:`_create_interfaces` (the model stays loaded)."""
+        """Stop serving; the model stays loaded.
+
+        Refuses new inferences, waits up to ``wait_s`` seconds for a running one, then destroys
+        the interfaces made by :meth:`_create_interfaces`.
+        """
         self._closing = True
         if self._model_lock.acquire(timeout=wait_s):
             self._model_lock.release()
@@ -487,12 +490,12 @@ class DetectorServing:
     # ------------------------------------------------------------------ public helpers
 
     def status(self) -> Dict[str, Any]:
-        """The ``~/status`` payload now (a dict; see :mod:`vlxseek_ros.serving_stats`)."""
+        """Return the ``~/status`` payload now (a dict; see :mod:`vlxseek_ros.serving_stats`)."""
         return json.loads(self._stats.to_json(**self._status_extra,
                                               inference_in_flight=self.inference_in_flight()))
 
     def inference_in_flight(self) -> bool:
-        """True while an inference holds the model."""
+        """Return True while an inference holds the model."""
         return self._model_lock.locked()
 
     def begin_shutdown(self) -> None:
@@ -590,7 +593,7 @@ class DetectorServing:
             self._waiting_calls.release()
 
     def _infer_locked(self, rgb, query, task, boxes, rt: _Runtime):
-        """The inference itself; called with the model lock held, releases it."""
+        """Run the inference; called with the model lock held, releases it."""
         try:
             with self._state_lock:
                 pending, self._pending_thresholds = self._pending_thresholds, {}

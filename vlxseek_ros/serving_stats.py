@@ -97,7 +97,7 @@ class ServingStats:
             return self.counts["consecutive_failures"]
 
     def snapshot(self) -> Dict[str, Any]:
-        """All counters, ``last_error`` (+ ``last_error_age_s``) and ``latency_ms`` per stage."""
+        """Return all counters, ``last_error`` (+ its age) and ``latency_ms`` per stage."""
         with self._lock:
             now = self._clock()
             snap: Dict[str, Any] = {"uptime_s": round(now - self._started, 3), **self.counts}
@@ -108,11 +108,11 @@ class ServingStats:
         return snap
 
     def to_json(self, **extra: Any) -> str:
-        """:meth:`snapshot` plus ``extra`` keys as one JSON object (the ``~/status`` payload)."""
+        """Return :meth:`snapshot` plus ``extra`` keys as one JSON string (``~/status``)."""
         return json.dumps({**extra, **self.snapshot()}, sort_keys=True)
 
     def summary_line(self) -> str:
-        """A one-line human summary for the (throttled) log."""
+        """Return a one-line human summary for the (throttled) log."""
         s = self.snapshot()
         e2e = s["latency_ms"].get("end_to_end", {})
         return (f"frames {s['frames_received']} received / {s['frames_dropped']} dropped / "

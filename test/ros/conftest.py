@@ -53,8 +53,10 @@ def ros_network_guard():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """A tiny random VLM-FO1 checkpoint and proposal detector, made once per run by the core
-    CLI; returns ``(model_dir, proposer_dir)``."""
+    """Make a tiny random VLM-FO1 checkpoint and proposal detector once per run.
+
+    Made by the core CLI; returns ``(model_dir, proposer_dir)``.
+    """
     root = tmp_path_factory.mktemp("tiny")
     model, proposer = root / "model", root / "proposer"
     repo = Path(__file__).resolve().parents[2]

@@ -382,8 +382,11 @@ def test_node_still_alive(node_process):
 
 
 def _signal_during_inference(client, node_name, proc, log_path, sig):
-    """Start a real slow query (caption of 100 user regions, 8192 new tokens: tens of seconds
-    on the tiny model), send ``sig`` while it runs; the node must exit with 0 within 2 s."""
+    """Send ``sig`` during a real slow query; the node must exit with 0 within 2 s.
+
+    The query (caption of 100 user regions, 8192 new tokens) takes tens of seconds on the tiny
+    model.
+    """
     query_client = client.node.create_client(QueryRegions, f"{node_name}/query_regions")
     param_client = client.node.create_client(SetParameters, f"{node_name}/set_parameters")
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -1,5 +1,7 @@
-"""In-process robustness tests of the node (fake pipeline, no model): busy policy, load status,
-faults inside inference, 200 concurrent calls, and malformed requests (incl. hypothesis fuzzing).
+"""In-process robustness tests of the node with a fake pipeline (no model).
+
+Busy policy, load status, faults inside inference, 200 concurrent calls, and malformed requests
+(incl. hypothesis fuzzing).
 
 Requests are sent over DDS (in-process, LOCALHOST, own domain id from conftest.py) or, for the
 fuzzing, handed to the service callback directly: nothing may raise out of it.

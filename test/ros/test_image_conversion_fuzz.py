@@ -1,5 +1,7 @@
-"""Property tests of vlxseek_ros.image_conversion (no rclpy): arbitrary headers and payloads raise
-only InvalidImageError, and valid messages round-trip their pixel values."""
+"""Property tests of vlxseek_ros.image_conversion (no rclpy).
+
+Arbitrary headers and payloads raise only InvalidImageError; valid messages round-trip pixels.
+"""
 from types import SimpleNamespace
 
 import numpy as np

@@ -1,7 +1,9 @@
-"""Small-scale version of benchmarks/load_soak.py (3 s of 320x240 frames at 30 Hz, tiny
-models, CPU) while the service is called back to back: bounded memory growth, no backlog (the
-answered frame is always about one call old: depth-1 newest-frame buffer), every call answered
-(ok or busy) within its timeout."""
+"""Small-scale version of benchmarks/load_soak.py.
+
+3 s of 320x240 frames at 30 Hz (tiny models, CPU) while the service is called back to back:
+bounded memory growth, no backlog (the answered frame is always about one call old: depth-1
+newest-frame buffer), every call answered (ok or busy) within its timeout.
+"""
 import importlib.util
 from pathlib import Path
 

@@ -1,6 +1,8 @@
-"""In-process tests of the managed (lifecycle) vlxseek_detector with a fake pipeline: model
-loaded on configure, interfaces only while active, model kept on deactivate, freed on cleanup,
-failed configure stays unconfigured, node-side autostart."""
+"""In-process tests of the managed (lifecycle) vlxseek_detector with a fake pipeline.
+
+Model loaded on configure, interfaces only while active, model kept on deactivate, freed on
+cleanup, failed configure stays unconfigured, node-side autostart.
+"""
 import threading
 
 import pytest
