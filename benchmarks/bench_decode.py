@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.answers import (MIXED_LABELS, coordinate_answer, region_answer,  # noqa: E402
                                 sample_objects, token_ids)
-from benchmarks.configs import CONFIG_NAMES, build_random_model  # noqa: E402
+from benchmarks.configs import add_model_size_arguments, build_random_model  # noqa: E402
 from benchmarks.llm import KVDecoder  # noqa: E402
 
 DEFAULT_SIZES = (1, 5, 10, 25, 50)
@@ -37,10 +37,7 @@ DEFAULT_SIZES = (1, 5, 10, 25, 50)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", choices=CONFIG_NAMES, default="tiny",
-                        help="model size: tiny (default) or real3b (random weights)")
-    parser.add_argument("--layers", type=int, default=None,
-                        help="keep only K LLM decoder layers (for real3b on CPU)")
+    add_model_size_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                         help="object counts N (default 1 5 10 25 50)")
     parser.add_argument("--frame", type=common.parse_size, default=(1280, 720),

@@ -28,16 +28,14 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks.configs import CONFIG_NAMES, build_random_model, parameter_bytes  # noqa: E402
+from benchmarks.configs import (add_model_size_arguments, build_random_model,  # noqa: E402
+                                parameter_bytes)
 from benchmarks.llm import KVDecoder  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", choices=CONFIG_NAMES, default="tiny",
-                        help="model size: tiny (default) or real3b (random weights)")
-    parser.add_argument("--layers", type=int, default=None,
-                        help="keep only K LLM decoder layers (for real3b on CPU)")
+    add_model_size_arguments(parser)
     parser.add_argument("--vision-layers", type=int, default=None,
                         help="keep only K primary-ViT blocks (for real3b on CPU)")
     parser.add_argument("--image-size", type=common.parse_size, default=(1280, 720),

@@ -129,3 +129,11 @@ def parameter_bytes(module: torch.nn.Module) -> int:
     for p in module.parameters():
         seen[p.data_ptr()] = p.numel() * p.element_size()
     return sum(seen.values())
+
+
+def add_model_size_arguments(parser) -> None:
+    """``--config`` and ``--layers``, shared by the latency benchmarks."""
+    parser.add_argument("--config", choices=CONFIG_NAMES, default="tiny",
+                        help="model size: tiny (default) or real3b (random weights)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="keep only K LLM decoder layers (for real3b on CPU)")

@@ -735,10 +735,19 @@ def main(args: Optional[List[str]] = None) -> int:
         argv.remove("--managed")
         from vlxseek_ros.managed_detector_node import main as managed_main
         return managed_main(argv)
+    return run_node(DetectorNode, args)
+
+
+def run_node(node_class, args: Optional[List[str]] = None) -> int:
+    """Init rclpy (SIGINT and SIGTERM both shut it down), build ``node_class()`` and spin it.
+
+    Returns:
+        0 after a normal shutdown, 1 when the node raised :class:`StartupError`.
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
     try:
         try:
-            node = DetectorNode()
+            node = node_class()
         except StartupError as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
             return 1

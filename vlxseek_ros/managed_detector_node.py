@@ -23,12 +23,10 @@ import gc
 import sys
 from typing import Any, List, Optional
 
-import rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 
 from vlxseek_ros.detector_node import (NODE_NAME, DetectorServing, StartupError, _describe,
-                                       _load_pipeline, spin_until_shutdown)
+                                       _load_pipeline, run_node)
 
 
 class ManagedDetectorNode(DetectorServing, LifecycleNode):
@@ -111,17 +109,7 @@ def main(args: Optional[List[str]] = None) -> int:
 
     A model that fails to load does not end the process: the node stays unconfigured.
     """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
-    try:
-        try:
-            node = ManagedDetectorNode()
-        except StartupError as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            return 1
-        spin_until_shutdown(node)
-        return 0
-    finally:
-        rclpy.try_shutdown()
+    return run_node(ManagedDetectorNode, args)
 
 
 if __name__ == "__main__":
