@@ -284,3 +284,12 @@ def test_empty_model_path_is_a_startup_error():
             detector_node.DetectorNode(context=context, namespace=NS)
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_limit_malloc_arenas_respects_user_setting(monkeypatch):
+    from vlxseek_ros.detector_node import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is True  # glibc on this machine
