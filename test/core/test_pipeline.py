@@ -11,7 +11,10 @@ from vlxseek_core.parsing import parse_answer
 
 
 def test_detect_with_user_boxes_maps_indices_to_boxes(tiny_pipeline, astronaut, astronaut_boxes):
-    res = tiny_pipeline.query(astronaut, "person; flag", task="detect", boxes=astronaut_boxes)
+    # reuse_frame=False: other tests may have cached this frame, and a cache hit does not
+    # report the frame's stage timings checked below.
+    res = tiny_pipeline.query(astronaut, "person; flag", task="detect", boxes=astronaut_boxes,
+                              reuse_frame=False)
     assert res.image_size == (512, 512)
     assert np.array_equal(res.proposals.boxes, astronaut_boxes)
     assert np.all(res.proposals.scores == 1.0)
