@@ -73,13 +73,7 @@ def encoder_pieces(model, prepared) -> Dict[str, Callable[[], object]]:
     """
     m = model.model
     hfre = m.object_vp_extractor
-    n_levels = len(m.vision_tower.config.fullatt_block_indexes)
-    if not hfre.use_vt:
-        levels: tuple = ()
-    elif hfre.simple_fpn is not None:
-        levels = (n_levels - 1,)
-    else:
-        levels = tuple(range(n_levels))
+    levels = hfre.vt_levels(len(m.vision_tower.config.fullatt_block_indexes))
     dev = model.lm_head.weight.device
     pv, grid = prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev)
     aux_pv = prepared.aux_pixel_values.to(dev).to(m.vision_tower_aux.image_tower.dtype)

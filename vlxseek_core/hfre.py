@@ -92,6 +92,15 @@ class HFREModule(nn.Module):
             if self.use_vt:
                 self.vt_region_norm = nn.LayerNorm(dims["vt"])
 
+    def vt_levels(self, num_fullatt_blocks: int) -> tuple:
+        """Indices into ``fullatt_block_indexes`` whose ViT outputs this module reads (§2.3):
+        none without vt features, the last one with SimpleFP, otherwise all of them."""
+        if not self.use_vt:
+            return ()
+        if self.simple_fpn is not None:
+            return (num_fullatt_blocks - 1,)
+        return tuple(range(num_fullatt_blocks))
+
     def aux_region_features(self, aux_maps: List[torch.Tensor],
                             aux_boxes: torch.Tensor) -> torch.Tensor:
         """``[N, sum(aux channels)]`` fp32 from the four DaViT maps and aux-frame boxes."""

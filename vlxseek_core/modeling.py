@@ -131,14 +131,8 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
             :class:`EncodedFrame` in the model dtype.
         """
         m = self.model
-        n_levels = len(m.vision_tower.config.fullatt_block_indexes)
         hfre = m.object_vp_extractor
-        if not hfre.use_vt:
-            levels: tuple = ()
-        elif hfre.simple_fpn is not None:
-            levels = (n_levels - 1,)
-        else:
-            levels = tuple(range(n_levels))
+        levels = hfre.vt_levels(len(m.vision_tower.config.fullatt_block_indexes))
         image_tokens, vt_maps = m.vision_tower(pixel_values, image_grid_thw, levels)
         image_embeds = m.mm_projector(image_tokens)
         aux_maps = m.vision_tower_aux(aux_pixel_values.to(m.vision_tower_aux.image_tower.dtype))

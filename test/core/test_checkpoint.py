@@ -177,3 +177,16 @@ def test_attention_choice(tiny_model_dir, monkeypatch):
     assert model.model.config._attn_implementation == "eager"
     assert model.model.vision_tower.image_tower.config._attn_implementation == "eager"
     assert model.model.vision_tower_aux.image_tower.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("overrides,levels", [
+    ({}, (3,)),  # SimpleFP reads only the last full-attention block (spec §2.3)
+    ({"mm_use_simpleFPN_for_vt": False, "mm_region_hidden_size": 8960}, (0, 1, 2, 3)),
+    ({"mm_use_vision_tower_region_feature": False, "mm_region_hidden_size": 3840}, ()),
+])
+def test_hfre_reads_the_right_vit_levels(overrides, levels):
+    from vlxseek_core.hfre import HFREModule
+
+    with torch.device("meta"):
+        hfre = HFREModule(VLMFO1Config(**{**REAL_3B, **overrides}))
+    assert hfre.vt_levels(4) == levels
