@@ -48,8 +48,9 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import rclpy
@@ -96,6 +97,18 @@ SHUTDOWN_GRACE_S = 0.3
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters or a model that does not load)."""
+
+
+@contextmanager
+def startup_guard(node: Any) -> Iterator[None]:
+    """Turn any error while a node starts into :class:`StartupError`, destroying the node."""
+    try:
+        yield
+    except Exception as exc:
+        node.destroy_node()
+        if isinstance(exc, StartupError):
+            raise
+        raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
 
 
 class BusyError(Exception):
@@ -683,15 +696,10 @@ class DetectorNode(DetectorServing, Node):
 
     def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
         Node.__init__(self, NODE_NAME, **kwargs)
-        try:
+        with startup_guard(self):
             params = self._declare_parameters()
             self._pipe = pipeline if pipeline is not None else _load_pipeline(params)
             self._init_serving(params)
-        except Exception as exc:
-            self.destroy_node()
-            if isinstance(exc, StartupError):
-                raise
-            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
         self._create_interfaces()
 
 

@@ -26,7 +26,7 @@ from typing import Any, List, Optional
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 
 from vlxseek_ros.detector_node import (NODE_NAME, DetectorServing, StartupError, _describe,
-                                       _load_pipeline, run_node)
+                                       _load_pipeline, run_node, startup_guard)
 
 
 class ManagedDetectorNode(DetectorServing, LifecycleNode):
@@ -43,17 +43,12 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
     def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
         LifecycleNode.__init__(self, NODE_NAME, **kwargs)
         self._given_pipeline = pipeline
-        try:
+        with startup_guard(self):
             params = self._declare_parameters()
             autostart = self.declare_parameter(
                 "autostart", False,
                 _describe("Configure and activate at start-up.", read_only=True)).value
             self._init_serving(params)
-        except Exception as exc:
-            self.destroy_node()
-            if isinstance(exc, StartupError):
-                raise
-            raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
         if autostart:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
