@@ -35,7 +35,8 @@ def to_pil_rgb(image: Union[np.ndarray, Image.Image]) -> Image.Image:
     if isinstance(image, Image.Image):
         if image.width == 0 or image.height == 0:
             raise InvalidImageError("image has zero width or height")
-        return image.convert("RGB")
+        # Already RGB: no copy (the pipeline passes the same image through several stages).
+        return image if image.mode == "RGB" else image.convert("RGB")
     if not isinstance(image, np.ndarray):
         raise InvalidImageError(f"image must be a numpy array or PIL image, got {type(image)}")
     if image.dtype != np.uint8:

@@ -83,3 +83,14 @@ def test_pil_and_numpy_inputs_agree(qwen_processor):
         to_pil_rgb(np.zeros((5, 5, 2), np.uint8))
     with pytest.raises(ValueError):
         pre(img, np.zeros((0, 4), np.float32))
+
+
+def test_to_pil_rgb_copies_only_when_converting():
+    from PIL import Image
+
+    rgb = Image.fromarray(data.coffee())
+    assert to_pil_rgb(rgb) is rgb
+    gray = Image.fromarray(data.camera())
+    out = to_pil_rgb(gray)
+    assert out.mode == "RGB" and out.size == gray.size
+    assert np.array_equal(np.asarray(out)[..., 0], data.camera())
