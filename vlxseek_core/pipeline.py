@@ -232,17 +232,36 @@ class VLXSeek:
 
     # ------------------------------------------------------------------ query
 
-    def propose(self, image, boxes=None, box_scores=None):
-        """Proposals for ``image``: validated user boxes, else the detector's.
+    def propose(self, image, boxes=None, box_scores=None,
+                proposals: Optional[Proposals] = None):
+        """Proposals for ``image``: validated user boxes, given proposals, else the detector's.
+
+        Args:
+            image: HWC uint8 RGB numpy array or PIL image.
+            boxes, box_scores: user boxes (float ``[K, 4]`` xyxy pixels of ``image``) and
+                optional scores; kept in their order, clipped, no NMS.
+            proposals: candidate regions found elsewhere (an external detector, a ROS topic),
+                normally already filtered with :func:`~vlxseek_core.proposals.postprocess_proposals`;
+                kept in their order, clipped to the image. May be empty (the model is then not
+                run). Mutually exclusive with ``boxes``.
 
         Returns:
             ``(Proposals, warnings)``.
 
         Raises:
-            InvalidRequestError: bad user boxes, or no boxes and no detector configured.
+            InvalidRequestError: bad user boxes or proposals, both given, or none of them and
+                no detector configured.
         """
         rgb = np.asarray(to_pil_rgb(image))
-        if boxes is not None and len(np.asarray(boxes).reshape(-1)) > 0:
+        has_boxes = boxes is not None and len(np.asarray(boxes).reshape(-1)) > 0
+        if proposals is not None:
+            if has_boxes:
+                raise InvalidRequestError("give either user boxes or proposals, not both")
+            if len(proposals) == 0:
+                return Proposals.empty(), []
+            return validate_user_boxes(proposals.boxes, rgb.shape[:2], scores=proposals.scores,
+                                       max_boxes=MAX_REGIONS)
+        if has_boxes:
             return validate_user_boxes(boxes, rgb.shape[:2], scores=box_scores,
                                        max_boxes=MAX_REGIONS)
         if self.proposal_source is None:
@@ -252,7 +271,8 @@ class VLXSeek:
 
     def query(self, image, text: str = "", task: str = "detect", boxes=None, box_scores=None,
               region_indices: Optional[Sequence[int]] = None,
-              max_new_tokens: Optional[int] = None, reuse_frame: bool = True) -> QueryResult:
+              max_new_tokens: Optional[int] = None, reuse_frame: bool = True,
+              proposals: Optional[Proposals] = None) -> QueryResult:
         """Answer one query about one image.
 
         Args:
@@ -262,10 +282,13 @@ class VLXSeek:
             boxes: optional float ``[K, 4]`` xyxy original-pixel user boxes replacing proposals.
             box_scores: optional ``[K]`` scores for ``boxes`` (default 1.0).
             region_indices: regions that region tasks (caption, ocr, visual_prompt, …) refer
-                to; default: all user boxes.
+                to, as indices into the regions shown to the model (user boxes, ``proposals``
+                or the detector's); default: all user boxes.
             max_new_tokens: decoding budget (default ``self.max_new_tokens``).
             reuse_frame: use (and fill) the frame cache; ``False`` recomputes everything.
                 Greedy answers are identical either way.
+            proposals: candidate regions from an external detector replacing the configured
+                one (see :meth:`propose`); region index = row.
 
         Returns:
             :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
@@ -276,12 +299,12 @@ class VLXSeek:
         """
         return self.query_many(image, [(text, task)], boxes=boxes, box_scores=box_scores,
                                region_indices=region_indices, max_new_tokens=max_new_tokens,
-                               reuse_frame=reuse_frame)[0]
+                               reuse_frame=reuse_frame, proposals=proposals)[0]
 
     def query_many(self, image, queries: Sequence[QuerySpec], task: str = "detect",
                    boxes=None, box_scores=None, region_indices: Optional[Sequence[int]] = None,
-                   max_new_tokens: Optional[int] = None,
-                   reuse_frame: bool = True) -> List[QueryResult]:
+                   max_new_tokens: Optional[int] = None, reuse_frame: bool = True,
+                   proposals: Optional[Proposals] = None) -> List[QueryResult]:
         """Answer several queries about one frame, encoding the frame once.
 
         Proposals, both towers, the HFRE and the LLM prefill of the shared prompt prefix
@@ -305,42 +328,49 @@ class VLXSeek:
             task_parts(name, text, [0] if needs is not None and needs.needs_regions else ())
         pil = to_pil_rgb(image)
         with self._lock:
-            enc = self.encode(pil, boxes, box_scores, reuse_frame=reuse_frame)
+            enc = self.encode(pil, boxes, box_scores, reuse_frame=reuse_frame,
+                              proposals=proposals)
             return [self.answer(enc, text, name, region_indices=region_indices,
                                 max_new_tokens=max_new_tokens, user_boxes=boxes is not None)
                     for text, name in specs]
 
-    def frame_key(self, pil, boxes=None, box_scores=None) -> str:
+    def frame_key(self, pil, boxes=None, box_scores=None,
+                  proposals: Optional[Proposals] = None) -> str:
         """Content hash of the frame and of everything proposals depend on."""
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((pil.size, pil.mode)).encode())
         h.update(pil.tobytes())
-        for arr in (boxes, box_scores):
-            h.update(b"|" if arr is None else np.asarray(arr, dtype=np.float64).tobytes())
+        given = (None, None) if proposals is None else (proposals.boxes, proposals.scores)
+        for arr in (boxes, box_scores, *given):  # length-prefixed: no two inputs hash alike
+            data = b"" if arr is None else np.asarray(arr, dtype=np.float64).tobytes()
+            h.update(b"-" if arr is None else len(data).to_bytes(8, "little") + data)
         if self.proposal_source is not None:
             h.update(repr(sorted(self.proposal_source.thresholds.items())).encode())
         return h.hexdigest()
 
-    def encode(self, image, boxes=None, box_scores=None,
-               reuse_frame: bool = True) -> FrameEncoding:
+    def encode(self, image, boxes=None, box_scores=None, reuse_frame: bool = True,
+               proposals: Optional[Proposals] = None) -> FrameEncoding:
         """Proposals, preprocessing, both towers and the HFRE for one frame (cached).
 
         Raises:
             InvalidImageError, InvalidRequestError: as :meth:`query`.
         """
         pil = to_pil_rgb(image)
+        if proposals is not None and not isinstance(proposals, Proposals):
+            raise InvalidRequestError(
+                f"proposals must be a vlxseek_core.Proposals, got {type(proposals).__name__}")
         with self._lock:
-            key = self.frame_key(pil, boxes, box_scores)
+            key = self.frame_key(pil, boxes, box_scores, proposals)
             if reuse_frame and key in self._frames:
                 self._frames.move_to_end(key)
                 return self._frames[key]
             timer = _Timer()
             with timer.stage("proposals"):
-                proposals, warnings = self.propose(pil, boxes, box_scores)
+                regions, warnings = self.propose(pil, boxes, box_scores, proposals)
             frame = None
-            if len(proposals):
-                frame = self._encode_frame(pil, proposals, timer)
-            enc = FrameEncoding(key, (pil.height, pil.width), proposals, list(warnings), frame,
+            if len(regions):
+                frame = self._encode_frame(pil, regions, timer)
+            enc = FrameEncoding(key, (pil.height, pil.width), regions, list(warnings), frame,
                                 timings_ms=timer.ms)
             if reuse_frame and self.frame_cache_size > 0:
                 self._frames[key] = enc
@@ -391,8 +421,8 @@ class VLXSeek:
                              answer="", groundings=[], detections=[], proposals=enc.proposals,
                              image_size=enc.image_size, warnings=list(enc.warnings))
         if enc.frame is None:
-            result.warnings.append("no regions: the proposal detector found no candidate "
-                                   "boxes, so the model was not run")
+            result.warnings.append("no regions: no candidate boxes were found or given, so "
+                                   "the model was not run")
         else:
             with self._lock:
                 self._generate(enc, parts, spec, result, timer, max_new_tokens)

@@ -8,6 +8,7 @@ import torch
 from vlxseek_core.decoding import RegionAnswerLogitsProcessor
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError
 from vlxseek_core.parsing import parse_answer
+from vlxseek_core.preprocessing import to_pil_rgb
 
 
 def test_detect_with_user_boxes_maps_indices_to_boxes(tiny_pipeline, astronaut, astronaut_boxes):
@@ -79,6 +80,49 @@ def test_no_proposals_answers_no_regions(tiny_model_dir, astronaut):
     res = pipe.query(astronaut, "cat")
     assert res.detections == [] and res.answer == ""
     assert any("no regions" in w for w in res.warnings)
+
+
+def test_external_proposals_replace_the_detector(tiny_pipeline, astronaut, astronaut_boxes):
+    from vlxseek_core.types import Proposals
+
+    scores = np.float32([0.9, 0.8, 0.7, 0.6])[:len(astronaut_boxes)]
+    given = Proposals(astronaut_boxes, scores)
+    res = tiny_pipeline.query(astronaut, "person; flag", proposals=given, max_new_tokens=24)
+    assert np.array_equal(res.proposals.boxes, astronaut_boxes)
+    assert np.array_equal(res.proposals.scores, scores)
+    for det in res.detections:  # boxes and scores come from the given proposals
+        assert np.array_equal(det.box, astronaut_boxes[det.region_index])
+        assert det.score == pytest.approx(float(scores[det.region_index]))
+    # the same boxes as user boxes are another frame (scores differ) but the same regions
+    pil = to_pil_rgb(astronaut)
+    assert (tiny_pipeline.frame_key(pil, proposals=given)
+            != tiny_pipeline.frame_key(pil, astronaut_boxes))
+    # region tasks refer to the given proposals by index
+    cap = tiny_pipeline.query(astronaut, task="caption", proposals=given, region_indices=[1],
+                              max_new_tokens=4)
+    assert cap.prompt_text == "Provide a brief description for <region1>."
+    # boxes beyond the image are clipped like user boxes
+    wide = Proposals(np.float32([[-5, 10, 600, 90]]), np.float32([0.5]))
+    out = tiny_pipeline.query(astronaut, "flag", proposals=wide, max_new_tokens=4)
+    assert out.proposals.boxes.tolist() == [[0, 10, 512, 90]]
+
+
+def test_empty_external_proposals_answer_no_regions(tiny_pipeline, astronaut):
+    from vlxseek_core.types import Proposals
+
+    res = tiny_pipeline.query(astronaut, "cat", proposals=Proposals.empty())
+    assert res.detections == [] and res.answer == "" and len(res.proposals) == 0
+    assert any("no regions" in w for w in res.warnings)
+
+
+def test_external_proposals_and_boxes_are_exclusive(tiny_pipeline, astronaut, astronaut_boxes):
+    from vlxseek_core.types import Proposals
+
+    given = Proposals(astronaut_boxes, np.ones(len(astronaut_boxes), np.float32))
+    with pytest.raises(InvalidRequestError, match="not both"):
+        tiny_pipeline.query(astronaut, "cat", boxes=astronaut_boxes, proposals=given)
+    with pytest.raises(InvalidRequestError, match="Proposals"):
+        tiny_pipeline.query(astronaut, "cat", proposals=astronaut_boxes)
 
 
 @pytest.mark.parametrize("image,message", [
