@@ -5,7 +5,7 @@ Entry points: :class:`vlxseek_core.pipeline.VLXSeek` (``VLXSeek.from_pretrained`
 external detector: :class:`Proposals` and :func:`postprocess_proposals`.
 """
 from .prompts import TASKS as _TASK_SPECS
-from .types import Proposals
+from .types import Proposals  # noqa: F401  (public)
 
 __version__ = "0.1.0"
 TASKS = tuple(_TASK_SPECS)

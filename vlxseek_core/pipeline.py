@@ -241,9 +241,9 @@ class VLXSeek:
             boxes, box_scores: user boxes (float ``[K, 4]`` xyxy pixels of ``image``) and
                 optional scores; kept in their order, clipped, no NMS.
             proposals: candidate regions found elsewhere (an external detector, a ROS topic),
-                normally already filtered with :func:`~vlxseek_core.proposals.postprocess_proposals`;
-                kept in their order, clipped to the image. May be empty (the model is then not
-                run). Mutually exclusive with ``boxes``.
+                normally filtered with :func:`~vlxseek_core.proposals.postprocess_proposals`
+                already; kept in their order, clipped to the image. May be empty (the model
+                is then not run). Mutually exclusive with ``boxes``.
 
         Returns:
             ``(Proposals, warnings)``.
