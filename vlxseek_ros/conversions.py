@@ -14,7 +14,7 @@ Conventions (what consumers of ``vision_msgs`` expect):
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray,
@@ -26,6 +26,7 @@ from vlxseek_core.types import Proposals, QueryResult
 __all__ = [
     "PROPOSAL_CLASS_ID",
     "bbox_msgs_to_xyxy",
+    "detection_array_to_raw_proposals",
     "detections_to_msg",
     "fill_response",
     "groundings_to_msgs",
@@ -140,6 +141,39 @@ def bbox_msgs_to_xyxy(regions: Iterable[BoundingBox2D],
                     f"{width}x{height} image")
         rows.append(box)
     return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
+
+
+def detection_array_to_raw_proposals(msg: Detection2DArray) -> Tuple[np.ndarray, np.ndarray]:
+    """An external detector's ``Detection2DArray`` as raw proposal boxes and scores.
+
+    Lenient, because the message comes from another node and is filtered afterwards by
+    :func:`vlxseek_core.proposals.postprocess_proposals` (threshold, NMS, int truncation,
+    top-k, clipping; rows with non-finite values or no area are dropped there):
+
+    * box: the axis-aligned rectangle around ``bbox`` (centre/size in pixels of the image the
+      detector saw, rotated by ``theta`` radians when it is not 0), as xyxy;
+    * score: the highest ``results[].hypothesis.score`` (class-agnostic, like the built-in
+      detectors), 1.0 for a detection without results.
+
+    Returns:
+        ``(boxes, scores)``: float64 ``[N, 4]`` xyxy pixels and float64 ``[N]``, in message
+        order.
+    """
+    boxes = np.zeros((len(msg.detections), 4), np.float64)
+    scores = np.ones(len(msg.detections), np.float64)
+    for i, det in enumerate(msg.detections):
+        b = det.bbox
+        if not math.isfinite(b.center.theta):  # math.cos(inf) raises; the row is dropped later
+            boxes[i] = math.nan
+            continue
+        cos, sin = abs(math.cos(b.center.theta)), abs(math.sin(b.center.theta))
+        half_w = (b.size_x * cos + b.size_y * sin) / 2.0
+        half_h = (b.size_x * sin + b.size_y * cos) / 2.0
+        cx, cy = b.center.position.x, b.center.position.y
+        boxes[i] = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        if det.results:
+            scores[i] = max(r.hypothesis.score for r in det.results)
+    return boxes, scores
 
 
 def fill_response(response: Any, result: QueryResult, header: Any,

@@ -5,8 +5,15 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
 * subscribes ``image`` (``sensor_msgs/Image``): best effort, depth 1 (REP 2003 sensor data);
   parameter ``image_qos_reliable`` switches to reliable. Only the newest frame is kept; no
   inference ever runs in this callback.
+* subscribes ``proposals`` (``vision_msgs/Detection2DArray``, best effort, depth 10) only when
+  ``proposal_source`` is ``topic``: candidate boxes of an external detector, each array with the
+  header of the image it was computed on. Frames and proposals are paired by header stamp
+  (exactly, or within ``proposal_stamp_tolerance_s``); the last ``frame_history`` frames are kept
+  because proposals arrive after their frame. Boxes go through the same post-processing as the
+  built-in detectors' (``proposal_min_score``, ``proposal_nms_iou``, ``max_proposals``).
 * service ``~/query_regions`` (``vlxseek_ros/srv/QueryRegions``): answer one query about the
-  request's image or the newest frame.
+  request's image or the newest frame (with ``proposal_source: topic``: the newest frame that
+  has proposals, waiting up to ``proposal_wait_s`` for them).
 * publishes ``~/detections`` (``vision_msgs/Detection2DArray``, reliable) for every answered query
   (service calls and the standing query), with the answered image's header;
 * publishes ``~/debug_image`` (``sensor_msgs/Image``, rgb8) with boxes, labels and region indices,
@@ -68,14 +75,20 @@ from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError, VLXSeekError
-from vlxseek_ros.conversions import bbox_msgs_to_xyxy, detections_to_msg, fill_response
+from vlxseek_ros.conversions import (bbox_msgs_to_xyxy, detection_array_to_raw_proposals,
+                                     detections_to_msg, fill_response)
 from vlxseek_ros.debug_image import draw_result
+from vlxseek_ros.frame_matching import StampMatcher, format_stamp, stamp_to_ns
 from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg
 from vlxseek_ros.serving_stats import ServingStats
 from vlxseek_ros.srv import QueryRegions
 
 NODE_NAME = "vlxseek_detector"
-PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "none")
+PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "topic", "none")
+# proposal_source value that takes proposals from the `proposals` topic.
+TOPIC_SOURCE = "topic"
+# Proposal arrays kept for matching (by arrival; enough for a detector a few seconds behind).
+PROPOSAL_BUFFER = 64
 DEVICES = "cpu, cuda, cuda:N or auto"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Repeated identical problems are logged at most once per this many seconds.
@@ -87,8 +100,8 @@ MAX_REGIONS = 100
 MAX_QUERY_CHARS = 4096
 # Service calls that may wait for (or hold) the model at once; more are answered busy at once.
 MAX_WAITING_CALLS = 4
-# Executor threads: the waiting calls + standing timer + image + status + spare.
-EXECUTOR_THREADS = MAX_WAITING_CALLS + 4
+# Executor threads: the waiting calls + standing timer + image + proposals + status + spare.
+EXECUTOR_THREADS = MAX_WAITING_CALLS + 5
 # The load summary is logged at most once per this many seconds.
 STATUS_LOG_S = 60.0
 # On SIGINT/SIGTERM, a running inference gets this long before the process exits without it.
@@ -126,16 +139,27 @@ class _Runtime:
     publish_debug_image: bool
     busy_policy: str
     busy_timeout_s: float
+    proposal_stamp_tolerance_s: float
+    proposal_wait_s: float
 
 
 @dataclass
 class _Frame:
-    """The newest image of the subscription and its arrival number (1, 2, ...)."""
+    """An image of the subscription and its arrival number (1, 2, ...)."""
 
     msg: Image
     seq: int
     used: bool = False       # a query took it (else replacing it counts as a dropped frame)
     answered: bool = False   # a query about it succeeded
+
+
+@dataclass(frozen=True)
+class _ExternalProposals:
+    """One array of the ``proposals`` topic: raw xyxy boxes ``[N, 4]`` and scores ``[N]``."""
+
+    frame_id: str
+    boxes: np.ndarray
+    scores: np.ndarray
 
 
 def _describe(description: str, *, read_only: bool = False,
@@ -165,7 +189,9 @@ PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
         "Model weights dtype; auto = bfloat16 on GPU, float32 on CPU.", read_only=True,
         constraints=", ".join(DTYPES))),
     "proposal_source": ("omdet_turbo", _describe(
-        "Proposal detector giving the candidate regions; none = only request `regions` boxes.",
+        "Where the candidate regions come from: a built-in detector, topic = "
+        "vision_msgs/Detection2DArray on `proposals` matched to frames by header stamp, "
+        "none = only request `regions` boxes.",
         read_only=True, constraints=", ".join(PROPOSAL_SOURCES))),
     "proposal_model": ("", _describe(
         "Proposal detector directory or hub id; empty = the source's default model.",
@@ -178,6 +204,16 @@ PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
     "max_proposals": (100, _describe(
         "Most candidate regions shown to the model (VLM-FO1 accepts at most 100).",
         int_range=(1, 100))),
+    "proposal_stamp_tolerance_s": (0.0, _describe(
+        "proposal_source topic: largest |frame stamp - proposals stamp| still paired, seconds "
+        "(0 = equal stamps, as when the detector copies the image header).",
+        float_range=(0.0, 1.0))),
+    "proposal_wait_s": (0.5, _describe(
+        "proposal_source topic: longest wait of a service call for proposals of a frame, "
+        "seconds.", float_range=(0.0, 10.0))),
+    "frame_history": (10, _describe(
+        "proposal_source topic: frames kept for pairing with proposals arriving later.",
+        read_only=True, int_range=(1, 100))),
     "max_new_tokens": (1024, _describe(
         "Decoding budget of one answer, in tokens.", int_range=(1, 8192))),
     "standing_query": ("", _describe(
@@ -206,7 +242,8 @@ PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
 }
 
 _RUNTIME_NAMES = ("standing_query", "standing_task", "max_rate_hz", "max_new_tokens",
-                  "publish_debug_image", "busy_policy", "busy_timeout_s")
+                  "publish_debug_image", "busy_policy", "busy_timeout_s",
+                  "proposal_stamp_tolerance_s", "proposal_wait_s")
 _THRESHOLD_NAMES = {"proposal_min_score": "min_score", "proposal_nms_iou": "nms_iou",
                     "max_proposals": "max_proposals"}
 
@@ -237,7 +274,8 @@ def _load_pipeline(params: Dict[str, Any]):
         from vlxseek_core import VLXSeek
         return VLXSeek.from_pretrained(
             model_path, device=params["device"], dtype=params["dtype"],
-            proposal_source=params["proposal_source"],
+            proposal_source=("none" if params["proposal_source"] == TOPIC_SOURCE
+                             else params["proposal_source"]),
             proposal_model=params["proposal_model"] or None,
             proposal_min_score=params["proposal_min_score"],
             proposal_nms_iou=params["proposal_nms_iou"],
@@ -245,7 +283,7 @@ def _load_pipeline(params: Dict[str, Any]):
     except Exception as exc:  # any failure to load is fatal and must name the path
         proposal = (f", proposal detector {params['proposal_source']}:"
                     f"{params['proposal_model'] or 'default'}"
-                    if params["proposal_source"] != "none" else "")
+                    if params["proposal_source"] not in ("none", TOPIC_SOURCE) else "")
         raise StartupError(
             f"cannot load the VLM-FO1 model from model_path='{model_path}' "
             f"(device={params['device']}, dtype={params['dtype']}{proposal}): "
@@ -275,7 +313,14 @@ class DetectorServing:
         self._model_lock = threading.Lock()   # one inference at a time
         self._runtime = _Runtime(**{n: params[n] for n in _RUNTIME_NAMES})
         self._pending_thresholds: Dict[str, Any] = {}
-        self._frame: Optional[_Frame] = None
+        # thresholds of proposals from the topic (the pipeline's own detector has its copy)
+        self._proposal_filter = {v: params[k] for k, v in _THRESHOLD_NAMES.items()}
+        self._topic_proposals = params["proposal_source"] == TOPIC_SOURCE
+        # the newest frame, or the last frame_history ones when proposals come from the topic
+        self._frames: StampMatcher[_Frame, _ExternalProposals] = StampMatcher(
+            frame_capacity=params["frame_history"] if self._topic_proposals else 1,
+            proposal_capacity=PROPOSAL_BUFFER,
+            tolerance_ns=int(round(params["proposal_stamp_tolerance_s"] * 1e9)))
         self._frame_count = 0
         self._standing_seq = 0
         self._last_problem: Tuple[str, float] = ("", 0.0)
@@ -284,8 +329,10 @@ class DetectorServing:
         self._closing = False
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
-                              "model_path": params["model_path"], "device": params["device"]}
+                              "model_path": params["model_path"], "device": params["device"],
+                              "proposal_source": params["proposal_source"]}
         self._timer = None
+        self._proposal_sub = None
         self._interfaces: List[Any] = []
         bad = self._check_runtime(self._runtime)
         if bad:
@@ -295,6 +342,7 @@ class DetectorServing:
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
+        self._proposal_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _create_interfaces(self) -> None:
@@ -312,6 +360,14 @@ class DetectorServing:
         self._status_pub = self.create_publisher(String, "~/status", reliable1)
         self._image_sub = self.create_subscription(
             Image, "image", self._on_image, image_qos, callback_group=self._image_group)
+        self._proposal_sub = None
+        if self._topic_proposals:
+            # best effort hears reliable and best-effort detectors alike (REP 2003)
+            self._proposal_sub = self.create_subscription(
+                Detection2DArray, "proposals", self._on_proposals,
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                           reliability=ReliabilityPolicy.BEST_EFFORT),
+                callback_group=self._proposal_group)
         self._service = self.create_service(
             QueryRegions, "~/query_regions", self._on_query,
             callback_group=self._service_group)
@@ -326,9 +382,13 @@ class DetectorServing:
             (self.destroy_service, self._service), (self.destroy_subscription, self._image_sub),
             (self.destroy_publisher, self._status_pub), (self.destroy_publisher, self._debug_pub),
             (self.destroy_publisher, self._detections_pub)]
+        if self._proposal_sub is not None:
+            self._interfaces.append((self.destroy_subscription, self._proposal_sub))
         self._closing = False
+        proposals = (f"topic '{self._proposal_sub.topic_name}'" if self._proposal_sub
+                     else params["proposal_source"])
         self.get_logger().info(
-            f"ready: model '{params['model_path']}', proposals {params['proposal_source']}, "
+            f"ready: model '{params['model_path']}', proposals {proposals}, "
             f"image topic '{self._image_sub.topic_name}' "
             f"({'reliable' if params['image_qos_reliable'] else 'best effort'}), "
             f"service '{self.resolve_service_name(self._service.srv_name)}'")
@@ -345,7 +405,7 @@ class DetectorServing:
         with self._state_lock:
             interfaces, self._interfaces = self._interfaces, []
             self._timer = None
-            self._frame = None
+        self._frames.clear()
         for destroy, entity in interfaces:
             destroy(entity)
 
@@ -383,8 +443,11 @@ class DetectorServing:
                 return SetParametersResult(successful=False, reason=reason)
             rate_changed = candidate.max_rate_hz != self._runtime.max_rate_hz
             self._runtime = candidate
-            self._pending_thresholds.update(
-                {_THRESHOLD_NAMES[k]: v for k, v in changes.items() if k in _THRESHOLD_NAMES})
+            thresholds = {_THRESHOLD_NAMES[k]: v for k, v in changes.items()
+                          if k in _THRESHOLD_NAMES}
+            self._pending_thresholds.update(thresholds)
+            self._proposal_filter.update(thresholds)
+        self._frames.tolerance_ns = int(round(candidate.proposal_stamp_tolerance_s * 1e9))
         timer = self._timer
         if rate_changed and timer is not None:
             timer.timer_period_ns = int(1e9 / candidate.max_rate_hz)
@@ -393,14 +456,25 @@ class DetectorServing:
     # ------------------------------------------------------------------ callbacks
 
     def _on_image(self, msg: Image) -> None:
-        """Keep only the newest frame (no conversion, no inference here)."""
+        """Keep the newest frame(s) (no conversion, no inference here)."""
         with self._state_lock:
-            dropped = self._frame is not None and not self._frame.used
             self._frame_count += 1
-            self._frame = _Frame(msg, self._frame_count)
+            seq = self._frame_count
+        evicted = self._frames.add_frame(stamp_to_ns(msg.header.stamp), _Frame(msg, seq))
         self._stats.count("frames_received")
-        if dropped:
+        if evicted is not None and not evicted.used:
             self._stats.count("frames_dropped")
+
+    def _on_proposals(self, msg: Detection2DArray) -> None:
+        """Keep an external detector's proposals for pairing with their frame by stamp."""
+        try:
+            boxes, scores = detection_array_to_raw_proposals(msg)
+        except Exception as exc:  # a malformed message must not stop the subscription
+            self._report(f"ignored a proposals message: {type(exc).__name__}: {exc}")
+            return
+        self._frames.add_proposals(stamp_to_ns(msg.header.stamp),
+                                   _ExternalProposals(msg.header.frame_id, boxes, scores))
+        self._stats.count("proposals_received")
 
     def _on_query(self, request: QueryRegions.Request,
                   response: QueryRegions.Response) -> QueryRegions.Response:
@@ -412,10 +486,17 @@ class DetectorServing:
         start = time.perf_counter()
         notes: List[str] = []
         frame: Optional[_Frame] = None
+        waiting = False
         try:
             task = request.task or "detect"
-            self._check_request_text(task, request.query, len(request.regions))
-            image_msg, source, frame = self._request_image(request)
+            indices = [int(i) for i in request.region_indices]
+            self._check_request_text(task, request.query, len(request.regions), len(indices))
+            # bounds the calls waiting for proposals or the model (executor threads)
+            waiting = self._waiting_calls.acquire(blocking=False)
+            if not waiting:
+                raise BusyError(f"busy: {MAX_WAITING_CALLS} requests are already waiting for "
+                                f"the model; retry later")
+            image_msg, source, frame, external = self._request_image(request)
             try:
                 rgb = image_msg_to_rgb(image_msg)
             except InvalidImageError as exc:
@@ -425,8 +506,13 @@ class DetectorServing:
                 notes.append(f"{len(regions)} regions given, only the first {MAX_REGIONS} were "
                              f"used (VLM-FO1 accepts at most {MAX_REGIONS})")
                 regions = regions[:MAX_REGIONS]
-            boxes = bbox_msgs_to_xyxy(regions, rgb.shape[:2]) if regions else None
-            result, ms = self._infer(rgb, request.query, task, boxes, service=True)
+            inputs: Dict[str, Any] = {"region_indices": indices or None}
+            if regions:
+                inputs["boxes"] = bbox_msgs_to_xyxy(regions, rgb.shape[:2])
+            elif external is not None:
+                inputs["proposals"] = self._filter_external(external, image_msg.header,
+                                                            rgb.shape[:2], notes)
+            result, ms = self._infer(rgb, request.query, task, inputs, service=True)
         except BusyError as exc:
             self._stats.count("requests_busy")
             response.success, response.message = False, str(exc)
@@ -439,6 +525,9 @@ class DetectorServing:
             response.success = False
             response.message = f"inference failed: {type(exc).__name__}: {exc}"
             return response
+        finally:
+            if waiting:
+                self._waiting_calls.release()
         try:
             fill_response(response, result, image_msg.header, ms)
             if notes:
@@ -459,22 +548,36 @@ class DetectorServing:
         return response
 
     def _on_timer(self) -> None:
-        """Answer the standing query for a frame not answered yet."""
+        """Answer the standing query for a frame newer than the last one it answered.
+
+        With ``proposal_source: topic`` that is the newest such frame whose proposals have
+        arrived (never waiting: the next tick looks again).
+        """
         with self._state_lock:
             rt = self._runtime
-            frame = self._frame
         task = rt.standing_task or "detect"
         textless = bool(rt.standing_task) and not self._tasks[task].needs_query
         if not (rt.standing_query.strip() or textless):
             return
-        if frame is None or frame.seq == self._standing_seq:
-            return
+        last = self._standing_seq
+        external = None
+        if self._topic_proposals:
+            pair = self._frames.newest_pair(lambda f: f.seq > last)
+            if pair is None:
+                return
+            frame, external = pair
+        else:
+            frame = self._frames.newest_frame()
+            if frame is None or frame.seq <= last:
+                return
         try:
             rgb = image_msg_to_rgb(frame.msg)
             with self._state_lock:
                 frame.used = True
             previous, self._standing_seq = self._standing_seq, frame.seq
-            result, _ = self._infer(rgb, rt.standing_query, task, None, service=False)
+            inputs = {} if external is None else {"proposals": self._filter_external(
+                external, frame.msg.header, rgb.shape[:2], [])}
+            result, _ = self._infer(rgb, rt.standing_query, task, inputs, service=False)
         except BusyError:
             self._standing_seq = previous  # the model is busy: try again next tick
             return
@@ -518,7 +621,8 @@ class DetectorServing:
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_request_text(self, task: str, query: str, n_regions: int) -> None:
+    def _check_request_text(self, task: str, query: str, n_regions: int,
+                            n_indices: int = 0) -> None:
         """Reject unknown tasks, empty/overlong/non-UTF-8 queries and missing regions.
 
         Raises:
@@ -538,21 +642,55 @@ class DetectorServing:
                                       f"{MAX_QUERY_CHARS} are accepted")
         if spec.needs_query and not query.strip():
             raise InvalidRequestError(f"query is empty; task {task!r} needs a query")
-        if spec.needs_regions and n_regions == 0:
-            raise InvalidRequestError(f"task {task!r} needs regions; the request has none")
+        if spec.needs_regions and n_regions == 0 and n_indices == 0:
+            raise InvalidRequestError(
+                f"task {task!r} needs regions; the request has neither `regions` boxes nor "
+                f"`region_indices` into the proposals")
+        if n_indices > MAX_REGIONS:
+            raise InvalidRequestError(f"{n_indices} region_indices given; at most "
+                                      f"{MAX_REGIONS} regions exist")
 
-    def _request_image(self, request: QueryRegions.Request
-                       ) -> Tuple[Image, str, Optional[_Frame]]:
-        """Return the image a request asks about, a name for messages and its stream frame.
+    def _request_image(self, request: QueryRegions.Request) -> Tuple[
+            Image, str, Optional[_Frame], Optional[_ExternalProposals]]:
+        """Return the image a request asks about, a name for messages, its stream frame and,
+        with ``proposal_source: topic`` and no request ``regions``, its topic proposals.
 
-        The request's own image when any of its fields is set, else the newest frame of
-        ``image`` (rejected when older than ``max_frame_age`` seconds by its header stamp).
+        The request's own image when any of its fields is set (its proposals are those with
+        its header stamp); else the newest frame of ``image`` (with topic proposals: the newest
+        frame that has them, waiting up to ``proposal_wait_s``). A stream frame older than
+        ``max_frame_age`` seconds by its header stamp is rejected.
+
+        Raises:
+            InvalidRequestError: no frame yet, no matching proposals in time, frame too old.
         """
+        with self._state_lock:
+            wait_s = self._runtime.proposal_wait_s
+        need_proposals = self._topic_proposals and not request.regions
         img = request.image
         if img.width or img.height or len(img.data) or img.encoding:
-            return img, "request image", None
-        with self._state_lock:
-            frame = self._frame
+            external = None
+            if need_proposals:
+                stamp = stamp_to_ns(img.header.stamp)
+                external = self._frames.proposals_for(stamp, wait_s)
+                if external is None:
+                    raise InvalidRequestError(
+                        f"no proposals on '{self._proposal_sub.topic_name}' match the request "
+                        f"image's stamp {format_stamp(stamp)} (waited {wait_s:g} s; "
+                        f"{self._matching_state()}); send `regions` or an image whose "
+                        f"proposals were published")
+            return img, "request image", None, external
+        frame, external = None, None
+        if need_proposals:
+            pair = self._frames.newest_pair(timeout_s=wait_s)
+            if pair is not None:
+                frame, external = pair
+            elif self._frames.newest_frame() is not None:
+                raise InvalidRequestError(
+                    f"no recent frame of '{self._image_sub.topic_name}' has proposals on "
+                    f"'{self._proposal_sub.topic_name}' (waited {wait_s:g} s; "
+                    f"{self._matching_state()})")
+        else:
+            frame = self._frames.newest_frame()
         if frame is None:
             raise InvalidRequestError(
                 f"no image received yet on '{self._image_sub.topic_name}' and the request has "
@@ -568,15 +706,40 @@ class DetectorServing:
                     f"{max_age:.3f} s")
         with self._state_lock:
             frame.used = True
-        return frame.msg, f"newest frame of '{self._image_sub.topic_name}'", frame
+        return frame.msg, f"newest frame of '{self._image_sub.topic_name}'", frame, external
 
-    def _infer(self, rgb: np.ndarray, query: str, task: str,
-               boxes: Optional[np.ndarray], service: bool):
+    def _matching_state(self) -> str:
+        """The newest frame and proposal stamps and the tolerance, for error messages."""
+        frame, proposals = self._frames.newest_stamps()
+        return (f"newest frame stamp {format_stamp(frame)}, newest proposals stamp "
+                f"{format_stamp(proposals)}, tolerance "
+                f"{self._frames.tolerance_ns / 1e9:g} s")
+
+    def _filter_external(self, external: _ExternalProposals, header: Any,
+                         image_size: Tuple[int, int], notes: List[str]) -> Any:
+        """Topic proposals through the shared post-processing (thresholds, NMS, int, top-k).
+
+        Returns:
+            :class:`vlxseek_core.types.Proposals` in pixels of the image (possibly empty).
+        """
+        from vlxseek_core.proposals import postprocess_proposals
+        with self._state_lock:
+            thresholds = dict(self._proposal_filter)
+        if external.frame_id and header.frame_id and external.frame_id != header.frame_id:
+            notes.append(f"proposals frame_id '{external.frame_id}' differs from the image's "
+                         f"'{header.frame_id}' (paired by stamp)")
+        return postprocess_proposals(external.boxes, external.scores, image_size=image_size,
+                                     **thresholds)
+
+    def _infer(self, rgb: np.ndarray, query: str, task: str, inputs: Dict[str, Any],
+               service: bool):
         """Run one query under the model lock; returns ``(QueryResult, wall ms)``.
 
         Args:
-            service: a service call (waits per ``busy_policy``, at most MAX_WAITING_CALLS at
-                once); else the standing query (never waits).
+            inputs: the regions: ``boxes`` (request regions), ``proposals`` (from the topic),
+                ``region_indices``; passed to the pipeline's ``query``.
+            service: a service call (waits per ``busy_policy``; the caller holds one of the
+                MAX_WAITING_CALLS slots); else the standing query (never waits).
 
         Raises:
             BusyError: the model was not free in time (message starts with ``busy:``).
@@ -590,23 +753,17 @@ class DetectorServing:
         if not service:
             if not self._model_lock.acquire(blocking=False):
                 raise BusyError("busy: an inference is running")
-            return self._infer_locked(rgb, query, task, boxes, rt)
-        if not self._waiting_calls.acquire(blocking=False):
-            raise BusyError(f"busy: {MAX_WAITING_CALLS} requests are already waiting for the "
-                            f"model; retry later")
-        try:
-            timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
-            acquired = (self._model_lock.acquire(timeout=timeout) if timeout > 0.0
-                        else self._model_lock.acquire(blocking=False))
-            if not acquired:
-                raise BusyError(
-                    "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
-                    f"busy: the model was not free within busy_timeout_s={timeout:g} s")
-            return self._infer_locked(rgb, query, task, boxes, rt)
-        finally:
-            self._waiting_calls.release()
+            return self._infer_locked(rgb, query, task, inputs, rt)
+        timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
+        acquired = (self._model_lock.acquire(timeout=timeout) if timeout > 0.0
+                    else self._model_lock.acquire(blocking=False))
+        if not acquired:
+            raise BusyError(
+                "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
+                f"busy: the model was not free within busy_timeout_s={timeout:g} s")
+        return self._infer_locked(rgb, query, task, inputs, rt)
 
-    def _infer_locked(self, rgb, query, task, boxes, rt: _Runtime):
+    def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: _Runtime):
         """Run the inference; called with the model lock held, releases it."""
         try:
             with self._state_lock:
@@ -617,8 +774,8 @@ class DetectorServing:
                 self._pipe.set_proposal_thresholds(**pending)
             start = time.perf_counter()
             try:
-                result = self._pipe.query(rgb, query, task=task, boxes=boxes,
-                                          max_new_tokens=rt.max_new_tokens)
+                result = self._pipe.query(rgb, query, task=task, max_new_tokens=rt.max_new_tokens,
+                                          **inputs)
             except VLXSeekError:
                 raise
             except Exception as exc:

@@ -5,6 +5,7 @@ Everything is counted since the node started:
 * frames: ``received`` on ``image``; ``dropped`` = replaced by a newer frame before any query
   (service call or standing query) used it; ``answered`` = frames with at least one successful
   answer (request images are not frames of the stream and are not counted here).
+* ``proposals_received``: arrays received on ``proposals`` (``proposal_source: topic``).
 * requests (service calls): ``ok``, ``failed`` (invalid request or inference error, answered
   ``success=false``) and ``busy`` (answered ``success=false, message="busy: ..."``).
 * ``inference_errors``: inferences that raised (service or standing query);
@@ -65,6 +66,7 @@ class ServingStats:
             "frames_received": 0, "frames_dropped": 0, "frames_answered": 0,
             "requests_ok": 0, "requests_failed": 0, "requests_busy": 0,
             "standing_answered": 0, "inference_errors": 0, "consecutive_failures": 0,
+            "proposals_received": 0,
         }
         self._latency: Dict[str, _Series] = {}
         self._last_error = ""

@@ -46,7 +46,8 @@ class FakePipeline:
         with self.lock:
             self.events.append(("thresholds", kwargs))
 
-    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None):
+    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
+              region_indices=None, proposals=None):
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -161,8 +162,8 @@ def test_frames_do_not_trigger_inference_without_standing_query(harness, fake):
     for k in range(5):
         harness.send_frame(frame(sec=k))
     # depth 1: the node may skip frames, but it ends up holding the newest one
-    wait_for(lambda: harness.node._frame is not None
-             and harness.node._frame.msg.header.stamp.sec == 4)
+    wait_for(lambda: harness.node._frames.newest_frame() is not None
+             and harness.node._frames.newest_frame().msg.header.stamp.sec == 4)
     time.sleep(0.3)
     assert fake.calls == []
     # the newest frame is the one answered

@@ -40,7 +40,8 @@ class TimedFake(FakePipeline):
         super().__init__()
         self.boxes = []
 
-    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None):
+    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
+              region_indices=None, proposals=None):
         self.boxes.append(None if boxes is None else np.array(boxes))
         result = super().query(image, text, task=task, boxes=boxes,
                                max_new_tokens=max_new_tokens)
@@ -131,12 +132,12 @@ def test_status_topic_reports_frames_requests_and_latency(harness, fake):
         QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     for k in range(4):
         harness.send_frame(frame(sec=k))
-    wait_for(lambda: harness.node._frame is not None
-             and harness.node._frame.msg.header.stamp.sec == 3)
+    wait_for(lambda: harness.node._frames.newest_frame() is not None
+             and harness.node._frames.newest_frame().msg.header.stamp.sec == 3)
     assert harness.call().success          # uses (answers) the newest frame
     assert not harness.call("").success    # empty query: failed
     harness.send_frame(frame(sec=7))       # replaces an answered frame: not a drop
-    wait_for(lambda: harness.node._frame.msg.header.stamp.sec == 7)
+    wait_for(lambda: harness.node._frames.newest_frame().msg.header.stamp.sec == 7)
     n = len(got)
     wait_for(lambda: len(got) > n + 1)
     s = json.loads(got[-1].data)
@@ -249,7 +250,7 @@ def test_bad_request_images_get_a_clear_error(harness, fake, monkeypatch, name):
                                                 ("bgra8", 4)])
 def test_request_image_encoding_may_differ_from_the_stream(harness, fake, encoding, channels):
     harness.send_frame(frame(sec=5))   # the stream is rgb8
-    wait_for(lambda: harness.node._frame is not None)
+    wait_for(lambda: harness.node._frames.newest_frame() is not None)
     msg = _img(3, 5, encoding, step=5 * channels, data=bytes(range(15 * channels)))
     res = answer(harness.node, request(image=msg))
     assert res.success, res.message
