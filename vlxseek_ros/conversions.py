@@ -162,6 +162,8 @@ def detection_array_to_raw_proposals(msg: Detection2DArray) -> Tuple[np.ndarray,
     boxes = np.zeros((len(msg.detections), 4), np.float64)
     scores = np.ones(len(msg.detections), np.float64)
     for i, det in enumerate(msg.detections):
+        if det.results:
+            scores[i] = max(r.hypothesis.score for r in det.results)
         b = det.bbox
         if not math.isfinite(b.center.theta):  # math.cos(inf) raises; the row is dropped later
             boxes[i] = math.nan
@@ -171,8 +173,6 @@ def detection_array_to_raw_proposals(msg: Detection2DArray) -> Tuple[np.ndarray,
         half_h = (b.size_x * sin + b.size_y * cos) / 2.0
         cx, cy = b.center.position.x, b.center.position.y
         boxes[i] = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
-        if det.results:
-            scores[i] = max(r.hypothesis.score for r in det.results)
     return boxes, scores
 
 

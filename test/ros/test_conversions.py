@@ -142,3 +142,33 @@ def test_draw_result_draws_on_a_copy():
     assert not out[95, 115].any()
     no_props = debug_image.draw_result(rgb, _result(), draw_proposals=False)
     assert tuple(no_props[3, 5]) != debug_image.PROPOSAL_COLOUR
+
+
+def _external(*rows):
+    """A Detection2DArray of (cx, cy, w, h, theta, scores) rows, like an external detector's."""
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    msg = Detection2DArray()
+    for cx, cy, w, h, theta, scores in rows:
+        det = Detection2D()
+        det.bbox.center.position.x, det.bbox.center.position.y = cx, cy
+        det.bbox.center.theta, det.bbox.size_x, det.bbox.size_y = theta, w, h
+        for s in scores:
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = "thing", s
+            det.results.append(hyp)
+        msg.detections.append(det)
+    return msg
+
+
+def test_detection_array_to_raw_proposals():
+    msg = _external((50, 40, 20, 10, 0.0, [0.2, 0.7]),      # best hypothesis counts
+                    (10, 10, 4, 2, np.pi / 2, []),          # rotated 90°, no results
+                    (0, 0, 1, 1, float("inf"), [0.9]))      # unusable theta: NaN row
+    boxes, scores = conv.detection_array_to_raw_proposals(msg)
+    assert boxes.shape == (3, 4) and boxes.dtype == np.float64
+    np.testing.assert_allclose(boxes[0], [40, 35, 60, 45])
+    np.testing.assert_allclose(boxes[1], [9, 8, 11, 12], atol=1e-9)  # w and h swap
+    assert np.isnan(boxes[2]).all()
+    np.testing.assert_allclose(scores, [0.7, 1.0, 0.9])
+    empty_boxes, empty_scores = conv.detection_array_to_raw_proposals(_external())
+    assert empty_boxes.shape == (0, 4) and empty_scores.shape == (0,)

@@ -92,13 +92,15 @@ class Client:
         assert done.wait(timeout), f"no answer from {client.srv_name} within {timeout} s"
         return future.result()
 
-    def query(self, text="person", task="", image=None, max_frame_age=0.0, regions=()):
+    def query(self, text="person", task="", image=None, max_frame_age=0.0, regions=(),
+              region_indices=(), service=None):
         req = QueryRegions.Request()
         req.query, req.task, req.max_frame_age = text, task, float(max_frame_age)
         if image is not None:
             req.image = image
         req.regions = list(regions)
-        return self.call(self.query_client, req)
+        req.region_indices = list(region_indices)
+        return self.call(service or self.query_client, req)
 
     def set_params(self, **values):
         req = SetParameters.Request()
@@ -207,6 +209,13 @@ def bad_image(kind):
     return msg
 
 
+def _xyxy(detections):
+    """Detection boxes as ``[x1, y1, x2, y2]`` lists (pixels)."""
+    return [[d.bbox.center.position.x - d.bbox.size_x / 2, d.bbox.center.position.y
+             - d.bbox.size_y / 2, d.bbox.center.position.x + d.bbox.size_x / 2,
+             d.bbox.center.position.y + d.bbox.size_y / 2] for d in detections]
+
+
 def assert_consistent(response, header):
     """Detections = (phrase, region) pairs of the answer, with the proposals' boxes."""
     assert response.success, response.message
@@ -227,9 +236,9 @@ def assert_consistent(response, header):
     for i, prop in enumerate(proposals):
         assert prop.id == str(i) and prop.results[0].hypothesis.class_id == "proposal"
         b = prop.bbox
-        assert 0 <= b.center.position.x - b.size_x / 2 - 1e-3
+        assert -1e-3 <= b.center.position.x - b.size_x / 2
         assert b.center.position.x + b.size_x / 2 <= 512 + 1e-3
-        assert 0 <= b.center.position.y - b.size_y / 2 - 1e-3
+        assert -1e-3 <= b.center.position.y - b.size_y / 2
         assert b.center.position.y + b.size_y / 2 <= 512 + 1e-3
     return expected
 
@@ -328,10 +337,22 @@ def test_user_regions_replace_proposals(client):
     res = client.query("person", image=photo_msg(),
                        regions=[xyxy_to_bbox(b) for b in boxes])
     assert_consistent(res, photo_msg().header)
-    got = [[d.bbox.center.position.x - d.bbox.size_x / 2, d.bbox.center.position.y
-            - d.bbox.size_y / 2, d.bbox.center.position.x + d.bbox.size_x / 2,
-            d.bbox.center.position.y + d.bbox.size_y / 2] for d in res.proposals.detections]
-    np.testing.assert_allclose(got, boxes, atol=1e-3)
+    np.testing.assert_allclose(_xyxy(res.proposals.detections), boxes, atol=1e-3)
+
+
+def test_region_indices_refer_to_the_proposals_of_the_same_image(client):
+    first = client.query("person", image=photo_msg())
+    n = len(first.proposals.detections)
+    assert first.success and n >= 2
+    # the node re-uses the frame's encoding: the same image has the same proposals
+    res = client.query("", task="caption", image=photo_msg(), region_indices=[1])
+    assert res.success, res.message
+    assert res.proposals == first.proposals
+    res = client.query("What is in it?", task="vqa", image=photo_msg(), region_indices=[0, 1])
+    assert res.success, res.message
+    res = client.query("", task="ocr", image=photo_msg(), region_indices=[n])
+    assert not res.success
+    assert f"region index {n} out of range; there are {n} regions" in res.message
 
 
 def test_runtime_parameters_are_validated(client):
@@ -435,6 +456,66 @@ def test_sigterm_with_inference_in_flight_exits_within_2s(client, tiny_models, t
                                  signal.SIGTERM)
     finally:
         if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_proposals_from_a_topic_end_to_end(client, tiny_models, tmp_path):
+    """A second node with ``proposal_source:=topic``: an external detector's array, stamped
+    like the image, gives the regions (post-processed: threshold 0.3, NMS 0.8, int, sorted)."""
+    from vision_msgs.msg import Detection2D, ObjectHypothesisWithPose
+
+    ns = "/vlxseek_topic"
+    log_path = tmp_path / "node.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(_node_command(*tiny_models, "-p", "proposal_source:=topic",
+                                              "-p", "proposal_wait_s:=5.0", ns=ns),
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ))
+    try:
+        service = client.node.create_client(QueryRegions, f"{ns}/vlxseek_detector/query_regions")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not service.wait_for_service(timeout_sec=0.5):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        publisher = client.node.create_publisher(
+            Detection2DArray, f"{ns}/proposals",
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        wait_for(lambda: publisher.get_subscription_count() > 0, 30, "proposals subscriber")
+        photo = photo_msg(stamp=(1_750_000_000, 5))
+        external = Detection2DArray()
+        external.header = photo.header
+        # floats: this rclpy stores a Python int in a float64 field without converting it and
+        # serialises its bits (142 arrives as 5e-324)
+        rows = [((170.6, 30.2, 320.9, 200.5), 0.6),      # face
+                ((370.0, 0.0, 512.0, 140.0), 0.9),       # flag
+                ((0.0, 0.0, 40.0, 40.0), 0.1)]           # below proposal_min_score
+        for (x1, y1, x2, y2), score in rows:
+            det = Detection2D()
+            det.header = photo.header
+            det.bbox.center.position.x, det.bbox.center.position.y = (x1 + x2) / 2, (y1 + y2) / 2
+            det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = "object", score
+            det.results = [hyp]
+            external.detections.append(det)
+        publisher.publish(external)
+        res = client.query("person", image=photo, service=service)
+        assert_consistent(res, photo.header)
+        np.testing.assert_allclose(_xyxy(res.proposals.detections),
+                                   [[370, 0, 512, 140], [170, 30, 320, 200]], atol=1e-3)
+        scores = [d.results[0].hypothesis.score for d in res.proposals.detections]
+        assert scores == pytest.approx([0.9, 0.6])
+        res = client.query("", task="caption", image=photo, region_indices=[1],
+                           service=service)
+        assert res.success, res.message
+        other = photo_msg(stamp=(1_750_000_001, 0))  # no proposals were published for it
+        res = client.query("person", image=other, service=service)
+        assert not res.success and "1750000001.000000000" in res.message
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
 

@@ -41,6 +41,7 @@ class FakePipeline:
         self.max_active = 0
         self.delay_s = 0.0
         self.error = None
+        self.inputs = []            # the regions of every query: boxes, region_indices, proposals
 
     def set_proposal_thresholds(self, **kwargs):
         with self.lock:
@@ -52,6 +53,8 @@ class FakePipeline:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             self.calls.append((image.shape, text, task, max_new_tokens))
+            self.inputs.append({"boxes": boxes, "region_indices": region_indices,
+                                "proposals": proposals})
             self.events.append(("query", text))
         try:
             time.sleep(self.delay_s)
@@ -63,7 +66,8 @@ class FakePipeline:
                 task=task, query=text, prompt_text="", answer="<ground>x</ground>",
                 groundings=[Grounding(text, [1])],
                 detections=[Detection(1, text, BOXES[1], 0.5)],
-                proposals=Proposals(BOXES, np.array([0.9, 0.5], np.float32)),
+                proposals=(proposals if proposals is not None
+                           else Proposals(BOXES, np.array([0.9, 0.5], np.float32))),
                 image_size=image.shape[:2])
         finally:
             with self.lock:
@@ -103,11 +107,14 @@ class Harness:
         rclpy.try_shutdown(context=self.context)
         self.thread.join(timeout=5)
 
-    def call(self, text="cup", image=None, timeout=20):
+    def call(self, text="cup", image=None, timeout=20, **fields):
+        """Call ~/query_regions; ``fields`` sets further request fields (task, regions...)."""
         req = QueryRegions.Request()
         req.query = text
         if image is not None:
             req.image = image
+        for name, value in fields.items():
+            setattr(req, name, value)
         future = self.client.call_async(req)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
