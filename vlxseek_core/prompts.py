@@ -1,16 +1,19 @@
 """Task templates and prompt construction (spec §3.2, §3.4).
 
-A prompt is built from *parts*: plain strings (which may contain untrusted user text) and
-:class:`TrustedToken` objects that the pipeline itself places (region references). Plain text is
-tokenized with ``split_special_tokens=True`` so that user text that spells ``<region3>`` or
-``<|im_end|>`` can never become a control token; trusted tokens become their single id. Because
-added tokens always split the reference's text into separate BPE chunks, this gives the
+A prompt is built from *parts*: plain strings (which may contain untrusted user text),
+:class:`TemplateText` (the reference templates) and :class:`TrustedToken` objects that the
+pipeline itself places (region references). Plain text is tokenized with
+``split_special_tokens=True`` so that user text that spells ``<region3>`` or ``<|im_end|>`` can
+never become a control token; trusted tokens become their single id, and so do the added tokens
+written in a template (the reasoning template's ``<think>``/``</think>``), as in the reference.
+Because added tokens always split the reference's text into separate BPE chunks, this gives the
 reference's ids for every benign query.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidRequestError
 from .tokens import (IM_END, IM_START, IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER_ID,
@@ -48,7 +51,11 @@ class TrustedToken:
     text: str
 
 
-PromptPart = Union[str, TrustedToken]
+class TemplateText(str):
+    """Template text written by this project: added tokens in it (``<think>``) are honoured."""
+
+
+PromptPart = Union[str, TemplateText, TrustedToken]
 
 
 @dataclass(frozen=True)
@@ -123,13 +130,13 @@ def task_parts(task: str, query: str = "",
         raise InvalidRequestError(f"task {task!r} needs regions (user boxes or region indices)")
     region_tokens = [TrustedToken(region_token(int(i))) for i in region_indices]
 
-    head, _, tail = spec.template.partition("{}")
+    head, _, tail = (TemplateText(t) for t in spec.template.partition("{}"))
     if spec.slot is None:
-        return [spec.template]
+        return [TemplateText(spec.template)]
     if spec.slot == "regions":
         return [head, *region_tokens, tail]
     filler = normalize_categories(query) if spec.slot == "categories" else query
-    parts: List[PromptPart] = [head + filler + tail]
+    parts: List[PromptPart] = [head, filler, tail]
     if region_tokens:  # vqa / reason / refer about given regions: append references (gradio).
         parts += [" ", *region_tokens]
     return parts
@@ -165,6 +172,10 @@ class PromptTokenizer:
         self.im_start, self.im_end = ids(IM_START), ids(IM_END)
         self.vision_start, self.vision_end = ids(VISION_START), ids(VISION_END)
         self._region_ids = {}
+        added = sorted(tokenizer.get_added_vocab(), key=len, reverse=True)
+        # splits template text at the tokenizer's added tokens (kept, as odd items)
+        self._added_split = (re.compile("(" + "|".join(map(re.escape, added)) + ")")
+                             if added else None)
 
     def text_ids(self, text: str) -> List[int]:
         """Ids of untrusted text: special-token strings are split into ordinary tokens."""
@@ -186,16 +197,27 @@ class PromptTokenizer:
             self._region_ids[token] = idx
         return self._region_ids[token]
 
+    def _pieces(self, part: PromptPart) -> Iterator[Tuple[str, bool]]:
+        """``(text, is_special_token)`` pieces of one prompt part."""
+        if isinstance(part, TrustedToken):
+            yield part.text, True
+        elif isinstance(part, TemplateText) and self._added_split is not None:
+            for i, piece in enumerate(self._added_split.split(part)):
+                yield piece, i % 2 == 1  # re.split puts the captured tokens at odd places
+        else:
+            yield part, False
+
     def parts_ids(self, parts: Sequence[PromptPart]) -> List[int]:
-        """Ids of prompt parts; consecutive text parts are tokenized as one chunk."""
+        """Ids of prompt parts; the text between two special tokens is tokenized as one chunk."""
         out: List[int] = []
         buffer = ""
         for part in parts:
-            if isinstance(part, TrustedToken):
-                out += self.text_ids(buffer) + [self.token_id(part.text)]
-                buffer = ""
-            else:
-                buffer += part
+            for text, special in self._pieces(part):
+                if special:
+                    out += self.text_ids(buffer) + [self.token_id(text)]
+                    buffer = ""
+                else:
+                    buffer += text
         return out + self.text_ids(buffer)
 
     def build_prefix(self, num_regions: int, system: bool) -> List[int]:

@@ -113,3 +113,19 @@ def test_trusted_tokens_become_single_ids(tokenizer):
     ids = ptok.parts_ids(["Provide a brief description for ", TrustedToken("<region7>"), "."])
     assert tokenizer.convert_tokens_to_ids("<region7>") in ids
     assert tokenizer.decode(ids) == "Provide a brief description for <region7>."
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_benign_prompts_tokenize_like_the_reference(tokenizer, task):
+    """The reference tokenizes the task text as one chunk with every added token honoured."""
+    query = "Which red cup is on the left?" if TASKS[task].needs_query else ""
+    parts = task_parts(task, query, [1, 3] if TASKS[task].needs_regions else ())
+    reference = tokenizer(parts_to_text(parts), add_special_tokens=False)["input_ids"]
+    assert PromptTokenizer(tokenizer).parts_ids(parts) == reference
+
+
+def test_reason_template_think_tags_are_single_tokens(tokenizer):
+    think, end_think = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
+    ids = PromptTokenizer(tokenizer).parts_ids(task_parts("reason", "<think> is it red?"))
+    # two of each from the template; the user's "<think>" stays plain text
+    assert ids.count(think) == 2 and ids.count(end_think) == 2
