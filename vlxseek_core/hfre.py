@@ -110,7 +110,7 @@ class HFREModule(nn.Module):
         feats = roi_mean(torch.cat(resized, dim=1), aux_boxes, self.roi_output_size,
                          AUX_ROI_SPATIAL_SCALE)
         if hasattr(self, "aux_region_norm"):
-            feats = self.aux_region_norm(feats)
+            feats = _layer_norm_fp32(self.aux_region_norm, feats)
         return feats
 
     def vt_region_features(self, vt_maps: List[torch.Tensor],
@@ -128,7 +128,7 @@ class HFREModule(nn.Module):
             feats = roi_mean(torch.cat(vt_maps, dim=1), vt_boxes, self.roi_output_size,
                              1 / NOMINAL_STRIDE)
         if hasattr(self, "vt_region_norm"):
-            feats = self.vt_region_norm(feats)
+            feats = _layer_norm_fp32(self.vt_region_norm, feats)
         return feats
 
     def forward(self, aux_maps: List[torch.Tensor], aux_boxes: torch.Tensor,
@@ -177,3 +177,11 @@ def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         return nn.Sequential(*layers)
     raise ValueError(f"unknown projector type {kind!r} (identity, linear, mlpNx_gelu)")
+
+
+def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` applied in fp32 whatever the model dtype: the reference calls
+    ``region_norm.float()(x)`` on the fp32 RoIAlign output (§2.8 dtype policy)."""
+    weight = None if norm.weight is None else norm.weight.float()
+    bias = None if norm.bias is None else norm.bias.float()
+    return F.layer_norm(x.float(), norm.normalized_shape, weight, bias, norm.eps)

@@ -1,4 +1,5 @@
 """Numerics of the region encoder pieces (spec §2.3–2.7)."""
+import copy
 import math
 
 import pytest
@@ -106,3 +107,32 @@ def test_projector_types(kind, keys):
 def test_unknown_projector_raises():
     with pytest.raises(ValueError):
         build_projector("conv", 4, 4)
+
+
+def test_region_layer_norm_runs_in_fp32_in_a_bf16_model():
+    """Reference: ``aux_region_norm.float()(feats)`` on the fp32 RoIAlign output (§2.8)."""
+    from vlxseek_core.config import VLMFO1Config
+    from vlxseek_core.hfre import HFREModule
+    from vlxseek_core.tiny import tiny_config_dict
+
+    config = VLMFO1Config(**{**tiny_config_dict(), "mm_apply_region_layer_norm": True})
+    torch.manual_seed(0)
+    hfre = HFREModule(config)
+    with torch.no_grad():
+        hfre.aux_region_norm.weight.uniform_(0.5, 1.5)
+        hfre.aux_region_norm.bias.uniform_(-0.5, 0.5)
+    hfre = hfre.to(torch.bfloat16)
+    channels = hfre.aux_region_norm.normalized_shape[0]
+    c0 = channels // 4  # four DaViT levels; only their sum matters to the norm
+    maps = [torch.randn(1, c, 16 // 2 ** i, 16 // 2 ** i, dtype=torch.bfloat16)
+            for i, c in enumerate([c0, c0, c0, channels - 3 * c0])]
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 20.0], [10.0, 5.0, 60.0, 64.0]])
+    feats = hfre.aux_region_features(maps, boxes)
+    assert feats.dtype == torch.float32 and feats.shape == (2, channels)
+    plain = copy.deepcopy(hfre)
+    del plain.aux_region_norm
+    raw = plain.aux_region_features(maps, boxes)
+    norm = hfre.aux_region_norm
+    expected = torch.nn.functional.layer_norm(raw, (channels,), norm.weight.float(),
+                                              norm.bias.float(), norm.eps)
+    torch.testing.assert_close(feats, expected)
