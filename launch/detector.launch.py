@@ -5,6 +5,11 @@ Example::
     ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \
         image_topic:=/camera/color/image_raw device:=cuda use_rviz:=true
 
+Proposals from another detector (vision_msgs/Detection2DArray stamped like the images)::
+
+    ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \
+        proposal_source:=topic proposals_topic:=/detector/detections
+
 Launch arguments override the same parameters of ``params_file``.
 
 ``managed:=true`` starts the managed (lifecycle) variant instead; with ``autostart:=true`` (the
@@ -25,6 +30,9 @@ ARGUMENTS = [
     ("device", "auto", "cpu, cuda, cuda:N or auto"),
     ("dtype", "auto", "auto, float32, bfloat16 or float16"),
     ("image_topic", "/camera/image_raw", "sensor_msgs/Image topic remapped to `image`"),
+    ("proposal_source", "omdet_turbo", "omdet_turbo, grounding_dino, owlv2, topic or none"),
+    ("proposals_topic", "/detections",
+     "proposal_source topic: vision_msgs/Detection2DArray topic remapped to `proposals`"),
     ("params_file", PathJoinSubstitution([FindPackageShare("vlxseek_ros"), "config",
                                           "detector.yaml"]), "node parameters (YAML)"),
     ("namespace", "", "namespace of the node"),
@@ -52,7 +60,7 @@ def generate_launch_description():
         namespace=_arg("namespace"),  # explicit: LifecycleNode on Humble needs it
         output="screen",
         emulate_tty=True,
-        remappings=[("image", _arg("image_topic"))],
+        remappings=[("image", _arg("image_topic")), ("proposals", _arg("proposals_topic"))],
     )
     parameters = [
         _arg("params_file"),
@@ -60,6 +68,7 @@ def generate_launch_description():
             "model_path": ParameterValue(_arg("model_path"), value_type=str),
             "device": ParameterValue(_arg("device"), value_type=str),
             "dtype": ParameterValue(_arg("dtype"), value_type=str),
+            "proposal_source": ParameterValue(_arg("proposal_source"), value_type=str),
             "publish_debug_image": ParameterValue(_arg("publish_debug_image"),
                                                   value_type=bool),
             "use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool),

@@ -50,7 +50,7 @@ def cmd_query(args) -> int:
         args.model, device=args.device, dtype=args.dtype,
         proposal_source=args.proposal_source, proposal_model=args.proposal_model,
         proposal_min_score=args.min_score, proposal_nms_iou=args.nms_iou,
-        max_proposals=args.max_proposals)
+        max_proposals=args.max_proposals, constrained_decoding=not args.unconstrained)
     regions = [int(i) for i in args.regions.split(",")] if args.regions else None
     result = pipe.query(_load_image(args.image), args.query, task=args.task,
                         boxes=_parse_boxes(args.boxes), region_indices=regions,
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--nms-iou", type=float, default=0.8)
     q.add_argument("--max-proposals", type=int, default=100)
     q.add_argument("--max-new-tokens", type=int, default=None)
+    q.add_argument("--unconstrained", action="store_true",
+                   help="plain greedy decoding as the reference (no region-answer constraint)")
     q.add_argument("--compact", action="store_true", help="one-line JSON")
     q.set_defaults(func=cmd_query)
 

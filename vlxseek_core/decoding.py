@@ -28,7 +28,8 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         tokenizer: the checkpoint tokenizer (ids of the tags are read from it).
         num_regions: regions shown to the model; ``<regionK>`` with ``K ≥ num_regions`` is
             never allowed.
-        max_label_tokens: a label longer than this is closed with ``</ground>``.
+        max_label_tokens: a label longer than this is closed with ``</ground>`` (generous:
+            referring expressions are labels too, and every cut changes the answer).
         trailing_text: allow free text after the grounded blocks (``count``).
         first_special_id: ids from here on are special/added tokens, never label text
             (Qwen2: 151643).
@@ -36,7 +37,7 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
             generating from ``inputs_embeds``, where transformers passes only new tokens).
     """
 
-    def __init__(self, tokenizer, num_regions: int, max_label_tokens: int = 16,
+    def __init__(self, tokenizer, num_regions: int, max_label_tokens: int = 64,
                  trailing_text: bool = False, first_special_id: int = 151643,
                  prompt_length: int = 0):
         ids = tokenizer.convert_tokens_to_ids

@@ -19,8 +19,10 @@ from typing import Dict, List, Optional
 from .tokens import IM_END, END_OF_TEXT
 from .types import Grounding
 
+# A label never spans another <ground> tag: in "<ground>a</ground>\n<ground>b</ground><objects>…"
+# the block is "b" (the reference, whose "." stops at the newline, reads it so too).
 _GROUNDED = re.compile(
-    r"<ground>(.*?)</ground>\s*<(objects?)>(.*?)</\2>", re.DOTALL)
+    r"<ground>((?:(?!</?ground>).)*?)</ground>\s*<(objects?)>(.*?)</\2>", re.DOTALL)
 _REGION = re.compile(r"<region(\d+)>")
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -216,6 +216,10 @@ PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
         read_only=True, int_range=(1, 100))),
     "max_new_tokens": (1024, _describe(
         "Decoding budget of one answer, in tokens.", int_range=(1, 8192))),
+    "constrained_decoding": (True, _describe(
+        "Keep region answers (detect, refer, count, visual_prompt, detect_all) well-formed "
+        "while decoding; false = plain greedy decoding, exactly the reference's output.",
+        read_only=True)),
     "standing_query": ("", _describe(
         "Query answered for new frames of `image` at most max_rate_hz; empty = off "
         "(unless standing_task needs no text, e.g. detect_all).")),
@@ -279,7 +283,8 @@ def _load_pipeline(params: Dict[str, Any]):
             proposal_model=params["proposal_model"] or None,
             proposal_min_score=params["proposal_min_score"],
             proposal_nms_iou=params["proposal_nms_iou"],
-            max_proposals=params["max_proposals"])
+            max_proposals=params["max_proposals"],
+            constrained_decoding=params["constrained_decoding"])
     except Exception as exc:  # any failure to load is fatal and must name the path
         proposal = (f", proposal detector {params['proposal_source']}:"
                     f"{params['proposal_model'] or 'default'}"

@@ -81,3 +81,13 @@ def test_reasoning_split_and_helpers():
     assert strip_end_tokens(" a <|im_end|>") == "a"
     assert first_region_index(parse_answer("<region4><region2>", 5)) == 4
     assert first_region_index(parse_answer("none", 5)) is None
+
+
+@pytest.mark.parametrize("text", [
+    "<ground>a</ground>\n<ground>b</ground><objects><region2></objects>",
+    "<ground>a</ground><ground>b</ground><objects><region2></objects>",
+])
+def test_a_label_never_spans_another_ground_tag(text):
+    parsed = parse_answer(text, 3)
+    assert [(g.phrase, g.region_indices) for g in parsed.groundings] == [("b", [2])]
+    assert parsed.malformed == ["<ground>"]  # the unfinished "a" block is reported

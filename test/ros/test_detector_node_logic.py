@@ -7,6 +7,7 @@ drawn only for subscribers.
 """
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,14 @@ def test_limit_malloc_arenas_respects_user_setting(monkeypatch):
     assert limit_malloc_arenas() is False
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     assert limit_malloc_arenas() is True  # glibc on this machine
+
+
+def test_config_yaml_lists_every_parameter_with_its_default():
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "config" / "detector.yaml"
+    with open(path, encoding="utf-8") as fh:
+        listed = yaml.safe_load(fh)["vlxseek_detector"]["ros__parameters"]
+    defaults = {name: default for name, (default, _) in detector_node.PARAMETERS.items()}
+    assert listed == defaults
+    assert all(type(listed[n]) is type(defaults[n]) for n in defaults)  # 1.0, not 1
