@@ -185,6 +185,7 @@ def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
     from PIL import Image
 
     from vlxseek_core.cli import main
+    from vlxseek_core.pipeline import VLXSeek
 
     path = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(path)
@@ -197,6 +198,17 @@ def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
     assert out["proposals"]["boxes_xyxy"] == [[170, 30, 320, 200], [0, 0, 512, 512]]
     for det in out["detections"]:
         assert det["box_xyxy"] == out["proposals"]["boxes_xyxy"][det["region_index"]]
+    # --unconstrained: plain greedy decoding, the pipeline's constrained_decoding=False answer
+    boxes = [[170, 30, 320, 200], [0, 0, 512, 512]]
+    assert main(["query", "--model", tiny_model_dir, "--image", str(path), "--query",
+                 "person; cup", "--proposal-source", "none", "--boxes", json.dumps(boxes),
+                 "--device", "cpu", "--max-new-tokens", "24", "--compact",
+                 "--unconstrained"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    free = VLXSeek.from_pretrained(tiny_model_dir, device="cpu", proposal_source="none",
+                                   constrained_decoding=False)
+    expected = free.query(astronaut, "person; cup", boxes=boxes, max_new_tokens=24)
+    assert plain["answer"] == expected.answer != out["answer"]
     assert main(["query", "--model", str(tmp_path / "missing"), "--image", str(path),
                  "--query", "x", "--proposal-source", "none"]) == 2
     assert "neither an existing directory nor a hub repo id" in capsys.readouterr().err
