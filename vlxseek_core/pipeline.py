@@ -203,8 +203,9 @@ class VLXSeek:
             compile_vision_towers(model, compile_towers)
         tokenizer = load_tokenizer(model_path)
         qwen_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
-        preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio,
-                                         int(model.config.mm("aux_image_size")))
+        # the aux side is the reference processor's hard-coded 768, not the config's
+        # aux_image_size (spec §4.1 step 3)
+        preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio)
         source = build_proposal_source(proposal_source, proposal_model, device=device,
                                        min_score=proposal_min_score, nms_iou=proposal_nms_iou,
                                        max_proposals=max_proposals)

@@ -112,7 +112,8 @@ class ImagePreprocessor:
         qwen_image_processor: a transformers Qwen2-VL image processor (PIL backend), loaded
             from the checkpoint's ``preprocessor_config.json`` so its min/max pixels apply.
         aux_mode: ``aux_image_aspect_ratio`` of the config.
-        aux_size: ``aux_image_size`` (768).
+        aux_size: side of the ``squash`` aux image; the reference's processor hard-codes 768
+            whatever the config's ``aux_image_size`` says (spec §4.1), so keep the default.
     """
 
     def __init__(self, qwen_image_processor, aux_mode: str, aux_size: int = 768):
