@@ -40,6 +40,10 @@ def _parse_boxes(text: Optional[str]):
         raise VLXSeekError(f"--boxes must be a JSON list of [x1, y1, x2, y2]: {exc}") from exc
 
 
+# The reference's evaluation scripts decode up to this many tokens (spec §4.3).
+REFERENCE_MAX_NEW_TOKENS = 4096
+
+
 def cmd_query(args) -> int:
     from . import TASKS
     from .pipeline import VLXSeek
@@ -144,8 +148,8 @@ def _add_tool_commands(sub) -> None:
     e.add_argument("--limit", type=int, default=None, help="only the first N records")
     e.add_argument("--device", default="auto", help="cpu, cuda, auto")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    e.add_argument("--max-new-tokens", type=int, default=None,
-                   help="decoding budget (reference: 4096; default: the pipeline's)")
+    e.add_argument("--max-new-tokens", type=int, default=REFERENCE_MAX_NEW_TOKENS,
+                   help="decoding budget per record (default: the reference's 4096)")
     e.add_argument("--proposal-source", default="none",
                    help="detector for records without proposals: omdet_turbo, ... or none")
     e.add_argument("--proposal-model", help="detector directory or hub id")
