@@ -4,14 +4,16 @@ Keeps a region answer well-formed while the model decodes:
 ``(<ground>label</ground><objects><regionA><regionB>…</objects>)+`` then ``<|im_end|>``,
 with only ``<regionK>`` for ``K < num_regions`` inside ``<objects>``, no index twice in one block,
 labels of ordinary tokens only, and ``<|im_end|>`` only after a complete block. With
-``trailing_text=True`` (counting) ordinary text may follow the blocks ("… there are 3").
+``trailing_text=True`` (counting) ordinary text may follow the blocks ("… there are 3"). Given
+the decoding budget, the open block is closed in time so that the answer also ends well-formed
+when the budget runs out.
 
 The state is recomputed from the generated ids at every step, so one processor instance can
 serve any number of sequences and cached prefixes without carrying state between them.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from transformers import LogitsProcessor
@@ -35,11 +37,12 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
             (Qwen2: 151643).
         prompt_length: leading ids of ``input_ids`` that are prompt, not answer (0 when
             generating from ``inputs_embeds``, where transformers passes only new tokens).
+        max_new_tokens: the decoding budget; ``None`` = unbounded (nothing closed early).
     """
 
     def __init__(self, tokenizer, num_regions: int, max_label_tokens: int = 64,
                  trailing_text: bool = False, first_special_id: int = 151643,
-                 prompt_length: int = 0):
+                 prompt_length: int = 0, max_new_tokens: Optional[int] = None):
         ids = tokenizer.convert_tokens_to_ids
         self.ground_open, self.ground_close = ids(GROUND_OPEN), ids(GROUND_CLOSE)
         self.objects_open, self.objects_close = ids(OBJECTS_OPEN), ids(OBJECTS_CLOSE)
@@ -51,6 +54,7 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         self.trailing_text = trailing_text
         self.first_special_id = first_special_id
         self.prompt_length = prompt_length
+        self.max_new_tokens = max_new_tokens
 
     def _state(self, generated: List[int]):
         state, label_len, used = START, 0, set()
@@ -79,6 +83,10 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         """Boolean ``[vocab_size]`` mask of the tokens allowed after ``generated``."""
         state, label_len, used = self._state(generated)
         allowed = torch.zeros(vocab_size, dtype=torch.bool)
+        closing = self._closing_token(state, label_len, used, len(generated))
+        if closing is not None:  # just enough budget left to end the answer well-formed
+            allowed[closing] = True
+            return allowed
         text = slice(0, min(self.first_special_id, vocab_size))
         if state == START:
             allowed[self.ground_open] = True
@@ -104,6 +112,25 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         else:  # DONE: only the end token keeps the sequence padded sensibly
             allowed[self.im_end] = True
         return allowed
+
+    def _closing_token(self, state: int, label_len: int, used: set,
+                       num_generated: int) -> Optional[int]:
+        """The token that must come now so the answer can still end within the budget.
+
+        Shortest endings: in a label ``</ground><objects><regionK></objects><|im_end|>`` (5),
+        in a non-empty ``<objects>`` ``</objects><|im_end|>`` (2), after a block
+        ``<|im_end|>`` (1).
+        """
+        if self.max_new_tokens is None:
+            return None
+        left = self.max_new_tokens - num_generated  # tokens still to generate, this one included
+        if state == LABEL and label_len > 0 and left <= 5:
+            return self.ground_close
+        if state == OBJECTS and used and left <= 2:
+            return self.objects_close
+        if state in (AFTER_OBJECTS, TEXT) and left <= 1:
+            return self.im_end
+        return None
 
     def __call__(self, input_ids: torch.LongTensor,
                  scores: torch.FloatTensor) -> torch.FloatTensor:

@@ -440,10 +440,11 @@ class VLXSeek:
         input_ids = prefix_ids + self.prompt_tokenizer.build_suffix(parts)
         embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, enc.frame)
         processors = []
+        budget = int(max_new_tokens or self.max_new_tokens)
         if self.constrained_decoding and spec.region_answer:
             processors.append(RegionAnswerLogitsProcessor(
-                self.tokenizer, len(enc.proposals), trailing_text=(result.task == "count")))
-        budget = int(max_new_tokens or self.max_new_tokens)
+                self.tokenizer, len(enc.proposals), trailing_text=(result.task == "count"),
+                max_new_tokens=budget))
         with timer.stage("generate"):
             out = self.model.generate(
                 inputs_embeds=embeds, position_ids=position_ids,

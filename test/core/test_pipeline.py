@@ -181,6 +181,26 @@ def test_constrained_outputs_always_parse(tiny_model_dir):
             assert len(set(g.region_indices)) == len(g.region_indices)
 
 
+@pytest.mark.parametrize("budget", [7, 8, 12, 40])  # 7: the shortest complete answer
+def test_constrained_answers_end_well_formed_within_the_budget(tiny_model_dir, budget):
+    """Labels that would run on (random text logits) are closed in time for the budget."""
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    gen = torch.Generator().manual_seed(budget)
+    proc = RegionAnswerLogitsProcessor(tok, 5, max_new_tokens=budget)
+    ids = []
+    while len(ids) < budget and (not ids or ids[-1] != im_end):
+        scores = torch.randn(1, 151936, generator=gen)
+        scores[0, :151643] += 8.0  # the random model prefers ordinary text: endless labels
+        ids.append(int(proc(torch.tensor([ids], dtype=torch.long), scores).argmax()))
+    assert ids[-1] == im_end and len(ids) == budget
+    parsed = parse_answer(tok.decode(ids), 5)
+    assert parsed.malformed == [] and parsed.dropped_indices == []
+    assert parsed.groundings and all(g.region_indices for g in parsed.groundings)
+
+
 def test_cli_query_prints_json(tiny_model_dir, tmp_path, capsys, astronaut):
     from PIL import Image
 
