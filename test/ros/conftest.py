@@ -68,3 +68,19 @@ def tiny_models(tmp_path_factory):
         out, _ = p.communicate(timeout=180)
         assert p.returncode == 0, out
     return model, proposer
+
+
+@pytest.fixture
+def fake():
+    """A fresh fake pipeline (``node_harness.FakePipeline``) recording every query."""
+    from node_harness import FakePipeline
+    return FakePipeline()
+
+
+@pytest.fixture
+def harness(fake):
+    """The plain node around ``fake``, spun in a thread with a peer node and a client."""
+    from node_harness import Harness
+    h = Harness(fake)
+    yield h
+    h.close()

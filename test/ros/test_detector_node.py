@@ -463,7 +463,7 @@ def test_sigterm_with_inference_in_flight_exits_within_2s(client, tiny_models, t
 def test_proposals_from_a_topic_end_to_end(client, tiny_models, tmp_path):
     """A second node with ``proposal_source:=topic``: an external detector's array, stamped
     like the image, gives the regions (post-processed: threshold 0.3, NMS 0.8, int, sorted)."""
-    from vision_msgs.msg import Detection2D, ObjectHypothesisWithPose
+    from node_harness import detection_array
 
     ns = "/vlxseek_topic"
     log_path = tmp_path / "node.log"
@@ -482,22 +482,10 @@ def test_proposals_from_a_topic_end_to_end(client, tiny_models, tmp_path):
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         wait_for(lambda: publisher.get_subscription_count() > 0, 30, "proposals subscriber")
         photo = photo_msg(stamp=(1_750_000_000, 5))
-        external = Detection2DArray()
-        external.header = photo.header
-        # floats: this rclpy stores a Python int in a float64 field without converting it and
-        # serialises its bits (142 arrives as 5e-324)
-        rows = [((170.6, 30.2, 320.9, 200.5), 0.6),      # face
-                ((370.0, 0.0, 512.0, 140.0), 0.9),       # flag
-                ((0.0, 0.0, 40.0, 40.0), 0.1)]           # below proposal_min_score
-        for (x1, y1, x2, y2), score in rows:
-            det = Detection2D()
-            det.header = photo.header
-            det.bbox.center.position.x, det.bbox.center.position.y = (x1 + x2) / 2, (y1 + y2) / 2
-            det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id, hyp.hypothesis.score = "object", score
-            det.results = [hyp]
-            external.detections.append(det)
+        external = detection_array(photo.header, [
+            (170.6, 30.2, 320.9, 200.5, 0.6),  # face
+            (370.0, 0.0, 512.0, 140.0, 0.9),   # flag
+            (0.0, 0.0, 40.0, 40.0, 0.1)])      # below proposal_min_score
         publisher.publish(external)
         res = client.query("person", image=photo, service=service)
         assert_consistent(res, photo.header)

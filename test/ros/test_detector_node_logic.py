@@ -3,150 +3,26 @@
 They cover what the tiny-model process test cannot provoke: an exception inside inference,
 strictly sequential inferences under concurrent service calls and a standing query, threshold
 changes applied between inferences, no inference in the image callback, and the debug image
-drawn only for subscribers.
+drawn only for subscribers. The fake pipeline and the harness: ``node_harness.py``; the
+``fake``/``harness`` fixtures: ``conftest.py``.
 """
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="source scripts/ros_env.sh first")
 pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
+from node_harness import NS, frame, wait_for  # noqa: E402
 from vlxseek_core.errors import InvalidRequestError  # noqa: E402
-from vlxseek_core.types import Detection, Grounding, Proposals, QueryResult  # noqa: E402
 from vlxseek_ros import detector_node  # noqa: E402
-from vlxseek_ros.image_conversion import rgb_to_image_msg  # noqa: E402
-from vlxseek_ros.srv import QueryRegions  # noqa: E402
-
-NS = "/logic_test"
-BOXES = np.array([[1, 2, 11, 12], [5, 5, 30, 40]], np.float32)
-
-
-class FakePipeline:
-    """Stands in for vlxseek_core.VLXSeek in these tests only."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.calls = []
-        self.events = []            # ("query" | "thresholds", details) in order
-        self.active = 0
-        self.max_active = 0
-        self.delay_s = 0.0
-        self.error = None
-        self.inputs = []            # the regions of every query: boxes, region_indices, proposals
-
-    def set_proposal_thresholds(self, **kwargs):
-        with self.lock:
-            self.events.append(("thresholds", kwargs))
-
-    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
-              region_indices=None, proposals=None):
-        with self.lock:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-            self.calls.append((image.shape, text, task, max_new_tokens))
-            self.inputs.append({"boxes": boxes, "region_indices": region_indices,
-                                "proposals": proposals})
-            self.events.append(("query", text))
-        try:
-            time.sleep(self.delay_s)
-            if self.error is not None:
-                raise self.error
-            if not text.strip():
-                raise InvalidRequestError("empty")
-            return QueryResult(
-                task=task, query=text, prompt_text="", answer="<ground>x</ground>",
-                groundings=[Grounding(text, [1])],
-                detections=[Detection(1, text, BOXES[1], 0.5)],
-                proposals=(proposals if proposals is not None
-                           else Proposals(BOXES, np.array([0.9, 0.5], np.float32))),
-                image_size=image.shape[:2])
-        finally:
-            with self.lock:
-                self.active -= 1
-
-
-def frame(sec=1):
-    msg = rgb_to_image_msg(np.full((48, 64, 3), 100, np.uint8), None)
-    msg.header.stamp.sec = sec
-    msg.header.frame_id = "cam"
-    return msg
-
-
-class Harness:
-    def __init__(self, pipeline, overrides=()):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = detector_node.DetectorNode(
-            pipeline=pipeline, context=self.context, namespace=NS,
-            parameter_overrides=list(overrides))
-        self.peer = rclpy.create_node("logic_peer", namespace=NS, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.client = self.peer.create_client(QueryRegions, f"{NS}/vlxseek_detector/"
-                                              "query_regions")
-        self.image_pub = self.peer.create_publisher(
-            Image, f"{NS}/image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        assert self.client.wait_for_service(timeout_sec=10)
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
-
-    def call(self, text="cup", image=None, timeout=20, **fields):
-        """Call ~/query_regions; ``fields`` sets further request fields (task, regions...)."""
-        req = QueryRegions.Request()
-        req.query = text
-        if image is not None:
-            req.image = image
-        for name, value in fields.items():
-            setattr(req, name, value)
-        future = self.client.call_async(req)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        assert done.wait(timeout)
-        return future.result()
-
-    def send_frame(self, msg):
-        deadline = time.monotonic() + 10
-        while self.image_pub.get_subscription_count() == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        self.image_pub.publish(msg)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def fake():
-    return FakePipeline()
-
-
-@pytest.fixture
-def harness(fake):
-    h = Harness(fake)
-    yield h
-    h.close()
 
 
 def test_exception_inside_inference_is_reported_and_node_keeps_serving(harness, fake):

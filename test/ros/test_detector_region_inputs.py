@@ -1,7 +1,7 @@
 """Where the node's regions come from: request ``region_indices`` and proposals on a topic.
 
-In-process with the fake pipeline of ``test_detector_node_logic`` (it records the regions every
-query got); the tiny-model process test covers the same paths end to end.
+In-process with the fake pipeline of ``node_harness`` (it records the regions every query
+got); the tiny-model process test covers the same paths end to end.
 """
 import threading
 import time
@@ -14,10 +14,10 @@ pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
 
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray,  # noqa: E402
-                             ObjectHypothesisWithPose)
+from std_msgs.msg import Header  # noqa: E402
+from vision_msgs.msg import BoundingBox2D, Detection2DArray  # noqa: E402
 
-from test_detector_node_logic import NS, FakePipeline, Harness, frame, wait_for  # noqa: E402
+from node_harness import NS, Harness, detection_array, frame, wait_for  # noqa: E402
 
 # An external detector's output for a 64x48 frame: (x1, y1, x2, y2, score).
 RAW = [(10.7, 5.2, 30.9, 25.5, 0.55),     # kept, truncated to (10, 5, 30, 25)
@@ -29,19 +29,9 @@ KEPT_SCORES = np.float32([0.95, 0.55])
 
 
 def proposals_msg(sec, rows=RAW, frame_id="cam"):
-    msg = Detection2DArray()
-    msg.header.stamp.sec = sec
-    msg.header.frame_id = frame_id
-    for x1, y1, x2, y2, score in rows:
-        det = Detection2D()
-        det.header = msg.header
-        det.bbox.center.position.x, det.bbox.center.position.y = (x1 + x2) / 2, (y1 + y2) / 2
-        det.bbox.size_x, det.bbox.size_y = x2 - x1, y2 - y1
-        hyp = ObjectHypothesisWithPose()
-        hyp.hypothesis.class_id, hyp.hypothesis.score = "object", score
-        det.results = [hyp]
-        msg.detections.append(det)
-    return msg
+    header = Header()
+    header.stamp.sec, header.frame_id = sec, frame_id
+    return detection_array(header, rows)
 
 
 class TopicHarness(Harness):
@@ -67,18 +57,6 @@ class TopicHarness(Harness):
             self.send_frame(frame(sec=sec))
             wait_for(lambda: self.node._frames.newest_frame() is not None
                      and self.node._frames.newest_frame().msg.header.stamp.sec == sec)
-
-
-@pytest.fixture
-def fake():
-    return FakePipeline()
-
-
-@pytest.fixture
-def harness(fake):
-    h = Harness(fake)
-    yield h
-    h.close()
 
 
 @pytest.fixture

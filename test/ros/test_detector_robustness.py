@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from test_detector_node_logic import NS, FakePipeline, Harness, frame, wait_for  # noqa: E402
 from vision_msgs.msg import BoundingBox2D  # noqa: E402
 
+from node_harness import NS, FakePipeline, Harness, frame, wait_for  # noqa: E402
 from vlxseek_ros import image_conversion  # noqa: E402
 from vlxseek_ros.image_conversion import rgb_to_image_msg  # noqa: E402
 from vlxseek_ros.srv import QueryRegions  # noqa: E402

@@ -13,8 +13,8 @@ pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from test_detector_node_logic import FakePipeline, frame, wait_for  # noqa: E402
 
+from node_harness import FakePipeline, Harness, frame, wait_for  # noqa: E402
 from vlxseek_ros.managed_detector_node import ManagedDetectorNode  # noqa: E402
 from vlxseek_ros.srv import QueryRegions  # noqa: E402
 
@@ -23,8 +23,10 @@ SERVICE = f"{NS}/vlxseek_detector/query_regions"
 OK = TransitionCallbackReturn.SUCCESS
 
 
-class Managed:
-    def __init__(self, pipeline, overrides=()):
+class Managed(Harness):
+    """The managed node around a fake pipeline (``close`` as the plain node's harness)."""
+
+    def __init__(self, pipeline, overrides=()):  # not super().__init__: that starts a plain node
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = ManagedDetectorNode(pipeline=pipeline, context=self.context, namespace=NS,
@@ -36,13 +38,6 @@ class Managed:
         self.executor.add_node(self.peer)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
     def state(self):
         return self.node._state_machine.current_state[1]
