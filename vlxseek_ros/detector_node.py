@@ -252,6 +252,10 @@ _THRESHOLD_NAMES = {"proposal_min_score": "min_score", "proposal_nms_iou": "nms_
                     "max_proposals": "max_proposals"}
 
 
+def _seconds_to_ns(seconds: float) -> int:
+    return int(round(float(seconds) * 1e9))
+
+
 def _task_specs() -> Dict[str, Any]:
     """Task name -> spec (``needs_query``, ``needs_regions``) from vlxseek_core."""
     from vlxseek_core.prompts import TASKS as specs
@@ -325,7 +329,7 @@ class DetectorServing:
         self._frames: StampMatcher[_Frame, _ExternalProposals] = StampMatcher(
             frame_capacity=params["frame_history"] if self._topic_proposals else 1,
             proposal_capacity=PROPOSAL_BUFFER,
-            tolerance_ns=int(round(params["proposal_stamp_tolerance_s"] * 1e9)))
+            tolerance_ns=_seconds_to_ns(params["proposal_stamp_tolerance_s"]))
         self._frame_count = 0
         self._standing_seq = 0
         self._last_problem: Tuple[str, float] = ("", 0.0)
@@ -365,7 +369,6 @@ class DetectorServing:
         self._status_pub = self.create_publisher(String, "~/status", reliable1)
         self._image_sub = self.create_subscription(
             Image, "image", self._on_image, image_qos, callback_group=self._image_group)
-        self._proposal_sub = None
         if self._topic_proposals:
             # best effort hears reliable and best-effort detectors alike (REP 2003)
             self._proposal_sub = self.create_subscription(
@@ -452,7 +455,7 @@ class DetectorServing:
                           if k in _THRESHOLD_NAMES}
             self._pending_thresholds.update(thresholds)
             self._proposal_filter.update(thresholds)
-        self._frames.tolerance_ns = int(round(candidate.proposal_stamp_tolerance_s * 1e9))
+        self._frames.tolerance_ns = _seconds_to_ns(candidate.proposal_stamp_tolerance_s)
         timer = self._timer
         if rate_changed and timer is not None:
             timer.timer_period_ns = int(1e9 / candidate.max_rate_hz)

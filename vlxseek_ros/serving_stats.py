@@ -2,8 +2,9 @@
 
 Everything is counted since the node started:
 
-* frames: ``received`` on ``image``; ``dropped`` = replaced by a newer frame before any query
-  (service call or standing query) used it; ``answered`` = frames with at least one successful
+* frames: ``received`` on ``image``; ``dropped`` = replaced by a newer frame (with
+  ``proposal_source: topic``: pushed out of the ``frame_history``) before any query (service
+  call or standing query) used it; ``answered`` = frames with at least one successful
   answer (request images are not frames of the stream and are not counted here).
 * ``proposals_received``: arrays received on ``proposals`` (``proposal_source: topic``).
 * requests (service calls): ``ok``, ``failed`` (invalid request or inference error, answered
