@@ -260,8 +260,8 @@ class VLXSeek:
                 raise InvalidRequestError("give either user boxes or proposals, not both")
             if len(proposals) == 0:
                 return Proposals.empty(), []
-            return validate_user_boxes(proposals.boxes, rgb.shape[:2], scores=proposals.scores,
-                                       max_boxes=MAX_REGIONS)
+            # given proposals get the user-box checks: order kept, clipped, at most 100
+            boxes, box_scores, has_boxes = proposals.boxes, proposals.scores, True
         if has_boxes:
             return validate_user_boxes(boxes, rgb.shape[:2], scores=box_scores,
                                        max_boxes=MAX_REGIONS)
