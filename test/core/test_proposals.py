@@ -455,3 +455,11 @@ def test_generic_adapter_with_owlv2(tmp_path, astronaut):
     auto = ZeroShotDetectorProposals(d, min_score=0.0)  # model_class="auto"
     assert auto.kind == "owlv2"
     np.testing.assert_array_equal(auto.propose(astronaut).boxes, p.boxes)
+
+
+def test_user_box_whose_size_vanishes_in_float32_is_refused():
+    """Found by hypothesis: height 7.6e-258 > 0 in float64 but 0 in the float32 result."""
+    with pytest.raises(InvalidRequestError, match="zero or negative width/height"):
+        validate_user_boxes(np.array([[0.0, 0.0, 1.0, 7.649813497794052e-258]]), (1, 1))
+    with pytest.raises(InvalidRequestError, match="float32 range"):
+        validate_user_boxes(np.array([[0.0, 0.0, 1e300, 5.0]]), (10, 10))

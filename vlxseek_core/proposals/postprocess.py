@@ -227,10 +227,15 @@ def validate_user_boxes(
     k = len(b)
     if k == 0:
         raise InvalidRequestError("boxes is empty: at least one box is required")
-    bad = np.flatnonzero(~np.isfinite(b).all(axis=1))
+    # checked in float32, the dtype returned: a size > 0 in float64 can be 0 in float32
+    with np.errstate(over="ignore"):
+        b32 = b.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(b32).all(axis=1))
     if len(bad):
         raise InvalidRequestError(
-            f"boxes contain NaN/inf coordinates at index {_fmt_idx(bad)}: {b[bad[0]].tolist()}")
+            f"boxes contain NaN/inf coordinates (or beyond the float32 range) at index "
+            f"{_fmt_idx(bad)}: {b[bad[0]].tolist()}")
+    b = b32.astype(np.float64)
     bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
     if len(bad):
         raise InvalidRequestError(
