@@ -157,44 +157,70 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
         Raises:
             ValueError: placeholder counts do not match the frame.
         """
-        n_img = sum(1 for i in input_ids if i == IMAGE_PLACEHOLDER_ID)
-        n_reg = sum(1 for i in input_ids if i == REGION_FEATURE_PLACEHOLDER_ID)
-        if n_img != 1 or n_reg != frame.region_embeds.shape[0]:
-            raise ValueError(f"prompt has {n_img} image and {n_reg} region placeholders; frame "
-                             f"has 1 image and {frame.region_embeds.shape[0]} regions")
-        embed = self.model.embed_tokens
-        device = embed.weight.device
-        pieces, token_types = [], []
-        region_iter = iter(frame.region_embeds)
-        text_run: List[int] = []
-
-        def flush():
-            if text_run:
-                ids = torch.tensor(text_run, device=device)
-                pieces.append(embed(ids))
-                token_types.extend([0] * len(text_run))
-                text_run.clear()
-
-        for tok in input_ids:
-            if tok == IMAGE_PLACEHOLDER_ID:
-                flush()
-                pieces.append(frame.image_embeds.to(embed.weight.dtype))
-                token_types.extend([1] * frame.image_embeds.shape[0])
-            elif tok == REGION_FEATURE_PLACEHOLDER_ID:
-                flush()
-                pieces.append(next(region_iter).to(embed.weight.dtype)[None])
-                token_types.append(0)
-            else:
-                text_run.append(tok)
-        flush()
-        inputs_embeds = torch.cat(pieces, dim=0)[None]
-        types = torch.tensor([token_types], device=device, dtype=torch.int)
-        dummy_ids = torch.zeros_like(types, dtype=torch.long)
-        position_ids, deltas = Qwen2_5_VLModel.get_rope_index(
-            _RopeIndexHost(self.config), dummy_ids, types, image_grid_thw=frame.image_grid_thw)
+        device = self.model.embed_tokens.weight.device
+        ids = torch.tensor(input_ids, dtype=torch.long, device=device)
+        text_embeds = self.model.embed_tokens(ids.clamp(min=0))
+        inputs_embeds, types = self.splice(ids, text_embeds, frame)
+        position_ids, deltas = self.rope_index(types[None], frame.image_grid_thw)
+        inputs_embeds = inputs_embeds[None]
         max_len = self.config.mm("tokenizer_model_max_length")
         if max_len and inputs_embeds.shape[1] > int(max_len):
             # The reference silently truncates the prompt end (spec §3.3); keep that behaviour.
             inputs_embeds = inputs_embeds[:, :int(max_len)]
             position_ids = position_ids[..., :int(max_len)]
         return inputs_embeds, position_ids, int(deltas.reshape(-1)[0])
+
+    @staticmethod
+    def splice(ids: torch.Tensor, text_embeds: torch.Tensor, frame: EncodedFrame):
+        """Replace the placeholders of one prompt by the frame's rows (spec §3.3).
+
+        One embedding lookup serves the whole prompt (training batches look up all prompts at
+        once): a lookup per text run would build one dense 151,936-row gradient per run.
+
+        Args:
+            ids: long ``[L_ids]`` prompt ids with one ``-200`` and one ``-300`` per region.
+            text_embeds: ``[L_ids, hidden]`` embeddings of ``ids`` (placeholder rows ignored).
+            frame: the encoded image and regions.
+
+        Returns:
+            ``(embeds [L, hidden], token_types int [L])``: ``L = L_ids - 1 + image tokens``;
+            type 1 marks image rows (3-D M-RoPE positions), 0 everything else.
+
+        Raises:
+            ValueError: placeholder counts do not match the frame.
+        """
+        is_img = ids == IMAGE_PLACEHOLDER_ID
+        is_reg = ids == REGION_FEATURE_PLACEHOLDER_ID
+        n_img, n_reg = int(is_img.sum()), int(is_reg.sum())
+        if n_img != 1 or n_reg != frame.region_embeds.shape[0]:
+            raise ValueError(f"prompt has {n_img} image and {n_reg} region placeholders; frame "
+                             f"has 1 image and {frame.region_embeds.shape[0]} regions")
+        dtype = text_embeds.dtype
+        rows = torch.where(is_reg[:, None],
+                           _scatter_rows(is_reg, frame.region_embeds.to(dtype)), text_embeds)
+        at = int(is_img.nonzero()[0, 0])
+        image = frame.image_embeds.to(dtype)
+        embeds = torch.cat([rows[:at], image, rows[at + 1:]], dim=0)
+        types = torch.zeros(embeds.shape[0], dtype=torch.int, device=embeds.device)
+        types[at:at + image.shape[0]] = 1
+        return embeds, types
+
+    def rope_index(self, token_types: torch.Tensor, image_grid_thw: torch.Tensor):
+        """Stock Qwen2.5-VL ``get_rope_index`` for spliced rows (spec §3.3).
+
+        Args:
+            token_types: int ``[B, L]``, 1 on image rows (one image per row of the batch).
+            image_grid_thw: long ``[B, 3]``.
+
+        Returns:
+            ``(position_ids [3, B, L], rope_deltas [B, 1])``.
+        """
+        dummy_ids = torch.zeros_like(token_types, dtype=torch.long)
+        return Qwen2_5_VLModel.get_rope_index(_RopeIndexHost(self.config), dummy_ids,
+                                              token_types, image_grid_thw=image_grid_thw)
+
+
+def _scatter_rows(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``[len(mask), C]`` with ``rows`` at the True places of ``mask`` (zeros elsewhere)."""
+    out = rows.new_zeros(mask.shape[0], rows.shape[-1])
+    return out.index_copy(0, mask.nonzero()[:, 0], rows) if rows.shape[0] else out
