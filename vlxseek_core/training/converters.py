@@ -1,0 +1,332 @@
+"""Training records from public annotation formats (COCO detection, RefCOCO REC).
+
+Only JSON is read (never pickle). Candidate regions are the ground-truth boxes plus
+distractors, shuffled by :func:`~.records.build_candidates`; distractors are either jittered /
+random boxes (:func:`~.records.jitter_distractors`) or proposals from a file in the reference's
+own format (JSONL or a JSON list of ``{"image": name, "bbox_list": [...], "score_list": [...]}``)
+with every proposal of IoU ≥ 0.5 to a ground-truth box removed, so that a distractor is never
+a correct answer.
+
+Structural problems (unreadable file, missing keys) raise
+:class:`~vlxseek_core.errors.InvalidRequestError`; single unusable annotations (crowd, boxes
+under 1 px, empty expressions, more ground truth than ``max_boxes``) are skipped and counted in
+a log message.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..answer_format import format_answer
+from ..errors import InvalidRequestError
+from ..tokens import MAX_REGIONS
+from .records import (TrainingRecord, box_iou, build_candidates, count_sample, detect_sample,
+                      jitter_distractors, with_article)
+
+LOGGER = logging.getLogger("vlxseek.training")
+COCO_TASKS = ("detect", "count", "caption")
+DISTRACTOR_MODES = ("jitter", "proposals")
+SeedLike = Union[int, np.random.Generator]
+
+
+def _rng(seed: SeedLike) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _read_json_or_jsonl(path: str) -> Any:
+    """A JSON document, or the list of values of a JSONL file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read {path!r}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidRequestError(f"{path}:{lineno}: invalid JSON: {exc}") from None
+    return out
+
+
+def load_proposals(path: str) -> Dict[str, np.ndarray]:
+    """Proposals per image from a reference-format file.
+
+    Returns:
+        image name (as written, and its basename) → float32 ``[K, 4]`` xyxy pixel boxes.
+
+    Raises:
+        InvalidRequestError: unreadable file, or an entry without ``image``/``bbox_list``.
+    """
+    data = _read_json_or_jsonl(path)
+    if isinstance(data, dict):
+        data = [data]
+    out: Dict[str, np.ndarray] = {}
+    for k, entry in enumerate(data):
+        if not isinstance(entry, dict) or "image" not in entry or "bbox_list" not in entry:
+            raise InvalidRequestError(f"{path}: proposal entry {k} needs 'image' and 'bbox_list'")
+        boxes = np.asarray(entry["bbox_list"], np.float32).reshape(-1, 4)
+        out[str(entry["image"])] = boxes
+        out.setdefault(os.path.basename(str(entry["image"])), boxes)
+    return out
+
+
+def _clean_boxes(boxes: np.ndarray, size: Tuple[float, float]) -> np.ndarray:
+    """Clip to the image; drop non-finite boxes and boxes under 1 px."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    boxes = boxes[np.isfinite(boxes).all(1)]
+    boxes = np.clip(boxes, 0, [size[0], size[1], size[0], size[1]])
+    return boxes[(boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)]
+
+
+class _Distractors:
+    """Distractor boxes for one image from the chosen source."""
+
+    def __init__(self, mode: str, proposals_path: Optional[str], num: int):
+        if mode not in DISTRACTOR_MODES:
+            raise InvalidRequestError(
+                f"distractors must be one of {DISTRACTOR_MODES}, got {mode!r}")
+        if mode == "proposals" and not proposals_path:
+            raise InvalidRequestError("distractors='proposals' needs a proposals file")
+        self.mode, self.num, self.missing = mode, num, 0
+        self.proposals = load_proposals(proposals_path) if mode == "proposals" else {}
+
+    def __call__(self, image: str, gt: np.ndarray, size, rng) -> np.ndarray:
+        props = self.proposals.get(image, self.proposals.get(os.path.basename(image)))
+        if self.mode == "jitter" or props is None:
+            self.missing += self.mode == "proposals"  # falls back to jitter, reported once
+            return jitter_distractors(gt, size, rng, self.num)
+        props = _clean_boxes(props, size)
+        if len(gt):
+            props = props[box_iou(props, gt).max(1) < 0.5]
+        return props
+
+    def report(self) -> None:
+        if self.missing:
+            LOGGER.warning("%d images had no proposals; jittered distractors were used",
+                           self.missing)
+
+
+def _check_max_boxes(max_boxes: int) -> None:
+    if not 1 <= max_boxes <= MAX_REGIONS:
+        raise InvalidRequestError(f"max_boxes must be in [1, {MAX_REGIONS}], got {max_boxes}")
+
+
+def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
+                    rejection_rate: float = 0.2, tasks: Sequence[str] = COCO_TASKS,
+                    distractors: str = "jitter", proposals_path: Optional[str] = None,
+                    max_boxes: int = MAX_REGIONS, num_distractors: int = 10,
+                    samples_per_image: int = 1, max_names: int = 3) -> List[TrainingRecord]:
+    """COCO ``instances_*.json`` → ``detect`` / ``count`` / ``caption`` records.
+
+    Per image and per round (``samples_per_image`` rounds, each with its own candidate
+    shuffle) one record per task: **detect** (:func:`~.records.detect_sample`: 1–``max_names``
+    categories, a rejection sample with probability ``rejection_rate``), **count**
+    (:func:`~.records.count_sample`: one category in the plural, blocks + the number; absent
+    with probability ``rejection_rate`` → rejection block + ``0``), **caption** (one region →
+    ``"a dog"``). Crowd annotations are skipped; an image without annotations gives rejection
+    samples only (no caption); an image with more than ``max_boxes`` annotations is skipped.
+
+    Args:
+        instances_json_path: the COCO annotation file (``images``, ``annotations``,
+            ``categories``; boxes ``[x, y, w, h]`` pixels).
+        seed: an int seed or a ``numpy.random.Generator``.
+        distractors: ``"jitter"`` (``num_distractors`` jittered/random boxes per image) or
+            ``"proposals"`` (all proposals of ``proposals_path`` not overlapping the GT).
+
+    Returns:
+        validated records; ``image`` is the COCO ``file_name``; ids are
+        ``"{image_id}:{task}:{round}"``.
+
+    Raises:
+        InvalidRequestError: unreadable file, missing COCO keys, a task other than detect /
+            count / caption, bad ``distractors``/``max_boxes``.
+    """
+    bad = [t for t in tasks if t not in COCO_TASKS]
+    if bad:
+        raise InvalidRequestError(f"COCO tasks must be among {COCO_TASKS}, got {bad}")
+    _check_max_boxes(max_boxes)
+    rng = _rng(seed)
+    coco = _read_json_or_jsonl(instances_json_path)
+    if not isinstance(coco, dict) or not all(k in coco for k in ("images", "annotations",
+                                                                 "categories")):
+        raise InvalidRequestError(f"{instances_json_path}: not a COCO instances file (needs "
+                                  "'images', 'annotations' and 'categories')")
+    try:
+        cat_names = {c["id"]: str(c["name"]).strip() for c in coco["categories"]}
+        by_image: Dict[Any, List[Tuple[List[float], str]]] = defaultdict(list)
+        for ann in coco["annotations"]:
+            if ann.get("iscrowd", 0):
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            by_image[ann["image_id"]].append(([x, y, x + w, y + h], cat_names[ann["category_id"]]))
+        images = list(coco["images"])  # file order: deterministic for a given file
+        sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in images}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"{instances_json_path}: bad COCO entry: {exc!r}") from None
+    all_names = sorted(set(cat_names.values()))
+    source = _Distractors(distractors, proposals_path, num_distractors)
+    records: List[TrainingRecord] = []
+    skipped = 0
+    for im in images:
+        size = sizes[im["id"]]
+        anns = by_image.get(im["id"], [])
+        raw = np.asarray([b for b, _ in anns], np.float64).reshape(-1, 4)
+        clipped = _clip_each(raw, size)
+        keep = [i for i, b in enumerate(clipped) if b is not None]
+        gt = np.asarray([clipped[i] for i in keep], np.float64).reshape(-1, 4)
+        names = [anns[i][1] for i in keep]
+        if len(gt) > max_boxes:
+            skipped += 1
+            continue
+        for rnd in range(samples_per_image):
+            boxes, g2c = build_candidates(gt, source(im["file_name"], gt, size, rng), rng,
+                                          max_boxes)
+            if not len(boxes):
+                continue
+            present: Dict[str, List[int]] = defaultdict(list)
+            for i, name in enumerate(names):
+                present[name].append(g2c[i])
+            absent = [n for n in all_names if n not in present]
+            for task in tasks:
+                rid, region, meta = f"{im['id']}:{task}:{rnd}", [], {}
+                if task == "detect":
+                    query, answer, meta = detect_sample(present, absent, rng, rejection_rate,
+                                                        max_names)
+                elif task == "count":
+                    query, answer, meta = count_sample(present, absent, rng, rejection_rate)
+                else:
+                    if not names:
+                        continue
+                    i = int(rng.integers(len(names)))
+                    query, answer, region = "", with_article(names[i]), [g2c[i]]
+                records.append(TrainingRecord(rid, im["file_name"], task, query, answer, boxes,
+                                              region_indices=region, meta=meta))
+    if skipped:
+        LOGGER.warning("%d images with more than %d annotations were skipped", skipped, max_boxes)
+    source.report()
+    return records
+
+
+def _clip_each(boxes: np.ndarray, size) -> List[Optional[List[float]]]:
+    """Each box clipped to the image, or ``None`` when under 1 px (kept in order)."""
+    out: List[Optional[List[float]]] = []
+    for b in boxes:
+        c = _clean_boxes(b[None], size)
+        out.append(c[0].tolist() if len(c) else None)
+    return out
+
+
+def _refcoco_entries(path: str) -> List[Dict[str, Any]]:
+    """``{"id", "image", "expression", "box" (xyxy), "size" (w, h) or None}`` per expression."""
+    data = _read_json_or_jsonl(path)
+    out = []
+    try:
+        if isinstance(data, dict):  # MDETR: one "image" entry per expression, bbox [x, y, w, h]
+            if "images" not in data or "annotations" not in data:
+                raise InvalidRequestError(f"{path}: needs 'images' and 'annotations' (MDETR form)")
+            anns = defaultdict(list)
+            for ann in data["annotations"]:
+                anns[ann["image_id"]].append(ann)
+            for im in data["images"]:
+                for ann in anns.get(im["id"], [])[:1]:  # MDETR REC: one target per expression
+                    x, y, w, h = (float(v) for v in ann["bbox"])
+                    size = (float(im["width"]), float(im["height"])) if "width" in im else None
+                    out.append({"id": str(im["id"]), "image": im["file_name"],
+                                "expression": str(im["caption"]), "box": [x, y, x + w, y + h],
+                                "size": size})
+        else:  # JSONL / JSON list: {"image", "expression", "bbox": [x1, y1, x2, y2]}
+            for k, e in enumerate(data):
+                size = (float(e["width"]), float(e["height"])) if "width" in e else None
+                out.append({"id": str(e.get("id", f"ref{k}")), "image": e["image"],
+                            "expression": str(e["expression"]),
+                            "box": [float(v) for v in e["bbox"]], "size": size})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"{path}: bad RefCOCO entry: {exc!r}") from None
+    return out
+
+
+def _image_size(entry: Dict[str, Any], images_dir: Optional[str], extent: np.ndarray):
+    """``(w, h)``: from the annotation, else the image file's header, else the boxes' extent."""
+    if entry["size"]:
+        return entry["size"]
+    if images_dir:
+        from PIL import Image  # only the header is read
+        try:
+            with Image.open(os.path.join(images_dir, entry["image"])) as img:
+                return float(img.width), float(img.height)
+        except OSError:
+            pass
+    return float(extent[:, 2].max()) * 1.1, float(extent[:, 3].max()) * 1.1
+
+
+def refcoco_to_records(annotations_path: str, seed: SeedLike = 0, *,
+                       distractors: str = "jitter", proposals_path: Optional[str] = None,
+                       max_boxes: int = MAX_REGIONS, num_distractors: int = 10,
+                       images_dir: Optional[str] = None) -> List[TrainingRecord]:
+    """RefCOCO-style REC annotations → ``refer`` records.
+
+    Accepted inputs: MDETR's ``final_refcoco_*.json`` (COCO-format ``images`` with
+    ``caption``/``file_name``, ``annotations`` with ``bbox`` ``[x, y, w, h]`` and ``image_id``)
+    or JSONL / a JSON list of ``{"image", "expression", "bbox": [x1, y1, x2, y2]}`` (optional
+    ``id``, ``width``, ``height``). The answer grounds the expression to the one target region:
+    ``<ground>expression</ground><objects><regionK></objects>``. The other expressions' targets
+    in the same image (IoU < 0.5 to this target) join the candidates as real-object
+    distractors. Without a width/height the size comes from the image file in ``images_dir``
+    (header only), else from the boxes' extent (+10 %).
+
+    Returns:
+        validated records; ids are the MDETR image ids / the JSONL ``id`` (else ``ref<line>``).
+
+    Raises:
+        InvalidRequestError: unreadable file, missing keys, bad ``distractors``/``max_boxes``.
+    """
+    _check_max_boxes(max_boxes)
+    rng = _rng(seed)
+    entries = _refcoco_entries(annotations_path)
+    source = _Distractors(distractors, proposals_path, num_distractors)
+    objects: Dict[str, List[List[float]]] = defaultdict(list)
+    for e in entries:
+        objects[e["image"]].append(e["box"])
+    records, skipped = [], 0
+    for e in entries:
+        others = np.asarray(objects[e["image"]], np.float64)
+        size = _image_size(e, images_dir, others)
+        target = _clean_boxes(np.asarray(e["box"]), size)
+        if not len(target) or not e["expression"].strip():
+            skipped += 1
+            continue
+        others = _clean_boxes(others, size)
+        others = _dedupe(others[box_iou(others, target)[:, 0] < 0.5])[:max_boxes - 1]
+        gt = np.concatenate([target, others])
+        dis = source(e["image"], target, size, rng)
+        boxes, g2c = build_candidates(gt, dis, rng, max_boxes)
+        expr = " ".join(e["expression"].split())
+        try:
+            records.append(TrainingRecord(e["id"], e["image"], "refer", expr,
+                                          format_answer([(expr, [g2c[0]])]), boxes))
+        except (InvalidRequestError, ValueError):  # e.g. markup-like text in an expression
+            skipped += 1
+    if skipped:
+        LOGGER.warning("%d RefCOCO expressions were skipped (empty/degenerate/invalid)", skipped)
+    source.report()
+    return records
+
+
+def _dedupe(boxes: np.ndarray, iou: float = 0.9) -> np.ndarray:
+    """Drop boxes that repeat an earlier one (several expressions of one object)."""
+    keep: List[int] = []
+    for i in range(len(boxes)):
+        if not keep or box_iou(boxes[i:i + 1], boxes[keep]).max() < iou:
+            keep.append(i)
+    return boxes[keep]
