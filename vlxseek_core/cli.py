@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.set_defaults(func=cmd_make_tiny_proposer)
     _add_tool_commands(sub)
+    from .training.cli_data import add_data_commands  # make-scenes, make-train-data
+    add_data_commands(sub)
     return parser
 
 

@@ -57,13 +57,15 @@ def roi_mean(feature: torch.Tensor, boxes: torch.Tensor, output_size: int,
     """torchvision RoIAlign (``sampling_ratio=-1``, ``aligned=False``) then mean over bins.
 
     Args:
-        feature: ``[1, C, H, W]`` map (cast to fp32 here).
-        boxes: ``[N, 4]`` xyxy in the pixel frame that ``spatial_scale`` maps onto the map.
+        feature: ``[B, C, H, W]`` maps (cast to fp32 here).
+        boxes: ``[N, 4]`` xyxy in the pixel frame that ``spatial_scale`` maps onto the map
+            (``B == 1``), or a list of ``B`` such tensors, one per map.
 
     Returns:
-        float32 ``[N, C]``.
+        float32 ``[N_total, C]``, boxes of map 0 first.
     """
-    pooled = roi_align(feature.float(), [boxes.float()], output_size=output_size,
+    per_map = boxes if isinstance(boxes, (list, tuple)) else [boxes]
+    pooled = roi_align(feature.float(), [b.float() for b in per_map], output_size=output_size,
                        spatial_scale=spatial_scale, sampling_ratio=-1, aligned=False)
     return pooled.mean(dim=(2, 3))
 
@@ -143,6 +145,9 @@ class HFREModule(nn.Module):
             vt_boxes: ``[N, 4]`` xyxy in pixels of the Qwen-resized image.
             vt_size: ``(H_vt, W_vt)`` = grid × 14, the frame of ``vt_boxes``.
 
+        Several images of one size go in one call (training batches): maps ``[B, C, H, W]``
+        and ``aux_boxes``/``vt_boxes`` as lists of ``B`` tensors; rows come image by image.
+
         Returns:
             float32 ``[N, mm_region_hidden_size]``.
         """
@@ -153,7 +158,8 @@ class HFREModule(nn.Module):
             parts.append(self.vt_region_features(vt_maps, vt_boxes))
         feats = torch.cat(parts, dim=1)
         if self.apply_position_embedding:
-            feats = feats + box_sine_embedding(vt_boxes, vt_size[1], vt_size[0], self.fused_dim)
+            boxes = torch.cat(vt_boxes) if isinstance(vt_boxes, (list, tuple)) else vt_boxes
+            feats = feats + box_sine_embedding(boxes, vt_size[1], vt_size[0], self.fused_dim)
         return feats
 
 

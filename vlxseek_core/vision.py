@@ -76,6 +76,23 @@ class PrimaryVisionTower(nn.Module):
             ``(image_tokens [grid_h*grid_w/4, out_hidden], maps)``; ``maps[i]`` is
             ``[1, hidden, grid_h, grid_w]`` in the tower dtype for ``levels[i]``.
         """
+        tokens, maps = self.encode_many(pixel_values, grid_thw, levels)
+        return tokens[0], maps[0]
+
+    def encode_many(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
+                    levels: Tuple[int, ...] = ()):
+        """Encode several images in one tower call (the stock ViT keeps images apart through
+        its per-image attention windows), e.g. a training batch.
+
+        Args:
+            pixel_values: the images' processor outputs concatenated along rows.
+            grid_thw: long ``[B, 3]``, one row per image (``grid_t == 1``).
+            levels: as :meth:`forward`.
+
+        Returns:
+            ``(tokens, maps)``: per image, ``[grid_h*grid_w/4, out_hidden]`` image tokens and the
+            list of ``[1, hidden, grid_h, grid_w]`` maps of ``levels``.
+        """
         cfg = self.image_tower.config
         captured = {}
         handles = []
@@ -89,6 +106,11 @@ class PrimaryVisionTower(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        maps = [window_order_to_raster(captured[level], grid_thw, cfg.spatial_merge_size,
-                                       cfg.window_size, cfg.patch_size) for level in levels]
-        return out.pooler_output, maps
+        patches = [int(t * h * w) for t, h, w in grid_thw.tolist()]
+        unit = cfg.spatial_merge_size ** 2
+        tokens = list(out.pooler_output.split([n // unit for n in patches]))
+        per_level = {level: captured[level].split(patches) for level in levels}
+        maps = [[window_order_to_raster(per_level[level][i], grid_thw[i:i + 1],
+                                        cfg.spatial_merge_size, cfg.window_size, cfg.patch_size)
+                 for level in levels] for i in range(len(patches))]
+        return tokens, maps

@@ -1,10 +1,12 @@
 """COCO and RefCOCO annotations → training records (hand-made annotation files)."""
 import json
+import os
 from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
 
+from vlxseek_core import cli
 from vlxseek_core.errors import InvalidRequestError
 from vlxseek_core.parsing import extract_count, parse_answer
 from vlxseek_core.prompts import parts_to_text, task_parts
@@ -220,3 +222,33 @@ def test_refcoco_jsonl_and_proposals(tmp_path):
     bad.write_text(json.dumps({"image": "a.jpg", "bbox": [1, 2, 3, 4]}) + "\n")
     with pytest.raises(InvalidRequestError, match="bad RefCOCO entry"):
         refcoco_to_records(str(bad))
+
+
+def test_make_train_data_cli(tmp_path, capsys):
+    ann = tmp_path / "instances.json"
+    _make_coco(ann, num_images=20)
+    out = str(tmp_path / "coco.jsonl")
+    assert cli.main(["make-train-data", "coco", "--annotations", str(ann), "--out", out,
+                     "--tasks", "detect,count", "--seed", "4", "--rejection-rate", "0.3"]) == 0
+    assert "wrote 40 records" in capsys.readouterr().out
+    assert {r.task for r in read_records(out)} == {"detect", "count"}
+    _mdetr(tmp_path / "refcoco.json")
+    out = str(tmp_path / "ref.jsonl")
+    assert cli.main(["make-train-data", "refcoco", "--annotations",
+                     str(tmp_path / "refcoco.json"), "--out", out]) == 0
+    assert [r.task for r in read_records(out)] == ["refer"] * 4
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["make-train-data", "coco", "--annotations", str(tmp_path / "no.json"),
+                     "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlxseek: error: cannot read") and err.count("\n") == 1
+    assert cli.main(["make-scenes", str(tmp_path / "s"), "--rejection-rate", "1.5"]) == 2
+    assert "--rejection-rate must be in [0, 1]" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "s" / "train.jsonl")
+    ann = tmp_path / "instances.json"
+    _make_coco(ann, num_images=3)
+    assert cli.main(["make-train-data", "coco", "--annotations", str(ann), "--out",
+                     str(tmp_path / "y.jsonl"), "--tasks", "detect", "refer"]) == 2
+    assert "tasks" in capsys.readouterr().err

@@ -1,0 +1,250 @@
+"""Training path: samples equal inference prompts, batched encoding equals per-frame encoding,
+exact freezing per stage, reference-format save / load / resume (issue 9 §2, §3, §5)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlxseek_core.answer_format import format_answer
+from vlxseek_core.prompts import TASKS, parts_to_text, task_parts
+
+TASK_EXAMPLES = {
+    "detect": ("red circle; cat", (), [("red circle", [1]), ("cat", [])]),
+    "refer": ("the leftmost red square", (), [("the leftmost red square", [2])]),
+    "count": ("red circles", (), None),
+    "caption": ("", (0,), None),
+    "caption_detailed": ("", (1,), None),
+    "ocr": ("", (2,), None),
+    "vqa": ("what colour is it?", (), None),
+    "ground": ("", (), None),
+    "visual_prompt": ("", (1,), [("<region1>", [0, 2])]),
+    "reason": ("which object is red?", (), None),
+    "detect_all": ("", (), [("red circle", [0])]),
+}
+BOXES = [[4.0, 6.0, 40.0, 50.0], [60.0, 10.0, 100.0, 40.0], [20.0, 60.0, 70.0, 110.0]]
+
+
+def make_record(task, image="img0.png", boxes=BOXES):
+    query, regions, blocks = TASK_EXAMPLES[task]
+    answer = format_answer(blocks) if blocks else "a red circle."
+    if task == "count":
+        answer = format_answer([("red circles", [0, 2])], count=2)
+    text = parts_to_text(task_parts(task, query, regions))
+    return {"id": f"{task}-0", "image": image, "task": task, "query": query,
+            "region_indices": list(regions), "bbox_list": boxes,
+            "conversations": [{"from": "human", "value": "<image>\n" + text},
+                              {"from": "gpt", "value": answer}]}
+
+
+@pytest.fixture(scope="module")
+def train_model_dir(tmp_path_factory):
+    """A tiny random checkpoint whose aux image keeps the input size (fast on small images)."""
+    from vlxseek_core.tiny import make_tiny_model
+
+    return make_tiny_model(str(tmp_path_factory.mktemp("tiny_train")), seed=1,
+                           aux_image_aspect_ratio="dynamic")
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("train_images")
+    for i, size in enumerate([(112, 112), (112, 112), (140, 112)]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
+            folder / f"img{i}.png")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def builder(train_model_dir, images_dir):
+    from transformers import Qwen2VLImageProcessorPil
+
+    from vlxseek_core.preprocessing import ImagePreprocessor
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.samples import SampleBuilder
+
+    pre = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(train_model_dir), "dynamic")
+    return SampleBuilder(load_tokenizer(train_model_dir), pre, images_dir)
+
+
+@pytest.fixture(scope="module")
+def pipe(train_model_dir):
+    from vlxseek_core.pipeline import VLXSeek
+
+    return VLXSeek.from_pretrained(train_model_dir, device="cpu", dtype="float32",
+                                   proposal_source="none", max_new_tokens=2,
+                                   constrained_decoding=False)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_training_prompt_equals_inference_prompt(task, builder, pipe, images_dir):
+    """The ids the pipeline feeds the model for a question equal the sample's prompt ids."""
+    record = make_record(task)
+    seen = []
+    original = pipe.model.build_inputs_embeds
+
+    def spy(ids, frame):
+        seen.append(list(ids))
+        return original(ids, frame)
+
+    pipe.model.build_inputs_embeds = spy
+    try:
+        img = np.asarray(Image.open(os.path.join(images_dir, "img0.png")).convert("RGB"))
+        pipe.query(img, record["query"], task=task, boxes=np.array(BOXES),
+                   region_indices=record["region_indices"] or None, reuse_frame=False)
+    finally:
+        del pipe.model.build_inputs_embeds
+    sample = builder.build(record)
+    prompt_len = int((sample.labels == -100).sum())
+    assert seen[-1] == sample.input_ids[:prompt_len].tolist()
+    answer = builder.answer_ids(record["conversations"][1]["value"])
+    assert sample.input_ids[prompt_len:].tolist() == answer
+    assert sample.labels[prompt_len:].tolist() == answer
+    assert answer[-1] == builder.im_end
+
+
+def test_answer_markup_tokens_are_single_ids(builder):
+    tok = builder.prompt_tokenizer.tokenizer
+    ids = builder.answer_ids(format_answer([("red circle", [3, 7]), ("knife", [])]))
+    names = tok.convert_ids_to_tokens(ids)
+    for special in ("<ground>", "</ground>", "<objects>", "</objects>", "<region3>",
+                    "<region7>", "<|im_end|>"):
+        assert special in names
+    assert tok.decode(ids) == ("<ground>red circle</ground><objects><region3><region7>"
+                               "</objects><ground>knife</ground><objects>None</objects>"
+                               "<|im_end|>")
+
+
+def test_batched_encoding_equals_per_frame(train_model_dir, builder):
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.samples import collate_samples
+
+    vlm, _ = load_model(train_model_dir)
+    records = [make_record("refer", f"img{i}.png", BOXES[: 1 + i]) for i in range(3)]
+    samples = [builder.build(r) for r in records]
+    batch = collate_samples(samples)
+    with torch.no_grad():
+        frames = TrainingModel(vlm).encode_frames(
+            batch["pixel_values"], batch["image_grid_thw"], batch["aux_pixel_values"],
+            batch["aux_boxes"], batch["vt_boxes"])
+        for s, frame in zip(samples, frames):
+            ref = vlm.encode_frame(s.image.pixel_values, s.image.image_grid_thw,
+                                   s.image.aux_pixel_values, s.image.aux_boxes,
+                                   s.image.vt_boxes)
+            torch.testing.assert_close(frame.image_embeds, ref.image_embeds)
+            torch.testing.assert_close(frame.region_embeds, ref.region_embeds,
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_batch_loss_equals_mean_of_single_losses(train_model_dir, builder):
+    """Padding and batching do not change a sample's loss; samples weigh equally."""
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.samples import collate_samples
+
+    vlm, _ = load_model(train_model_dir)
+    model = TrainingModel(vlm)
+    samples = [builder.build(make_record(t, f"img{i}.png"))
+               for i, t in enumerate(["detect", "count", "caption"])]
+    with torch.no_grad():
+        batch = float(model(**collate_samples(samples))["loss"])
+        singles = [float(model(**collate_samples([s]))["loss"]) for s in samples]
+    assert batch == pytest.approx(np.mean(singles), rel=1e-4)
+
+
+def _trainable_step(train_model_dir, builder, stage):
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.freezing import apply_stage
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.samples import collate_samples
+
+    vlm, _ = load_model(train_model_dir)
+    vlm.train()
+    plan = apply_stage(vlm, stage, builder.prompt_tokenizer.tokenizer)
+    before = {k: v.detach().clone() for k, v in vlm.named_parameters()}
+    params = [p for p in vlm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    batch = collate_samples([builder.build(make_record(t, f"img{i}.png"))
+                             for i, t in enumerate(["detect", "refer", "count"])])
+    model = TrainingModel(vlm)
+    for _ in range(2):
+        model(**batch)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+    after = dict(vlm.named_parameters())
+    return plan, before, after
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stage_freezing_is_exact(stage, train_model_dir, builder):
+    plan, before, after = _trainable_step(train_model_dir, builder, stage)
+    for name in plan.frozen:
+        assert torch.equal(before[name], after[name]), f"frozen {name} changed"
+    changed = {n for n in plan.trainable if not torch.equal(before[n], after[n])}
+    assert changed == set(plan.trainable), set(plan.trainable) - changed
+    names = set(plan.trainable)
+    assert not any(n.startswith("model.vision_tower.") for n in names)
+    if stage == 1:
+        assert names <= {n for n in before if n.startswith(("model.object_vp_extractor.",
+                                                            "model.mm_projector_aux."))} | {
+            "model.embed_tokens.weight"}
+        assert not any(n.startswith(("model.layers.", "model.vision_tower_aux.")) for n in names)
+        emb_before, emb_after = before["model.embed_tokens.weight"], after[
+            "model.embed_tokens.weight"]
+        rows = torch.tensor(plan.trainable_rows)
+        keep = torch.ones(emb_before.shape[0], dtype=torch.bool)
+        keep[rows] = False
+        assert torch.equal(emb_before[keep], emb_after[keep])  # original vocabulary rows
+        # the answer's markup tokens moved (they carry gradient in every sample)
+        assert not torch.equal(emb_before[rows], emb_after[rows])
+        assert "lm_head.weight" not in after  # still tied: one shared tensor
+    else:
+        assert any(n.startswith("model.vision_tower_aux.") for n in names)
+        assert any(n.startswith("model.layers.") for n in names)
+
+
+def test_train_cli_saves_reference_format_and_resumes(train_model_dir, images_dir, tmp_path):
+    from vlxseek_core.checkpoint import iter_reference_tensors, load_model
+    from vlxseek_core.cli import main
+    from vlxseek_core.pipeline import VLXSeek
+
+    data = tmp_path / "train.jsonl"
+    with open(data, "w", encoding="utf-8") as fh:
+        for i, task in enumerate(["detect", "refer", "count", "caption"] * 2):
+            fh.write(json.dumps(make_record(task, f"img{i % 3}.png")) + "\n")
+    out = tmp_path / "run"
+    common = ["train", "--stage", "2", "--model", train_model_dir, "--data", str(data),
+              "--images", images_dir, "--out", str(out), "--batch-size", "2", "--lr", "1e-3",
+              "--save-steps", "2", "--logging-steps", "1", "--device", "cpu", "--seed", "3"]
+    assert main(common + ["--max-steps", "2"]) == 0
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    ref_keys = {k for k, _ in iter_reference_tensors(train_model_dir)}
+    assert {k for k, _ in iter_reference_tensors(str(out))} == ref_keys
+    assert main(common + ["--max-steps", "4", "--resume"]) == 0
+    state = json.load(open(out / "checkpoint-4" / "trainer_state.json"))
+    assert state["global_step"] == 4
+    info = json.load(open(out / "vlxseek_training.json"))
+    assert info["stage"] == 2 and info["global_step"] == 4 and len(info["data_sha256"]) == 64
+    # the saved model loads everywhere a released checkpoint does
+    model, report = load_model(str(out))
+    assert report.clean
+    pipe = VLXSeek.from_pretrained(str(out), device="cpu", dtype="float32",
+                                   proposal_source="none", max_new_tokens=8)
+    img = np.asarray(Image.open(os.path.join(images_dir, "img0.png")).convert("RGB"))
+    result = pipe.query(img, "red circle", task="detect", boxes=np.array(BOXES))
+    assert result.answer.startswith("<ground>")
+
+
+def test_bad_training_data_is_a_clean_error(train_model_dir, tmp_path, capsys):
+    from vlxseek_core.cli import main
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text("[1, 2]\n")
+    rc = main(["train", "--stage", "1", "--model", train_model_dir, "--data", str(data),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "cannot read training data" in capsys.readouterr().err

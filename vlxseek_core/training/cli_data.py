@@ -1,0 +1,111 @@
+"""``vlxseek make-scenes`` and ``vlxseek make-train-data``: write training records.
+
+Examples::
+
+    vlxseek make-scenes data/scenes --train 20000 --heldout 1000 --seed 0
+    vlxseek make-train-data coco --annotations instances_train2017.json --out coco_train.jsonl \\
+        --proposals coco_train_upn.jsonl --rejection-rate 0.2 --tasks detect count
+    vlxseek make-train-data refcoco --annotations final_refcoco_train.json --out refcoco.jsonl
+
+Errors are :class:`~vlxseek_core.errors.VLXSeekError` subclasses, which ``vlxseek`` prints as
+one line (exit status 2).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from ..errors import InvalidRequestError
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidRequestError(f"--rejection-rate must be in [0, 1], got {value}")
+    return value
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise InvalidRequestError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+
+def cmd_make_scenes(args) -> int:
+    """Write procedural scenes (images, train/held-out JSONL, held-out ground truth)."""
+    from .scenes import make_scenes
+
+    _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
+                    workers=args.workers)
+    summary = make_scenes(args.out, args.train, args.heldout, seed=args.seed, size=args.size,
+                          workers=args.workers, progress=not args.quiet,
+                          max_candidates=args.max_candidates,
+                          rejection_rate=_rate(args.rejection_rate),
+                          refer_per_scene=args.refer_per_scene)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_make_train_data(args) -> int:
+    """Convert COCO / RefCOCO annotations into a training JSONL file."""
+    from .converters import coco_to_records, refcoco_to_records
+    from .records import write_records
+
+    _check_positive(num_distractors=args.num_distractors, seed=args.seed)
+    mode = "proposals" if args.proposals else "jitter"
+    common = dict(distractors=mode, proposals_path=args.proposals, max_boxes=args.max_boxes,
+                  num_distractors=args.num_distractors)
+    if args.source == "coco":
+        tasks = [t for item in args.tasks for t in item.split(",") if t]
+        records = coco_to_records(args.annotations, args.seed,
+                                  rejection_rate=_rate(args.rejection_rate), tasks=tasks,
+                                  samples_per_image=args.samples_per_image, **common)
+    else:
+        if args.tasks != ["detect", "count", "caption"] and args.tasks != ["refer"]:
+            raise InvalidRequestError("refcoco makes 'refer' records only; drop --tasks")
+        records = refcoco_to_records(args.annotations, args.seed, images_dir=args.images,
+                                     **common)
+    n = write_records(args.out, records)
+    per_task = Counter(r.task for r in records)
+    rejections = sum(1 for r in records if r.meta.get("rejection"))
+    print(f"wrote {n} records to {args.out} ({dict(per_task)}, {rejections} rejection samples)")
+    return 0
+
+
+def add_data_commands(subparsers) -> None:
+    """Add ``make-scenes`` and ``make-train-data`` to the ``vlxseek`` subparsers."""
+    m = subparsers.add_parser("make-scenes",
+                              help="write procedural training/held-out scenes and records")
+    m.add_argument("out", help="output directory (images/, train.jsonl, heldout.jsonl, ...)")
+    m.add_argument("--train", type=int, default=1000, help="train scenes (default 1000)")
+    m.add_argument("--heldout", type=int, default=200, help="held-out scenes (default 200)")
+    m.add_argument("--seed", type=int, default=0, help="scene i has seed SEED*10^7+i")
+    m.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
+    m.add_argument("--max-candidates", type=int, default=12,
+                   help="candidate regions per scene, GT + distractors (default 12)")
+    m.add_argument("--rejection-rate", default="0.2",
+                   help="share of detect/refer/count samples about absent things (0.2)")
+    m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
+    m.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    m.add_argument("--quiet", action="store_true", help="no progress lines")
+    m.set_defaults(func=cmd_make_scenes)
+
+    t = subparsers.add_parser("make-train-data",
+                              help="training JSONL from COCO or RefCOCO annotations")
+    t.add_argument("source", choices=("coco", "refcoco"))
+    t.add_argument("--annotations", required=True,
+                   help="COCO instances JSON; RefCOCO: MDETR final_refcoco_*.json or JSONL")
+    t.add_argument("--out", required=True, help="output JSONL file")
+    t.add_argument("--proposals", help="proposals JSONL ({image, bbox_list, score_list}) as "
+                   "distractors; default: jittered and random boxes")
+    t.add_argument("--rejection-rate", default="0.2", help="coco: share of rejection samples")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tasks", nargs="+", default=["detect", "count", "caption"],
+                   help="coco: detect count caption (space or comma separated)")
+    t.add_argument("--max-boxes", type=int, default=100, help="candidates per record (<= 100)")
+    t.add_argument("--num-distractors", type=int, default=10,
+                   help="jittered/random distractors per image (without --proposals)")
+    t.add_argument("--samples-per-image", type=int, default=1,
+                   help="coco: rounds of records per image, each with its own shuffle")
+    t.add_argument("--images", help="refcoco: image directory, to read sizes JSONL lacks")
+    t.set_defaults(func=cmd_make_train_data)

@@ -1,0 +1,168 @@
+"""The training forward pass: a batch of samples → the answer-token loss (issue 9 §2).
+
+:class:`TrainingModel` wraps a :class:`~vlxseek_core.modeling.VLMFO1ForCausalLM` without
+changing it: the same towers, HFRE, connectors, splicing (``splice`` / ``rope_index``) and LLM
+as inference, batched where inference handles one frame. The loss is the mean over samples of
+each sample's mean cross-entropy on its answer tokens, so every sample weighs the same whatever
+its answer length, and data-parallel gradient averaging over equal per-process batches equals
+the single-process gradient of the global batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..modeling import EncodedFrame, VLMFO1ForCausalLM
+from ..tokens import IMAGE_PLACEHOLDER_ID
+from .samples import IGNORE_INDEX
+
+
+def _frozen(module: nn.Module) -> bool:
+    return not any(p.requires_grad for p in module.parameters())
+
+
+class TrainingModel(nn.Module):
+    """``forward(**collate_samples(...)) -> {"loss", "num_answer_tokens"}``.
+
+    Args:
+        vlm: the model to train (its ``requires_grad`` flags say what trains; see
+            :mod:`vlxseek_core.training.freezing`).
+
+    Frozen towers run under ``no_grad`` (no activations are kept for them).
+    """
+
+    def __init__(self, vlm: VLMFO1ForCausalLM):
+        super().__init__()
+        self.vlm = vlm
+
+    @property
+    def config(self):
+        return self.vlm.config
+
+    def encode_frames(self, pixel_values: List[torch.Tensor], image_grid_thw: List[torch.Tensor],
+                      aux_pixel_values: List[torch.Tensor], aux_boxes: List[torch.Tensor],
+                      vt_boxes: List[torch.Tensor]) -> List[EncodedFrame]:
+        """:meth:`VLMFO1ForCausalLM.encode_frame` for a batch: one primary-ViT call for all
+        images, one aux-tower call per group of equal-sized aux images, one connector call.
+
+        Args: per sample, as ``encode_frame``.
+
+        Returns:
+            one :class:`EncodedFrame` per sample.
+        """
+        m = self.vlm.model
+        hfre = m.object_vp_extractor
+        levels = hfre.vt_levels(len(m.vision_tower.config.fullatt_block_indexes))
+        grids = torch.cat(image_grid_thw, dim=0)
+        with torch.no_grad() if _frozen(m.vision_tower) else contextlib.nullcontext():
+            tokens, vt_maps = m.vision_tower.encode_many(torch.cat(pixel_values, dim=0), grids,
+                                                         levels)
+        image_embeds = [m.mm_projector(t) for t in tokens]
+        aux_maps = self._aux_maps(aux_pixel_values)
+        patch = m.vision_tower.config.patch_size
+        # Images of one size (aux and primary) share one HFRE call: RoIAlign takes a box list
+        # per map, SimpleFP a batch of maps.
+        groups: Dict[tuple, List[int]] = {}
+        for i in range(len(pixel_values)):
+            key = (tuple(aux_maps[i][0].shape), tuple(grids[i].tolist()))
+            groups.setdefault(key, []).append(i)
+        feats: List[Optional[torch.Tensor]] = [None] * len(pixel_values)
+        for (_, (_, grid_h, grid_w)), idx in groups.items():
+            vt_size = (grid_h * patch, grid_w * patch)
+            maps = [torch.cat(level) for level in zip(*(vt_maps[i] for i in idx))]
+            if maps and hfre.simple_fpn is not None:
+                maps = [maps[-1].to(hfre.simple_fpn.simfp_1[0].weight.dtype)]
+            aux = [torch.cat(level) for level in zip(*(aux_maps[i] for i in idx))]
+            out = hfre(aux, [aux_boxes[i] for i in idx], maps, [vt_boxes[i] for i in idx],
+                       vt_size)
+            for i, rows in zip(idx, out.split([len(aux_boxes[i]) for i in idx])):
+                feats[i] = rows
+        counts = [f.shape[0] for f in feats]
+        regions = m.mm_projector_aux(torch.cat(feats).to(aux_maps[0][0].dtype)).split(counts)
+        return [EncodedFrame(img, reg, grids[i:i + 1])
+                for i, (img, reg) in enumerate(zip(image_embeds, regions))]
+
+    def _aux_maps(self, aux_pixel_values: List[torch.Tensor]) -> List[List[torch.Tensor]]:
+        tower = self.vlm.model.vision_tower_aux
+        dtype = tower.image_tower.dtype
+        out: List[Optional[List[torch.Tensor]]] = [None] * len(aux_pixel_values)
+        groups: Dict[tuple, List[int]] = {}
+        for i, px in enumerate(aux_pixel_values):
+            groups.setdefault(tuple(px.shape), []).append(i)
+        with torch.no_grad() if _frozen(tower) else contextlib.nullcontext():
+            for idx in groups.values():
+                maps = tower(torch.cat([aux_pixel_values[i] for i in idx]).to(dtype))
+                for j, i in enumerate(idx):
+                    out[i] = [level[j:j + 1] for level in maps]
+        return out
+
+    def forward(self, input_ids: List[torch.Tensor], answer_labels: List[torch.Tensor],
+                pixel_values: List[torch.Tensor], image_grid_thw: List[torch.Tensor],
+                aux_pixel_values: List[torch.Tensor], aux_boxes: List[torch.Tensor],
+                vt_boxes: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Loss of a batch (lists as produced by :func:`~.samples.collate_samples`).
+
+        Returns:
+            ``{"loss": scalar, "num_answer_tokens": long scalar}``.
+        """
+        vlm = self.vlm
+        frames = self.encode_frames(pixel_values, image_grid_thw, aux_pixel_values, aux_boxes,
+                                    vt_boxes)
+        lengths = [len(ids) for ids in input_ids]
+        all_ids = torch.cat(input_ids)
+        text = vlm.model.embed_tokens(all_ids.clamp(min=0)).split(lengths)
+        rows, labels, positions = [], [], []
+        for ids, lab, emb, frame in zip(input_ids, answer_labels, text, frames):
+            seq, types = vlm.splice(ids, emb, frame)
+            pos, _ = vlm.rope_index(types[None], frame.image_grid_thw)
+            at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
+            pad = lab.new_full((frame.image_embeds.shape[0],), IGNORE_INDEX)
+            rows.append(seq)
+            labels.append(torch.cat([lab[:at], pad, lab[at + 1:]]))
+            positions.append(pos[:, 0])
+        embeds = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        label_mat = nn.utils.rnn.pad_sequence(labels, batch_first=True,
+                                              padding_value=IGNORE_INDEX)
+        position_ids = nn.utils.rnn.pad_sequence(
+            [p.T for p in positions], batch_first=True).permute(2, 0, 1)
+        attention_mask = nn.utils.rnn.pad_sequence(
+            [torch.ones(len(r), dtype=torch.long, device=embeds.device) for r in rows],
+            batch_first=True)
+        hidden = vlm.model(inputs_embeds=embeds, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False).last_hidden_state
+        return answer_loss(vlm.lm_head, hidden, label_mat)
+
+
+def answer_loss(lm_head: nn.Module, hidden: torch.Tensor,
+                labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Per-sample mean next-token cross-entropy on labelled positions, averaged over samples.
+
+    Logits are computed only where a label follows (the full ``[B, L, 151936]`` logits of a
+    batch would take gigabytes), in fp32.
+
+    Args:
+        lm_head: the output projection.
+        hidden: ``[B, L, hidden]`` last hidden states.
+        labels: long ``[B, L]``, :data:`IGNORE_INDEX` where there is no loss (not shifted).
+
+    Returns:
+        ``{"loss": scalar, "num_answer_tokens": long scalar}``.
+
+    Raises:
+        ValueError: a sample without any labelled token.
+    """
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    per_sample = mask.sum(dim=1)
+    if bool((per_sample == 0).any()):
+        raise ValueError("every training sample needs at least one answer token")
+    logits = lm_head(hidden[:, :-1][mask]).float()
+    token_loss = F.cross_entropy(logits, targets[mask], reduction="none")
+    sample_of = torch.arange(len(labels), device=labels.device)[:, None].expand_as(mask)[mask]
+    sums = torch.zeros(len(labels), device=token_loss.device).index_add(0, sample_of, token_loss)
+    loss = (sums / per_sample.to(sums.dtype)).mean()
+    return {"loss": loss, "num_answer_tokens": per_sample.sum()}

@@ -1,0 +1,189 @@
+"""``vlxseek train``: one stage of fine-tuning from a checkpoint directory (issue 9 §4–6).
+
+Runs as a plain process (one CPU or GPU) or under ``torchrun --nproc_per_node N`` /
+``accelerate launch`` for data parallelism; ``--deepspeed ds.json`` and ``--fsdp`` hand the
+sharding to the engine (configs for the 3B in ``config/training/``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from typing import List, Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InvalidRequestError
+from .samples import SampleBuilder, collate_samples
+
+DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
+"""Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file (recorded for the data a checkpoint was trained on)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RecordDataset(Dataset):
+    """Training records (JSONL) → :class:`~.samples.TrainingSample` on access.
+
+    Args:
+        records: parsed JSON records (see :mod:`vlxseek_core.training.records`).
+        builder: the :class:`SampleBuilder` (reads images relative to its ``images_dir``).
+    """
+
+    def __init__(self, records: List[dict], builder: SampleBuilder):
+        self.records = records
+        self.builder = builder
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        return self.builder.build(self.records[index])
+
+
+def read_jsonl(path: str) -> List[dict]:
+    """Records of a JSONL file (blank lines skipped).
+
+    Raises:
+        InvalidRequestError: unreadable file or a line that is not a JSON object.
+    """
+    import json
+
+    records = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                records.append(record)
+    except (OSError, ValueError) as exc:
+        where = f"line {number}" if "number" in locals() else "file"
+        raise InvalidRequestError(f"cannot read training data {path!r} ({where}): {exc}") from exc
+    if not records:
+        raise InvalidRequestError(f"training data {path!r} holds no records")
+    return records
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``vlxseek train`` options."""
+    a = parser.add_argument
+    a("--stage", type=int, required=True, choices=(0, 1, 2),
+      help="1: region-language alignment, 2: perception instruction tuning (paper §3.3); "
+           "0: everything trains (models trained from random initialisation)")
+    a("--model", required=True, help="checkpoint directory to start from")
+    a("--data", required=True, help="training records (JSONL)")
+    a("--images", default=".", help="directory that record image paths are relative to")
+    a("--out", required=True, help="output directory (checkpoint-N/ and the final model)")
+    a("--lr", type=float, default=None,
+      help="learning rate (default: 1e-3 stage 0/1, 1e-5 stage 2)")
+    a("--epochs", type=float, default=1.0)
+    a("--max-steps", type=int, default=-1, help="stop after this many optimiser steps")
+    a("--batch-size", type=int, default=8, help="per-device batch size")
+    a("--grad-accum", type=int, default=1)
+    a("--warmup", type=float, default=0.03,
+      help="warm-up steps (an integer) or fraction of all steps (below 1)")
+    a("--scheduler", default="cosine", help="transformers scheduler name")
+    a("--weight-decay", type=float, default=0.0)
+    a("--max-grad-norm", type=float, default=1.0)
+    a("--seed", type=int, default=0)
+    a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
+    a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
+    a("--lora", type=int, default=0, metavar="R",
+      help="stage 2: LoRA rank on the LLM (0 = full fine-tuning); merged on save")
+    a("--lora-alpha", type=int, default=None, help="LoRA alpha (default 2 × rank)")
+    a("--save-steps", type=int, default=500)
+    a("--save-total-limit", type=int, default=2)
+    a("--logging-steps", type=int, default=10)
+    a("--resume", nargs="?", const="latest", default=None,
+      help="resume from OUT's latest checkpoint-N (or the given checkpoint directory)")
+    a("--workers", type=int, default=0, help="data-loader worker processes")
+    a("--device", default="auto", help="auto, cpu or cuda (single-process runs)")
+    a("--report-to", default="none", help="none, tensorboard, ...")
+    a("--deepspeed", default=None, help="DeepSpeed JSON config (e.g. config/training/zero2.json)")
+    a("--fsdp", default="", help='FSDP mode string, e.g. "full_shard auto_wrap"')
+    a("--save-dtype", default="float32", choices=("float32", "bfloat16"),
+      help="dtype of the saved final model")
+
+
+def _latest_checkpoint(out: str) -> Optional[str]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(out) if os.path.isdir(out) else None
+
+
+def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
+    """Run one training stage; returns the final model directory (``args.out``).
+
+    Raises:
+        CheckpointError: unreadable starting checkpoint or resume directory.
+        InvalidRequestError: unreadable or malformed training data.
+    """
+    from transformers import Qwen2VLImageProcessorPil, TrainingArguments
+
+    from ..checkpoint import load_model
+    from ..preprocessing import ImagePreprocessor
+    from ..tokenizer import load_tokenizer
+    from .freezing import apply_stage
+    from .model import TrainingModel
+    from .trainer import VLXSeekTrainer, export_model
+
+    records = read_jsonl(args.data)
+    use_cpu = args.device == "cpu" or not torch.cuda.is_available()
+    vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",
+                        attn_implementation="sdpa")
+    tokenizer = load_tokenizer(args.model)
+    preprocessor = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(args.model),
+                                     vlm.config.aux_image_aspect_ratio)
+    builder = SampleBuilder(tokenizer, preprocessor, args.images)
+    builder.build(records[0])  # fail fast on a bad first record, before any process forks
+    plan = apply_stage(vlm, args.stage, tokenizer, lora=bool(args.lora))
+    if args.lora:
+        from .lora import add_lora
+
+        vlm = add_lora(vlm, rank=args.lora, alpha=args.lora_alpha)
+    if args.gradient_checkpointing:
+        vlm.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    vlm.train()
+    training_args = TrainingArguments(
+        output_dir=args.out, per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr or DEFAULT_LR[args.stage],
+        num_train_epochs=args.epochs, max_steps=args.max_steps, warmup_steps=args.warmup,
+        lr_scheduler_type=args.scheduler, weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed, bf16=args.bf16,
+        save_strategy="steps", save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps, report_to=args.report_to,
+        dataloader_num_workers=args.workers, remove_unused_columns=False, use_cpu=use_cpu,
+        deepspeed=args.deepspeed, fsdp=args.fsdp or "", disable_tqdm=False,
+        ddp_find_unused_parameters=False)
+    info = {"stage": args.stage, "command": " ".join(argv or sys.argv), "seed": args.seed,
+            "data": os.path.basename(args.data), "data_sha256": file_sha256(args.data),
+            "num_records": len(records), "start_model": os.path.abspath(args.model)}
+    trainer = VLXSeekTrainer(model=TrainingModel(vlm), args=training_args,
+                             train_dataset=RecordDataset(records, builder),
+                             data_collator=collate_samples, freeze_plan=plan,
+                             source_dir=args.model, lora=bool(args.lora), training_info=info)
+    resume = args.resume
+    if resume == "latest":
+        resume = _latest_checkpoint(args.out)
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.args.should_save:
+        final = trainer._export_vlm()
+        dtype = torch.bfloat16 if args.save_dtype == "bfloat16" else None
+        export_model(final, args.out, args.model, dtype=dtype,
+                     training_info=dict(info, global_step=int(trainer.state.global_step)))
+    return args.out

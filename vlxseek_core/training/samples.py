@@ -1,0 +1,137 @@
+"""Training samples: a record → prompt ids, answer labels and preprocessed image (issue 9 §2).
+
+The prompt of a training sample is built by the same :class:`~vlxseek_core.prompts.PromptTokenizer`
+and :func:`~vlxseek_core.prompts.task_parts` calls as inference (``VLXSeek.answer``), so the ids
+are equal id for id. The loss covers the answer and its closing ``<|im_end|>`` only: prompt,
+image and region rows are masked with :data:`IGNORE_INDEX`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InvalidRequestError
+from ..preprocessing import ImagePreprocessor, PreparedImage
+from ..prompts import PromptTokenizer, TemplateText, task_parts
+from ..tokens import IMAGE_PLACEHOLDER
+
+IGNORE_INDEX = -100
+"""Label of positions without loss (torch ``cross_entropy``'s default ``ignore_index``)."""
+
+
+def record_prompt_parts(record: dict) -> list:
+    """The task text of a record as prompt parts, exactly as inference builds them.
+
+    Records with ``task`` (vlxseek extension) use :func:`task_parts` with their ``query`` and
+    ``region_indices``; records without it use the human turn's text (minus the leading
+    ``<image>`` line) as template text, so added tokens written in it become single ids.
+
+    Raises:
+        InvalidRequestError: unknown task, missing query, malformed conversations.
+    """
+    if record.get("task"):
+        return task_parts(record["task"], record.get("query", ""),
+                          record.get("region_indices") or ())
+    human = _turn(record, "human")
+    text = human.replace(IMAGE_PLACEHOLDER, "", 1).lstrip("\n")
+    return [TemplateText(text)]
+
+
+def _turn(record: dict, role: str) -> str:
+    for turn in record.get("conversations") or ():
+        if isinstance(turn, dict) and turn.get("from") == role:
+            value = turn.get("value")
+            if isinstance(value, str):
+                return value
+    raise InvalidRequestError(f"record {record.get('id')!r} has no {role!r} turn")
+
+
+@dataclass
+class TrainingSample:
+    """One training example (CPU tensors).
+
+    Attributes:
+        input_ids: long ``[L_ids]``: prompt (with −200 / −300 placeholders) + answer ids.
+        labels: long ``[L_ids]``: :data:`IGNORE_INDEX` on the prompt, the answer ids (and the
+            closing ``<|im_end|>``) on the answer; aligned with ``input_ids`` (not shifted).
+        image: the preprocessed image and boxes (see :class:`PreparedImage`).
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    image: PreparedImage
+
+
+class SampleBuilder:
+    """Builds :class:`TrainingSample` objects from records.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer (VLM-FO1 added tokens included).
+        preprocessor: the checkpoint's :class:`ImagePreprocessor`.
+        images_dir: directory that record ``image`` paths are relative to.
+    """
+
+    def __init__(self, tokenizer, preprocessor: ImagePreprocessor, images_dir: str = "."):
+        self.prompt_tokenizer = PromptTokenizer(tokenizer)
+        self.preprocessor = preprocessor
+        self.images_dir = images_dir
+        self.im_end = self.prompt_tokenizer.im_end
+
+    def prompt_ids(self, record: dict) -> List[int]:
+        """Prompt ids of ``record``, equal to inference's for the same question and boxes."""
+        parts = record_prompt_parts(record)
+        return self.prompt_tokenizer.build(parts, len(record["bbox_list"]))
+
+    def answer_ids(self, answer: str) -> List[int]:
+        """Ids of the answer text (markup tokens as single ids) followed by ``<|im_end|>``."""
+        return self.prompt_tokenizer.parts_ids([TemplateText(answer)]) + [self.im_end]
+
+    def load_image(self, record: dict) -> Image.Image:
+        """The record's image as PIL RGB.
+
+        Raises:
+            InvalidRequestError: missing or unreadable file.
+        """
+        path = os.path.join(self.images_dir, str(record.get("image", "")))
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"record {record.get('id')!r}: cannot read image {path!r}: {exc}") from exc
+
+    def build(self, record: dict, image: Optional[Image.Image] = None) -> TrainingSample:
+        """Build the sample of ``record`` (``image`` given = do not read it from disk).
+
+        Raises:
+            InvalidRequestError: a malformed record or unreadable image.
+        """
+        boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            raise InvalidRequestError(f"record {record.get('id')!r} has no bbox_list")
+        prompt = self.prompt_ids(record)
+        answer = self.answer_ids(_turn(record, "gpt"))
+        prepared = self.preprocessor(image if image is not None else self.load_image(record),
+                                     boxes)
+        ids = torch.tensor(prompt + answer, dtype=torch.long)
+        labels = torch.tensor([IGNORE_INDEX] * len(prompt) + answer, dtype=torch.long)
+        return TrainingSample(ids, labels, prepared)
+
+
+def collate_samples(samples: Sequence[TrainingSample]) -> Dict[str, list]:
+    """Batch for :class:`~vlxseek_core.training.model.TrainingModel`: lists of tensors, one per
+    sample (images differ in size and region count, so nothing is stacked here)."""
+    return {
+        "input_ids": [s.input_ids for s in samples],
+        "answer_labels": [s.labels for s in samples],
+        "pixel_values": [s.image.pixel_values for s in samples],
+        "image_grid_thw": [s.image.image_grid_thw for s in samples],
+        "aux_pixel_values": [s.image.aux_pixel_values for s in samples],
+        "aux_boxes": [s.image.aux_boxes for s in samples],
+        "vt_boxes": [s.image.vt_boxes for s in samples],
+    }
