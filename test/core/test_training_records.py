@@ -80,6 +80,10 @@ def test_from_json_rejects_missing_keys_and_foreign_prompts():
         TrainingRecord.from_json(bad)
     with pytest.raises(InvalidRequestError, match="invalid JSON"):
         TrainingRecord.from_json("{not json")
+    for key, value in (("meta", [1]), ("bbox_list", "abc"), ("region_indices", 3),
+                       ("bbox_list", [["a", 0, 1, 1]])):
+        with pytest.raises(InvalidRequestError, match="'x7'"):
+            TrainingRecord.from_json(dict(obj, **{key: value}))
 
 
 def test_read_write_records(tmp_path):

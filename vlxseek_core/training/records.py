@@ -180,6 +180,8 @@ class TrainingRecord:
             missing.append("region_indices")
         if missing:
             raise InvalidRequestError(f"record {rid!r}: missing field(s) {missing}")
+        if not isinstance(obj.get("meta", {}), Mapping):
+            raise InvalidRequestError(f"record {rid!r}: field 'meta': must be a JSON object")
         conv = obj["conversations"]
         if (not isinstance(conv, list) or len(conv) != 2 or not all(isinstance(t, Mapping)
                                                                     for t in conv)
