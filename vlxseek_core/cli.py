@@ -68,8 +68,8 @@ def cmd_make_tiny_model(args) -> int:
     from .tiny import make_tiny_model
 
     path = make_tiny_model(args.directory, seed=args.seed,
-                           aux_image_aspect_ratio=args.aux_aspect)
-    print(f"wrote tiny random VLM-FO1 checkpoint to {path}")
+                           aux_image_aspect_ratio=args.aux_aspect, preset=args.preset)
+    print(f"wrote {args.preset} random VLM-FO1 checkpoint to {path}")
     return 0
 
 
@@ -173,6 +173,13 @@ def _add_tool_commands(sub) -> None:
     d.set_defaults(func=cmd_download)
 
 
+def cmd_train(args) -> int:
+    from .training.run import train
+
+    print(train(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlxseek", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--aux-aspect", default="squash",
                    choices=("squash", "dynamic", "dynamic_square"))
+    t.add_argument("--preset", default="tiny", choices=("tiny", "small"),
+                   help="tiny: test sizes; small: the trainable scene model (issue 9)")
     t.set_defaults(func=cmd_make_tiny_model)
 
     p = sub.add_parser("make-tiny-proposer",
@@ -212,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_commands(sub)
     from .training.cli_data import add_data_commands  # make-scenes, make-train-data
     add_data_commands(sub)
+    tr = sub.add_parser("train", help="fine-tune one stage (paper §3.3) on JSONL records")
+    from .training.run import add_train_arguments
+    add_train_arguments(tr)
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

@@ -27,6 +27,19 @@ TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=2,
 TINY_DAVIT = dict(embed_dim=[16, 32, 64, 128], num_heads=[1, 2, 4, 8], num_groups=[1, 2, 4, 8],
                   depths=[1, 1, 1, 1])
 TINY_SIMPLE_FPN_CHANNELS = 32
+# "small": the from-scratch scene model of issue 9 (README "A small model that works"): an
+# LLM wide enough to learn region binding, bf16 weights under 50 MB (the 151,936-row tied
+# vocabulary embedding is 39 MB of it).
+SMALL_TEXT = dict(TINY_TEXT, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=4,
+                  rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})
+SMALL_VISION = dict(TINY_VISION, hidden_size=128, intermediate_size=256, num_heads=4,
+                    out_hidden_size=128)
+SMALL_DAVIT = dict(embed_dim=[24, 48, 96, 192], num_heads=[1, 2, 4, 8],
+                   num_groups=[1, 2, 4, 8], depths=[1, 1, 1, 1])
+SMALL_SIMPLE_FPN_CHANNELS = 64
+PRESETS = {"tiny": (TINY_TEXT, TINY_VISION, TINY_DAVIT, TINY_SIMPLE_FPN_CHANNELS),
+           "small": (SMALL_TEXT, SMALL_VISION, SMALL_DAVIT, SMALL_SIMPLE_FPN_CHANNELS)}
 # Stock Qwen2.5-VL preprocessor values (min/max pixels are the effective ones, spec §7.1).
 QWEN25_VL_PREPROCESSOR = {
     "image_processor_type": "Qwen2VLImageProcessorPil", "do_resize": True, "do_rescale": True,
@@ -39,19 +52,32 @@ QWEN25_VL_PREPROCESSOR = {
 }
 
 
-def tiny_config_dict(aux_image_aspect_ratio: str = "squash") -> Dict[str, Any]:
-    """The ``config.json`` content of a tiny checkpoint (reference layout: text keys on top)."""
-    region_hidden = sum(TINY_DAVIT["embed_dim"]) + 4 * TINY_SIMPLE_FPN_CHANNELS
+def tiny_config_dict(aux_image_aspect_ratio: str = "squash",
+                     preset: str = "tiny") -> Dict[str, Any]:
+    """The ``config.json`` content of a tiny checkpoint (reference layout: text keys on top).
+
+    Args:
+        aux_image_aspect_ratio: ``squash`` (768² aux image, the reference's), ``dynamic`` (aux
+            image = input size; fast on small images) or ``dynamic_square``.
+        preset: ``tiny`` (tests) or ``small`` (the trainable scene model).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    text, vision, davit, fpn = PRESETS[preset]
+    region_hidden = sum(davit["embed_dim"]) + 4 * fpn
     return {
         "architectures": ["OmChatQwen25VLForCausalLM"],
         "model_type": MODEL_TYPE,
-        **TINY_TEXT,
-        "vision_config": dict(TINY_VISION),
+        **text,
+        "vision_config": dict(vision),
         "image_token_id": 151655, "video_token_id": 151656,
         "vision_start_token_id": 151652, "vision_end_token_id": 151653,
         "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643,
         "mm_vision_tower": "Qwen2.5-VL-tiny", "mm_vision_tower_aux": "davit-tiny",
-        "mm_hidden_size": TINY_VISION["out_hidden_size"],
+        "mm_hidden_size": vision["out_hidden_size"],
         "mm_projector_type": "identity", "mm_projector_aux_type": "mlp2x_gelu",
         "mm_region_hidden_size": region_hidden,
         "mm_use_vision_tower_region_feature": True, "mm_use_simpleFPN_for_vt": True,
@@ -59,15 +85,16 @@ def tiny_config_dict(aux_image_aspect_ratio: str = "squash") -> Dict[str, Any]:
         "mm_pos_embedding_strategy": "bbox_based", "mm_apply_region_layer_norm": False,
         "mm_roi_output_size": 7, "mm_use_region_index_token": True,
         "aux_image_size": 768, "aux_image_aspect_ratio": aux_image_aspect_ratio,
-        "vlxseek_aux_vision_config": dict(TINY_DAVIT),
-        "vlxseek_simple_fpn_channels": TINY_SIMPLE_FPN_CHANNELS,
+        "vlxseek_aux_vision_config": dict(davit),
+        "vlxseek_simple_fpn_channels": fpn,
         "vlxseek_random_weights": True,
     }
 
 
 def make_tiny_model(directory: str, seed: int = 0,
-                    aux_image_aspect_ratio: str = "squash") -> str:
-    """Write a tiny random VLM-FO1 checkpoint to ``directory`` and return its path."""
+                    aux_image_aspect_ratio: str = "squash", preset: str = "tiny") -> str:
+    """Write a random VLM-FO1 checkpoint (``preset`` sizes, see :func:`tiny_config_dict`) in
+    the real on-disk format to ``directory`` and return its path."""
     from transformers import GenerationConfig
 
     from .checkpoint import save_model
@@ -76,7 +103,7 @@ def make_tiny_model(directory: str, seed: int = 0,
 
     os.makedirs(directory, exist_ok=True)
     torch.manual_seed(seed)
-    config = VLMFO1Config(**tiny_config_dict(aux_image_aspect_ratio))
+    config = VLMFO1Config(**tiny_config_dict(aux_image_aspect_ratio, preset))
     model = VLMFO1ForCausalLM(config).eval()
     save_model(model, directory)
     build_qwen25_vl_tokenizer().save_pretrained(directory)

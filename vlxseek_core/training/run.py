@@ -12,8 +12,11 @@ import os
 import sys
 from typing import List, Optional
 
+import time
+
 import torch
 from torch.utils.data import Dataset
+from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
 from .samples import SampleBuilder, collate_samples
@@ -29,6 +32,23 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class TimeLimit(TrainerCallback):
+    """Stop training (with a final save) once ``minutes`` of training have passed."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60.0
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and time.monotonic() - self.start > self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
 
 
 class RecordDataset(Dataset):
@@ -90,6 +110,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="learning rate (default: 1e-3 stage 0/1, 1e-5 stage 2)")
     a("--epochs", type=float, default=1.0)
     a("--max-steps", type=int, default=-1, help="stop after this many optimiser steps")
+    a("--max-minutes", type=float, default=None,
+      help="also stop (and save) after this much training time; the step reached is recorded "
+           "in vlxseek_training.json, so --max-steps reproduces the run")
     a("--batch-size", type=int, default=8, help="per-device batch size")
     a("--grad-accum", type=int, default=1)
     a("--warmup", type=float, default=0.03,
@@ -176,7 +199,8 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     trainer = VLXSeekTrainer(model=TrainingModel(vlm), args=training_args,
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,
-                             source_dir=args.model, lora=bool(args.lora), training_info=info)
+                             source_dir=args.model, lora=bool(args.lora), training_info=info,
+                             callbacks=[TimeLimit(args.max_minutes)] if args.max_minutes else None)
     resume = args.resume
     if resume == "latest":
         resume = _latest_checkpoint(args.out)
