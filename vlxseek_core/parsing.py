@@ -4,6 +4,8 @@ Accepted forms, in order of preference:
 
 * ``<ground>phrase</ground><objects><region3><region7></objects>`` repeated per phrase; also the
   paper's spelling ``<object>…</object>``, whitespace between the tags, and newlines anywhere;
+* the rejection ``<ground>knife</ground><objects>None</objects>`` (the phrase is absent; the
+  ``None`` may have whitespace around it), see :mod:`vlxseek_core.answer_format`;
 * bare ``<regionK>`` references when the answer has no grounded block (demo outputs): each
   becomes its own grounding labelled ``<regionK>``.
 
@@ -14,19 +16,73 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
+from .answer_format import REJECTION_TEXT
 from .tokens import IM_END, END_OF_TEXT
 from .types import Grounding
 
-# A label never spans another <ground> tag: in "<ground>a</ground>\n<ground>b</ground><objects>…"
-# the block is "b" (the reference, whose "." stops at the newline, reads it so too).
-_GROUNDED = re.compile(
-    r"<ground>((?:(?!</?ground>).)*?)</ground>\s*<(objects?)>(.*?)</\2>", re.DOTALL)
 _REGION = re.compile(r"<region(\d+)>")
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_SPACE = re.compile(r"\s*")
 _COUNT_INT = re.compile(r"(?<!region)\d+")
+_MAX_DIGITS = 4000
+"""Longer numbers are read as ``10 ** _MAX_DIGITS`` (``int()`` refuses > 4300 digits and is
+quadratic in their length)."""
+
+
+def _to_int(digits: str) -> int:
+    """``int(digits)`` for a run of decimal digits, huge runs capped (never raises)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10 ** _MAX_DIGITS
+
+
+class _NextTag:
+    """Position of the next occurrence of ``tag`` at or after a position, for positions asked in
+    non-decreasing order: every character is scanned at most once in all (linear time)."""
+
+    def __init__(self, text: str, tag: str):
+        self.text, self.tag, self.asked, self.found = text, tag, 0, text.find(tag)
+
+    def at_or_after(self, pos: int) -> int:
+        """Smallest index ``≥ pos`` where ``tag`` starts, or -1."""
+        if not (self.asked <= pos and (self.found < 0 or self.found >= pos)):
+            self.asked, self.found = pos, self.text.find(self.tag, pos)
+        return self.found
+
+
+def _grounded_blocks(text: str) -> Iterator[Tuple[int, int, str, str]]:
+    """``(start, end, label, objects part)`` of each grounded block, left to right, in linear
+    time; the same blocks as the regex ``<ground>((?:(?!</?ground>).)*?)</ground>\\s*<(objects?)>
+    (.*?)</\\2>`` (DOTALL) finds with ``finditer``, which is quadratic on unclosed blocks.
+
+    A label never spans another ``<ground>`` tag: in ``<ground>a</ground>\\n<ground>b</ground>
+    <objects>…`` the block is ``b`` (the reference, whose ``.`` stops at the newline, reads it so
+    too).
+    """
+    opens, closes = _NextTag(text, "<ground>"), _NextTag(text, "</ground>")
+    ends = {"objects": _NextTag(text, "</objects>"), "object": _NextTag(text, "</object>")}
+    pos = 0
+    while True:
+        start = opens.at_or_after(pos)
+        if start < 0:
+            return
+        label_start = start + len("<ground>")
+        pos = label_start  # the next try (no "<ground>" starts inside this one)
+        close = closes.at_or_after(label_start)
+        if close < 0:
+            return  # no later <ground> has a </ground> either
+        if 0 <= opens.at_or_after(label_start) < close:
+            continue  # the label would span another <ground>
+        after = _SPACE.match(text, close + len("</ground>")).end()
+        for spelling in ("objects", "object"):
+            if text.startswith(f"<{spelling}>", after):
+                inner_start = after + len(spelling) + 2
+                inner_end = ends[spelling].at_or_after(inner_start)
+                if inner_end >= 0:
+                    end = inner_end + len(spelling) + 3
+                    yield start, end, text[label_start:close], text[inner_start:inner_end]
+                    pos = end
+                break
 
 
 @dataclass
@@ -36,13 +92,17 @@ class ParsedAnswer:
     Attributes:
         groundings: phrases with their valid region indices (sorted, unique), in answer order;
             a phrase that occurs twice is merged (set union, as the reference); a phrase whose
-            indices were all out of range keeps an empty list.
+            indices were all out of range keeps an empty list. Rejected phrases are not here
+            unless the same phrase also has valid regions in another block (regions win).
+        rejected: phrases answered absent (``<objects>None</objects>``) and nowhere found with a
+            valid region, unique, in answer order.
         dropped_indices: indices ≥ ``num_regions`` that were referenced and ignored.
         malformed: fragments that looked like markup but did not parse (e.g. an unclosed
             ``<ground>``), for reporting.
     """
 
     groundings: List[Grounding] = field(default_factory=list)
+    rejected: List[str] = field(default_factory=list)
     dropped_indices: List[int] = field(default_factory=list)
     malformed: List[str] = field(default_factory=list)
 
@@ -89,6 +149,7 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
     parsed = ParsedAnswer()
     merged: Dict[str, set] = {}
     order: List[str] = []
+    rejected: Dict[str, None] = {}  # insertion-ordered set
 
     def add(phrase: str, indices: List[int]) -> None:
         valid = []
@@ -104,16 +165,23 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
 
     remainder_parts = []
     last = 0
-    for match in _GROUNDED.finditer(text):
-        remainder_parts.append(text[last:match.start()])
-        last = match.end()
-        add(match.group(1).strip(), [int(i) for i in _REGION.findall(match.group(3))])
+    for start, end, label, inner in _grounded_blocks(text):
+        remainder_parts.append(text[last:start])
+        last = end
+        phrase = label.strip()
+        if inner.strip() == REJECTION_TEXT:
+            rejected.setdefault(phrase, None)
+            if phrase not in merged:
+                merged[phrase] = set()
+                order.append(phrase)
+        else:
+            add(phrase, [_to_int(i) for i in _REGION.findall(inner)])
     remainder_parts.append(text[last:])
     remainder = "".join(remainder_parts)
 
     # Bare references count only when there is no grounded block (as the reference demos);
     # otherwise they are mentions, e.g. inside <think>.
-    bare = [] if order else [int(i) for i in _REGION.findall(remainder)]
+    bare = [] if order else [_to_int(i) for i in _REGION.findall(remainder)]
     for idx in bare:
         if 0 <= idx < num_regions:
             add(f"<region{idx}>", [idx])
@@ -123,26 +191,45 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
         if tag in remainder:
             parsed.malformed.append(tag)
 
-    parsed.groundings = [Grounding(p, sorted(merged[p])) for p in order]
+    found = {p for p in order if merged[p]}
+    parsed.rejected = [p for p in rejected if p not in found]
+    absent = set(parsed.rejected)
+    parsed.groundings = [Grounding(p, sorted(merged[p])) for p in order if p not in absent]
     return parsed
 
 
-def extract_count(text: str) -> int:
+def read_count(text: str) -> Optional[int]:
     """The counting answer's number (spec §5.2): first integer after removing region tags.
 
-    Returns 0 when the answer holds no integer (as the reference evaluation does).
+    Args:
+        text: the decoded answer.
+
+    Returns:
+        The integer, or ``None`` when the answer holds none (e.g. ``…</objects>`` cut off, or a
+        rejection block without the ``0`` after it).
     """
     cleaned = _REGION.sub("", text)
     match = _COUNT_INT.search(cleaned)
-    return int(match.group(0)) if match else 0
+    return _to_int(match.group(0)) if match else None
+
+
+def extract_count(text: str) -> int:
+    """:func:`read_count`, but 0 when the answer holds no integer (as the reference evaluation
+    does; use :func:`read_count` to tell that apart from a written ``0``)."""
+    count = read_count(text)
+    return 0 if count is None else count
 
 
 def extract_reasoning(text: str) -> tuple:
     """Split a ``reason`` answer into ``(thinking, answer_text)``; missing parts are ``None``."""
-    think = _THINK.search(text)
-    answer = _ANSWER.search(text)
-    return (think.group(1).strip() if think else None,
-            answer.group(1).strip() if answer else None)
+    return _between(text, "<think>", "</think>"), _between(text, "<answer>", "</answer>")
+
+
+def _between(text: str, open_tag: str, close_tag: str) -> Optional[str]:
+    """Stripped text between the first ``open_tag`` and the next ``close_tag`` (linear time)."""
+    start = text.find(open_tag)
+    end = -1 if start < 0 else text.find(close_tag, start + len(open_tag))
+    return None if end < 0 else text[start + len(open_tag):end].strip()
 
 
 def first_region_index(parsed: ParsedAnswer) -> Optional[int]:
