@@ -21,7 +21,7 @@ import torch
 from .checkpoint import load_model
 from .decoding import RegionAnswerLogitsProcessor
 from .errors import InvalidRequestError
-from .parsing import extract_count, extract_reasoning, parse_answer, strip_end_tokens
+from .parsing import extract_reasoning, parse_answer, read_count, strip_end_tokens
 from .preprocessing import ImagePreprocessor, to_pil_rgb
 from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, ProposalSource,
@@ -476,17 +476,33 @@ class VLXSeek:
 
     @staticmethod
     def _fill_answer(result: QueryResult, answer: str) -> None:
-        """Parse ``answer`` into ``result`` (groundings, detections, count, reasoning)."""
+        """Parse ``answer`` into ``result``: groundings, rejected phrases, detections, count,
+        reasoning, and a warning per absent phrase, for an empty answer and for a count answer
+        without a number.
+
+        Args:
+            result: filled in place; ``result.task`` and ``result.proposals`` are read.
+            answer: the decoded answer, end tokens already removed.
+        """
         proposals = result.proposals
         parsed = parse_answer(answer, len(proposals))
         result.answer = answer
         result.groundings = parsed.groundings
+        result.rejected = list(parsed.rejected)
         result.warnings.extend(parsed.warnings())
+        result.warnings.extend(f"absent: {phrase!r} (the model answered None)"
+                               for phrase in parsed.rejected)
+        if not answer.strip():
+            result.warnings.append("the model found nothing (empty answer)")
         result.detections = [
             Detection(region_index=i, label=g.phrase, box=proposals.boxes[i].copy(),
                       score=float(proposals.scores[i]))
             for g in parsed.groundings for i in g.region_indices]
         if result.task == "count":
-            result.count = extract_count(answer)
+            count = read_count(answer)
+            only_rejections = parsed.rejected and not parsed.region_indices
+            if count is None and not only_rejections:
+                result.warnings.append("the answer holds no number; count 0 is not a reading")
+            result.count = 0 if count is None else count
         if result.task == "reason":
             result.reasoning, result.final_answer = extract_reasoning(answer)

@@ -77,6 +77,8 @@ class QueryResult:
         prompt_text: the task text put after the region line (spec §3.4).
         answer: the decoded answer with ``<|im_end|>`` removed.
         groundings: parsed ``(phrase, region indices)`` pairs (spec §4.4).
+        rejected: phrases the model answered absent (``<objects>None</objects>``), in answer
+            order; they have no groundings or detections.
         detections: one per (grounding, region index) pair, boxes in original pixels.
         proposals: all candidate regions shown to the model (at most 100).
         image_size: ``(height, width)`` of the original image in pixels.
@@ -84,7 +86,8 @@ class QueryResult:
         reasoning: for ``reason`` tasks, the text inside ``<think>…</think>``.
         final_answer: for ``reason`` tasks, the text inside ``<answer>…</answer>``; the
             evidence regions are in ``groundings``/``detections``.
-        warnings: human-readable notes (dropped indices, truncated proposals, cut-off answer).
+        warnings: human-readable notes (dropped indices, truncated proposals, cut-off answer,
+            absent phrases, an empty answer, a count answer without a number).
         timings_ms: per-stage wall time in milliseconds.
         num_generated_tokens: tokens decoded for the answer.
     """
@@ -103,6 +106,7 @@ class QueryResult:
     warnings: List[str] = field(default_factory=list)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     num_generated_tokens: int = 0
+    rejected: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-serialisable view (lists instead of arrays)."""
@@ -113,6 +117,7 @@ class QueryResult:
             "answer": self.answer,
             "groundings": [{"phrase": g.phrase, "region_indices": list(g.region_indices)}
                            for g in self.groundings],
+            "rejected": list(self.rejected),
             "detections": [{"region_index": d.region_index, "label": d.label,
                             "box_xyxy": [float(v) for v in d.box], "score": float(d.score)}
                            for d in self.detections],
