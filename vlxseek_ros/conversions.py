@@ -181,7 +181,10 @@ def fill_response(response: Any, result: QueryResult, header: Any,
     """Fill a ``QueryRegions.Response`` from a successful answer (``success = True``).
 
     ``message`` carries the result's warnings (``"; "``-joined), ``count`` is -1 unless the task
-    counted, ``reasoning`` is empty unless the task reasoned.
+    counted, ``reasoning`` is empty unless the task reasoned. A target the model answered absent
+    (``<objects>None</objects>``) is a success too: no detection or grounding for it, and the
+    message says ``absent: 'knife' (the model answered None)``; an empty answer says ``the model
+    found nothing (empty answer)``.
     """
     response.success = True
     response.message = "; ".join(str(w) for w in result.warnings)
