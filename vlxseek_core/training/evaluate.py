@@ -7,7 +7,8 @@ the record's ground-truth answer, parsed by the same parser:
 * ``detect``: every (label, region) pair of the prediction is a true positive if the record
   grounds that label to that region, else a false positive; missed ground-truth pairs are false
   negatives → precision, recall, F1. Labels that the record answers with the rejection form
-  count for **rejection accuracy** (right when the prediction grounds no region to them).
+  count for **rejection accuracy** (right when the prediction grounds no region to them);
+  present labels answered with no region count as **false rejections**.
 * ``refer``: Acc@0.5 = the first referred box overlaps the target box with IoU ≥ 0.5;
   expressions of absent objects count for rejection accuracy instead.
 * ``count``: exact match of the number.
@@ -69,6 +70,7 @@ class Tally:
         out = {"det_precision": precision, "det_recall": recall, "det_f1": f1,
                "rec_acc50": rate("rec_ok", "rec_n"), "count_exact": rate("count_ok", "count_n"),
                "rejection_acc": rate("rej_ok", "rej_n"),
+               "false_rejection": rate("false_rej", "present_n"),
                "caption_exact": rate("cap_ok", "cap_n"),
                "format_ok": rate("format_ok", "queries")}
         for key in list(c):
@@ -95,6 +97,9 @@ def score_answer(tally: Tally, record: dict, answer: str) -> None:
             if not want:
                 tally.add("rej_n")
                 tally.add("rej_ok", float(not got))
+            else:
+                tally.add("present_n")
+                tally.add("false_rej", float(not got))
             tally.add("det_tp", len(got & want))
             tally.add("det_fp", len(got - want))
             tally.add("det_fn", len(want - got))
@@ -108,6 +113,8 @@ def score_answer(tally: Tally, record: dict, answer: str) -> None:
             tally.add("rej_n")
             tally.add("rej_ok", float(first is None))
         else:
+            tally.add("present_n")
+            tally.add("false_rej", float(first is None))
             kind = (record.get("meta") or {}).get("kind", "all")
             ok = first is not None and _iou(boxes[first], boxes[min(want)]) >= 0.5
             for suffix in ("", f":{kind}"):

@@ -204,10 +204,37 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     resume = args.resume
     if resume == "latest":
         resume = _latest_checkpoint(args.out)
-    trainer.train(resume_from_checkpoint=resume)
+    output = trainer.train(resume_from_checkpoint=resume)
     if trainer.args.should_save:
         final = trainer._export_vlm()
         dtype = torch.bfloat16 if args.save_dtype == "bfloat16" else None
-        export_model(final, args.out, args.model, dtype=dtype,
-                     training_info=dict(info, global_step=int(trainer.state.global_step)))
+        info.update(global_step=int(trainer.state.global_step),
+                    train_runtime_s=output.metrics.get("train_runtime"),
+                    train_steps_per_second=output.metrics.get("train_steps_per_second"),
+                    final_loss=_last_loss(trainer.state.log_history),
+                    peak_memory=_peak_memory(), device=_device_name())
+        export_model(final, args.out, args.model, dtype=dtype, training_info=info)
     return args.out
+
+
+def _last_loss(history: List[dict]) -> Optional[float]:
+    losses = [h["loss"] for h in history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
+def _peak_memory() -> dict:
+    """Peak memory of this process: CUDA allocator peak (GiB) and peak RSS (GiB)."""
+    import resource
+
+    out = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

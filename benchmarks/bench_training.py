@@ -1,0 +1,103 @@
+"""Held-out accuracy of trained vs untrained models, and the cost of training (issue 9 §7).
+
+For each model directory, every held-out record (``vlxseek make-scenes`` writes
+``heldout.jsonl``) is asked through the real pipeline with its candidate boxes, and the answers
+are scored by :mod:`vlxseek_core.training.evaluate`: detection precision / recall / F1, REC
+Acc@0.5 (also per expression kind), count exact match, rejection accuracy and caption exact
+match. Chance levels are printed beside them. Training cost (steps/s, peak memory, device) is
+read from each model's ``vlxseek_training.json``, written by ``vlxseek train``.
+
+    python -m benchmarks.bench_training --models UNTRAINED_DIR TRAINED_DIR \\
+        --data scenes/heldout.jsonl --images scenes/images [--limit 600] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import flush, format_table, print_header, quiet_transformers  # noqa: E402
+
+METRICS = ("det_precision", "det_recall", "det_f1", "rec_acc50", "count_exact", "rejection_acc",
+           "false_rejection", "caption_exact", "format_ok")
+
+
+def chance_levels(records: List[dict]) -> Dict[str, float]:
+    """Expected scores of uniform guessing: REC = 1 / candidates; rejection = 1/2."""
+    refer = [r for r in records if r.get("task") == "refer"
+             and not (r.get("meta") or {}).get("rejection")]
+    rec = (sum(1 / len(r["bbox_list"]) for r in refer) / len(refer)) if refer else None
+    return {"rec_acc50": rec, "rejection_acc": 0.5}
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def training_info(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "vlxseek_training.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
+    """Run the benchmark; returns ``{model dir: metrics}``."""
+    from vlxseek_core.pipeline import VLXSeek
+    from vlxseek_core.training.evaluate import evaluate_records
+    from vlxseek_core.training.run import read_jsonl
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", required=True, help="checkpoint directories")
+    parser.add_argument("--data", required=True, help="held-out records (JSONL)")
+    parser.add_argument("--images", required=True, help="their image directory")
+    parser.add_argument("--limit", type=int, default=None, help="first N records only")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    records = read_jsonl(args.data)[: args.limit]
+    print_header("bench_training: held-out accuracy of scene models", args.device,
+                 {"data": args.data, "records": len(records), "models": args.models})
+    results: Dict[str, dict] = {}
+    for model in args.models:
+        with quiet_transformers():
+            pipe = VLXSeek.from_pretrained(model, device=args.device, proposal_source="none",
+                                           max_new_tokens=args.max_new_tokens)
+        start = time.perf_counter()
+        metrics = evaluate_records(pipe, records, args.images, args.max_new_tokens)
+        metrics["seconds"] = time.perf_counter() - start
+        metrics["training"] = training_info(model)
+        results[model] = metrics
+    chance = chance_levels(records)
+    kinds = sorted({k for m in results.values() for k in m if k.startswith("rec_acc50[")})
+    rows = [[name] + [_fmt(results[m].get(name)) for m in args.models]
+            + [_fmt(chance.get(name))] for name in (*METRICS, *kinds)]
+    names = [os.path.basename(os.path.normpath(m)) for m in args.models]
+    print(format_table(["metric", *names, "chance"], rows))
+    cost_rows = []
+    for model, name in zip(args.models, names):
+        info = results[model]["training"]
+        if info:
+            cost_rows.append([name, info.get("stage"), info.get("global_step"),
+                              _fmt(info.get("train_steps_per_second")),
+                              json.dumps(info.get("peak_memory")), info.get("device")])
+    if cost_rows:
+        print(format_table(["model", "stage", "steps", "steps/s", "peak memory (GiB)",
+                            "device"], cost_rows))
+    flush()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2, default=str)
+    return results
+
+
+if __name__ == "__main__":
+    main()
