@@ -1,6 +1,7 @@
 """Shared fixtures of the core tests: one tiny random checkpoint per session."""
 import numpy as np
 import pytest
+from training_fixtures import builder, images_dir, train_model_dir  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -7,67 +7,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_fixtures import BOXES, make_record
 
 from vlxseek_core.answer_format import format_answer
-from vlxseek_core.prompts import TASKS, parts_to_text, task_parts
-
-TASK_EXAMPLES = {
-    "detect": ("red circle; cat", (), [("red circle", [1]), ("cat", [])]),
-    "refer": ("the leftmost red square", (), [("the leftmost red square", [2])]),
-    "count": ("red circles", (), None),
-    "caption": ("", (0,), None),
-    "caption_detailed": ("", (1,), None),
-    "ocr": ("", (2,), None),
-    "vqa": ("what colour is it?", (), None),
-    "ground": ("", (), None),
-    "visual_prompt": ("", (1,), [("<region1>", [0, 2])]),
-    "reason": ("which object is red?", (), None),
-    "detect_all": ("", (), [("red circle", [0])]),
-}
-BOXES = [[4.0, 6.0, 40.0, 50.0], [60.0, 10.0, 100.0, 40.0], [20.0, 60.0, 70.0, 110.0]]
-
-
-def make_record(task, image="img0.png", boxes=BOXES):
-    query, regions, blocks = TASK_EXAMPLES[task]
-    answer = format_answer(blocks) if blocks else "a red circle."
-    if task == "count":
-        answer = format_answer([("red circles", [0, 2])], count=2)
-    text = parts_to_text(task_parts(task, query, regions))
-    return {"id": f"{task}-0", "image": image, "task": task, "query": query,
-            "region_indices": list(regions), "bbox_list": boxes,
-            "conversations": [{"from": "human", "value": "<image>\n" + text},
-                              {"from": "gpt", "value": answer}]}
-
-
-@pytest.fixture(scope="module")
-def train_model_dir(tmp_path_factory):
-    """A tiny random checkpoint whose aux image keeps the input size (fast on small images)."""
-    from vlxseek_core.tiny import make_tiny_model
-
-    return make_tiny_model(str(tmp_path_factory.mktemp("tiny_train")), seed=1,
-                           aux_image_aspect_ratio="dynamic")
-
-
-@pytest.fixture(scope="module")
-def images_dir(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    folder = tmp_path_factory.mktemp("train_images")
-    for i, size in enumerate([(112, 112), (112, 112), (140, 112)]):
-        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
-            folder / f"img{i}.png")
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def builder(train_model_dir, images_dir):
-    from transformers import Qwen2VLImageProcessorPil
-
-    from vlxseek_core.preprocessing import ImagePreprocessor
-    from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.training.samples import SampleBuilder
-
-    pre = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(train_model_dir), "dynamic")
-    return SampleBuilder(load_tokenizer(train_model_dir), pre, images_dir)
+from vlxseek_core.prompts import TASKS
 
 
 @pytest.fixture(scope="module")
