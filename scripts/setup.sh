@@ -23,7 +23,7 @@ case "$(uname -m)" in
   aarch64) "${PIP[@]}" torch==2.9.1 torchvision==0.24.1 ;;
   *) "${PIP[@]}" torch torchvision ;;
 esac
-"${PIP[@]}" -e ".[test,draw,eval]"
+"${PIP[@]}" -e ".[test,draw,eval,train]"
 
 bash "${REPO}/scripts/setup_ros.sh" "${VENV}"
 
