@@ -86,6 +86,52 @@ def load_weights_into(vlm, directory: str) -> None:
         raise CheckpointError(f"{directory}: missing keys {missing[:5]}")
 
 
+def model_from_state_dict(live, state_dict: dict):
+    """A ``VLMFO1ForCausalLM`` holding the tensors of an engine's full state dict.
+
+    Built on the meta device and filled by assignment (no copy of the tensors); LoRA adapters
+    are re-created when ``live`` has them, non-persistent buffers (rotary tables) are shared
+    with ``live``.
+
+    Args:
+        live: the model being trained (gives config, LoRA settings and buffers).
+        state_dict: keys of :class:`~.model.TrainingModel` (``vlm.``-prefixed) or of the model.
+
+    Raises:
+        CheckpointError: missing or unexpected keys.
+    """
+    from ..checkpoint import build_empty_model
+    from .lora import add_lora, has_lora, lora_settings
+
+    prefix = "vlm."
+    state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    with torch.device("meta"):
+        model = build_empty_model(live.config, torch.float32)
+    if has_lora(live):
+        add_lora(model, **lora_settings(live))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied = bool(getattr(live.config, "tie_word_embeddings", False))
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise CheckpointError(f"gathered state dict does not fit the model: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    live_buffers = {_unwrapped_name(n): b for n, b in live.named_buffers()}
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            parent, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(parent) if parent else model
+            owner._buffers[leaf] = live_buffers[name]
+    return model
+
+
+def _unwrapped_name(name: str) -> str:
+    """A module-path name without the wrapper segments FSDP / activation checkpointing add."""
+    return ".".join(part for part in name.split(".")
+                    if part not in ("_fsdp_wrapped_module", "_checkpoint_wrapped_module"))
+
+
 class VLXSeekTrainer(Trainer):
     """``Trainer`` whose checkpoints are reference-format model directories.
 
@@ -114,8 +160,42 @@ class VLXSeekTrainer(Trainer):
         outputs = model(**inputs)
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
-    def _export_vlm(self):
+    def train(self, *args, **kwargs):
+        """``Trainer.train``; afterwards, when the engine shards the parameters (FSDP,
+        DeepSpeed ZeRO-3), the full state dict is gathered on every process (a collective) and
+        kept for :meth:`_export_vlm`, which the main process alone calls."""
+        output = super().train(*args, **kwargs)
+        self._gathered_state = self._gather_state_dict()
+        return output
+
+    def _gather_state_dict(self) -> Optional[dict]:
+        """The full state dict of a sharded model (on the main process; every process must
+        call this), or ``None`` when each process holds all parameters (one process, DDP,
+        ZeRO-1/2)."""
+        if self.is_fsdp_enabled:
+            return self.accelerator.get_state_dict(self.model)
+        if self.is_deepspeed_enabled and self.accelerator.deepspeed_config.get(
+                "zero_optimization", {}).get("stage") == 3:
+            return self.accelerator.get_state_dict(self.deepspeed)
+        return None
+
+    def _export_vlm(self, state_dict: Optional[dict] = None):
+        """The ``VLMFO1ForCausalLM`` to save, LoRA adapters merged.
+
+        Args:
+            state_dict: the engine's full state dict (FSDP ``FULL_STATE_DICT``, ZeRO-3 16-bit
+                weights; keys of :class:`~.model.TrainingModel`); ``None`` = the live model's
+                own parameters, or the state gathered at the end of :meth:`train` for a
+                sharded model.
+
+        Raises:
+            CheckpointError: a state dict that does not fit the model.
+        """
         vlm = self.accelerator.unwrap_model(self.model).vlm
+        if state_dict is None:
+            state_dict = getattr(self, "_gathered_state", None)
+        if state_dict is not None:
+            vlm = model_from_state_dict(vlm, state_dict)
         if self.lora:
             from .lora import merged_model
 
@@ -127,7 +207,13 @@ class VLXSeekTrainer(Trainer):
         if not self.args.should_save:
             return
         info = dict(self.training_info, global_step=int(self.state.global_step))
-        export_model(self._export_vlm(), output_dir, self.source_dir, training_info=info)
+        if state_dict is not None and not state_dict:
+            # ZeRO-3 without stage3_gather_16bit_weights_on_model_save: the engine writes its
+            # own sharded checkpoint; there are no weights to export here.
+            copy_side_files(self.source_dir, output_dir)
+            return
+        export_model(self._export_vlm(state_dict), output_dir, self.source_dir,
+                     training_info=info)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:

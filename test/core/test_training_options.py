@@ -1,0 +1,214 @@
+"""Training options: LoRA on the LLM (adapters only, merged export that leaves the live model
+alone), gradient checkpointing (same loss and gradients) and bf16 autocast on CPU (issue 9 §3)."""
+import json
+
+import pytest
+import torch
+from training_fixtures import make_record, write_train_data
+
+LLM_LINEAR = ({f"self_attn.{p}_proj" for p in "qkvo"}
+              | {f"mlp.{p}_proj" for p in ("gate", "up", "down")})
+
+
+def _batch(builder, tasks=("detect", "refer", "count")):
+    from vlxseek_core.training.samples import collate_samples
+
+    return collate_samples([builder.build(make_record(t, f"img{i}.png"))
+                            for i, t in enumerate(tasks)])
+
+
+def _stage2(train_model_dir, builder, lora_rank=0, checkpointing=False):
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.freezing import apply_stage
+    from vlxseek_core.training.lora import add_lora
+
+    vlm, _ = load_model(train_model_dir)
+    plan = apply_stage(vlm, 2, builder.prompt_tokenizer.tokenizer, lora=bool(lora_rank))
+    if lora_rank:
+        assert add_lora(vlm, lora_rank) is vlm
+    if checkpointing:
+        vlm.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    vlm.train()
+    return vlm, plan
+
+
+def test_lora_adapts_only_the_llm_linear_layers(train_model_dir, builder):
+    from peft.tuners.lora import LoraLayer
+
+    from vlxseek_core.modeling import VLMFO1ForCausalLM
+    from vlxseek_core.training.lora import add_lora
+
+    vlm, _ = _stage2(train_model_dir, builder, lora_rank=4)
+    assert type(vlm) is VLMFO1ForCausalLM
+    adapted = {n for n, m in vlm.named_modules() if isinstance(m, LoraLayer)}
+    layers = vlm.config.text_config.num_hidden_layers
+    assert adapted == {f"model.layers.{i}.{p}" for i in range(layers) for p in LLM_LINEAR}
+    trainable = {n for n, p in vlm.named_parameters() if p.requires_grad}
+    lora = {n for n in trainable if ".lora_" in n}
+    assert len(lora) == 2 * len(adapted)
+    # outside the LLM: exactly what stage 2 trains (DaViT, HFRE, connector)
+    assert {n.split(".")[1] for n in trainable - lora} == {
+        "vision_tower_aux", "object_vp_extractor", "mm_projector_aux"}
+    with pytest.raises(ValueError, match="already"):
+        add_lora(vlm, 4)
+    with pytest.raises(ValueError, match="rank"):
+        add_lora(torch.nn.Linear(2, 2), 0)
+
+
+def test_lora_training_and_merged_export(train_model_dir, builder):
+    """A few AdamW steps move adapters and towers, never the LLM's base weights; the merged
+    copy computes the adapted model's logits with reference keys, and training continues."""
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.lora import merged_model
+    from vlxseek_core.training.model import TrainingModel
+
+    reference_keys = set(load_model(train_model_dir)[0].state_dict())
+    vlm, _ = _stage2(train_model_dir, builder, lora_rank=4)
+    before = {n: p.detach().clone() for n, p in vlm.named_parameters()}
+    opt = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=1e-2)
+    model, batch = TrainingModel(vlm), _batch(builder)
+    for _ in range(3):
+        model(**batch)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+    after = {n: p.detach().clone() for n, p in vlm.named_parameters()}
+    for name, value in after.items():
+        moved = not torch.equal(before[name], value)
+        if name.startswith(("model.layers.", "model.embed_tokens.", "model.norm.",
+                            "model.vision_tower.", "model.mm_projector.")) \
+                and ".lora_" not in name:
+            assert not moved, f"{name} changed"
+        if ".lora_B." in name or name.startswith("model.object_vp_extractor."):
+            assert moved, f"{name} did not train"
+
+    merged = merged_model(vlm)
+    assert set(merged.state_dict()) == reference_keys
+    assert not any("lora_" in k or "base_layer" in k for k in merged.state_dict())
+    delta = merged.model.layers[0].self_attn.q_proj.weight - \
+        after["model.layers.0.self_attn.q_proj.base_layer.weight"]
+    assert float(delta.abs().max()) > 0  # the adapters are in the merged weights
+    for name, value in vlm.named_parameters():  # the live model is untouched
+        assert torch.equal(value, after[name]), name
+    ids = torch.tensor([[151644, 872, 198, 151665, 151666, 30, 151645]])
+    vlm.eval()
+    with torch.no_grad():
+        adapted = vlm(input_ids=ids, use_cache=False).logits
+        plain = merged(input_ids=ids, use_cache=False).logits
+        torch.testing.assert_close(plain, adapted, rtol=1e-5, atol=1e-5)
+        vlm.train()
+        torch.testing.assert_close(TrainingModel(merged)(**batch)["loss"],
+                                   model(**batch)["loss"], rtol=1e-5, atol=1e-5)
+    model(**batch)["loss"].backward()  # training goes on after the export
+    opt.step()
+    assert not torch.equal(vlm.model.layers[0].self_attn.q_proj.lora_B["default"].weight,
+                           after["model.layers.0.self_attn.q_proj.lora_B.default.weight"])
+
+
+def test_gradient_checkpointing_gives_same_loss_and_gradients(train_model_dir, builder):
+    from vlxseek_core.training.model import TrainingModel
+
+    batch = _batch(builder)
+    results = []
+    for checkpointing in (False, True):
+        vlm, _ = _stage2(train_model_dir, builder, checkpointing=checkpointing)
+        calls = []
+        vlm.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
+        loss = TrainingModel(vlm)(**batch)["loss"]
+        loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # recomputed in backward
+        results.append((loss.detach(), {n: p.grad for n, p in vlm.named_parameters()
+                                        if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-6)
+    assert set(grads_a) == set(grads_b) and any(n.startswith("model.layers.") for n in grads_a)
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(train_model_dir, images_dir, tmp_path_factory):
+    """``vlxseek train`` (2 steps, stage 2) as is, with --gradient-checkpointing, with --bf16
+    and with --lora 4: ``{name: output dir}``."""
+    from vlxseek_core.cli import main
+
+    tmp = tmp_path_factory.mktemp("train_options")
+    data = write_train_data(tmp / "train.jsonl", 4)
+    runs = {}
+    for name, extra in {"plain": [], "checkpointing": ["--gradient-checkpointing"],
+                        "bf16": ["--bf16"], "lora": ["--lora", "4"]}.items():
+        out = tmp / name
+        assert main(["train", "--stage", "2", "--model", train_model_dir, "--data", data,
+                     "--images", images_dir, "--out", str(out), "--batch-size", "2",
+                     "--lr", "1e-3", "--warmup", "0", "--scheduler", "constant",
+                     "--save-steps", "2", "--logging-steps", "1", "--device", "cpu",
+                     "--seed", "5", "--max-steps", "2", *extra]) == 0
+        runs[name] = out
+    return runs
+
+
+def _losses(out):
+    state = json.load(open(out / "checkpoint-2" / "trainer_state.json"))
+    return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
+def test_cli_gradient_checkpointing_and_bf16(cli_runs):
+    plain = _losses(cli_runs["plain"])
+    assert len(plain) == 2 and plain[0] != plain[1]
+    assert _losses(cli_runs["checkpointing"]) == pytest.approx(plain, rel=1e-5)
+    bf16 = _losses(cli_runs["bf16"])
+    assert bf16 == pytest.approx(plain, rel=2e-2)
+    assert bf16 != plain  # autocast did run in bf16
+
+
+def test_cli_lora_checkpoint_loads(cli_runs, train_model_dir, images_dir):
+    import numpy as np
+    from PIL import Image
+
+    from vlxseek_core.checkpoint import iter_reference_tensors, load_model
+    from vlxseek_core.pipeline import VLXSeek
+
+    out = cli_runs["lora"]
+    start = dict(iter_reference_tensors(train_model_dir))
+    for directory in (out, out / "checkpoint-2"):
+        saved = dict(iter_reference_tensors(str(directory)))
+        assert set(saved) == set(start)
+        changed = {k for k in saved if not torch.equal(saved[k], start[k])}
+        assert "model.layers.0.self_attn.q_proj.weight" in changed  # merged adapters
+        assert "model.embed_tokens.weight" not in changed
+        assert not any(k.startswith("model.vision_tower.") for k in changed)
+    _, report = load_model(str(out))
+    assert report.clean
+    pipe = VLXSeek.from_pretrained(str(out), device="cpu", dtype="float32",
+                                   proposal_source="none", max_new_tokens=4)
+    img = np.asarray(Image.open(f"{images_dir}/img0.png").convert("RGB"))
+    boxes = np.array(make_record("detect")["bbox_list"])
+    assert pipe.query(img, "red circle", task="detect", boxes=boxes).answer is not None
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_export_from_an_engine_state_dict(lora_rank, train_model_dir, builder, tmp_path):
+    """What FSDP (FULL_STATE_DICT) or ZeRO-3 hand to ``_save`` exports the same weights as the
+    live model."""
+    from transformers import TrainingArguments
+
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.trainer import VLXSeekTrainer
+
+    vlm, plan = _stage2(train_model_dir, builder, lora_rank=lora_rank)
+    with torch.no_grad():
+        for name, param in vlm.named_parameters():
+            if ".lora_B." in name:
+                param.normal_(std=0.05)
+    trainer = VLXSeekTrainer(
+        model=TrainingModel(vlm), args=TrainingArguments(str(tmp_path), use_cpu=True,
+                                                         report_to="none"),
+        freeze_plan=plan, source_dir=train_model_dir, lora=bool(lora_rank))
+    direct = trainer._export_vlm().state_dict()
+    engine_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    gathered = trainer._export_vlm(engine_state).state_dict()
+    assert set(gathered) == set(direct)
+    for key in direct:
+        torch.testing.assert_close(gathered[key], direct[key], rtol=0, atol=1e-6)
+    with pytest.raises(Exception, match="does not fit"):
+        trainer._export_vlm({k: v for k, v in engine_state.items() if "layers.1." not in k})
