@@ -258,7 +258,10 @@ def test_photo_query_end_to_end(client):
     n_before = len(client.detections)
     res = client.query("person")
     expected = assert_consistent(res, photo.header)
-    assert expected, f"the tiny model referred to no region: {res.answer!r}"
+    # the random tiny model may end at once (constrained decoding allows the empty answer) or
+    # reject: then the message says so
+    assert expected or "the model found nothing" in res.message or "absent:" in res.message, (
+        f"no region and no reason: {res.answer!r}, {res.message!r}")
     assert len(res.proposals.detections) > 0
     assert res.count == -1 and res.reasoning == "" and res.inference_ms > 0
     # the same array is published on ~/detections
