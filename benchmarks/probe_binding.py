@@ -1,0 +1,108 @@
+"""Attention probes of region binding in a trained model (issue 9 §7, "attention maps tell").
+
+Emitting ``<regionK>`` needs two hops, because ``<regionK>`` comes *before* its feature row:
+(1) each feature row copies the identity of the ``<regionK>`` token just before it (a
+previous-token head); (2) the answer position attends by content to the feature row that
+matches the query and reads that identity. For held-out ``refer`` records this script measures,
+per layer and head, with the answer teacher-forced:
+
+* ``prev``: mean attention of each region feature row to the ``<regionK>`` token before it;
+* ``target``: attention of the position that predicts the region token (``<objects>``) to the
+  target's feature row, and ``others``: its mean attention to the other feature rows.
+
+    python -m benchmarks.probe_binding --model DIR --data scenes/heldout.jsonl \\
+        --images scenes/images [--limit 50]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import format_table, print_header  # noqa: E402
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Run the probes; returns ``{"prev": [L, H], "target": [L, H], "others": [L, H]}``."""
+    import numpy as np
+    import torch
+    from transformers import Qwen2VLImageProcessorPil
+
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.parsing import parse_answer
+    from vlxseek_core.preprocessing import ImagePreprocessor
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.run import read_jsonl
+    from vlxseek_core.training.samples import SampleBuilder, collate_samples
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--images", required=True)
+    parser.add_argument("--limit", type=int, default=50)
+    args = parser.parse_args(argv)
+    vlm, _ = load_model(args.model, attn_implementation="eager")
+    tokenizer = load_tokenizer(args.model)
+    builder = SampleBuilder(tokenizer, ImagePreprocessor(
+        Qwen2VLImageProcessorPil.from_pretrained(args.model), vlm.config.aux_image_aspect_ratio),
+        args.images)
+    objects_id = tokenizer.convert_tokens_to_ids("<objects>")
+    records = [r for r in read_jsonl(args.data) if r.get("task") == "refer"
+               and not (r.get("meta") or {}).get("rejection")][: args.limit]
+    print_header("probe_binding: attention of the region-binding circuit", "cpu",
+                 {"model": args.model, "records": len(records)})
+    # all frames first: a forward with output_attentions installs capture hooks on the whole
+    # model (the towers live inside it), which the tower calls must not meet
+    encoded = []
+    for record in records:
+        sample = builder.build(record)
+        batch = collate_samples([sample])
+        with torch.no_grad():
+            frame = TrainingModel(vlm).encode_frames(
+                batch["pixel_values"], batch["image_grid_thw"], batch["aux_pixel_values"],
+                batch["aux_boxes"], batch["vt_boxes"])[0]
+        encoded.append((record, sample, frame))
+    sums = None
+    for record, sample, frame in encoded:
+        with torch.no_grad():
+            ids = sample.input_ids
+            emb = vlm.model.embed_tokens(ids.clamp(min=0))
+            seq, types = vlm.splice(ids, emb, frame)
+            pos, _ = vlm.rope_index(types[None], frame.image_grid_thw)
+            out = vlm.model(inputs_embeds=seq[None], position_ids=pos, output_attentions=True)
+        attn = torch.stack(out.attentions)[:, 0]  # [L, H, T, T]
+        # positions in the spliced sequence (the image placeholder expands)
+        at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
+        shift = frame.image_embeds.shape[0] - 1
+        expand = [i if i < at else i + shift for i in range(len(ids))]
+        feat = [expand[i] for i in (ids == REGION_FEATURE_PLACEHOLDER_ID).nonzero()[:, 0]]
+        prompt_len = int((sample.labels == -100).sum())
+        ask = expand[prompt_len + sample.input_ids[prompt_len:].tolist().index(objects_id)]
+        truth = parse_answer(record["conversations"][1]["value"], len(feat)).region_indices
+        target = truth[0]
+        prev = torch.stack([attn[:, :, p, p - 1] for p in feat]).mean(0)
+        tgt = attn[:, :, ask, feat[target]]
+        others = torch.stack([attn[:, :, ask, p] for k, p in enumerate(feat) if k != target])
+        stats = torch.stack([prev, tgt, others.mean(0)])
+        sums = stats if sums is None else sums + stats
+    mean = (sums / len(records)).numpy()
+    layers, heads = mean.shape[1:]
+    rows = [[f"{layer}.{head}", f"{mean[0, layer, head]:.3f}", f"{mean[1, layer, head]:.3f}",
+             f"{mean[2, layer, head]:.3f}"] for layer in range(layers) for head in range(heads)]
+    print(format_table(["layer.head", "prev (feature row → its <regionK>)",
+                        "target (answer → target row)", "others (mean)"], rows))
+    length = np.mean([int((s.labels == -100).sum()) + f.image_embeds.shape[0]
+                      for _, s, f in encoded])
+    print(f"uniform attention over the ~{length:.0f} prompt positions gives "
+          f"{1 / length:.3f} per position")
+    return {"prev": mean[0], "target": mean[1], "others": mean[2]}
+
+
+if __name__ == "__main__":
+    main()
