@@ -21,14 +21,18 @@ Two figures per row:
   included). With gradient checkpointing the decoder layers save only their inputs; one
   layer's activations (from the run without checkpointing) are added for its recomputation.
   With ``--layers K`` the decoder-layer part is scaled to the full depth. ``--analytic-only``
-  skips the run (weights, gradients and AdamW states only). The computed figure leaves out
-  transient buffers of the backward pass and of the optimiser step, so it is a lower bound.
+  skips the run (weights, gradients and AdamW states only); ``--count-only`` runs one forward
+  pass per mode and nothing else (computed column only, the checkpointed row derived). The
+  computed figure leaves out transient buffers of the backward pass and of the optimiser step,
+  so it is a lower bound.
 
 Usage::
 
     python -m benchmarks.bench_finetune_memory                              # tiny, CPU
     python -m benchmarks.bench_finetune_memory --config real3b --device cuda
     python -m benchmarks.bench_finetune_memory --config real3b --analytic-only   # no run
+    python -m benchmarks.bench_finetune_memory --config real3b --layers 1 --vision-layers 1 \
+        --count-only                                   # CPU: computed figures with activations
 """
 from __future__ import annotations
 
@@ -75,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--analytic-only", action="store_true",
                         help="no model run: weights, gradients and AdamW states of the full "
                              "model only")
+    parser.add_argument("--count-only", action="store_true",
+                        help="forward passes only (one per mode): the computed column with "
+                             "activations, no measured column (for real3b on a CPU, where a "
+                             "bf16 backward takes very long)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--seed", type=int, default=0, help="RNG seed (boxes, weights)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
@@ -279,6 +287,18 @@ def training_step(vlm, batch, device: str, bf16: bool,
     return value, mem.peak_bytes, seconds
 
 
+def count_forward(vlm, batch, device: str, bf16: bool, counter: SavedTensorCounter) -> None:
+    """One forward pass with gradients enabled, counting what it saves for backward; the
+    graph is dropped without a backward pass."""
+    from vlxseek_core.training.model import TrainingModel
+
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=bf16), counter.counting():
+        loss = TrainingModel(vlm)(**batch)["loss"]
+    del loss
+    gc.collect()
+
+
 # ----------------------------------------------------------------------------- run
 
 def _label(mode: str, rank: int) -> str:
@@ -322,8 +342,8 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     for note in notes:
         print(f"NOTE: {note}")
     if kept_layers != full_layers:
-        print(f"NOTE: measured figures are for {kept_layers} of {full_layers} decoder layers; "
-              "computed figures are scaled to the full depth")
+        print(f"NOTE: the model run has {kept_layers} of {full_layers} decoder layers; "
+              "computed activations are scaled to the full depth")
     common.flush()
 
     rows: List[Dict[str, object]] = []
@@ -331,8 +351,19 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     scale = full_layers / kept_layers
     for mode in modes:
         fig = static[mode]
+        counted: Dict[bool, float] = {}
         if vlm is not None:
             plan = _apply_mode(vlm, mode, tokenizer, args.lora_rank)
+            if args.count_only:  # checkpointed row derived from the plain forward
+                set_checkpointing(vlm, False)
+                vlm.train()
+                counter = SavedTensorCounter(vlm, vlm.model.layers)
+                count_forward(vlm, batch, device, bf16, counter)
+                other = counter.total_bytes - counter.layer_bytes
+                counted = {False: other + counter.layer_bytes * scale,
+                           True: other + counter.layer_input_bytes * scale
+                           + counter.layer_bytes / kept_layers}
+                print(f"  {_label(mode, args.lora_rank)}: forward counted", flush=True)
         for use_gc in gcs:
             row = {"mode": _label(mode, args.lora_rank), "checkpointing": use_gc,
                    "trainable_params": fig["trainable"], "weights_gib": fig["weights"] / GIB,
@@ -340,7 +371,10 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
                    "activations_gib": None, "measured_gib": None, "step_s": None,
                    "loss": None}
             static_gib = (fig["weights"] + fig["grads"] + fig["adamw"]) / GIB
-            if vlm is not None:
+            if counted:
+                row["activations_gib"] = counted[use_gc] / GIB
+                static_gib += counted[use_gc] / GIB
+            elif vlm is not None:
                 set_checkpointing(vlm, use_gc)
                 vlm.train()
                 counter = SavedTensorCounter(vlm, vlm.model.layers)
@@ -374,13 +408,14 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     print("computed = fp32 weights + fp32 grads + AdamW moments (full-size model) + tensors "
           "saved for backward (counted"
           + (", not run)" if args.analytic_only else ")")
-          + "; measured = " + ("not run" if args.analytic_only else
+          + "; measured = " + ("not run" if args.analytic_only or args.count_only else
                                "torch.cuda.max_memory_allocated over the step"
                                if device.startswith("cuda") else
                                "peak process RSS over the step (psutil)"))
     common.flush()
     return {"rows": rows, "notes": notes, "machine": machine, "device": device,
-            "full_layers": full_layers, "kept_layers": kept_layers, "bf16": bf16}
+            "full_layers": full_layers, "kept_layers": kept_layers, "bf16": bf16,
+            "settings": settings}
 
 
 def _sequence_length(vlm, batch) -> int:

@@ -38,3 +38,13 @@ def test_bench_finetune_memory_real3b_analytic():
     # LoRA: DaViT + HFRE + connector + adapters; the base weights stay frozen
     assert lora["trainable_params"] < full["trainable_params"] / 6
     assert lora["weights_gib"] > full["weights_gib"]  # adapters add weights
+
+
+def test_bench_finetune_memory_count_only():
+    out = bench_finetune_memory.main([
+        "--modes", "stage1", "--count-only", "--no-bf16", "--image-size", "112x112",
+        "--boxes", "4", "--answer-objects", "2", "--threads", "1"])
+    off, on = out["rows"]
+    assert off["measured_gib"] is None and off["step_s"] is None
+    assert 0 < on["activations_gib"] < off["activations_gib"]  # checkpointing saves memory
+    assert on["computed_gib"] < off["computed_gib"]
