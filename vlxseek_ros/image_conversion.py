@@ -20,6 +20,7 @@ from vlxseek_core.errors import InvalidImageError
 __all__ = [
     "NUMPY_ENCODINGS",
     "CV_BRIDGE_ENCODINGS",
+    "accepted_encodings",
     "MAX_PIXELS",
     "image_msg_to_rgb",
     "rgb_to_image_msg",
@@ -143,8 +144,21 @@ def _layout_of(encoding: str) -> _Layout:
     kind = ("a 16-bit, float or depth encoding, not 8-bit colour"
             if encoding.startswith(_NON_COLOUR_PREFIXES) else "an unknown encoding")
     raise InvalidImageError(
-        f"unsupported image encoding '{encoding}' ({kind}); "
-        f"supported: {sorted(NUMPY_ENCODINGS) + sorted(CV_BRIDGE_ENCODINGS)}")
+        f"unsupported image encoding '{encoding}' ({kind}); accepted: "
+        f"{', '.join(accepted_encodings())}"
+        + ("" if _cv_bridge() is not None else
+           " (bayer_* and yuv422 need cv_bridge, which is not importable)"))
+
+
+def accepted_encodings() -> list:
+    """The encodings converted here: the numpy ones, plus cv_bridge's when it is importable.
+
+    Error messages list exactly these (a refused encoding is never called supported).
+    """
+    names = sorted(NUMPY_ENCODINGS)
+    if _cv_bridge() is not None:
+        names += sorted(CV_BRIDGE_ENCODINGS)
+    return names
 
 
 def validate_image_msg(msg: Any) -> np.ndarray:

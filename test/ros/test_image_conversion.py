@@ -115,6 +115,29 @@ def test_invalid_messages_raise_clear_errors(no_cv_bridge, overrides, needle):
         ic.image_msg_to_rgb(_msg(RGB, **{"encoding": "rgb8", **overrides}))
 
 
+def test_unsupported_encoding_lists_only_what_is_accepted(no_cv_bridge):
+    """mono16 is refused: the message must not call the cv_bridge encodings supported then."""
+    with pytest.raises(InvalidImageError) as info:
+        ic.image_msg_to_rgb(_msg(RGB, "mono16"))
+    message = str(info.value)
+    accepted = message.split("accepted: ")[1]
+    listed = accepted.split(" (")[0].split(", ")
+    assert listed == ["bgr8", "bgra8", "mono8", "rgb8", "rgba8"]
+    assert "need cv_bridge, which is not importable" in message
+    for refused in ic.CV_BRIDGE_ENCODINGS:
+        assert refused not in listed
+
+
+def test_unsupported_encoding_lists_cv_bridge_encodings_when_importable(monkeypatch):
+    monkeypatch.setattr(ic, "_cv_bridge_checked", True)
+    monkeypatch.setattr(ic, "_cv_bridge_convert", lambda msg: None)
+    with pytest.raises(InvalidImageError) as info:
+        ic.image_msg_to_rgb(_msg(RGB, "mono16"))
+    listed = str(info.value).split("accepted: ")[1].split(", ")
+    assert set(listed) == set(ic.NUMPY_ENCODINGS) | set(ic.CV_BRIDGE_ENCODINGS)
+    assert "not importable" not in str(info.value)
+
+
 def test_invalid_image_error_is_a_value_error():
     with pytest.raises(ValueError):
         ic.image_msg_to_rgb(_msg(RGB, "rgb8", data=b""))
