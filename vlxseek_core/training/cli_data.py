@@ -41,7 +41,8 @@ def cmd_make_scenes(args) -> int:
                           workers=args.workers, progress=not args.quiet,
                           max_candidates=args.max_candidates,
                           rejection_rate=_rate(args.rejection_rate),
-                          refer_per_scene=args.refer_per_scene)
+                          refer_per_scene=args.refer_per_scene,
+                          tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
 
@@ -86,6 +87,8 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--rejection-rate", default="0.2",
                    help="share of detect/refer/count samples about absent things (0.2)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
+    m.add_argument("--tasks", nargs="+", default=["detect", "refer", "count", "caption"],
+                   help="record tasks per scene: detect, detect_all, refer, count, caption")
     m.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
     m.set_defaults(func=cmd_make_scenes)

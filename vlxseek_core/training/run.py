@@ -34,18 +34,22 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-class TimeLimit(TrainerCallback):
-    """Stop training (with a final save) once ``minutes`` of training have passed."""
+class StopEarly(TrainerCallback):
+    """Stop training (with a final save) after ``minutes`` of training or at ``step``, while
+    the learning-rate schedule keeps the length set by ``--max-steps``."""
 
-    def __init__(self, minutes: float):
-        self.seconds = minutes * 60.0
+    def __init__(self, minutes: Optional[float] = None, step: Optional[int] = None):
+        self.seconds = None if minutes is None else minutes * 60.0
+        self.step = step
         self.start = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.start is not None and time.monotonic() - self.start > self.seconds:
+        late = (self.seconds is not None and self.start is not None
+                and time.monotonic() - self.start > self.seconds)
+        if late or (self.step is not None and state.global_step >= self.step):
             control.should_training_stop = True
             control.should_save = True
         return control
@@ -112,7 +116,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--max-steps", type=int, default=-1, help="stop after this many optimiser steps")
     a("--max-minutes", type=float, default=None,
       help="also stop (and save) after this much training time; the step reached is recorded "
-           "in vlxseek_training.json, so --max-steps reproduces the run")
+           "in vlxseek_training.json, so --stop-at-step reproduces the run")
+    a("--stop-at-step", type=int, default=None,
+      help="stop (and save) at this step; the schedule still spans --max-steps")
     a("--batch-size", type=int, default=8, help="per-device batch size")
     a("--grad-accum", type=int, default=1)
     a("--warmup", type=float, default=0.03,
@@ -200,7 +206,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,
                              source_dir=args.model, lora=bool(args.lora), training_info=info,
-                             callbacks=[TimeLimit(args.max_minutes)] if args.max_minutes else None)
+                             callbacks=[StopEarly(args.max_minutes, args.stop_at_step)])
     resume = args.resume
     if resume == "latest":
         resume = _latest_checkpoint(args.out)

@@ -3,7 +3,8 @@
 A scene is a ``size`` × ``size`` RGB image (default 224, a multiple of the model's 28 px
 factor): a toned-down random crop of a real photo texture from ``skimage.data`` (grass, gravel,
 brick, moon, hubble_deep_field, grey-scaled, contrast reduced to 35 %, faintly tinted) with 2–6
-objects (longer side 28–90 px, pairwise IoU < 0.1, no object covering another's centre):
+objects (longer side 28–90 px at 224 px, scaled with the image; pairwise IoU < 0.1, no object
+covering another's centre):
 
 * **photo crops** of ``skimage.data`` photos: ``cat`` (chelsea), ``cup`` (coffee), ``rocket``
   (rocket), ``astronaut`` (astronaut), ``motorcycle`` (stereo_motorcycle), randomly flipped and
@@ -230,15 +231,18 @@ def generate_scene(seed: int, split: str = "train", size: int = 224) -> Scene:
     image = _background(rng, size)
     objects: List[SceneObject] = []
     placed: List[np.ndarray] = []
+    # object sides scale with the image (28–90 px at 224 px), so smaller scenes look alike
+    min_side = max(8, round(MIN_SIDE * size / 224))
+    max_side = max(min_side, round(MAX_SIDE * size / 224))
     for cat in _choose_categories(rng, split):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
-        low = int(np.ceil(MIN_SIDE * max(aspect, 1 / aspect)))
+        low = min(max_side, int(np.ceil(min_side * max(aspect, 1 / aspect))))
         for _ in range(25):  # rejection sampling of size and position
-            side = int(rng.integers(low, MAX_SIDE + 1))
-            w, h = ((side, max(MIN_SIDE, round(side * aspect))) if aspect <= 1
-                    else (max(MIN_SIDE, round(side / aspect)), side))
+            side = int(rng.integers(low, max_side + 1))
+            w, h = ((side, max(min_side, round(side * aspect))) if aspect <= 1
+                    else (max(min_side, round(side / aspect)), side))
             x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
             box = np.array([x, y, x + w, y + h], np.float64)
             if _free(box, placed):
@@ -348,14 +352,23 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         elif task == "count":
             out.append(("count",) + _with_list(count_sample(present, absent, rng,
                                                             rejection_rate)))
+        elif task == "detect_all" and scene.objects:
+            # every object, one block per category; categories in the order of their leftmost
+            # instance so that the answer is a function of the scene (dense region supervision)
+            left = {}
+            for o in scene.objects:
+                left[o.category] = min(left.get(o.category, o.box[0]), o.box[0])
+            blocks = [(c, sorted(present[c])) for c in sorted(left, key=left.get)]
+            out.append(("detect_all", "", format_answer(blocks), [], {"rejection": False}))
         elif task == "caption" and scene.objects:
             i = int(rng.integers(len(scene.objects)))
             out.append(("caption", "", with_article(scene.objects[i].category), [g2c[i]], {}))
         elif task == "refer":
             out += [("refer", e, a, [], m) for e, a, m in _refers(
                 scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference)]
-        elif task not in ("caption", "refer"):
-            raise InvalidRequestError(f"scene tasks are detect, refer, count, caption: {task!r}")
+        elif task not in ("caption", "refer", "detect_all"):
+            raise InvalidRequestError(
+                f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
     records = []
     for k, (task, query, answer, region, meta) in enumerate(out):
         meta["heldout_phrase"] = is_heldout_phrase(query + answer)
