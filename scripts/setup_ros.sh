@@ -51,6 +51,7 @@ ROS_WHEELS=(
   ros-std-msgs
   ros-std-srvs
   ros-geometry-msgs
+  ros-diagnostic-msgs
   ros-builtin-interfaces
   ros-ament-index-python
   ros-ament-package
@@ -186,6 +187,7 @@ log "checking the built install"
   cd "${WS}"   # away from the source tree, so the installed packages are imported
   python - <<'PYEOF'
 from vision_msgs.msg import Detection2DArray  # noqa: F401
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (the node's /diagnostics)
 from vlxseek_ros.msg import Grounding  # noqa: F401
 from vlxseek_ros.srv import QueryRegions  # noqa: F401
 import vlxseek_ros.detector_node  # noqa: F401
