@@ -25,9 +25,16 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
   JSON object with the load and health counters of :mod:`vlxseek_ros.serving_stats` (frames
   received / dropped / answered, requests ok / failed / busy, inference errors, consecutive
   failures, last error, per-stage and end-to-end latency in ms) plus ``node``, ``model_path``,
-  ``busy_policy`` and ``inference_in_flight``. ``diagnostic_msgs`` is not available in every
-  install (not on PyPI), so the portable JSON topic is the one interface; a summary line is also
-  logged at most every :data:`STATUS_LOG_S` seconds.
+  ``device`` (the one in use: ``cpu``, ``cuda:0``), ``warmup_ms``, ``busy_policy`` and
+  ``inference_in_flight``; a summary line is also logged at most every :data:`STATUS_LOG_S`
+  seconds. "Dropped" is defined in :mod:`vlxseek_ros.frame_demand`.
+* publishes ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``) at the same period: one
+  status ``<node name>: inference``, level per :mod:`vlxseek_ros.diagnostics` (skipped, with a
+  warning, where ``diagnostic_msgs`` is not installed).
+
+Start-up (:mod:`vlxseek_ros.startup`): parameters are declared from the table of
+:mod:`vlxseek_ros.parameters`, the models are loaded, and with ``warmup`` (default) one inference
+on a synthetic frame runs before the service is created.
 
 Threads: the image subscription, the service, the standing-query timer and the status timer have
 separate callback groups under a ``MultiThreadedExecutor``; one lock around the model makes
@@ -55,14 +62,13 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -75,25 +81,25 @@ from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError, VLXSeekError
+from vlxseek_ros import diagnostics
 from vlxseek_ros.conversions import (bbox_msgs_to_xyxy, detection_array_to_raw_proposals,
                                      detections_to_msg, fill_response)
 from vlxseek_ros.debug_image import draw_result
+from vlxseek_ros.frame_demand import FrameDemand
 from vlxseek_ros.frame_matching import StampMatcher, format_stamp, stamp_to_ns
 from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg
+from vlxseek_ros.parameters import (BUSY_POLICIES, NODE_NAME, NODE_PARAMETERS, RUNTIME_NAMES,
+                                    THRESHOLD_NAMES, TOPIC_SOURCE)
 from vlxseek_ros.serving_stats import ServingStats
 from vlxseek_ros.srv import QueryRegions
+# StartupError and startup_guard are re-exported (the managed node and tests import them here)
+from vlxseek_ros.startup import (StartupError, declare_parameters, descriptor,  # noqa: F401
+                                 load_pipeline, resolved_device, startup_guard, warm_up)
 
-NODE_NAME = "vlxseek_detector"
-PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "topic", "none")
-# proposal_source value that takes proposals from the `proposals` topic.
-TOPIC_SOURCE = "topic"
 # Proposal arrays kept for matching (by arrival; enough for a detector a few seconds behind).
 PROPOSAL_BUFFER = 64
-DEVICES = "cpu, cuda, cuda:N or auto"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Repeated identical problems are logged at most once per this many seconds.
 LOG_REPEAT_S = 10.0
-BUSY_POLICIES = ("wait", "reject")
 # VLM-FO1 accepts at most this many regions; a request with more keeps the first ones.
 MAX_REGIONS = 100
 # Longest accepted query, characters (longer ones would overflow the model's context).
@@ -106,22 +112,6 @@ EXECUTOR_THREADS = MAX_WAITING_CALLS + 5
 STATUS_LOG_S = 60.0
 # On SIGINT/SIGTERM, a running inference gets this long before the process exits without it.
 SHUTDOWN_GRACE_S = 0.3
-
-
-class StartupError(RuntimeError):
-    """The node cannot start (bad parameters or a model that does not load)."""
-
-
-@contextmanager
-def startup_guard(node: Any) -> Iterator[None]:
-    """Turn any error while a node starts into :class:`StartupError`, destroying the node."""
-    try:
-        yield
-    except Exception as exc:
-        node.destroy_node()
-        if isinstance(exc, StartupError):
-            raise
-        raise StartupError(f"invalid parameters: {type(exc).__name__}: {exc}") from exc
 
 
 class BusyError(Exception):
@@ -141,6 +131,9 @@ class _Runtime:
     busy_timeout_s: float
     proposal_stamp_tolerance_s: float
     proposal_wait_s: float
+    latency_budget_ms: float
+    error_after_failures: int
+    stale_frame_s: float
 
 
 @dataclass
@@ -162,94 +155,13 @@ class _ExternalProposals:
     scores: np.ndarray
 
 
-def _describe(description: str, *, read_only: bool = False,
-              float_range: Optional[Tuple[float, float]] = None,
-              int_range: Optional[Tuple[int, int]] = None,
-              constraints: str = "") -> ParameterDescriptor:
-    d = ParameterDescriptor(description=description, read_only=read_only,
-                            additional_constraints=constraints)
-    if float_range is not None:
-        d.floating_point_range = [FloatingPointRange(
-            from_value=float(float_range[0]), to_value=float(float_range[1]), step=0.0)]
-    if int_range is not None:
-        d.integer_range = [IntegerRange(from_value=int(int_range[0]),
-                                        to_value=int(int_range[1]), step=1)]
-    return d
-
-
-# name -> (default, descriptor). Types follow the defaults (YAML must use 1.0 for doubles).
-PARAMETERS: Dict[str, Tuple[Any, ParameterDescriptor]] = {
-    "model_path": ("", _describe(
-        "VLM-FO1 checkpoint directory (config.json, tokenizer, *.safetensors). Required.",
-        read_only=True)),
-    "device": ("auto", _describe(
-        "Torch device of the model and the proposal detector.", read_only=True,
-        constraints=DEVICES)),
-    "dtype": ("auto", _describe(
-        "Model weights dtype; auto = bfloat16 on GPU, float32 on CPU.", read_only=True,
-        constraints=", ".join(DTYPES))),
-    "proposal_source": ("omdet_turbo", _describe(
-        "Where the candidate regions come from: a built-in detector, topic = "
-        "vision_msgs/Detection2DArray on `proposals` matched to frames by header stamp, "
-        "none = only request `regions` boxes.",
-        read_only=True, constraints=", ".join(PROPOSAL_SOURCES))),
-    "proposal_model": ("", _describe(
-        "Proposal detector directory or hub id; empty = the source's default model.",
-        read_only=True)),
-    "proposal_min_score": (0.3, _describe(
-        "Minimum proposal detector confidence of a candidate region.", float_range=(0.0, 1.0))),
-    "proposal_nms_iou": (0.8, _describe(
-        "IoU above which overlapping proposals are suppressed (class-agnostic NMS).",
-        float_range=(0.0, 1.0))),
-    "max_proposals": (100, _describe(
-        "Most candidate regions shown to the model (VLM-FO1 accepts at most 100).",
-        int_range=(1, 100))),
-    "proposal_stamp_tolerance_s": (0.0, _describe(
-        "proposal_source topic: largest |frame stamp - proposals stamp| still paired, seconds "
-        "(0 = equal stamps, as when the detector copies the image header).",
-        float_range=(0.0, 1.0))),
-    "proposal_wait_s": (0.5, _describe(
-        "proposal_source topic: longest wait of a service call for proposals of a frame, "
-        "seconds.", float_range=(0.0, 10.0))),
-    "frame_history": (10, _describe(
-        "proposal_source topic: frames kept for pairing with proposals arriving later.",
-        read_only=True, int_range=(1, 100))),
-    "max_new_tokens": (1024, _describe(
-        "Decoding budget of one answer, in tokens.", int_range=(1, 8192))),
-    "constrained_decoding": (True, _describe(
-        "Keep region answers (detect, refer, count, visual_prompt, detect_all) well-formed "
-        "while decoding; false = plain greedy decoding, exactly the reference's output.",
-        read_only=True)),
-    "standing_query": ("", _describe(
-        "Query answered for new frames of `image` at most max_rate_hz; empty = off "
-        "(unless standing_task needs no text, e.g. detect_all).")),
-    "standing_task": ("", _describe(
-        "Task of the standing query (empty = detect); see vlxseek_core.TASKS. Tasks that need "
-        "regions (caption, ocr, visual_prompt...) cannot be standing.")),
-    "max_rate_hz": (1.0, _describe(
-        "Highest rate of standing-query inferences, Hz.", float_range=(0.01, 100.0))),
-    "publish_debug_image": (True, _describe(
-        "Draw ~/debug_image for answered queries (only while it has subscribers).")),
-    "image_qos_reliable": (False, _describe(
-        "Subscribe `image` reliable instead of best effort (best effort hears both kinds of "
-        "publisher; reliable misses best-effort ones).", read_only=True)),
-    "busy_policy": ("wait", _describe(
-        "What a service call does while another inference runs: wait (up to busy_timeout_s) or "
-        "reject (answer success=false, message 'busy: ...' at once).",
-        constraints=", ".join(BUSY_POLICIES))),
-    "busy_timeout_s": (30.0, _describe(
-        "Longest wait of a service call for the model under busy_policy wait, seconds.",
-        float_range=(0.0, 3600.0))),
-    "status_period_s": (1.0, _describe(
-        "Period of the ~/status JSON load/health report, seconds.", read_only=True,
-        float_range=(0.05, 3600.0))),
-}
-
-_RUNTIME_NAMES = ("standing_query", "standing_task", "max_rate_hz", "max_new_tokens",
-                  "publish_debug_image", "busy_policy", "busy_timeout_s",
-                  "proposal_stamp_tolerance_s", "proposal_wait_s")
-_THRESHOLD_NAMES = {"proposal_min_score": "min_score", "proposal_nms_iou": "nms_iou",
-                    "max_proposals": "max_proposals"}
+# name -> (default, descriptor), built from the one table of vlxseek_ros.parameters.
+PARAMETERS: Dict[str, Tuple[Any, Any]] = {
+    name: (spec.default, descriptor(spec)) for name, spec in NODE_PARAMETERS.items()}
+_RUNTIME_NAMES = RUNTIME_NAMES
+_THRESHOLD_NAMES = THRESHOLD_NAMES
+# The loader of earlier versions of this module (tests call it by this name).
+_load_pipeline = load_pipeline
 
 
 def _seconds_to_ns(seconds: float) -> int:
@@ -260,43 +172,6 @@ def _task_specs() -> Dict[str, Any]:
     """Task name -> spec (``needs_query``, ``needs_regions``) from vlxseek_core."""
     from vlxseek_core.prompts import TASKS as specs
     return dict(specs)
-
-
-def _load_pipeline(params: Dict[str, Any]):
-    """Load the VLM-FO1 pipeline named by the node parameters.
-
-    Raises:
-        StartupError: empty/invalid parameters or a model that does not load; the message names
-            the model path.
-    """
-    model_path = params["model_path"]
-    if not model_path:
-        raise StartupError("parameter 'model_path' is empty: set it to a VLM-FO1 checkpoint "
-                           "directory (e.g. -p model_path:=/models/vlm-fo1)")
-    if params["dtype"] not in DTYPES:
-        raise StartupError(f"parameter dtype={params['dtype']!r} is not one of {DTYPES}")
-    if params["proposal_source"] not in PROPOSAL_SOURCES:
-        raise StartupError(f"parameter proposal_source={params['proposal_source']!r} is not "
-                           f"one of {PROPOSAL_SOURCES}")
-    try:
-        from vlxseek_core import VLXSeek
-        return VLXSeek.from_pretrained(
-            model_path, device=params["device"], dtype=params["dtype"],
-            proposal_source=("none" if params["proposal_source"] == TOPIC_SOURCE
-                             else params["proposal_source"]),
-            proposal_model=params["proposal_model"] or None,
-            proposal_min_score=params["proposal_min_score"],
-            proposal_nms_iou=params["proposal_nms_iou"],
-            max_proposals=params["max_proposals"],
-            constrained_decoding=params["constrained_decoding"])
-    except Exception as exc:  # any failure to load is fatal and must name the path
-        proposal = (f", proposal detector {params['proposal_source']}:"
-                    f"{params['proposal_model'] or 'default'}"
-                    if params["proposal_source"] not in ("none", TOPIC_SOURCE) else "")
-        raise StartupError(
-            f"cannot load the VLM-FO1 model from model_path='{model_path}' "
-            f"(device={params['device']}, dtype={params['dtype']}{proposal}): "
-            f"{type(exc).__name__}: {exc}") from exc
 
 
 class DetectorServing:
@@ -330,16 +205,20 @@ class DetectorServing:
             frame_capacity=params["frame_history"] if self._topic_proposals else 1,
             proposal_capacity=PROPOSAL_BUFFER,
             tolerance_ns=_seconds_to_ns(params["proposal_stamp_tolerance_s"]))
-        self._frame_count = 0
+        self._demand = FrameDemand()  # frame numbers, arrival times, what counts as dropped
         self._standing_seq = 0
         self._last_problem: Tuple[str, float] = ("", 0.0)
         self._stats = ServingStats()
+        self._started = time.monotonic()
         self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
         self._closing = False
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
                               "model_path": params["model_path"], "device": params["device"],
-                              "proposal_source": params["proposal_source"]}
+                              "proposal_source": params["proposal_source"],
+                              "warmup_ms": None}
+        self._diagnostics_pub = None
+        self._dropped_reported = 0
         self._timer = None
         self._proposal_sub = None
         self._interfaces: List[Any] = []
@@ -354,9 +233,27 @@ class DetectorServing:
         self._proposal_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
+    def _warm_up(self) -> None:
+        """With parameter ``warmup``: one inference on a synthetic frame, timed and logged.
+
+        Runs before the service exists (the first call then costs what later ones do).
+
+        Raises:
+            StartupError: the inference failed.
+        """
+        if not self._params["warmup"]:
+            return
+        with self._model_lock:
+            ms = warm_up(self._pipe, self._runtime.max_new_tokens)
+        self._status_extra["warmup_ms"] = round(ms, 1)
+        self.get_logger().info(f"warm-up: one inference on a synthetic frame took {ms:.0f} ms "
+                               f"(device {resolved_device(self._pipe, self._params['device'])})")
+
     def _create_interfaces(self) -> None:
         """Create the publishers, the image subscription, the service and the timers."""
         params = self._params
+        # the device in use (cuda:0, cpu), known once the model is loaded; not "auto"
+        self._status_extra["device"] = resolved_device(self._pipe, params["device"])
         image_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1,
             reliability=(ReliabilityPolicy.RELIABLE if params["image_qos_reliable"]
@@ -367,6 +264,7 @@ class DetectorServing:
         self._detections_pub = self.create_publisher(Detection2DArray, "~/detections", 10)
         self._debug_pub = self.create_publisher(Image, "~/debug_image", reliable1)
         self._status_pub = self.create_publisher(String, "~/status", reliable1)
+        self._diagnostics_pub = self._create_diagnostics_publisher()
         self._image_sub = self.create_subscription(
             Image, "image", self._on_image, image_qos, callback_group=self._image_group)
         if self._topic_proposals:
@@ -390,6 +288,8 @@ class DetectorServing:
             (self.destroy_service, self._service), (self.destroy_subscription, self._image_sub),
             (self.destroy_publisher, self._status_pub), (self.destroy_publisher, self._debug_pub),
             (self.destroy_publisher, self._detections_pub)]
+        if self._diagnostics_pub is not None:
+            self._interfaces.append((self.destroy_publisher, self._diagnostics_pub))
         if self._proposal_sub is not None:
             self._interfaces.append((self.destroy_subscription, self._proposal_sub))
         self._closing = False
@@ -420,11 +320,12 @@ class DetectorServing:
     # ------------------------------------------------------------------ parameters
 
     def _declare_parameters(self) -> Dict[str, Any]:
-        """Declare the parameters of :data:`PARAMETERS`; returns their values by name."""
-        values = {}
-        for name, (default, descriptor) in PARAMETERS.items():
-            values[name] = self.declare_parameter(name, default, descriptor).value
-        return values
+        """Declare the parameters of :data:`PARAMETERS`; returns their values by name.
+
+        Raises:
+            StartupError: a bad value, naming the parameter.
+        """
+        return declare_parameters(self, NODE_PARAMETERS)
 
     def _check_runtime(self, rt: _Runtime) -> str:
         """Return why the runtime parameters are unusable, or '' when they are fine."""
@@ -465,12 +366,10 @@ class DetectorServing:
 
     def _on_image(self, msg: Image) -> None:
         """Keep the newest frame(s) (no conversion, no inference here)."""
-        with self._state_lock:
-            self._frame_count += 1
-            seq = self._frame_count
+        seq = self._demand.arrived()
         evicted = self._frames.add_frame(stamp_to_ns(msg.header.stamp), _Frame(msg, seq))
         self._stats.count("frames_received")
-        if evicted is not None and not evicted.used:
+        if evicted is not None and self._demand.is_drop(evicted.seq, evicted.used):
             self._stats.count("frames_dropped")
 
     def _on_proposals(self, msg: Detection2DArray) -> None:
@@ -504,23 +403,15 @@ class DetectorServing:
             if not waiting:
                 raise BusyError(f"busy: {MAX_WAITING_CALLS} requests are already waiting for "
                                 f"the model; retry later")
-            image_msg, source, frame, external = self._request_image(request)
-            try:
-                rgb = image_msg_to_rgb(image_msg)
-            except InvalidImageError as exc:
-                raise InvalidImageError(f"{source}: {exc}") from exc
-            regions = list(request.regions)
-            if len(regions) > MAX_REGIONS:
-                notes.append(f"{len(regions)} regions given, only the first {MAX_REGIONS} were "
-                             f"used (VLM-FO1 accepts at most {MAX_REGIONS})")
-                regions = regions[:MAX_REGIONS]
-            inputs: Dict[str, Any] = {"region_indices": indices or None}
-            if regions:
-                inputs["boxes"] = bbox_msgs_to_xyxy(regions, rgb.shape[:2])
-            elif external is not None:
-                inputs["proposals"] = self._filter_external(external, image_msg.header,
-                                                            rgb.shape[:2], notes)
-            result, ms = self._infer(rgb, request.query, task, inputs, service=True)
+            with self._stream_demand(request) as holds_model:
+                image_msg, source, frame, external = self._request_image(request)
+                try:
+                    rgb = image_msg_to_rgb(image_msg)
+                except InvalidImageError as exc:
+                    raise InvalidImageError(f"{source}: {exc}") from exc
+                inputs = self._request_inputs(request, rgb, image_msg, external, indices, notes)
+                result, ms = self._infer(rgb, request.query, task, inputs, service=True,
+                                         on_model=holds_model)
         except BusyError as exc:
             self._stats.count("requests_busy")
             response.success, response.message = False, str(exc)
@@ -555,6 +446,31 @@ class DetectorServing:
         self._stats.latency("end_to_end", (time.perf_counter() - start) * 1e3)
         return response
 
+    def _stream_demand(self, request: QueryRegions.Request):
+        """While a call about the stream waits for its frame and the model, frames it misses
+        count as dropped (:mod:`vlxseek_ros.frame_demand`); a request image wants none."""
+        img = request.image
+        if img.width or img.height or len(img.data) or img.encoding:
+            return nullcontext(None)
+        return self._demand.call_waiting()
+
+    def _request_inputs(self, request: QueryRegions.Request, rgb: np.ndarray, image_msg: Image,
+                        external: Optional[_ExternalProposals], indices: List[int],
+                        notes: List[str]) -> Dict[str, Any]:
+        """The regions of a request for the pipeline: request boxes, else topic proposals."""
+        regions = list(request.regions)
+        if len(regions) > MAX_REGIONS:
+            notes.append(f"{len(regions)} regions given, only the first {MAX_REGIONS} were "
+                         f"used (VLM-FO1 accepts at most {MAX_REGIONS})")
+            regions = regions[:MAX_REGIONS]
+        inputs: Dict[str, Any] = {"region_indices": indices or None}
+        if regions:
+            inputs["boxes"] = bbox_msgs_to_xyxy(regions, rgb.shape[:2])
+        elif external is not None:
+            inputs["proposals"] = self._filter_external(external, image_msg.header,
+                                                        rgb.shape[:2], notes)
+        return inputs
+
     def _on_timer(self) -> None:
         """Answer the standing query for a frame newer than the last one it answered.
 
@@ -564,8 +480,8 @@ class DetectorServing:
         with self._state_lock:
             rt = self._runtime
         task = rt.standing_task or "detect"
-        textless = bool(rt.standing_task) and not self._tasks[task].needs_query
-        if not (rt.standing_query.strip() or textless):
+        if not self._standing_active(rt):
+            self._demand.standing_behind(False)
             return
         last = self._standing_seq
         external = None
@@ -578,16 +494,22 @@ class DetectorServing:
             frame = self._frames.newest_frame()
             if frame is None or frame.seq <= last:
                 return
-        try:
-            rgb = image_msg_to_rgb(frame.msg)
+
+        def took_model() -> None:  # the frame is used only once the model runs on it
+            self._demand.standing_behind(False)
             with self._state_lock:
                 frame.used = True
+
+        try:
+            rgb = image_msg_to_rgb(frame.msg)
             previous, self._standing_seq = self._standing_seq, frame.seq
             inputs = {} if external is None else {"proposals": self._filter_external(
                 external, frame.msg.header, rgb.shape[:2], [])}
-            result, _ = self._infer(rgb, rt.standing_query, task, inputs, service=False)
+            result, _ = self._infer(rgb, rt.standing_query, task, inputs, service=False,
+                                    on_model=took_model)
         except BusyError:
             self._standing_seq = previous  # the model is busy: try again next tick
+            self._demand.standing_behind(True)  # frames that go by until then are dropped
             return
         except VLXSeekError as exc:
             self._standing_seq = frame.seq
@@ -599,14 +521,54 @@ class DetectorServing:
         self._answered(frame)
         self._stats.count("standing_answered")
 
+    def _standing_active(self, rt: _Runtime) -> bool:
+        """Whether the standing query is on (a query, or a standing_task needing no text)."""
+        task = rt.standing_task or "detect"
+        textless = bool(rt.standing_task) and not self._tasks[task].needs_query
+        return bool(rt.standing_query.strip() or textless)
+
+    def _create_diagnostics_publisher(self) -> Any:
+        """The ``/diagnostics`` publisher, or None (logged) without ``diagnostic_msgs``."""
+        try:
+            from diagnostic_msgs.msg import DiagnosticArray
+        except ImportError:
+            self.get_logger().warning(
+                "diagnostic_msgs is not installed: no /diagnostics (~/status still reports); "
+                "install ros-$ROS_DISTRO-diagnostic-msgs or the ros-diagnostic-msgs wheel")
+            return None
+        return self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def _publish_diagnostics(self, snapshot: Dict[str, Any], rt: _Runtime) -> None:
+        """One ``/diagnostics`` report (:mod:`vlxseek_ros.diagnostics`)."""
+        dropped = int(snapshot["frames_dropped"])
+        since_last, self._dropped_reported = dropped - self._dropped_reported, dropped
+        expected = (self._standing_active(rt) or self._demand.received_any()
+                    or self.count_publishers(self._image_sub.topic_name) > 0)
+        assessment = diagnostics.assess(
+            snapshot, diagnostics.Limits(rt.error_after_failures, rt.latency_budget_ms,
+                                         rt.stale_frame_s),
+            since_last, self._demand.frame_age_s() if self._demand.received_any()
+            else time.monotonic() - self._started, expected)
+        extra = {**self._status_extra, "image_topic": self._image_sub.topic_name,
+                 "inference_in_flight": self.inference_in_flight()}
+        self._diagnostics_pub.publish(diagnostics.to_diagnostic_array(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: inference",
+            str(self._status_extra["device"]), assessment,
+            diagnostics.key_values(snapshot, extra)))
+
     def _on_status(self) -> None:
-        """Publish the ``~/status`` JSON; log a summary at most every STATUS_LOG_S seconds."""
+        """Publish ``~/status`` and ``/diagnostics``; log a summary at most every STATUS_LOG_S
+        seconds."""
         with self._state_lock:
-            policy = self._runtime.busy_policy
+            rt = self._runtime
+        snapshot = self._stats.snapshot()
         msg = String()
-        msg.data = self._stats.to_json(**self._status_extra, busy_policy=policy,
-                                       inference_in_flight=self.inference_in_flight())
+        msg.data = json.dumps({**self._status_extra, "busy_policy": rt.busy_policy,
+                               "inference_in_flight": self.inference_in_flight(), **snapshot},
+                              sort_keys=True)
         self._status_pub.publish(msg)
+        if self._diagnostics_pub is not None:
+            self._publish_diagnostics(snapshot, rt)
         now = time.monotonic()
         if now - self._last_status_log >= STATUS_LOG_S:
             self._last_status_log = now
@@ -740,7 +702,7 @@ class DetectorServing:
                                      **thresholds)
 
     def _infer(self, rgb: np.ndarray, query: str, task: str, inputs: Dict[str, Any],
-               service: bool):
+               service: bool, on_model: Optional[Callable[[], None]] = None):
         """Run one query under the model lock; returns ``(QueryResult, wall ms)``.
 
         Args:
@@ -748,6 +710,7 @@ class DetectorServing:
                 ``region_indices``; passed to the pipeline's ``query``.
             service: a service call (waits per ``busy_policy``; the caller holds one of the
                 MAX_WAITING_CALLS slots); else the standing query (never waits).
+            on_model: called once the model is held (the caller stops waiting for frames).
 
         Raises:
             BusyError: the model was not free in time (message starts with ``busy:``).
@@ -761,7 +724,7 @@ class DetectorServing:
         if not service:
             if not self._model_lock.acquire(blocking=False):
                 raise BusyError("busy: an inference is running")
-            return self._infer_locked(rgb, query, task, inputs, rt)
+            return self._infer_locked(rgb, query, task, inputs, rt, on_model)
         timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
         acquired = (self._model_lock.acquire(timeout=timeout) if timeout > 0.0
                     else self._model_lock.acquire(blocking=False))
@@ -769,11 +732,14 @@ class DetectorServing:
             raise BusyError(
                 "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
                 f"busy: the model was not free within busy_timeout_s={timeout:g} s")
-        return self._infer_locked(rgb, query, task, inputs, rt)
+        return self._infer_locked(rgb, query, task, inputs, rt, on_model)
 
-    def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: _Runtime):
+    def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: _Runtime,
+                      on_model: Optional[Callable[[], None]] = None):
         """Run the inference; called with the model lock held, releases it."""
         try:
+            if on_model is not None:
+                on_model()
             with self._state_lock:
                 pending, self._pending_thresholds = self._pending_thresholds, {}
             if self._closing:
@@ -863,8 +829,9 @@ class DetectorNode(DetectorServing, Node):
         Node.__init__(self, NODE_NAME, **kwargs)
         with startup_guard(self):
             params = self._declare_parameters()
-            self._pipe = pipeline if pipeline is not None else _load_pipeline(params)
+            self._pipe = pipeline if pipeline is not None else load_pipeline(params)
             self._init_serving(params)
+            self._warm_up()
         self._create_interfaces()
 
 

@@ -5,8 +5,9 @@ Run with ``python -m vlxseek_ros.managed_detector_node --ros-args ...`` or
 
 Transitions (``ros2 lifecycle set /vlxseek_detector <transition>``):
 
-* ``configure``: loads the model named by the parameters; a failure (missing or corrupt
-  checkpoint, bad parameters) is logged with the model path and the node stays
+* ``configure``: loads the models named by the parameters and (parameter ``warmup``) runs one
+  inference on a synthetic frame; a failure (missing or corrupt checkpoint or proposal model,
+  bad parameters, failed warm-up) is logged naming what failed and the node stays
   ``unconfigured`` (transition result FAILURE).
 * ``activate``: creates the publishers, the ``image`` subscription, ``~/query_regions`` and the
   timers (standing query, ``~/status``); the node serves as :class:`DetectorNode` does.
@@ -25,8 +26,10 @@ from typing import Any, List, Optional
 
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 
-from vlxseek_ros.detector_node import (NODE_NAME, DetectorServing, StartupError, _describe,
-                                       _load_pipeline, run_node, startup_guard)
+from vlxseek_ros.detector_node import DetectorServing, run_node
+from vlxseek_ros.parameters import MANAGED_PARAMETERS, NODE_NAME
+from vlxseek_ros.startup import (StartupError, declare_parameters, load_pipeline,
+                                 startup_guard)
 
 
 class ManagedDetectorNode(DetectorServing, LifecycleNode):
@@ -45,20 +48,20 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
         self._given_pipeline = pipeline
         with startup_guard(self):
             params = self._declare_parameters()
-            autostart = self.declare_parameter(
-                "autostart", False,
-                _describe("Configure and activate at start-up.", read_only=True)).value
+            autostart = declare_parameters(self, MANAGED_PARAMETERS)["autostart"]
             self._init_serving(params)
         if autostart:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        """Load the model; on failure log why and stay unconfigured."""
+        """Load the model and warm it up; on failure log why and stay unconfigured."""
         try:
             self._pipe = (self._given_pipeline if self._given_pipeline is not None
-                          else _load_pipeline(self._params))
+                          else load_pipeline(self._params))
+            self._warm_up()
         except StartupError as exc:
+            self._pipe = None
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: model '{self._params['model_path']}' loaded")

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -78,9 +79,10 @@ class Harness:
     def __init__(self, pipeline, overrides=()):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
+        # no warm-up by default: tests count the fake's queries (a test may pass warmup=True)
         self.node = detector_node.DetectorNode(
             pipeline=pipeline, context=self.context, namespace=NS,
-            parameter_overrides=list(overrides))
+            parameter_overrides=[Parameter("warmup", value=False), *overrides])
         self.peer = rclpy.create_node("logic_peer", namespace=NS, context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)

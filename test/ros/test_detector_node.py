@@ -6,6 +6,7 @@ process: a real photo on ``image``, calls of ``~/query_regions``, ``~/detections
 ``~/debug_image`` subscriptions, and runtime parameter changes. The environment (LOCALHOST
 discovery, own domain id) comes from conftest.py; the ROS paths from ``scripts/ros_env.sh``.
 """
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+from std_msgs.msg import Header, String  # noqa: E402
 from vision_msgs.msg import BoundingBox2D, Detection2DArray  # noqa: E402
 
 from vlxseek_core.parsing import parse_answer  # noqa: E402
@@ -403,6 +404,23 @@ def test_standing_query_publishes_new_frames(client):
 def test_node_still_alive(node_process):
     proc, log_path = node_process
     assert proc.poll() is None, log_path.read_text()
+
+
+def test_warm_up_ran_and_status_reports_the_device_in_use(client, node_process):
+    """The node warmed up before serving (log line, ~/status warmup_ms), and ~/status names
+    the device of the loaded weights."""
+    proc, log_path = node_process
+    assert "warm-up: one inference on a synthetic frame took" in log_path.read_text()
+    got = []
+    sub = client.node.create_subscription(
+        String, f"{NODE}/status", got.append,
+        QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        wait_for(lambda: got, 20, "~/status")
+        status = json.loads(got[-1].data)
+        assert status["device"] == "cpu" and status["warmup_ms"] > 0.0, status
+    finally:
+        client.node.destroy_subscription(sub)
 
 
 def _signal_during_inference(client, node_name, proc, log_path, sig):

@@ -148,7 +148,8 @@ def test_detections_published_for_answered_queries_only(harness, fake):
 @pytest.mark.parametrize("overrides, needle", [
     ([Parameter("standing_task", value="caption")], "needs regions"),
     ([Parameter("standing_task", value="nope")], "unknown"),
-    ([Parameter("max_proposals", value=500)], "invalid parameters"),
+    ([Parameter("max_proposals", value=500)], "invalid parameter 'max_proposals'"),
+    ([Parameter("max_rate_hz", value="fast")], "invalid parameter 'max_rate_hz'"),
 ])
 def test_bad_startup_parameters_raise_startup_error(fake, overrides, needle):
     context = rclpy.Context()
@@ -185,7 +186,7 @@ def test_config_yaml_lists_every_parameter_with_its_default():
 
     path = Path(__file__).resolve().parents[2] / "config" / "detector.yaml"
     with open(path, encoding="utf-8") as fh:
-        listed = yaml.safe_load(fh)["vlxseek_detector"]["ros__parameters"]
+        listed = yaml.safe_load(fh)["/**"]["ros__parameters"]  # any node name and namespace
     defaults = {name: default for name, (default, _) in detector_node.PARAMETERS.items()}
     assert listed == defaults
     assert all(type(listed[n]) is type(defaults[n]) for n in defaults)  # 1.0, not 1

@@ -41,6 +41,8 @@ def test_small_load_soak(tiny_models, tmp_path):
     s, s0 = r["status"], r["status_start"]
     received = s["frames_received"] - s0["frames_received"]
     assert received >= 10, r
-    assert s["frames_dropped"] - s0["frames_dropped"] >= received - o["ok"] - 1, r
+    # one client calling back to back never waits for the model while frames go by, so frames
+    # it skips are not drops (vlxseek_ros/frame_demand.py); the count stays consistent
+    assert 0 <= s["frames_dropped"] - s0["frames_dropped"] <= received - o["ok"], r
     assert s["requests_ok"] - s0["requests_ok"] == o["ok"], r
     assert r["node_exit"] == 0, out
