@@ -10,7 +10,11 @@ Proposals from another detector (vision_msgs/Detection2DArray stamped like the i
     ros2 launch vlxseek_ros detector.launch.py model_path:=/models/vlm-fo1 \
         proposal_source:=topic proposals_topic:=/detector/detections
 
-Launch arguments override the same parameters of ``params_file``.
+Every node parameter is also a launch argument (one table, ``vlxseek_ros.parameters``; list
+them with ``--show-args``). Only the arguments given on the command line are passed to the node,
+on top of ``params_file``: the others keep the file's value, else the node's default (which is
+the argument's default shown by ``--show-args``). An unknown or misspelled argument stops the
+launch with an error naming it and the closest known one.
 
 ``managed:=true`` starts the managed (lifecycle) variant instead; with ``autostart:=true`` (the
 default) the node configures and activates itself (node-side parameter ``autostart``, portable
@@ -18,77 +22,108 @@ across distros); with ``autostart:=false`` drive it with ``ros2 lifecycle set`` 
 manager.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition, UnlessCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-ARGUMENTS = [
-    ("model_path", None, "VLM-FO1 checkpoint directory (required)"),
-    ("device", "auto", "cpu, cuda, cuda:N or auto"),
-    ("dtype", "auto", "auto, float32, bfloat16 or float16"),
-    ("image_topic", "/camera/image_raw", "sensor_msgs/Image topic remapped to `image`"),
-    ("proposal_source", "omdet_turbo", "omdet_turbo, grounding_dino, owlv2, topic or none"),
-    ("proposals_topic", "/detections",
-     "proposal_source topic: vision_msgs/Detection2DArray topic remapped to `proposals`"),
-    ("params_file", PathJoinSubstitution([FindPackageShare("vlxseek_ros"), "config",
-                                          "detector.yaml"]), "node parameters (YAML)"),
-    ("namespace", "", "namespace of the node"),
-    ("use_sim_time", "false", "use /clock"),
-    ("log_level", "info", "debug, info, warn, error or fatal"),
-    ("publish_debug_image", "true", "publish ~/debug_image while it has subscribers"),
-    ("use_rviz", "false", "start rviz2 showing the debug image"),
-    ("managed", "false", "start the managed (lifecycle) node instead of the plain one"),
-    ("autostart", "true", "managed node only: configure and activate at start-up"),
-]
+from vlxseek_ros.parameters import (LAUNCH_ONLY_ARGUMENTS, NODE_NAME, NODE_PARAMETERS,
+                                    format_default, launch_argument_names, launch_description,
+                                    parse_launch_value, unknown_arguments_message)
 
 
-def _arg(name):
-    return LaunchConfiguration(name)
+def _share(*parts):
+    return PathJoinSubstitution([FindPackageShare("vlxseek_ros"), *parts])
 
 
-def generate_launch_description():
-    declared = [DeclareLaunchArgument(name, description=doc,
-                                      **({} if default is None else {"default_value": default}))
-                for name, default, doc in ARGUMENTS]
+def _declare_arguments():
+    """One DeclareLaunchArgument per launch-only argument and per node parameter."""
+    declared = [DeclareLaunchArgument(
+        name, default_value=_share("config", "detector.yaml") if default is None else default,
+        description=doc) for name, default, doc in LAUNCH_ONLY_ARGUMENTS]
+    declared += [DeclareLaunchArgument(name, default_value=format_default(spec.default),
+                                       description=launch_description(spec))
+                 for name, spec in NODE_PARAMETERS.items()]
+    return declared
+
+
+def _check_arguments(context, given):
+    """Refuse unknown arguments; remember which ones were given (runs before the declarations).
+
+    The launch configurations that exist before the DeclareLaunchArgument actions run are the
+    arguments given to this file (plus, unless the including file uses
+    GroupAction(forwarding=False), those of a launch file that includes it).
+    """
+    names = set(context.launch_configurations)
+    problem = unknown_arguments_message(names, launch_argument_names())
+    if problem:
+        raise RuntimeError(problem)
+    given.clear()
+    given.update(names)
+    return []
+
+
+def _typed(context, name, default):
+    try:
+        return parse_launch_value(name, context.launch_configurations[name], default)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+
+
+def _node_parameters(context, given, managed):
+    """params_file, then the parameters given as arguments, typed like the node's parameters.
+
+    Arguments not given are not passed, so params_file (else the node's default) decides them.
+    """
+    overrides = {}
+    for name, spec in NODE_PARAMETERS.items():
+        if name in given:
+            value = _typed(context, name, spec.default)
+            # a string stays a string ("1", "true"), not YAML-typed by launch_ros
+            overrides[name] = (ParameterValue(value, value_type=str) if isinstance(value, str)
+                               else value)
+    if "use_sim_time" in given:
+        overrides["use_sim_time"] = _typed(context, "use_sim_time", False)
+    if managed:
+        overrides["autostart"] = _typed(context, "autostart", True)
+    params_file = context.launch_configurations["params_file"]
+    return ([params_file] if params_file else []) + [overrides]
+
+
+def _nodes(context, given):
+    """The plain or the managed node, built from the given arguments."""
+    arg = context.launch_configurations
+    managed = _typed(context, "managed", False)
     common = dict(
         package="vlxseek_ros",
         executable="vlxseek_detector",
-        name="vlxseek_detector",
-        namespace=_arg("namespace"),  # explicit: LifecycleNode on Humble needs it
+        name=NODE_NAME,
+        namespace=arg["namespace"],  # explicit: LifecycleNode on Humble needs it
         output="screen",
         emulate_tty=True,
-        remappings=[("image", _arg("image_topic")), ("proposals", _arg("proposals_topic"))],
+        parameters=_node_parameters(context, given, managed),
+        remappings=[("image", arg["image_topic"]), ("proposals", arg["proposals_topic"])],
     )
-    parameters = [
-        _arg("params_file"),
-        {
-            "model_path": ParameterValue(_arg("model_path"), value_type=str),
-            "device": ParameterValue(_arg("device"), value_type=str),
-            "dtype": ParameterValue(_arg("dtype"), value_type=str),
-            "proposal_source": ParameterValue(_arg("proposal_source"), value_type=str),
-            "publish_debug_image": ParameterValue(_arg("publish_debug_image"),
-                                                  value_type=bool),
-            "use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool),
-        },
-    ]
-    log_args = ["--ros-args", "--log-level", _arg("log_level")]
-    detector = Node(parameters=parameters, arguments=log_args,
-                    condition=UnlessCondition(_arg("managed")), **common)
-    managed = LifecycleNode(
-        parameters=parameters + [{"autostart": ParameterValue(_arg("autostart"),
-                                                              value_type=bool)}],
-        arguments=["--managed"] + log_args,
-        condition=IfCondition(_arg("managed")), **common)
+    log_args = ["--ros-args", "--log-level", arg["log_level"]]
+    if managed:
+        return [LifecycleNode(arguments=["--managed"] + log_args, **common)]
+    return [Node(arguments=log_args, **common)]
+
+
+def generate_launch_description():
+    given = set()  # filled by the first action, read by _nodes (one set per description)
     rviz = Node(
         package="rviz2",
         executable="rviz2",
         name="vlxseek_rviz",
-        arguments=["-d", PathJoinSubstitution([FindPackageShare("vlxseek_ros"), "rviz",
-                                               "vlxseek.rviz"])],
-        parameters=[{"use_sim_time": ParameterValue(_arg("use_sim_time"), value_type=bool)}],
-        condition=IfCondition(_arg("use_rviz")),
+        arguments=["-d", _share("rviz", "vlxseek.rviz")],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
+                                                    value_type=bool)}],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
     )
-    return LaunchDescription(declared + [detector, managed, rviz])
+    return LaunchDescription(
+        [OpaqueFunction(function=_check_arguments, args=[given])]
+        + _declare_arguments()
+        + [OpaqueFunction(function=_nodes, args=[given]), rviz])
