@@ -88,7 +88,8 @@ def add_data_commands(subparsers) -> None:
                    help="share of detect/refer/count samples about absent things (0.2)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
     m.add_argument("--tasks", nargs="+", default=["detect", "refer", "count", "caption"],
-                   help="record tasks per scene: detect, detect_all, refer, count, caption")
+                   help="record tasks per scene: detect, detect_all, refer, count, caption, "
+                        "single (one-region curriculum records)")
     m.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
     m.set_defaults(func=cmd_make_scenes)

@@ -366,10 +366,12 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         elif task == "refer":
             out += [("refer", e, a, [], m) for e, a, m in _refers(
                 scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference)]
-        elif task not in ("caption", "refer", "detect_all"):
+        elif task not in ("caption", "refer", "detect_all", "single"):
             raise InvalidRequestError(
                 f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
     records = []
+    if "single" in tasks:
+        records += single_region_records(scene, image_name, rng)
     for k, (task, query, answer, region, meta) in enumerate(out):
         meta["heldout_phrase"] = is_heldout_phrase(query + answer)
         if train and meta["heldout_phrase"]:  # cannot happen by construction; never let it
@@ -377,6 +379,34 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         records.append(TrainingRecord(f"{image_name}:{task}:{k}", image_name, task, query,
                                       answer, boxes, region_indices=region, meta=meta))
     return records
+
+
+def single_region_records(scene: Scene, image_name: str, rng: np.random.Generator,
+                          per_scene: int = 2) -> List[TrainingRecord]:
+    """Curriculum records with one candidate region: no region binding is needed to answer.
+
+    For up to ``per_scene`` objects: a ``caption`` of the object's box, and a ``detect`` whose
+    query is the object's category (→ ``<region0>``) or, half of the time, another category
+    of the scene or an absent one (→ the rejection form: the one region is not it). They teach
+    the region features and the query–region match before several regions must be told apart.
+    """
+    out = []
+    order = rng.permutation(len(scene.objects))[:per_scene]
+    others = sorted({o.category for o in scene.objects} | set(scene.absent_categories))
+    for k, i in enumerate(order):
+        obj = scene.objects[int(i)]
+        box = [list(map(float, obj.box))]
+        out.append(TrainingRecord(f"{image_name}:single-caption:{k}", image_name, "caption", "",
+                                  with_article(obj.category), box, region_indices=[0],
+                                  meta={"single": True}))
+        wrong = [c for c in others if c != obj.category]
+        query = obj.category if (rng.random() < 0.5 or not wrong) else wrong[
+            int(rng.integers(len(wrong)))]
+        regions = [0] if query == obj.category else []
+        out.append(TrainingRecord(f"{image_name}:single-detect:{k}", image_name, "detect", query,
+                                  format_answer([(query, regions)]), box,
+                                  meta={"single": True, "rejection": not regions}))
+    return out
 
 
 def _with_list(sample):
