@@ -1,6 +1,6 @@
 """A short stage-0 run of `vlxseek train` on scene records learns (issue 9: CI's short run).
 
-A tiny random model is trained for a few dozen steps on the records of two procedural scenes:
+A tiny random model is trained for 100 steps on the ten records of two procedural scenes:
 the loss must fall far below its start, and the trained model must then answer those records
 through the real pipeline with well-formed answers that are mostly right (far above chance).
 """
@@ -12,7 +12,7 @@ from PIL import Image
 from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scenes import scene_sample
 
-STEPS = 40
+STEPS = 100
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_loss_falls(trained):
     _, _, _, losses = trained
     assert len(losses) == STEPS
     assert losses[0] > 8.0  # a random model over the 151,936-token vocabulary
-    assert max(losses[-5:]) < 0.25 * losses[0], losses
+    assert max(losses[-5:]) < 0.02 * losses[0], losses
 
 
 def test_trained_answers_are_well_formed_and_right(trained):
