@@ -4,10 +4,12 @@
 #   1. procedural scenes (train split + held-out split with held-out placements and phrasings);
 #   2. a random `small` VLM-FO1 (same code path as the 3B, sizes in vlxseek_core/tiny.py);
 #   3. stage 0 (vlxseek's extra stage: everything trains, from random initialisation) in two
-#      parts: 0a on detect/refer/count/caption records, 0b adds detect_all records (every object
-#      of the scene with its regions: several region tokens to bind per answer); then stage 1
-#      (paper: HFRE + connector + added-token rows) and stage 2 (paper: aux tower, HFRE,
-#      connector, LLM), all with `vlxseek train`;
+#      parts: 0a on detect/refer/count/caption records; 0b on a mix that adds one-region
+#      records (caption / present-or-absent detect of a single box: no binding needed, so the
+#      region features and the query-region match can form first) and detect_all records (every
+#      object with its regions: several region tokens to bind per answer); then stage 1 (paper:
+#      HFRE + connector + added-token rows) and stage 2 (paper: aux tower, HFRE, connector, LLM),
+#      all with `vlxseek train`;
 #   4. held-out accuracy (benchmarks/bench_training.py).
 # Sizes come from the environment (defaults = the committed model, trained on a 2-core CPU with
 # two data-parallel processes, LAUNCH below) so the recipe can be smoke-tested or scaled:
@@ -23,9 +25,9 @@ SIZE="${SIZE:-112}"
 CANDIDATES="${CANDIDATES:-8}"
 STEPS0="${STEPS0:-1300}"
 STOP0="${STOP0:-400}"
-STEPS0B="${STEPS0B:-600}"
-STEPS1="${STEPS1:-60}"
-STEPS2="${STEPS2:-120}"
+STEPS0B="${STEPS0B:-550}"
+STEPS1="${STEPS1:-40}"
+STEPS2="${STEPS2:-80}"
 BATCH="${BATCH:-16}"
 LR0="${LR0:-2e-3}"
 WORKERS="${WORKERS:-0}"
@@ -38,28 +40,28 @@ export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo
 CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 DATA=(--data "${OUT}/scenes/train.jsonl" --images "${OUT}/scenes/images")
-DENSE=(--data "${OUT}/scenes2/train.jsonl" --images "${OUT}/scenes2/images")
+MIX=(--data "${OUT}/scenes_mix/train.jsonl" --images "${OUT}/scenes_mix/images")
 COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-steps 200
         --save-total-limit 1 --logging-steps 10 --device cpu ${PRECISION})
 
 [[ -f "${OUT}/scenes/train.jsonl" ]] || \
   "${CLI[@]}" make-scenes "${OUT}/scenes" --train "${SCENES}" --heldout "${HELDOUT}" --seed 0 \
     --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet
-[[ -f "${OUT}/scenes2/train.jsonl" ]] || \
-  "${CLI[@]}" make-scenes "${OUT}/scenes2" --train "${SCENES}" --heldout "${HELDOUT}" --seed 0 \
-    --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet \
-    --tasks detect detect_all refer count caption
+[[ -f "${OUT}/scenes_mix/train.jsonl" ]] || \
+  "${CLI[@]}" make-scenes "${OUT}/scenes_mix" --train "${MIX_SCENES:-8000}" --heldout "${HELDOUT}" \
+    --seed 0 --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet \
+    --tasks detect detect_all refer count caption single
 [[ -f "${OUT}/init/config.json" ]] || \
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
 "${TRAIN[@]}" --stage 0 --model "${OUT}/init" "${DATA[@]}" --out "${OUT}/stage0" \
   --lr "${LR0}" --scheduler cosine --warmup 100 --max-steps "${STEPS0}" \
   --stop-at-step "${STOP0}" "${COMMON[@]}"
-"${TRAIN[@]}" --stage 0 --model "${OUT}/stage0/checkpoint-${STOP0}" "${DENSE[@]}" \
-  --out "${OUT}/stage0b" --lr "${LR0}" --scheduler cosine --warmup 50 --max-steps "${STEPS0B}" \
+"${TRAIN[@]}" --stage 0 --model "${OUT}/stage0/checkpoint-${STOP0}" "${MIX[@]}" \
+  --out "${OUT}/stage0b" --lr "${LR0}" --scheduler cosine --warmup 30 --max-steps "${STEPS0B}" \
   "${COMMON[@]}"
-"${TRAIN[@]}" --stage 1 --model "${OUT}/stage0b" "${DENSE[@]}" --out "${OUT}/stage1" \
-  --lr 1e-3 --scheduler cosine --warmup 20 --max-steps "${STEPS1}" "${COMMON[@]}"
-"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${DENSE[@]}" --out "${OUT}/stage2" \
-  --lr 1e-4 --scheduler cosine --warmup 20 --max-steps "${STEPS2}" "${COMMON[@]}" \
+"${TRAIN[@]}" --stage 1 --model "${OUT}/stage0b" "${MIX[@]}" --out "${OUT}/stage1" \
+  --lr 1e-3 --scheduler cosine --warmup 5 --max-steps "${STEPS1}" "${COMMON[@]}"
+"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${MIX[@]}" --out "${OUT}/stage2" \
+  --lr 1e-4 --scheduler cosine --warmup 5 --max-steps "${STEPS2}" "${COMMON[@]}" \
   --save-dtype bfloat16
 echo "final model: ${OUT}/stage2"
