@@ -50,7 +50,7 @@ def held_out_example(category: str = "red circle", start_seed: int = 0):
     """
     import numpy as np
 
-    from .training.scenes import scene_sample
+    from .training.scene_data import scene_sample
 
     for seed in range(start_seed, start_seed + 1000):
         scene, records = scene_sample(seed, "heldout", SMALL_SCENE_MODEL["image_size"],

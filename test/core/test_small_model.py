@@ -12,7 +12,7 @@ from PIL import Image
 from vlxseek_core.errors import CheckpointError
 from vlxseek_core.models import SMALL_SCENE_MODEL, small_scene_model_dir
 from vlxseek_core.training.evaluate import evaluate_records
-from vlxseek_core.training.scenes import scene_sample
+from vlxseek_core.training.scene_data import scene_sample
 
 try:
     small_scene_model_dir()

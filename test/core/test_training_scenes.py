@@ -13,6 +13,7 @@ from vlxseek_core import cli
 from vlxseek_core.errors import InvalidRequestError
 from vlxseek_core.parsing import extract_count, parse_answer
 from vlxseek_core.prompts import parts_to_text, task_parts
+from vlxseek_core.training import scene_data as D
 from vlxseek_core.training import scenes as S
 from vlxseek_core.training.records import TrainingRecord, box_iou, read_records
 
@@ -21,7 +22,7 @@ N_SCENES = 300
 
 @pytest.fixture(scope="module")
 def samples():
-    return {split: [S.scene_sample(i, split) for i in range(N_SCENES)]
+    return {split: [D.scene_sample(i, split) for i in range(N_SCENES)]
             for split in ("train", "heldout")}
 
 
@@ -31,7 +32,7 @@ def test_deterministic_per_seed_and_split():
     assert a.objects == b.objects and a.absent_categories == b.absent_categories
     c = S.generate_scene(7, "heldout")
     assert not np.array_equal(a.image, c.image)
-    assert S.scene_sample(7, "train")[1] == S.scene_sample(7, "train")[1]
+    assert D.scene_sample(7, "train")[1] == D.scene_sample(7, "train")[1]
     big = S.generate_scene(7, "train", size=336)
     assert big.image.shape == (336, 336, 3) and big.image.dtype == np.uint8
     with pytest.raises(InvalidRequestError):
@@ -168,18 +169,18 @@ def test_rejection_rate(samples):
         flags = [r.meta["rejection"] for _, recs in samples["train"] for r in recs
                  if r.task == task]
         assert abs(np.mean(flags) - 0.2) < 0.07, (task, np.mean(flags))
-    _, recs = S.scene_sample(3, "train", rejection_rate=1.0, max_candidates=8)
+    _, recs = D.scene_sample(3, "train", rejection_rate=1.0, max_candidates=8)
     assert all(r.meta["rejection"] for r in recs if r.task != "caption")
     assert all(len(r.bbox_list) <= 8 for r in recs)
     with pytest.raises(InvalidRequestError):
-        S.scene_sample(3, "train", max_candidates=1)
+        D.scene_sample(3, "train", max_candidates=1)
 
 
 def test_generation_speed():
     S.generate_scene(0)
     t0 = time.perf_counter()
     for i in range(50):
-        S.scene_sample(i, "train")
+        D.scene_sample(i, "train")
     per_scene = (time.perf_counter() - t0) / 50
     assert per_scene < 0.05  # ~4 ms on one core; generous for loaded CI machines
 
@@ -187,7 +188,7 @@ def test_generation_speed():
 @pytest.mark.parametrize("workers", [1, 2])
 def test_make_scenes(tmp_path, workers):
     out = str(tmp_path / "scenes")
-    summary = S.make_scenes(out, 6, 4, seed=2, workers=workers, progress=False)
+    summary = D.make_scenes(out, 6, 4, seed=2, workers=workers, progress=False)
     assert summary["train"]["scenes"] == 6 and summary["heldout"]["records"] == 20
     train, held = read_records(os.path.join(out, "train.jsonl")), read_records(
         os.path.join(out, "heldout.jsonl"))
@@ -200,7 +201,7 @@ def test_make_scenes(tmp_path, workers):
     assert [list(o.box) for o in scene.objects] == [o["box"] for o in gt[name]["objects"]]
     np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, "images", name))),
                                   scene.image)
-    assert S.scene_sample(gt[name]["seed"], "heldout")[1] == [r for r in held if r.image == name]
+    assert D.scene_sample(gt[name]["seed"], "heldout")[1] == [r for r in held if r.image == name]
 
 
 def test_make_scenes_cli(tmp_path, capsys):

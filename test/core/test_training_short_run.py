@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vlxseek_core.training.evaluate import evaluate_records
-from vlxseek_core.training.scenes import scene_sample
+from vlxseek_core.training.scene_data import scene_sample
 
 STEPS = 100
 

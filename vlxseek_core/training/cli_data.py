@@ -33,7 +33,7 @@ def _check_positive(**values) -> None:
 
 def cmd_make_scenes(args) -> int:
     """Write procedural scenes (images, train/held-out JSONL, held-out ground truth)."""
-    from .scenes import make_scenes
+    from .scene_data import make_scenes
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
                     workers=args.workers)

@@ -1,0 +1,281 @@
+"""Records of procedural scenes: referring expressions, per-scene training records, and the
+on-disk data set (``vlxseek make-scenes``); the scenes themselves come from
+:mod:`vlxseek_core.training.scenes`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..answer_format import format_answer
+from ..errors import InvalidRequestError
+from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
+                      jitter_distractors, with_article)
+from .scenes import (MIN_SIZE, SPLITS, SUPERLATIVES, Scene, load_assets, generate_scene,
+                     is_heldout_phrase)
+
+
+def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
+    """Superlative → index into ``scene.objects``, among the objects of ``category`` (≥ 2),
+    only when the extreme is clear: centres ≥ 4 % of the image side apart, areas ≥ 1.4×."""
+    idx = [i for i, o in enumerate(scene.objects) if o.category == category]
+    if len(idx) < 2:
+        return {}
+    b = np.asarray([scene.objects[i].box for i in idx], np.float64)
+    margin = 0.04 * scene.image.shape[1]
+    keys = {"x": (b[:, 0] + b[:, 2]) / 2, "y": (b[:, 1] + b[:, 3]) / 2,
+            "area": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])}
+    out = {}
+    for sup, key, low in (("leftmost", "x", True), ("rightmost", "x", False),
+                          ("topmost", "y", True), ("bottommost", "y", False),
+                          ("smallest", "area", True), ("largest", "area", False)):
+        v = keys[key] if low else -keys[key]
+        order = np.argsort(v, kind="stable")
+        a, b2 = keys[key][order[0]], keys[key][order[1]]
+        clear = (min(a, b2) * 1.4 <= max(a, b2)) if key == "area" else abs(a - b2) >= margin
+        if clear:
+            out[sup] = idx[int(order[0])]
+    return out
+
+
+def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
+    """Every correct ``(expression, object index or None if absent, kind)`` of the scene.
+
+    Kinds: ``category``, ``shape``, ``colour``, ``superlative``, ``absent`` ("the
+    <category>", "the leftmost|bottommost <category>" of an absent category). Held-out
+    phrasings are included; :func:`scene_records` drops them for the train split.
+    """
+    objs = scene.objects
+    count = lambda key: sum(1 for o in objs if key(o))  # noqa: E731
+    out: List[Tuple[str, Optional[int], str]] = []
+    for i, o in enumerate(objs):
+        if count(lambda p: p.category == o.category) == 1:
+            out.append((f"the {o.category}", i, "category"))
+        if o.colour and count(lambda p: p.shape == o.shape) == 1:
+            out.append((f"the {o.shape}", i, "shape"))
+        if o.colour and count(lambda p: p.colour == o.colour) == 1:
+            out.append((f"the {o.colour} shape", i, "colour"))
+    for cat in dict.fromkeys(o.category for o in objs):
+        out += [(f"the {sup} {cat}", i, "superlative")
+                for sup, i in superlative_targets(scene, cat).items()]
+    out += [(f"the {c}", None, "absent") for c in scene.absent_categories]
+    out += [(f"the {sup} {c}", None, "absent") for c in scene.absent_categories
+            for sup in SUPERLATIVES[::3]]  # "the leftmost / bottommost <absent category>"
+    return out
+
+
+def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
+                  rejection_rate: float = 0.2, max_candidates: int = 12,
+                  refer_per_scene: int = 2,
+                  tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
+                  heldout_preference: float = 0.7) -> List[TrainingRecord]:
+    """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
+
+    Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`), ``refer_per_scene``
+    ``refer`` (distinct expressions; absent with probability ``rejection_rate``; in the
+    held-out split a held-out phrasing is preferred with probability ``heldout_preference``),
+    one ``count`` (plural category, blocks + number, ``0`` with the rejection block when
+    absent) and one ``caption`` (one object → ``"a red circle"``). Records of the train split
+    never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase`` and for
+    refer the expression ``kind``.
+
+    Raises:
+        InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100.
+    """
+    gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
+    room = max_candidates - len(gt)
+    n_dis = int(rng.integers(min(2, max(room, 0)), max(room, 0) + 1))
+    size = (scene.image.shape[1], scene.image.shape[0])
+    boxes, g2c = build_candidates(gt, jitter_distractors(gt, size, rng, n_dis), rng,
+                                  max_candidates)
+    present: Dict[str, List[int]] = {}
+    for i, o in enumerate(scene.objects):
+        present.setdefault(o.category, []).append(g2c[i])
+    train = scene.split == "train"
+    absent = list(scene.absent_categories)
+    out: List[Tuple[str, str, str, List[int], Dict[str, Any]]] = []
+    for task in tasks:
+        if task == "detect":
+            out.append(("detect",) + _with_list(detect_sample(present, absent, rng,
+                                                              rejection_rate)))
+        elif task == "count":
+            out.append(("count",) + _with_list(count_sample(present, absent, rng,
+                                                            rejection_rate)))
+        elif task == "detect_all" and scene.objects:
+            # every object, one block per category; categories in the order of their leftmost
+            # instance so that the answer is a function of the scene (dense region supervision)
+            left = {}
+            for o in scene.objects:
+                left[o.category] = min(left.get(o.category, o.box[0]), o.box[0])
+            blocks = [(c, sorted(present[c])) for c in sorted(left, key=left.get)]
+            out.append(("detect_all", "", format_answer(blocks), [], {"rejection": False}))
+        elif task == "caption" and scene.objects:
+            i = int(rng.integers(len(scene.objects)))
+            out.append(("caption", "", with_article(scene.objects[i].category), [g2c[i]], {}))
+        elif task == "refer":
+            out += [("refer", e, a, [], m) for e, a, m in _refers(
+                scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference)]
+        elif task not in ("caption", "refer", "detect_all", "single"):
+            raise InvalidRequestError(
+                f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
+    records = []
+    if "single" in tasks:
+        records += single_region_records(scene, image_name, rng)
+    for k, (task, query, answer, region, meta) in enumerate(out):
+        meta["heldout_phrase"] = is_heldout_phrase(query + answer)
+        if train and meta["heldout_phrase"]:  # cannot happen by construction; never let it
+            raise AssertionError(f"held-out phrase in train record: {query!r} {answer!r}")
+        records.append(TrainingRecord(f"{image_name}:{task}:{k}", image_name, task, query,
+                                      answer, boxes, region_indices=region, meta=meta))
+    return records
+
+
+def single_region_records(scene: Scene, image_name: str, rng: np.random.Generator,
+                          per_scene: int = 2) -> List[TrainingRecord]:
+    """Curriculum records with one candidate region: no region binding is needed to answer.
+
+    For up to ``per_scene`` objects: a ``caption`` of the object's box, and a ``detect`` whose
+    query is the object's category (→ ``<region0>``) or, half of the time, another category
+    of the scene or an absent one (→ the rejection form: the one region is not it). They teach
+    the region features and the query–region match before several regions must be told apart.
+    """
+    out = []
+    order = rng.permutation(len(scene.objects))[:per_scene]
+    others = sorted({o.category for o in scene.objects} | set(scene.absent_categories))
+    for k, i in enumerate(order):
+        obj = scene.objects[int(i)]
+        box = [list(map(float, obj.box))]
+        out.append(TrainingRecord(f"{image_name}:single-caption:{k}", image_name, "caption", "",
+                                  with_article(obj.category), box, region_indices=[0],
+                                  meta={"single": True}))
+        wrong = [c for c in others if c != obj.category]
+        query = obj.category if (rng.random() < 0.5 or not wrong) else wrong[
+            int(rng.integers(len(wrong)))]
+        regions = [0] if query == obj.category else []
+        out.append(TrainingRecord(f"{image_name}:single-detect:{k}", image_name, "detect", query,
+                                  format_answer([(query, regions)]), box,
+                                  meta={"single": True, "rejection": not regions}))
+    return out
+
+
+def _with_list(sample):
+    query, answer, meta = sample
+    return query, answer, [], meta
+
+
+def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference):
+    """``n`` distinct ``(expression, answer, meta)`` refer samples of a scene."""
+    options = [(e, i, k) for e, i, k in referring_expressions(scene)
+               if not (scene.split == "train" and is_heldout_phrase(e))]
+    chosen = []
+    for _ in range(n):
+        absent = [o for o in options if o[1] is None]
+        found = [o for o in options if o[1] is not None]
+        pool = absent if (rng.random() < rejection_rate or not found) else found
+        if not pool:
+            break
+        held = [o for o in pool if is_heldout_phrase(o[0])]
+        if held and rng.random() < heldout_preference:
+            pool = held
+        else:  # choose the kind first so that rare kinds (superlatives) are not drowned
+            kinds = sorted({o[2] for o in pool})
+            kind = kinds[int(rng.integers(len(kinds)))]
+            pool = [o for o in pool if o[2] == kind]
+        expr, i, kind = pool[int(rng.integers(len(pool)))]
+        options.remove((expr, i, kind))
+        chosen.append((expr, format_answer([(expr, [] if i is None else [g2c[i]])]),
+                       {"kind": kind, "rejection": i is None}))
+    return chosen
+
+
+def scene_image_name(seed: int, split: str) -> str:
+    """File name of a scene image: ``"{split}_{seed:08d}.png"``."""
+    return f"{split}_{int(seed):08d}.png"
+
+
+def scene_sample(seed: int, split: str = "train", size: int = 224, **record_kwargs
+                 ) -> Tuple[Scene, List[TrainingRecord]]:
+    """A scene and its records from a seed, without touching the disk (infinite data).
+
+    The records' randomness is its own stream of ``(seed, split)``, so the scene does not
+    depend on ``record_kwargs`` (see :func:`scene_records`); the image name is
+    :func:`scene_image_name`.
+    """
+    scene = generate_scene(seed, split, size)
+    rng = np.random.default_rng([int(seed), SPLITS[split], 1])
+    return scene, scene_records(scene, scene_image_name(seed, split), rng, **record_kwargs)
+
+
+def _work(job):
+    """Worker: generate, save the PNG, return (JSONL lines, GT json, generation seconds)."""
+    from PIL import Image
+
+    seed, split, size, out_dir, kwargs = job
+    t0 = time.perf_counter()
+    scene, records = scene_sample(seed, split, size, **kwargs)
+    took = time.perf_counter() - t0
+    Image.fromarray(scene.image).save(os.path.join(out_dir, "images",
+                                                   scene_image_name(seed, split)),
+                                      compress_level=1)  # speed over a few % of disk
+    # records validated on construction: serialise here, the parent only writes lines
+    return [json.dumps(r.to_json()) + "\n" for r in records], scene.gt_json(), took
+
+
+def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, size: int = 224,
+                workers: Optional[int] = None, progress: bool = True, **record_kwargs
+                ) -> Dict[str, Any]:
+    """Write ``images/*.png``, ``train.jsonl``, ``heldout.jsonl`` and ``scenes_heldout.json``.
+
+    Scene ``i`` of a split has seed ``seed * 10_000_000 + i`` (so ``num_* < 10**7``);
+    ``record_kwargs`` go to :func:`scene_records` (``max_candidates``, ``rejection_rate``, …).
+    Work is spread over ``workers`` processes (default: all CPU cores).
+
+    Raises:
+        InvalidRequestError: counts outside ``[0, 10**7)``, a negative seed, ``size < 112``.
+
+    Returns:
+        summary: records per split, wall seconds, mean generation ms per scene (PNG excluded).
+    """
+    import multiprocessing
+
+    if not (0 <= num_train < 10**7 and 0 <= num_heldout < 10**7 and seed >= 0):
+        raise InvalidRequestError("scene counts must be in [0, 10**7) and the seed >= 0")
+    if size < MIN_SIZE:  # checked here too, before any worker starts
+        raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    load_assets()  # load once before forking: workers inherit the decoded photos
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)
+    summary: Dict[str, Any] = {"workers": workers}
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        for split, num in (("train", num_train), ("heldout", num_heldout)):
+            t0, gen, gt, n_records = time.perf_counter(), 0.0, {}, 0
+            jobs = [(seed * 10_000_000 + i, split, size, out_dir, record_kwargs)
+                    for i in range(num)]
+            results = (pool.imap(_work, jobs, chunksize=16) if pool else map(_work, jobs))
+            with open(os.path.join(out_dir, f"{split}.jsonl"), "w", encoding="utf-8") as fh:
+                for k, (lines, scene_gt, took) in enumerate(results, 1):
+                    fh.writelines(lines)
+                    n_records += len(lines)
+                    gt[scene_image_name(scene_gt["seed"], split)] = scene_gt
+                    gen += took
+                    if progress and (k % max(1, num // 10) == 0 or k == num):
+                        print(f"{split}: {k}/{num} scenes, {time.perf_counter() - t0:.1f} s",
+                              file=sys.stderr, flush=True)
+            summary[split] = {"scenes": num, "records": n_records,
+                              "seconds": round(time.perf_counter() - t0, 3),
+                              "generate_ms_per_scene": round(1000 * gen / max(num, 1), 3)}
+            if split == "heldout":
+                with open(os.path.join(out_dir, "scenes_heldout.json"), "w") as fh:
+                    json.dump(gt, fh)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    return summary
