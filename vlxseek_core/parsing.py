@@ -22,9 +22,11 @@ from .answer_format import REJECTION_TEXT
 from .tokens import IM_END, END_OF_TEXT
 from .types import Grounding
 
-_REGION = re.compile(r"<region(\d+)>")
+# ASCII digits only: "\d" also matches e.g. Arabic-Indic digits, which int() reads as numbers,
+# so "<region٣>" would refer to region 3 (the tokenizer's region tokens are ASCII)
+_REGION = re.compile(r"<region([0-9]+)>")
 _SPACE = re.compile(r"\s*")
-_COUNT_INT = re.compile(r"(?<!region)\d+")
+_COUNT_INT = re.compile(r"(?<!region)[0-9]+")
 _MAX_DIGITS = 4000
 """Longer numbers are read as ``10 ** _MAX_DIGITS`` (``int()`` refuses > 4300 digits and is
 quadratic in their length)."""

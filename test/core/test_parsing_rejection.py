@@ -103,3 +103,15 @@ def test_block_scanner_finds_what_the_reference_regex_finds(text):
     answer = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
     assert extract_reasoning(text) == (think.group(1).strip() if think else None,
                                        answer.group(1).strip() if answer else None)
+
+
+def test_only_ascii_digits_are_region_indices_or_counts():
+    from vlxseek_core.parsing import extract_count, parse_answer
+
+    arabic_three = "\u0663"
+    parsed = parse_answer(f"<ground>cat</ground><objects><region{arabic_three}>"
+                          "<region1></objects>", 5)
+    assert [g.region_indices for g in parsed.groundings] == [[1]]
+    assert parse_answer(f"<region{arabic_three}>", 5).groundings == []
+    assert extract_count(f"there are {arabic_three} cats") == 0
+    assert extract_count("there are 3 cats") == 3
