@@ -17,7 +17,8 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
 * publishes ``~/detections`` (``vision_msgs/Detection2DArray``, reliable) for every answered query
   (service calls and the standing query), with the answered image's header;
 * publishes ``~/debug_image`` (``sensor_msgs/Image``, rgb8) with boxes, labels and region indices,
-  drawn only when ``publish_debug_image`` is true and someone subscribes.
+  drawn only when ``publish_debug_image`` is true and someone subscribes; the same picture as
+  JPEG on ``~/debug_image/compressed`` (``sensor_msgs/CompressedImage``, image_transport naming).
 * standing query: when ``standing_query`` (or a ``standing_task`` that needs no text) is set, new
   frames are answered at most ``max_rate_hz`` times per second and published as above.
 
@@ -76,7 +77,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
@@ -87,7 +88,7 @@ from vlxseek_ros.conversions import (bbox_msgs_to_xyxy, detection_array_to_raw_p
 from vlxseek_ros.debug_image import draw_result
 from vlxseek_ros.frame_demand import FrameDemand
 from vlxseek_ros.frame_matching import StampMatcher, format_stamp, stamp_to_ns
-from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg
+from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_msg, rgb_to_image_msg
 from vlxseek_ros.parameters import (BUSY_POLICIES, NODE_NAME, NODE_PARAMETERS, RUNTIME_NAMES,
                                     THRESHOLD_NAMES, TOPIC_SOURCE)
 from vlxseek_ros.serving_stats import ServingStats
@@ -263,6 +264,9 @@ class DetectorServing:
                                reliability=ReliabilityPolicy.RELIABLE)
         self._detections_pub = self.create_publisher(Detection2DArray, "~/detections", 10)
         self._debug_pub = self.create_publisher(Image, "~/debug_image", reliable1)
+        # image_transport's naming, so rqt_image_view / rviz2 offer it as the compressed stream
+        self._debug_jpeg_pub = self.create_publisher(CompressedImage,
+                                                     "~/debug_image/compressed", reliable1)
         self._status_pub = self.create_publisher(String, "~/status", reliable1)
         self._diagnostics_pub = self._create_diagnostics_publisher()
         self._image_sub = self.create_subscription(
@@ -287,6 +291,7 @@ class DetectorServing:
             (self.destroy_timer, self._status_timer), (self.destroy_timer, self._timer),
             (self.destroy_service, self._service), (self.destroy_subscription, self._image_sub),
             (self.destroy_publisher, self._status_pub), (self.destroy_publisher, self._debug_pub),
+            (self.destroy_publisher, self._debug_jpeg_pub),
             (self.destroy_publisher, self._detections_pub)]
         if self._diagnostics_pub is not None:
             self._interfaces.append((self.destroy_publisher, self._diagnostics_pub))
@@ -788,8 +793,14 @@ class DetectorServing:
         self._detections_pub.publish(detections)
         with self._state_lock:
             debug = self._runtime.publish_debug_image
-        if debug and self._debug_pub.get_subscription_count() > 0:
-            self._debug_pub.publish(rgb_to_image_msg(draw_result(rgb, result), header))
+        raw = debug and self._debug_pub.get_subscription_count() > 0
+        jpeg = debug and self._debug_jpeg_pub.get_subscription_count() > 0
+        if raw or jpeg:  # drawn once, only for subscribers
+            drawn = draw_result(rgb, result)
+            if raw:
+                self._debug_pub.publish(rgb_to_image_msg(drawn, header))
+            if jpeg:
+                self._debug_jpeg_pub.publish(rgb_to_compressed_msg(drawn, header))
 
     def _fail(self, response: QueryRegions.Response, message: str) -> QueryRegions.Response:
         self._report(f"query rejected: {message}")

@@ -274,3 +274,45 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8"
     msg.step = 3 * msg.width
     msg.data = array.array("B", np.ascontiguousarray(pixels).tobytes())
     return msg
+
+
+JPEG_FORMAT = "rgb8; jpeg compressed bgr8"
+"""``CompressedImage.format`` that image_transport's compressed plugin writes for an rgb8
+source (the JPEG itself holds BGR-ordered samples)."""
+
+
+def rgb_to_compressed_msg(rgb: np.ndarray, header: Any = None, quality: int = 80,
+                          msg_type: Any = None) -> Any:
+    """Build a JPEG ``sensor_msgs/CompressedImage`` from an RGB array (compressed debug image).
+
+    Args:
+        rgb: ``uint8`` array ``(H, W, 3)`` in RGB order.
+        header: ``std_msgs/Header`` to copy into the message, or None.
+        quality: JPEG quality, 1–100.
+        msg_type: message class to instantiate; default ``sensor_msgs.msg.CompressedImage``.
+
+    Returns:
+        The message with ``format`` = :data:`JPEG_FORMAT` and the JPEG bytes in ``data``.
+
+    Raises:
+        ValueError: wrong shape/dtype, a quality outside 1–100, or an encoder failure.
+    """
+    import cv2
+
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in [1, 100], got {quality}")
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    if msg_type is None:
+        from sensor_msgs.msg import CompressedImage as msg_type  # noqa: N813  (ROS, lazily)
+    msg = msg_type()
+    if header is not None:
+        msg.header = header
+    msg.format = JPEG_FORMAT
+    msg.data = array.array("B", jpeg.tobytes())
+    return msg
