@@ -871,6 +871,11 @@ def spin_until_shutdown(node: Any) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
+        # rclpy's Executor.shutdown does not wait for callbacks already running, and the first
+        # call above left the worker threads alone (an inference might have been in flight):
+        # join them now, so no callback publishes on an entity destroy_node frees (a segfault
+        # at exit under load)
+        executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S, wait_for_threads=True)
         node.destroy_node()
 
 
