@@ -212,3 +212,51 @@ def test_export_from_an_engine_state_dict(lora_rank, train_model_dir, builder, t
         torch.testing.assert_close(gathered[key], direct[key], rtol=0, atol=1e-6)
     with pytest.raises(Exception, match="does not fit"):
         trainer._export_vlm({k: v for k, v in engine_state.items() if "layers.1." not in k})
+
+
+def test_tower_lr_scale_splits_every_optimizer_group(train_model_dir, builder, tmp_path):
+    """``--tower-lr-scale``: tower parameters (here stage 2's aux encoder) get the scaled rate,
+    everything else the base rate; weight-decay groups and the trainable set are unchanged."""
+    from transformers import TrainingArguments
+
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.trainer import VLXSeekTrainer, is_tower_parameter
+
+    vlm, plan = _stage2(train_model_dir, builder)
+    trainer = VLXSeekTrainer(
+        model=TrainingModel(vlm), args=TrainingArguments(
+            str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-3,
+            weight_decay=0.1), freeze_plan=plan, source_dir=train_model_dir,
+        tower_lr_scale=0.25)
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    seen, kinds = [], set()
+    for group in optimizer.param_groups:
+        group_names = [names[id(p)] for p in group["params"]]
+        tower = {is_tower_parameter(n) for n in group_names}
+        assert len(tower) == 1
+        tower = tower.pop()
+        assert group["lr"] == pytest.approx(2.5e-4 if tower else 1e-3)
+        kinds.add((tower, group["weight_decay"]))
+        seen += group_names
+    assert sorted(seen) == sorted(n for n, p in trainer.model.named_parameters()
+                                  if p.requires_grad)
+    assert kinds == {(False, 0.1), (False, 0.0), (True, 0.1), (True, 0.0)}
+    assert any(n.startswith("vlm.model.vision_tower_aux.") for n in seen)
+    assert not any(n.startswith("vlm.model.vision_tower.") for n in seen)  # frozen in stage 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tower-lr-scale", "-1"], "tower-lr-scale must be >= 0"),
+    (["--tower-lr-scale", "nan"], "tower-lr-scale must be >= 0"),
+    (["--tower-lr-scale", "0.1", "--deepspeed", "zero2.json"], "DeepSpeed config")])
+def test_tower_lr_scale_bad_values(extra, message, train_model_dir, images_dir, tmp_path,
+                                   capsys):
+    from vlxseek_core.cli import main
+
+    data = write_train_data(tmp_path / "train.jsonl", 2)
+    code = main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
+                 "--images", images_dir, "--out", str(tmp_path / "out"), *extra])
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -126,6 +126,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--scheduler", default="cosine", help="transformers scheduler name")
     a("--weight-decay", type=float, default=0.0)
     a("--max-grad-norm", type=float, default=1.0)
+    a("--tower-lr-scale", type=float, default=1.0,
+      help="learning-rate multiplier of the two vision towers (e.g. 0.1 when they train from "
+           "random initialisation; see README 'A small model that works')")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
@@ -168,6 +171,11 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     from .model import TrainingModel
     from .trainer import VLXSeekTrainer, export_model
 
+    if not args.tower_lr_scale >= 0:
+        raise InvalidRequestError(f"--tower-lr-scale must be >= 0, got {args.tower_lr_scale}")
+    if args.deepspeed and args.tower_lr_scale != 1.0:
+        raise InvalidRequestError("--tower-lr-scale needs the Trainer's own optimizer; with "
+                                  "--deepspeed set per-group rates in the DeepSpeed config")
     records = read_jsonl(args.data)
     use_cpu = args.device == "cpu" or not torch.cuda.is_available()
     vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",
@@ -206,6 +214,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,
                              source_dir=args.model, lora=bool(args.lora), training_info=info,
+                             tower_lr_scale=args.tower_lr_scale,
                              callbacks=[StopEarly(args.max_minutes, args.stop_at_step)])
     resume = args.resume
     if resume == "latest":
