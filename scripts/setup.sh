@@ -23,7 +23,9 @@ case "$(uname -m)" in
   aarch64) "${PIP[@]}" torch==2.9.1 torchvision==0.24.1 ;;
   *) "${PIP[@]}" torch torchvision ;;
 esac
-"${PIP[@]}" -e ".[test,draw,eval,train]"
+"${PIP[@]}" -e ".[test,draw,eval,train,track]"
+# the tracker without its opencv-python pin (see setup.cfg, extra "track")
+"${PIP[@]}" --no-deps "trackers>=2.6,<3"
 
 bash "${REPO}/scripts/setup_ros.sh" "${VENV}"
 
