@@ -2,18 +2,28 @@
 
 Safetensors only: pickled weights are never loaded (a directory with only ``.bin``/``.pt``
 files is refused with a conversion hint), and ``trust_remote_code`` is never used.
+
+Everything read from the directory is checked before use, and every problem is a
+:class:`~vlxseek_core.errors.CheckpointError` naming the file and key: ``config.json`` values
+(types, ranges, relations; :mod:`vlxseek_core.config_rules`), and the shard index
+(``model.safetensors.index.json``): well-formed JSON with a ``weight_map`` of tensor names to
+``*.safetensors`` files that exist *inside* the checkpoint folder (absolute paths, ``..`` and
+symlinks resolving outside are refused, never followed; in a Hugging Face cache snapshot,
+links into the repo's own ``blobs/`` are inside).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
 
 import torch
 
 from .config import VLMFO1Config, validate_config
+from .config_rules import check_config_dict
 from .davit import florence_to_reference, reference_to_florence
 from .errors import CheckpointError
 
@@ -46,19 +56,78 @@ class LoadReport:
         return "; ".join(parts) or "all keys matched"
 
 
-def safetensors_files(directory: str) -> List[str]:
-    """The checkpoint's safetensors shards (from the index when present).
+def read_json(path: str):
+    """Parse a checkpoint's JSON file.
 
     Raises:
-        CheckpointError: no directory, no safetensors, or only pickled weights.
+        CheckpointError: unreadable file, not UTF-8, or malformed JSON.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _containment_root(directory: str) -> str:
+    """The folder every shard must resolve into: the checkpoint folder, or for a Hugging Face
+    cache snapshot (``models--owner--name/snapshots/REV``, whose files link to
+    ``../../blobs/``) the repo's cache folder."""
+    real = os.path.realpath(directory)
+    parent = os.path.dirname(real)
+    if (os.path.basename(parent) == "snapshots"
+            and os.path.basename(os.path.dirname(parent)).startswith("models--")):
+        return os.path.dirname(parent)
+    return real
+
+
+def index_shards(directory: str) -> List[str]:
+    """The shard paths that ``model.safetensors.index.json`` lists, each checked.
+
+    Raises:
+        CheckpointError: malformed JSON, not ``{"weight_map": {tensor name: file name}}``,
+            a file name that is not a relative ``*.safetensors`` path inside the folder
+            (absolute, with ``..``, or a symlink resolving outside), or a missing shard.
+    """
+    index = os.path.join(directory, INDEX_NAME)
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if (not isinstance(weight_map, dict) or not weight_map
+            or not isinstance(data.get("metadata", {}), dict)):
+        raise CheckpointError(f"{index}: expected an object with a non-empty \"weight_map\" "
+                              "object (tensor name -> shard file) and an optional \"metadata\" "
+                              "object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: weight_map keys and values must be strings")
+    root = _containment_root(directory)
+    shards, missing = [], []
+    for name in sorted(set(weight_map.values())):
+        if (not name.endswith(".safetensors") or os.path.isabs(name) or "\0" in name
+                or ".." in re.split(r"[\\/]", name)):
+            raise CheckpointError(f"{index}: shard path {name!r} must be a relative "
+                                  "*.safetensors file name inside the checkpoint folder")
+        path = os.path.join(directory, name)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise CheckpointError(f"{index}: shard {name!r} resolves outside the checkpoint "
+                                  f"folder (to {os.path.realpath(path)!r}); refused")
+        (shards if os.path.isfile(path) else missing).append(path)
+    if missing:
+        raise CheckpointError(f"{index} lists {len(missing)} missing shard(s): "
+                              + ", ".join(os.path.basename(m) for m in missing[:5]))
+    return shards
+
+
+def safetensors_files(directory: str) -> List[str]:
+    """The checkpoint's safetensors shards (from the index when present, see
+    :func:`index_shards`).
+
+    Raises:
+        CheckpointError: no directory, no safetensors, only pickled weights, or a bad index.
     """
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint directory {directory!r} does not exist")
-    index = os.path.join(directory, INDEX_NAME)
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as fh:
-            shards = sorted(set(json.load(fh)["weight_map"].values()))
-        return [os.path.join(directory, s) for s in shards]
+    if os.path.isfile(os.path.join(directory, INDEX_NAME)):
+        return index_shards(directory)
     files = sorted(f for f in os.listdir(directory) if f.endswith(".safetensors"))
     if files:
         return [os.path.join(directory, f) for f in files]
@@ -90,18 +159,27 @@ def load_config(directory: str) -> VLMFO1Config:
     """Read and validate ``config.json``.
 
     Raises:
-        CheckpointError: missing/unreadable config or unsupported architecture choices.
+        CheckpointError: missing/unreadable/malformed config, a value of the wrong type or
+            range (the message names the key, see :mod:`vlxseek_core.config_rules`), or
+            unsupported architecture choices.
     """
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint directory {directory!r} does not exist")
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise CheckpointError(f"no config.json in {directory!r}")
+    problems = check_config_dict(read_json(path))
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
     try:
         config = VLMFO1Config.from_pretrained(directory)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
-    problems = validate_config(config)
+        # again on the values in effect: absent keys take defaults that must fit the rest
+        problems = [f"{p} (absent keys take transformers' defaults)"
+                    for p in check_config_dict(config.to_dict())] + validate_config(config)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
     return config
@@ -183,7 +261,11 @@ def load_model(directory: str, dtype: torch.dtype = torch.float32, device: str =
         CheckpointError: unreadable checkpoint, or any key mismatch unless allowed.
     """
     config = load_config(directory)
-    model = build_empty_model(config, dtype)
+    try:
+        model = build_empty_model(config, dtype)
+    except Exception as exc:  # noqa: BLE001 - a config the checks let through, torch errors
+        raise CheckpointError(f"cannot build the model from {directory}/config.json: "
+                              f"{type(exc).__name__}: {exc}") from exc
     expected = model.state_dict()
     state, report = {}, LoadReport()
     for ref_key, tensor in iter_reference_tensors(directory):

@@ -10,8 +10,10 @@ class InvalidImageError(VLXSeekError, ValueError):
 
 
 class InvalidRequestError(VLXSeekError, ValueError):
-    """The query, task or boxes of a request are invalid."""
+    """An argument of a call is invalid: the query, task, boxes, region indices or an option
+    (see :mod:`vlxseek_core.validation`); the message starts with the argument's name."""
 
 
 class CheckpointError(VLXSeekError, RuntimeError):
-    """A checkpoint directory is missing, incomplete, corrupt or not safetensors."""
+    """A checkpoint directory is missing, incomplete, corrupt or not safetensors, or one of
+    its files holds a bad value (the message names the file and key)."""

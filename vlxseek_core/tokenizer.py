@@ -58,29 +58,61 @@ def build_qwen25_vl_tokenizer(with_vlm_fo1_tokens: bool = True):
     return tokenizer
 
 
+TOKENIZER_CLASSES: Dict[str, str] = {
+    "Qwen2Tokenizer": "Qwen2Tokenizer",
+    "Qwen2TokenizerFast": "Qwen2Tokenizer",
+    "PreTrainedTokenizerFast": "TokenizersBackend",
+    "TokenizersBackend": "TokenizersBackend",
+}
+"""``tokenizer_class`` values of ``tokenizer_config.json`` that are accepted → the transformers
+class that loads them (transformers 5 folds the ``*Fast`` names into one class). Any other name
+is refused: the loader never looks up an arbitrary transformers attribute."""
+
+
+def tokenizer_class(directory: str):
+    """The transformers class that loads the tokenizer of ``directory``.
+
+    ``AutoTokenizer`` when ``tokenizer_config.json`` is absent or names no class (it would read
+    ``config.json``, whose model_type transformers does not know, only as a last resort).
+
+    Raises:
+        CheckpointError: malformed ``tokenizer_config.json``, or a ``tokenizer_class`` that is
+            not a string of :data:`TOKENIZER_CLASSES`.
+    """
+    import transformers
+
+    from .checkpoint import read_json
+
+    path = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return transformers.AutoTokenizer
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    name = data.get("tokenizer_class")
+    if name is None or name == "":
+        return transformers.AutoTokenizer
+    if not isinstance(name, str) or name not in TOKENIZER_CLASSES:
+        raise CheckpointError(f"{path}: tokenizer_class={name!r:.80} is not an allowed tokenizer "
+                              f"class ({', '.join(TOKENIZER_CLASSES)})")
+    return getattr(transformers, TOKENIZER_CLASSES[name])
+
+
 def load_tokenizer(directory: str):
     """Load a checkpoint's tokenizer (fast, from its own files; never remote code).
 
+    The class comes from :func:`tokenizer_class` (an allow-list).
+
     Raises:
-        CheckpointError: no tokenizer files, or the VLM-FO1 tokens are missing.
+        CheckpointError: no tokenizer files, a malformed one, a class outside the allow-list,
+            or the VLM-FO1 tokens are missing.
     """
-    import json
-
-    import transformers
-
-    # Use the class named in tokenizer_config.json when transformers ships it: AutoTokenizer
-    # would read config.json, whose model_type transformers does not know.
-    cls = transformers.AutoTokenizer
-    try:
-        with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as fh:
-            name = json.load(fh).get("tokenizer_class") or ""
-        cls = getattr(transformers, name.removesuffix("Fast"), None) or cls
-    except (OSError, ValueError):
-        pass
+    cls = tokenizer_class(directory)
     try:
         tokenizer = cls.from_pretrained(directory, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer from {directory}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - tokenizers/transformers raise many types
+        raise CheckpointError(f"cannot load the tokenizer from {directory}: "
+                              f"{type(exc).__name__}: {exc}") from exc
     missing = [t for t in VLM_FO1_ADDED_TOKENS[:1] + ("<ground>", "<objects>")
                if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
@@ -88,6 +120,18 @@ def load_tokenizer(directory: str):
             f"tokenizer in {directory} lacks the VLM-FO1 tokens {missing}; is this a VLM-FO1 "
             "checkpoint?")
     return tokenizer
+
+
+def check_vocabulary(tokenizer, vocab_size: int, directory: str = "") -> None:
+    """Every id the tokenizer can produce has a row in the model's embedding.
+
+    Raises:
+        CheckpointError: ``len(tokenizer) > vocab_size``.
+    """
+    if len(tokenizer) > int(vocab_size):
+        raise CheckpointError(f"the tokenizer in {directory or 'the checkpoint'} has "
+                              f"{len(tokenizer)} tokens but config.json vocab_size is "
+                              f"{vocab_size}")
 
 
 def special_token_ids(tokenizer) -> Dict[str, int]:
