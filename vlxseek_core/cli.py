@@ -36,8 +36,8 @@ def _parse_boxes(text: Optional[str]):
         return None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VLXSeekError(f"--boxes must be a JSON list of [x1, y1, x2, y2]: {exc}") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise VLXSeekError(f"--boxes must be a JSON list of [x1, y1, x2, y2]: {exc}") from None
 
 
 # The reference's evaluation scripts decode up to this many tokens (spec §4.3).
@@ -55,7 +55,11 @@ def cmd_query(args) -> int:
         proposal_source=args.proposal_source, proposal_model=args.proposal_model,
         proposal_min_score=args.min_score, proposal_nms_iou=args.nms_iou,
         max_proposals=args.max_proposals, constrained_decoding=not args.unconstrained)
-    regions = [int(i) for i in args.regions.split(",")] if args.regions else None
+    try:
+        regions = [int(i) for i in args.regions.split(",")] if args.regions else None
+    except ValueError:
+        raise VLXSeekError(f"--regions must be comma-separated integers, got "
+                           f"{args.regions!r}") from None
     result = pipe.query(_load_image(args.image), args.query, task=args.task,
                         boxes=_parse_boxes(args.boxes), region_indices=regions,
                         max_new_tokens=args.max_new_tokens)
@@ -228,13 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for the user: the message with its whitespace (newlines) collapsed, or the
+    exception's type name when it has no message."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``vlxseek`` command; returns the exit status."""
+    """Entry point of the ``vlxseek`` command; returns the exit status.
+
+    Every project error (:class:`~vlxseek_core.errors.VLXSeekError`: bad arguments, images,
+    checkpoints, hub failures, evaluation data), a ``ValueError`` or an ``OSError`` (files)
+    is printed as one line ``vlxseek: error: …`` on stderr with exit status 2, no traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (VLXSeekError, ValueError) as exc:
-        print(f"vlxseek: error: {exc}", file=sys.stderr)
+    except (VLXSeekError, ValueError, OSError) as exc:
+        print(f"vlxseek: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

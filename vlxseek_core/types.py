@@ -15,6 +15,11 @@ import numpy as np
 class Proposals:
     """Candidate regions, in the order that defines the region indices.
 
+    The proposals of a :class:`QueryResult` are the result's own writable copies. The frame
+    cache keeps its own read-only copy (``FrameEncoding.proposals`` from ``VLXSeek.encode``),
+    so writing into it raises ``ValueError: assignment destination is read-only``; use
+    :meth:`copy` for an editable one.
+
     Attributes:
         boxes: float32 ``[N, 4]`` xyxy, pixels of the original image.
         scores: float32 ``[N]`` confidences in [0, 1]; user boxes get 1.0.
@@ -32,6 +37,14 @@ class Proposals:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def copy(self, writeable: bool = True) -> "Proposals":
+        """A copy with its own arrays (``writeable=False``: read-only arrays)."""
+        boxes, scores = self.boxes.copy(), self.scores.copy()
+        if not writeable:
+            boxes.setflags(write=False)
+            scores.setflags(write=False)
+        return Proposals(boxes, scores)
 
     @classmethod
     def empty(cls) -> "Proposals":
@@ -70,6 +83,11 @@ class Detection:
 @dataclass
 class QueryResult:
     """Everything one query produced.
+
+    A result owns all of its data: ``proposals`` (writable copies), detection boxes,
+    groundings, ``warnings`` and ``timings_ms`` are never shared with the pipeline's frame
+    cache or with another result (also of the same frame or the same ``query_many`` call), so
+    editing them in place changes no later answer.
 
     Attributes:
         task: the task name that built the prompt.
