@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from training_fixtures import builder, images_dir, train_model_dir  # noqa: F401 (fixtures)
+from checkpoint_fixtures import ckpt, module_checkpoint  # noqa: F401 (fixtures)
 from validation_fixtures import fast_pipeline, one_thread, small_image  # noqa: F401 (fixtures)
 
 
