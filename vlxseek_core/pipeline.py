@@ -27,6 +27,7 @@ from .preprocessing import ImagePreprocessor
 from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, PROPOSAL_KINDS,
                         ProposalSource, build_proposal_source, validate_user_boxes)
+from .streaming import AnswerStreamer, CancelCriteria, QueryProgress
 from .tokenizer import check_vocabulary, load_tokenizer
 from .tokens import END_OF_TEXT, IM_END, MAX_REGIONS
 from .types import Proposals, QueryResult
@@ -230,7 +231,8 @@ class VLXSeek:
     def query(self, image, text: str = "", task: str = "detect", boxes=None, box_scores=None,
               region_indices: Optional[Sequence[int]] = None,
               max_new_tokens: Optional[int] = None, reuse_frame: bool = True,
-              proposals: Optional[Proposals] = None) -> QueryResult:
+              proposals: Optional[Proposals] = None,
+              progress: Optional[QueryProgress] = None) -> QueryResult:
         """Answer one query about one image.
 
         Args:
@@ -251,6 +253,9 @@ class VLXSeek:
                 recomputes everything. Greedy answers are identical either way.
             proposals: candidate regions from an external detector replacing the configured
                 one (see :meth:`propose`); region index = row.
+            progress: a :class:`~vlxseek_core.streaming.QueryProgress`: stage and per-token
+                callbacks, and a cancel event that stops decoding within one step (the result
+                then has ``cancelled=True`` and the partial answer).
 
         Returns:
             A new :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
@@ -265,12 +270,14 @@ class VLXSeek:
         check.text(text, name)
         return self.query_many(image, [(text, name)], boxes=boxes, box_scores=box_scores,
                                region_indices=region_indices, max_new_tokens=max_new_tokens,
-                               reuse_frame=reuse_frame, proposals=proposals)[0]
+                               reuse_frame=reuse_frame, proposals=proposals,
+                               progress=progress)[0]
 
     def query_many(self, image, queries: List[QuerySpec], task: str = "detect",
                    boxes=None, box_scores=None, region_indices: Optional[Sequence[int]] = None,
                    max_new_tokens: Optional[int] = None, reuse_frame: bool = True,
-                   proposals: Optional[Proposals] = None) -> List[QueryResult]:
+                   proposals: Optional[Proposals] = None,
+                   progress: Optional[QueryProgress] = None) -> List[QueryResult]:
         """Answer several queries about one frame, encoding the frame once.
 
         Proposals, both towers, the HFRE and the LLM prefill of the shared prompt prefix
@@ -281,6 +288,8 @@ class VLXSeek:
             queries: a ``list`` of texts (asked with ``task``) and/or ``(text, task)`` pairs
                 (tuple or list of two; a ``None`` task means ``task``). An empty list returns
                 ``[]`` once the other arguments are checked, without running the model.
+            progress: as :meth:`query`; once cancelled, the remaining queries are not decoded
+                (their results say ``cancelled=True``).
             other arguments: as :meth:`query`.
 
         Returns:
@@ -294,13 +303,14 @@ class VLXSeek:
         frame = check.frame_args(image, boxes, box_scores, proposals, reuse_frame)
         indices = check.region_indices(region_indices)
         budget = check.max_new_tokens(max_new_tokens, self.max_new_tokens_limit)
+        progress = check.progress(progress)
         check.regions_available(specs, indices, frame)
         if not specs:
             return []
         with self._lock:
-            enc = self._encode(frame, lambda n: check.indices_in_range(indices, n))
-            return [self._answer(enc, text, name, indices, budget, frame.boxes is not None)
-                    for text, name in specs]
+            enc = self._encode(frame, lambda n: check.indices_in_range(indices, n), progress)
+            return [self._answer(enc, text, name, indices, budget, frame.boxes is not None,
+                                 progress) for text, name in specs]
 
     def frame_key(self, pil, boxes=None, box_scores=None,
                   proposals: Optional[Proposals] = None) -> str:
@@ -323,7 +333,8 @@ class VLXSeek:
         return self._encode(check.frame_args(image, boxes, box_scores, proposals, reuse_frame))
 
     def _encode(self, args: "check.FrameArgs",
-                check_regions: Optional[Callable[[int], None]] = None) -> FrameEncoding:
+                check_regions: Optional[Callable[[int], None]] = None,
+                progress: Optional[QueryProgress] = None) -> FrameEncoding:
         """:meth:`encode` of checked arguments; ``check_regions(number of regions)`` runs
         after the proposals and before the towers of a frame that is not cached."""
         with self._lock:
@@ -332,6 +343,8 @@ class VLXSeek:
                 self._frames.move_to_end(key)
                 return self._frames[key]
             timer = StageTimer()
+            if progress is not None:
+                progress.stage("proposals")
             with timer.stage("proposals"):
                 regions, warnings = self._propose(args)
             if check_regions is not None:
@@ -339,6 +352,8 @@ class VLXSeek:
             regions = regions.copy(writeable=False)  # the cache's own, read-only arrays
             frame = None
             if len(regions):
+                if progress is not None:
+                    progress.stage("encode")
                 frame = self._encode_frame(args.image, regions, timer)
             enc = FrameEncoding(key, (args.image.height, args.image.width), regions,
                                 list(warnings), frame, timings_ms=timer.ms)
@@ -401,7 +416,7 @@ class VLXSeek:
 
     def _answer(self, enc: FrameEncoding, text: str, task: str,
                 region_indices: Optional[List[int]], max_new_tokens: Optional[int],
-                user_boxes: bool) -> QueryResult:
+                user_boxes: bool, progress: Optional[QueryProgress] = None) -> QueryResult:
         """:meth:`answer` of checked arguments."""
         spec = TASKS[task]
         if not region_indices and spec.needs_regions and user_boxes:
@@ -416,9 +431,12 @@ class VLXSeek:
         if enc.frame is None:
             result.warnings.append("no regions: no candidate boxes were found or given, so "
                                    "the model was not run")
+        elif progress is not None and progress.cancelled:
+            result.cancelled = True
+            result.warnings.append("cancelled before decoding")
         else:
             with self._lock:
-                self._generate(enc, parts, spec, result, timer, max_new_tokens)
+                self._generate(enc, parts, spec, result, timer, max_new_tokens, progress)
         frame_ms = enc.timings_ms if enc.answered == 0 else {}
         enc.answered += 1
         result.timings_ms = {**frame_ms, **timer.ms}
@@ -426,7 +444,8 @@ class VLXSeek:
 
     @torch.inference_mode()
     def _generate(self, enc: FrameEncoding, parts, spec, result: QueryResult, timer: StageTimer,
-                  max_new_tokens: Optional[int]) -> None:
+                  max_new_tokens: Optional[int],
+                  progress: Optional[QueryProgress] = None) -> None:
         system = self.prompt_tokenizer.wants_system_turn(parts)
         prefix_ids, prefix_cache = self._prefix(enc, system, timer)
         input_ids = prefix_ids + self.prompt_tokenizer.build_suffix(parts)
@@ -437,6 +456,11 @@ class VLXSeek:
             processors.append(RegionAnswerLogitsProcessor(
                 self.tokenizer, len(enc.proposals), trailing_text=(result.task == "count"),
                 max_new_tokens=budget))
+        streamer, stopping = None, None
+        if progress is not None:
+            progress.stage("generate")
+            streamer = AnswerStreamer(self.tokenizer, progress, clean=strip_end_tokens)
+            stopping = [CancelCriteria(progress.cancel)]
         with timer.stage("generate"):
             out = self.model.generate(
                 inputs_embeds=embeds, position_ids=position_ids,
@@ -446,12 +470,19 @@ class VLXSeek:
                 max_new_tokens=budget, do_sample=False, num_beams=1,
                 eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
                 logits_processor=processors or None, temperature=None, top_p=None,
-                top_k=None, repetition_penalty=None)
+                top_k=None, repetition_penalty=None, streamer=streamer,
+                stopping_criteria=stopping)
         generated = out[0].tolist()
         result.num_generated_tokens = len(generated)
         raw = self.tokenizer.decode(generated, skip_special_tokens=False)
-        if not any(t in self.end_ids for t in generated):
+        ended = any(t in self.end_ids for t in generated)
+        if progress is not None and progress.cancelled and not ended:
+            result.cancelled = True
+            result.warnings.append(f"cancelled after {len(generated)} tokens; the answer is "
+                                   f"partial")
+        elif not ended:
             result.warnings.append(f"answer cut off at max_new_tokens={budget}")
         self._fill_answer(result, strip_end_tokens(raw))
 
     _fill_answer = staticmethod(fill_answer)
+

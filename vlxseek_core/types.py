@@ -108,6 +108,8 @@ class QueryResult:
             absent phrases, an empty answer, a count answer without a number).
         timings_ms: per-stage wall time in milliseconds.
         num_generated_tokens: tokens decoded for the answer.
+        cancelled: decoding was stopped by a cancel request (``QueryProgress.cancel``); the
+            answer, groundings and detections are those of the partial answer.
     """
 
     task: str
@@ -125,6 +127,7 @@ class QueryResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     num_generated_tokens: int = 0
     rejected: List[str] = field(default_factory=list)
+    cancelled: bool = False
 
     def to_dict(self) -> dict:
         """JSON-serialisable view (lists instead of arrays)."""
@@ -148,4 +151,5 @@ class QueryResult:
             "warnings": list(self.warnings),
             "timings_ms": dict(self.timings_ms),
             "num_generated_tokens": self.num_generated_tokens,
+            "cancelled": self.cancelled,
         }

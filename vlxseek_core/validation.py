@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InvalidImageError, InvalidRequestError
 from .prompts import TASKS, task_parts
+from .streaming import QueryProgress
 from .tokens import MAX_REGIONS
 from .types import Proposals
 
@@ -385,3 +386,14 @@ def load_args(model_path: Any, device: Any, dtype: Any, proposal_source: Any,
         flag(options["constrained_decoding"], "constrained_decoding")
     if "frame_cache_size" in options:
         integer(options["frame_cache_size"], "frame_cache_size", 0, 1024)
+
+
+def progress(value: Any, name: str = "progress") -> Optional[QueryProgress]:
+    """``None`` or a :class:`~vlxseek_core.streaming.QueryProgress`.
+
+    Raises:
+        InvalidRequestError: anything else.
+    """
+    if value is not None and not isinstance(value, QueryProgress):
+        raise _fail(name, "must be a vlxseek_core.streaming.QueryProgress or None", value)
+    return value

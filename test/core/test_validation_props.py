@@ -65,7 +65,7 @@ def _query(pipe, image, **overrides):
 
 
 @pytest.mark.parametrize("arg", ["text", "task", "boxes", "box_scores", "region_indices",
-                                 "max_new_tokens", "reuse_frame", "proposals"])
+                                 "max_new_tokens", "reuse_frame", "proposals", "progress"])
 @settings(JUNK)
 @given(data=st.data())
 def test_query_argument_junk(fast_pipeline, small_image, monkeypatch, arg, data):
@@ -78,7 +78,8 @@ def test_query_argument_junk(fast_pipeline, small_image, monkeypatch, arg, data)
     if arg == "max_new_tokens":  # a huge valid budget must not decode for minutes
         seen = []
         monkeypatch.setattr(fast_pipeline, "_generate",
-                            lambda enc, parts, spec, res, timer, budget: seen.append(budget))
+                            lambda enc, parts, spec, res, timer, budget, progress=None:
+                            seen.append(budget))
     out = _ok_or_ours(lambda: _query(fast_pipeline, small_image, **overrides))
     if isinstance(out, QueryResult) and arg == "max_new_tokens":
         assert seen and (seen[0] is None or 1 <= seen[0] <= fast_pipeline.max_new_tokens_limit)
