@@ -136,7 +136,8 @@ def cli_runs(train_model_dir, images_dir, tmp_path_factory):
     data = write_train_data(tmp / "train.jsonl", 4)
     runs = {}
     for name, extra in {"plain": [], "checkpointing": ["--gradient-checkpointing"],
-                        "bf16": ["--bf16"], "lora": ["--lora", "4"]}.items():
+                        "bf16": ["--bf16"], "lora": ["--lora", "4"],
+                        "lr_scale": ["--lr-scale", "towers=0.1", "--lr-scale", "llm=2"]}.items():
         out = tmp / name
         assert main(["train", "--stage", "2", "--model", train_model_dir, "--data", data,
                      "--images", images_dir, "--out", str(out), "--batch-size", "2",
@@ -159,6 +160,10 @@ def test_cli_gradient_checkpointing_and_bf16(cli_runs):
     bf16 = _losses(cli_runs["bf16"])
     assert bf16 == pytest.approx(plain, rel=2e-2)
     assert bf16 != plain  # autocast did run in bf16
+    scaled = _losses(cli_runs["lr_scale"])
+    assert scaled[0] == pytest.approx(plain[0], rel=1e-5) and scaled[1] != plain[1]
+    info = json.load(open(cli_runs["lr_scale"] / "vlxseek_training.json"))
+    assert info["lr_scales"] == {"towers": 0.1, "llm": 2.0}
 
 
 def test_cli_lora_checkpoint_loads(cli_runs, train_model_dir, images_dir):
@@ -214,44 +219,54 @@ def test_export_from_an_engine_state_dict(lora_rank, train_model_dir, builder, t
         trainer._export_vlm({k: v for k, v in engine_state.items() if "layers.1." not in k})
 
 
-def test_tower_lr_scale_splits_every_optimizer_group(train_model_dir, builder, tmp_path):
-    """``--tower-lr-scale``: tower parameters (here stage 2's aux encoder) get the scaled rate,
-    everything else the base rate; weight-decay groups and the trainable set are unchanged."""
+def test_lr_scales_split_every_optimizer_group(train_model_dir, builder, tmp_path):
+    """``--lr-scale``: every module group gets its scaled rate (unnamed groups the base rate);
+    weight-decay groups and the trainable set are unchanged (stage 2: aux tower, HFRE,
+    connector and LLM train, the primary ViT is frozen)."""
     from transformers import TrainingArguments
 
     from vlxseek_core.training.model import TrainingModel
-    from vlxseek_core.training.trainer import VLXSeekTrainer, is_tower_parameter
+    from vlxseek_core.training.trainer import VLXSeekTrainer, lr_group
 
     vlm, plan = _stage2(train_model_dir, builder)
     trainer = VLXSeekTrainer(
         model=TrainingModel(vlm), args=TrainingArguments(
             str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-3,
             weight_decay=0.1), freeze_plan=plan, source_dir=train_model_dir,
-        tower_lr_scale=0.25)
+        lr_scales={"towers": 0.25, "hfre": 0.5, "connector": 0.0})
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in trainer.model.named_parameters()}
+    expected = {"towers": 2.5e-4, "hfre": 5e-4, "connector": 0.0, "llm": 1e-3}
     seen, kinds = [], set()
     for group in optimizer.param_groups:
         group_names = [names[id(p)] for p in group["params"]]
-        tower = {is_tower_parameter(n) for n in group_names}
-        assert len(tower) == 1
-        tower = tower.pop()
-        assert group["lr"] == pytest.approx(2.5e-4 if tower else 1e-3)
-        kinds.add((tower, group["weight_decay"]))
+        kind = {lr_group(n) for n in group_names}
+        assert len(kind) == 1
+        kind = kind.pop()
+        assert group["lr"] == pytest.approx(expected[kind])
+        kinds.add((kind, group["weight_decay"]))
         seen += group_names
     assert sorted(seen) == sorted(n for n, p in trainer.model.named_parameters()
                                   if p.requires_grad)
-    assert kinds == {(False, 0.1), (False, 0.0), (True, 0.1), (True, 0.0)}
-    assert any(n.startswith("vlm.model.vision_tower_aux.") for n in seen)
+    assert {k for k, _ in kinds} == set(expected)
+    assert {w for _, w in kinds} == {0.0, 0.1}
+    assert lr_group("vlm.model.vision_tower_aux.image_tower.convs.0.proj.weight") == "towers"
+    assert lr_group("vlm.model.vision_tower.image_tower.merger.mlp.0.weight") == "towers"
+    assert lr_group("vlm.model.object_vp_extractor.simple_fpn.simfp_1.0.weight") == "hfre"
+    assert lr_group("vlm.model.mm_projector_aux.0.weight") == "connector"
+    assert lr_group("vlm.base_model.model.model.layers.0.mlp.up_proj.lora_A.default.weight") \
+        == "llm"
     assert not any(n.startswith("vlm.model.vision_tower.") for n in seen)  # frozen in stage 2
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--tower-lr-scale", "-1"], "tower-lr-scale must be >= 0"),
-    (["--tower-lr-scale", "nan"], "tower-lr-scale must be >= 0"),
-    (["--tower-lr-scale", "0.1", "--deepspeed", "zero2.json"], "DeepSpeed config")])
-def test_tower_lr_scale_bad_values(extra, message, train_model_dir, images_dir, tmp_path,
-                                   capsys):
+    (["--lr-scale", "towers=-1"], "finite number >= 0"),
+    (["--lr-scale", "towers=nan"], "finite number >= 0"),
+    (["--lr-scale", "towers"], "expected GROUP=X"),
+    (["--lr-scale", "tower=0.1"], "expected GROUP=X"),
+    (["--lr-scale", "hfre=0.1", "--lr-scale", "hfre=0.2"], "given twice"),
+    (["--lr-scale", "towers=0.1", "--deepspeed", "zero2.json"], "DeepSpeed config")])
+def test_lr_scale_bad_values(extra, message, train_model_dir, images_dir, tmp_path, capsys):
     from vlxseek_core.cli import main
 
     data = write_train_data(tmp_path / "train.jsonl", 2)

@@ -126,9 +126,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--scheduler", default="cosine", help="transformers scheduler name")
     a("--weight-decay", type=float, default=0.0)
     a("--max-grad-norm", type=float, default=1.0)
-    a("--tower-lr-scale", type=float, default=1.0,
-      help="learning-rate multiplier of the two vision towers (e.g. 0.1 when they train from "
-           "random initialisation; see README 'A small model that works')")
+    a("--lr-scale", action="append", default=[], metavar="GROUP=X",
+      help="learning-rate multiplier of a module group: towers, hfre, connector or llm "
+           "(repeatable; e.g. towers=0.1 hfre=0.1 connector=0.1 when training from random "
+           "initialisation, see README 'Procedural scenes and the scene model')")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
@@ -171,10 +172,14 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     from .model import TrainingModel
     from .trainer import VLXSeekTrainer, export_model
 
-    if not args.tower_lr_scale >= 0:
-        raise InvalidRequestError(f"--tower-lr-scale must be >= 0, got {args.tower_lr_scale}")
-    if args.deepspeed and args.tower_lr_scale != 1.0:
-        raise InvalidRequestError("--tower-lr-scale needs the Trainer's own optimizer; with "
+    from .trainer import parse_lr_scales
+
+    try:
+        lr_scales = parse_lr_scales(args.lr_scale)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+    if args.deepspeed and lr_scales:
+        raise InvalidRequestError("--lr-scale needs the Trainer's own optimizer; with "
                                   "--deepspeed set per-group rates in the DeepSpeed config")
     records = read_jsonl(args.data)
     use_cpu = args.device == "cpu" or not torch.cuda.is_available()
@@ -207,14 +212,15 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         dataloader_num_workers=args.workers, remove_unused_columns=False, use_cpu=use_cpu,
         deepspeed=args.deepspeed, fsdp=args.fsdp or "", disable_tqdm=False,
         ddp_find_unused_parameters=False)
-    info = {"stage": args.stage, "command": " ".join(argv or sys.argv), "seed": args.seed,
+    info = {"stage": args.stage, "lr_scales": lr_scales,
+            "command": " ".join(argv or sys.argv), "seed": args.seed,
             "data": os.path.basename(args.data), "data_sha256": file_sha256(args.data),
             "num_records": len(records), "start_model": os.path.abspath(args.model)}
     trainer = VLXSeekTrainer(model=TrainingModel(vlm), args=training_args,
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,
                              source_dir=args.model, lora=bool(args.lora), training_info=info,
-                             tower_lr_scale=args.tower_lr_scale,
+                             lr_scales=lr_scales,
                              callbacks=[StopEarly(args.max_minutes, args.stop_at_step)])
     resume = args.resume
     if resume == "latest":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from transformers import Trainer
@@ -126,9 +126,48 @@ def model_from_state_dict(live, state_dict: dict):
     return model
 
 
-def is_tower_parameter(name: str) -> bool:
-    """Whether a (possibly wrapped) parameter name belongs to the primary ViT or the aux tower."""
-    return ".vision_tower." in f".{name}" or ".vision_tower_aux." in f".{name}"
+LR_GROUPS = ("towers", "hfre", "connector", "llm")
+"""Module groups of ``--lr-scale``: the two vision towers (primary ViT incl. merger, aux
+encoder), the HFRE (``object_vp_extractor``, SimpleFP), the region connector
+(``mm_projector_aux``, and ``mm_projector`` when it has weights), and the LLM (embeddings,
+decoder layers, norm, ``lm_head``, LoRA adapters)."""
+_GROUP_MARKERS = (("towers", (".vision_tower.", ".vision_tower_aux.")),
+                  ("hfre", (".object_vp_extractor.",)),
+                  ("connector", (".mm_projector_aux.", ".mm_projector.")))
+
+
+def lr_group(name: str) -> str:
+    """The :data:`LR_GROUPS` entry of a (possibly wrapped) parameter name."""
+    dotted = f".{name}"
+    for group, markers in _GROUP_MARKERS:
+        if any(m in dotted for m in markers):
+            return group
+    return "llm"
+
+
+def parse_lr_scales(items) -> Dict[str, float]:
+    """``["towers=0.1", "hfre=0.1"]`` → ``{"towers": 0.1, "hfre": 0.1}``.
+
+    Raises:
+        ValueError: not ``GROUP=X``, an unknown group, a repeated group, or ``X`` not a finite
+            number ≥ 0.
+    """
+    out: Dict[str, float] = {}
+    for item in items or ():
+        group, sep, value = str(item).partition("=")
+        if not sep or group not in LR_GROUPS:
+            raise ValueError(f"--lr-scale {item!r}: expected GROUP=X with GROUP one of "
+                             f"{', '.join(LR_GROUPS)}")
+        if group in out:
+            raise ValueError(f"--lr-scale: group {group!r} given twice")
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = float("nan")
+        if not (scale >= 0 and scale != float("inf")):
+            raise ValueError(f"--lr-scale {item!r}: the scale must be a finite number >= 0")
+        out[group] = scale
+    return out
 
 
 def _unwrapped_name(name: str) -> str:
@@ -146,40 +185,40 @@ class VLXSeekTrainer(Trainer):
         source_dir: the starting checkpoint (tokenizer/processor files are copied from it).
         lora: the LLM carries LoRA adapters (merged into the saved weights).
         training_info: metadata written into every saved checkpoint.
-        tower_lr_scale: learning-rate multiplier of the two vision towers (primary ViT and aux
-            encoder) relative to ``args.learning_rate``; 1 = one rate for everything.
+        lr_scales: learning-rate multipliers per module group (:data:`LR_GROUPS`) relative to
+            ``args.learning_rate``; groups not named keep the base rate.
     """
 
     def __init__(self, *args, freeze_plan: FreezePlan, source_dir: str, lora: bool = False,
-                 training_info: Optional[dict] = None, tower_lr_scale: float = 1.0, **kwargs):
+                 training_info: Optional[dict] = None,
+                 lr_scales: Optional[Dict[str, float]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.freeze_plan = freeze_plan
         self.source_dir = source_dir
         self.lora = lora
         self.training_info = training_info or {}
-        self.tower_lr_scale = tower_lr_scale
+        self.lr_scales = dict(lr_scales or {})
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        """``Trainer``'s optimizer; with ``tower_lr_scale != 1`` each parameter group is split
-        into tower and non-tower parameters, the tower half at the scaled rate (the scheduler,
-        created afterwards, scales every group's own initial rate).
+        """``Trainer``'s optimizer; with ``lr_scales`` each parameter group is split by module
+        group (:data:`LR_GROUPS`), each part at its scaled rate (the scheduler, created
+        afterwards, scales every group's own initial rate).
 
         Why: trained from random initialisation at one rate, the towers' un-normalised outputs
-        (spec §2.5, "DaViT stage outputs are used un-normalised") grow until every region
-        feature of an image points the same way (mean cosine 0.99999 after 400 steps at 2e-3)
-        and the LLM can no longer tell regions apart.
+        (spec §2.5, "DaViT stage outputs are used un-normalised"), the HFRE and the connector
+        drift until every region feature of an image points the same way (mean cosine 0.99999
+        after 400 steps at 2e-3) and the LLM can no longer tell regions apart.
         """
         optimizer = super().create_optimizer(model)
-        if self.tower_lr_scale == 1.0 or self.is_deepspeed_enabled:
+        if not self.lr_scales or self.is_deepspeed_enabled:
             return optimizer
-        towers = {id(p) for n, p in (model or self.model).named_parameters()
-                  if is_tower_parameter(n)}
+        group_of = {id(p): lr_group(n) for n, p in (model or self.model).named_parameters()}
         groups = []
         for group in optimizer.param_groups:
-            for tower in (False, True):
-                params = [p for p in group["params"] if (id(p) in towers) == tower]
+            for name in LR_GROUPS:
+                params = [p for p in group["params"] if group_of[id(p)] == name]
                 if params:
-                    lr = group["lr"] * (self.tower_lr_scale if tower else 1.0)
+                    lr = group["lr"] * self.lr_scales.get(name, 1.0)
                     groups.append({**group, "params": params, "lr": lr})
         optimizer.param_groups.clear()
         for group in groups:
