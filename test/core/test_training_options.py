@@ -129,7 +129,7 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(train_model_dir, b
 @pytest.fixture(scope="module")
 def cli_runs(train_model_dir, images_dir, tmp_path_factory):
     """``vlxseek train`` (2 steps, stage 2) as is, with --gradient-checkpointing, with --bf16
-    and with --lora 4: ``{name: output dir}``."""
+    with --lora 4 and with --lr-scale: ``{name: output dir}``."""
     from vlxseek_core.cli import main
 
     tmp = tmp_path_factory.mktemp("train_options")
