@@ -13,7 +13,9 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
   built-in detectors' (``proposal_min_score``, ``proposal_nms_iou``, ``max_proposals``).
 * service ``~/query_regions`` (``vlxseek_ros/srv/QueryRegions``): answer one query about the
   request's image or the newest frame (with ``proposal_source: topic``: the newest frame that
-  has proposals, waiting up to ``proposal_wait_s`` for them).
+  has proposals, waiting up to ``proposal_wait_s`` for them). Reliable, KEEP_LAST
+  ``service_queue_depth`` (default 1000, not rclpy's 10; :mod:`vlxseek_ros.service_queue`):
+  that many calls may be outstanding at once, across all clients, without DDS dropping any.
 * publishes ``~/detections`` (``vision_msgs/Detection2DArray``, reliable) for every answered query
   (service calls and the standing query), with the answered image's header;
 * publishes ``~/debug_image`` (``sensor_msgs/Image``, rgb8) with boxes, labels and region indices,
@@ -24,21 +26,23 @@ Interfaces (names relative to the node; remap ``image`` to your camera topic):
 
 * publishes ``~/status`` (``std_msgs/String``, reliable, depth 1) every ``status_period_s``: one
   JSON object with the load and health counters of :mod:`vlxseek_ros.serving_stats` (frames
-  received / dropped / answered, requests ok / failed / busy, inference errors, consecutive
-  failures, last error, per-stage and end-to-end latency in ms) plus ``node``, ``model_path``,
-  ``device`` (the one in use: ``cpu``, ``cuda:0``), ``warmup_ms``, ``busy_policy`` and
-  ``inference_in_flight``; a summary line is also logged at most every :data:`STATUS_LOG_S`
-  seconds. "Dropped" is defined in :mod:`vlxseek_ros.frame_demand`.
+  received / dropped / answered, requests received / answered = ok + failed + busy, inference
+  errors, consecutive failures, last error, per-stage and end-to-end latency in ms) plus
+  ``node``, ``model_path``, ``device`` (the one in use: ``cpu``, ``cuda:0``), ``warmup_ms``,
+  ``busy_policy`` and ``inference_in_flight``; a summary line is also logged at most every
+  :data:`STATUS_LOG_S` seconds. "Dropped" is defined in :mod:`vlxseek_ros.frame_demand`.
 * publishes ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``) at the same period: one
   status ``<node name>: inference``, level per :mod:`vlxseek_ros.diagnostics` (skipped, with a
   warning, where ``diagnostic_msgs`` is not installed).
 
 Start-up (:mod:`vlxseek_ros.startup`): parameters are declared from the table of
 :mod:`vlxseek_ros.parameters`, the models are loaded, and with ``warmup`` (default) one inference
-on a synthetic frame runs before the service is created.
+on a synthetic frame runs before the service is created. Loading and warm-up are interruptible:
+once shutdown is requested the node stops waiting for them and creates no interface.
 
 Threads: the image subscription, the service, the standing-query timer and the status timer have
-separate callback groups under a ``MultiThreadedExecutor``; one lock around the model makes
+separate callback groups under a ``MultiThreadedExecutor`` of
+:data:`~vlxseek_ros.service_queue.EXECUTOR_THREADS` threads; one lock around the model makes
 inferences (and threshold changes, applied between inferences) strictly sequential.
 
 Busy policy (parameter ``busy_policy``): service calls run concurrently up to the model lock.
@@ -48,17 +52,21 @@ most :data:`MAX_WAITING_CALLS` calls wait or run at once (more are answered busy
 waiting calls never starve the image subscription. The standing query never waits: it skips a
 tick while the model is busy.
 
-Robustness: every request gets a response; an exception inside inference (CUDA OOM, a corrupt
-tensor...) fails only that request (``message="inference failed: <type>: <text>"``) and is counted
-(``inference_errors``, ``consecutive_failures``, ``last_error``); the node keeps serving. SIGINT
-and SIGTERM shut the node down (exit status 0); an inference still running after
-:data:`SHUTDOWN_GRACE_S` seconds is abandoned (the process exits without waiting for it).
+Robustness: every request taken gets exactly one response (``requests_received`` =
+``requests_answered``), also the calls still held when the service goes (deactivate, shutdown:
+``busy: ...``); an exception inside inference (CUDA OOM...) fails only that request
+(``message="inference failed: <type>: <text>"``), counted as ``inference_errors``,
+``consecutive_failures``, ``last_error``. SIGINT/SIGTERM at any moment: exit status 0
+(:mod:`vlxseek_ros.node_process`; an inference still running after :data:`SHUTDOWN_GRACE_S`
+seconds is abandoned).
 """
 from __future__ import annotations
 
-import ctypes
+if __name__ == "__main__":  # a node process: record SIGINT/SIGTERM before the imports below
+    from vlxseek_ros import stop_signals
+    stop_signals.install()
+
 import json
-import os
 import sys
 import threading
 import time
@@ -68,14 +76,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -91,11 +96,19 @@ from vlxseek_ros.frame_matching import StampMatcher, format_stamp, stamp_to_ns
 from vlxseek_ros.image_conversion import image_msg_to_rgb, rgb_to_compressed_msg, rgb_to_image_msg
 from vlxseek_ros.parameters import (BUSY_POLICIES, NODE_NAME, NODE_PARAMETERS, RUNTIME_NAMES,
                                     THRESHOLD_NAMES, TOPIC_SOURCE)
+# re-exported: earlier versions defined the process functions and constants here
+from vlxseek_ros.node_process import (SHUTDOWN_GRACE_S, limit_malloc_arenas,  # noqa: F401
+                                      run_node, spin_until_shutdown)
+from vlxseek_ros.service_queue import (EXECUTOR_THREADS, MAX_WAITING_CALLS,  # noqa: F401
+                                       ServiceGate, drain_requests, service_qos,
+                                       wait_for_lock)
 from vlxseek_ros.serving_stats import ServingStats
 from vlxseek_ros.srv import QueryRegions
 # StartupError and startup_guard are re-exported (the managed node and tests import them here)
-from vlxseek_ros.startup import (StartupError, declare_parameters, descriptor,  # noqa: F401
-                                 load_pipeline, resolved_device, startup_guard, warm_up)
+from vlxseek_ros.startup import (StartupError, StartupInterrupted,  # noqa: F401
+                                 create_unless_stopping, declare_parameters, descriptor,
+                                 load_interruptibly, load_pipeline, resolved_device,
+                                 run_interruptibly, startup_guard, warm_up)
 
 # Proposal arrays kept for matching (by arrival; enough for a detector a few seconds behind).
 PROPOSAL_BUFFER = 64
@@ -105,14 +118,8 @@ LOG_REPEAT_S = 10.0
 MAX_REGIONS = 100
 # Longest accepted query, characters (longer ones would overflow the model's context).
 MAX_QUERY_CHARS = 4096
-# Service calls that may wait for (or hold) the model at once; more are answered busy at once.
-MAX_WAITING_CALLS = 4
-# Executor threads: the waiting calls + standing timer + image + proposals + status + spare.
-EXECUTOR_THREADS = MAX_WAITING_CALLS + 5
 # The load summary is logged at most once per this many seconds.
 STATUS_LOG_S = 60.0
-# On SIGINT/SIGTERM, a running inference gets this long before the process exits without it.
-SHUTDOWN_GRACE_S = 0.3
 
 
 class BusyError(Exception):
@@ -212,7 +219,7 @@ class DetectorServing:
         self._stats = ServingStats()
         self._started = time.monotonic()
         self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
-        self._closing = False
+        self._closing = ""  # why new inferences are refused ("" = they are not)
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
                               "model_path": params["model_path"], "device": params["device"],
@@ -227,8 +234,10 @@ class DetectorServing:
         if bad:
             raise StartupError(bad)
         self._image_group = MutuallyExclusiveCallbackGroup()
-        # reentrant: a call can answer "busy" while another one holds the model
-        self._service_group = ReentrantCallbackGroup()
+        # reentrant (a call can answer "busy" while another one holds the model) and closable:
+        # the service is destroyed only once every request it took has been answered
+        self._service_group = ServiceGate()
+        self._service = None
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._status_group = MutuallyExclusiveCallbackGroup()
         self._proposal_group = MutuallyExclusiveCallbackGroup()
@@ -237,21 +246,43 @@ class DetectorServing:
     def _warm_up(self) -> None:
         """With parameter ``warmup``: one inference on a synthetic frame, timed and logged.
 
-        Runs before the service exists (the first call then costs what later ones do).
+        Runs before the service exists (the first call then costs what later ones do), in a
+        worker thread left behind if shutdown is requested meanwhile.
 
         Raises:
             StartupError: the inference failed.
+            StartupInterrupted: shutdown was requested before it ended.
         """
         if not self._params["warmup"]:
             return
-        with self._model_lock:
-            ms = warm_up(self._pipe, self._runtime.max_new_tokens)
+
+        def locked_warm_up() -> float:
+            with self._model_lock:
+                return warm_up(self._pipe, self._runtime.max_new_tokens)
+        self._log_step("warming up: one inference on a synthetic frame")
+        ms = run_interruptibly(locked_warm_up, self._stopping, "warming up")
         self._status_extra["warmup_ms"] = round(ms, 1)
         self.get_logger().info(f"warm-up: one inference on a synthetic frame took {ms:.0f} ms "
                                f"(device {resolved_device(self._pipe, self._params['device'])})")
 
+    def _stopping(self) -> bool:
+        """Whether shutdown began (the node's rclpy context was shut down, e.g. by a signal)."""
+        return not self.context.ok()
+
+    def _log_step(self, message: str) -> None:
+        """Log the start of a slow start-up step (not after shutdown began: no /rosout then)."""
+        if not self._stopping():
+            self.get_logger().info(message)
+
     def _create_interfaces(self) -> None:
-        """Create the publishers, the image subscription, the service and the timers."""
+        """Create the publishers, the image subscription, the service and the timers.
+
+        Raises:
+            StartupInterrupted: shutdown began before or while they were created.
+        """
+        create_unless_stopping(self._make_interfaces, self._stopping, "the interfaces")
+
+    def _make_interfaces(self) -> None:
         params = self._params
         # the device in use (cuda:0, cpu), known once the model is loaded; not "auto"
         self._status_extra["device"] = resolved_device(self._pipe, params["device"])
@@ -278,8 +309,10 @@ class DetectorServing:
                 QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                            reliability=ReliabilityPolicy.BEST_EFFORT),
                 callback_group=self._proposal_group)
+        self._service_group.reopen()
         self._service = self.create_service(
             QueryRegions, "~/query_regions", self._on_query,
+            qos_profile=service_qos(params["service_queue_depth"]),
             callback_group=self._service_group)
         with self._state_lock:
             period = 1.0 / self._runtime.max_rate_hz
@@ -297,7 +330,7 @@ class DetectorServing:
             self._interfaces.append((self.destroy_publisher, self._diagnostics_pub))
         if self._proposal_sub is not None:
             self._interfaces.append((self.destroy_subscription, self._proposal_sub))
-        self._closing = False
+        self._closing = ""
         proposals = (f"topic '{self._proposal_sub.topic_name}'" if self._proposal_sub
                      else params["proposal_source"])
         self.get_logger().info(
@@ -309,15 +342,21 @@ class DetectorServing:
     def _destroy_interfaces(self, wait_s: float = 30.0) -> None:
         """Stop serving; the model stays loaded.
 
-        Refuses new inferences, waits up to ``wait_s`` seconds for a running one, then destroys
-        the interfaces made by :meth:`_create_interfaces`.
+        Refuses new inferences and takes no more requests, waits up to ``wait_s`` seconds for
+        a running inference and for the calls already taken to be answered, answers the calls
+        still queued ``busy``, then destroys the interfaces made by :meth:`_create_interfaces`.
         """
-        self._closing = True
+        self._closing = self._closing or "the service is being deactivated"
+        deadline = time.monotonic() + wait_s
         if self._model_lock.acquire(timeout=wait_s):
             self._model_lock.release()
+        # the calls that waited for the model now answer busy at once (self._closing)
+        self._service_group.close(max(deadline - time.monotonic(), 0.0) + 1.0)
+        self.answer_queued_calls()
         with self._state_lock:
             interfaces, self._interfaces = self._interfaces, []
             self._timer = None
+            self._service = None
         self._frames.clear()
         for destroy, entity in interfaces:
             destroy(entity)
@@ -390,11 +429,26 @@ class DetectorServing:
 
     def _on_query(self, request: QueryRegions.Request,
                   response: QueryRegions.Response) -> QueryRegions.Response:
-        """Answer one service request; every failure becomes success=false + message.
+        """Answer one service request exactly once; counted as received and answered.
 
         Nothing raises out of this callback: invalid requests and images, a busy model and
         exceptions inside inference all become ``success=false`` with a message.
         """
+        self._stats.count("requests_received")
+        try:
+            return self._answer_query(request, response)
+        except Exception as exc:  # a bug of ours must still answer the call
+            self._stats.count("requests_failed")
+            self._report(f"query failed: {type(exc).__name__}: {exc}",
+                         detail=traceback.format_exc(), error=True)
+            return QueryRegions.Response(
+                success=False, message=f"query failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._stats.count("requests_answered")
+
+    def _answer_query(self, request: QueryRegions.Request,
+                      response: QueryRegions.Response) -> QueryRegions.Response:
+        """The answer to one request; every failure becomes success=false + message."""
         start = time.perf_counter()
         notes: List[str] = []
         frame: Optional[_Frame] = None
@@ -432,13 +486,17 @@ class DetectorServing:
         finally:
             if waiting:
                 self._waiting_calls.release()
+        filled = False
         try:
             fill_response(response, result, image_msg.header, ms)
             if notes:
                 response.message = "; ".join(notes + ([response.message]
                                                       if response.message else []))
+            filled = True
             self._publish(rgb, result, image_msg.header, response.detections)
         except Exception as exc:  # a malformed result must not escape the callback either
+            if filled and self._stopping():  # topics gone with the context: the answer stands
+                return self._succeeded(response, frame, start)
             self._stats.count("requests_failed")
             self._report(f"answer conversion failed: {type(exc).__name__}: {exc}",
                          detail=traceback.format_exc(), error=True)
@@ -446,6 +504,11 @@ class DetectorServing:
             fresh.success = False
             fresh.message = f"answer conversion failed: {type(exc).__name__}: {exc}"
             return fresh
+        return self._succeeded(response, frame, start)
+
+    def _succeeded(self, response: QueryRegions.Response, frame: Optional[_Frame],
+                   start: float) -> QueryRegions.Response:
+        """Count an answered call (and its stream frame) and return its response."""
         self._answered(frame)
         self._stats.count("requests_ok")
         self._stats.latency("end_to_end", (time.perf_counter() - start) * 1e3)
@@ -586,13 +649,27 @@ class DetectorServing:
         return json.loads(self._stats.to_json(**self._status_extra,
                                               inference_in_flight=self.inference_in_flight()))
 
+    def load_summary(self) -> str:
+        """One line of the load counters (frames, requests, latency, errors)."""
+        return self._stats.summary_line()
+
     def inference_in_flight(self) -> bool:
         """Return True while an inference holds the model."""
         return self._model_lock.locked()
 
     def begin_shutdown(self) -> None:
         """Refuse new inferences (answered busy); running ones finish."""
-        self._closing = True
+        self._closing = "the node is shutting down"
+
+    def answer_queued_calls(self) -> int:
+        """Answer ``busy`` to the calls still queued (no executor taking them); returns count."""
+        busy = QueryRegions.Response(
+            success=False, message=f"busy: {self._closing or 'the node is shutting down'}")
+        service = self._service
+        answered = 0 if service is None else drain_requests(service, lambda _: busy)
+        for name in ("requests_received", "requests_busy", "requests_answered"):
+            self._stats.count(name, answered)
+        return answered
 
     # ------------------------------------------------------------------ helpers
 
@@ -725,15 +802,15 @@ class DetectorServing:
         with self._state_lock:
             rt = self._runtime
         if self._closing:
-            raise BusyError("busy: the node is shutting down")
+            raise BusyError(f"busy: {self._closing}")
         if not service:
             if not self._model_lock.acquire(blocking=False):
                 raise BusyError("busy: an inference is running")
             return self._infer_locked(rgb, query, task, inputs, rt, on_model)
         timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
-        acquired = (self._model_lock.acquire(timeout=timeout) if timeout > 0.0
-                    else self._model_lock.acquire(blocking=False))
-        if not acquired:
+        if not wait_for_lock(self._model_lock, timeout, lambda: bool(self._closing)):
+            if self._closing:  # a waiting call answers as soon as the service closes
+                raise BusyError(f"busy: {self._closing}")
             raise BusyError(
                 "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
                 f"busy: the model was not free within busy_timeout_s={timeout:g} s")
@@ -748,7 +825,7 @@ class DetectorServing:
             with self._state_lock:
                 pending, self._pending_thresholds = self._pending_thresholds, {}
             if self._closing:
-                raise BusyError("busy: the node is shutting down")
+                raise BusyError(f"busy: {self._closing}")
             if pending:
                 self._pipe.set_proposal_thresholds(**pending)
             start = time.perf_counter()
@@ -834,49 +911,19 @@ class DetectorNode(DetectorServing, Node):
 
     Raises:
         StartupError: invalid parameters or the model failed to load (the node is destroyed).
+        StartupInterrupted: shutdown was requested while it started (the node is destroyed;
+            no interface was created after that).
     """
 
     def __init__(self, pipeline: Any = None, **kwargs: Any) -> None:
         Node.__init__(self, NODE_NAME, **kwargs)
         with startup_guard(self):
             params = self._declare_parameters()
-            self._pipe = pipeline if pipeline is not None else load_pipeline(params)
+            self._pipe = pipeline if pipeline is not None else load_interruptibly(
+                params, self._stopping, self._log_step)
             self._init_serving(params)
             self._warm_up()
-        self._create_interfaces()
-
-
-def spin_until_shutdown(node: Any) -> None:
-    """Spin ``node`` on a MultiThreadedExecutor until SIGINT/SIGTERM or rclpy shutdown.
-
-    An inference still running :data:`SHUTDOWN_GRACE_S` seconds after the shutdown request is
-    abandoned: the process exits at once with status 0 (``os._exit``, after flushing the logs)
-    instead of waiting for it.
-    """
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.begin_shutdown()
-        executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S, wait_for_threads=False)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_S
-        while node.inference_in_flight() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if node.inference_in_flight():
-            rclpy.logging.get_logger(NODE_NAME).warning(
-                "shutting down with an inference in flight: abandoning it")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-        # rclpy's Executor.shutdown does not wait for callbacks already running, and the first
-        # call above left the worker threads alone (an inference might have been in flight):
-        # join them now, so no callback publishes on an entity destroy_node frees (a segfault
-        # at exit under load)
-        executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S, wait_for_threads=True)
-        node.destroy_node()
+            self._create_interfaces()
 
 
 def main(args: Optional[List[str]] = None) -> int:
@@ -893,47 +940,6 @@ def main(args: Optional[List[str]] = None) -> int:
         from vlxseek_ros.managed_detector_node import main as managed_main
         return managed_main(argv)
     return run_node(DetectorNode, args)
-
-
-M_ARENA_MAX = -8  # glibc mallopt parameter number
-
-
-def limit_malloc_arenas(max_arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas unless the user set ``MALLOC_ARENA_MAX``.
-
-    glibc gives each thread that allocates concurrently its own arena and rarely returns their
-    memory; with camera frames arriving on executor threads the node's resident size grew by
-    ~400 MB in a 60 s 1280x720 @ 60 Hz soak, and by ~40 MB with two arenas
-    (benchmarks/RESULTS.md). Returns True when the cap was applied.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(max_arenas)) == 1
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return False
-
-
-def run_node(node_class, args: Optional[List[str]] = None) -> int:
-    """Init rclpy (SIGINT and SIGTERM both shut it down), build ``node_class()`` and spin it.
-
-    Malloc arenas are capped first (:func:`limit_malloc_arenas`), before any thread exists.
-
-    Returns:
-        0 after a normal shutdown, 1 when the node raised :class:`StartupError`.
-    """
-    limit_malloc_arenas()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
-    try:
-        try:
-            node = node_class()
-        except StartupError as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            return 1
-        spin_until_shutdown(node)
-        return 0
-    finally:
-        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from typing import Any, List, Mapping, Optional, Tuple
 OK, WARN, ERROR = 0, 1, 2
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 # Counters of ServingStats reported as key/values, in this order.
-COUNTERS = ("frames_received", "frames_dropped", "frames_answered", "requests_ok",
-            "requests_failed", "requests_busy", "standing_answered", "inference_errors",
-            "consecutive_failures", "proposals_received")
+COUNTERS = ("frames_received", "frames_dropped", "frames_answered", "requests_received",
+            "requests_answered", "requests_ok", "requests_failed", "requests_busy",
+            "standing_answered", "inference_errors", "consecutive_failures",
+            "proposals_received")
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ Transitions (``ros2 lifecycle set /vlxseek_detector <transition>``):
 * ``configure``: loads the models named by the parameters and (parameter ``warmup``) runs one
   inference on a synthetic frame; a failure (missing or corrupt checkpoint or proposal model,
   bad parameters, failed warm-up) is logged naming what failed and the node stays
-  ``unconfigured`` (transition result FAILURE).
+  ``unconfigured`` (transition result FAILURE). Shutdown (SIGINT/SIGTERM) during loading or
+  warm-up interrupts it the same way, and the process exits 0.
 * ``activate``: creates the publishers, the ``image`` subscription, ``~/query_regions`` and the
-  timers (standing query, ``~/status``); the node serves as :class:`DetectorNode` does.
-* ``deactivate``: lets a running inference finish (up to ``busy_timeout_s``) and destroys those
-  interfaces; the model stays loaded, so ``activate`` is immediate.
+  timers (standing query, ``~/status``); the node serves as :class:`DetectorNode` does. After
+  shutdown began it creates nothing (FAILURE).
+* ``deactivate``: lets a running inference finish (up to ``busy_timeout_s``), answers the calls
+  already taken and those still queued (``busy: ...``), and destroys those interfaces; the model
+  stays loaded, so ``activate`` is immediate.
 * ``cleanup``: frees the model (and the CUDA cache when CUDA is in use); ``shutdown`` likewise.
 
 Parameter ``autostart`` (bool, default false, read-only): configure and activate at start-up
@@ -20,16 +23,22 @@ Parameter ``autostart`` (bool, default false, read-only): configure and activate
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a node process: record SIGINT/SIGTERM before the imports below
+    from vlxseek_ros import stop_signals
+    stop_signals.install()
+
 import gc
 import sys
 from typing import Any, List, Optional
 
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.logging import LoggingSeverity
 
-from vlxseek_ros.detector_node import DetectorServing, run_node
+from vlxseek_ros.detector_node import DetectorServing
+from vlxseek_ros.node_process import process_logger, run_node
 from vlxseek_ros.parameters import MANAGED_PARAMETERS, NODE_NAME
-from vlxseek_ros.startup import (StartupError, declare_parameters, load_pipeline,
-                                 startup_guard)
+from vlxseek_ros.startup import (StartupError, StartupInterrupted, declare_parameters,
+                                 load_interruptibly, startup_guard)
 
 
 class ManagedDetectorNode(DetectorServing, LifecycleNode):
@@ -50,26 +59,43 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
             params = self._declare_parameters()
             autostart = declare_parameters(self, MANAGED_PARAMETERS)["autostart"]
             self._init_serving(params)
-        if autostart:
-            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        if autostart and not self._stopping():
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS \
+                    and not self._stopping():
                 self.trigger_activate()
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        """Load the model and warm it up; on failure log why and stay unconfigured."""
+        """Load the model and warm it up; on failure log why and stay unconfigured.
+
+        Both steps are interruptible: once shutdown is requested the transition fails at once
+        (logged on the console only) and the loading is abandoned.
+        """
         try:
             self._pipe = (self._given_pipeline if self._given_pipeline is not None
-                          else load_pipeline(self._params))
+                          else load_interruptibly(self._params, self._stopping, self._log_step))
             self._warm_up()
         except StartupError as exc:
             self._pipe = None
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
+        except StartupInterrupted as exc:
+            self._pipe = None
+            process_logger().info(f"configure interrupted: shutdown requested {exc}")
+            # rclpy now fails to publish the transition (the context is gone) and says so through
+            # this node's logger, whose /rosout is gone too: the node is going away, quiet it
+            self.get_logger().set_level(LoggingSeverity.FATAL)
+            return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"configured: model '{self._params['model_path']}' loaded")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Create the interfaces and serve."""
-        self._create_interfaces()
+        """Create the interfaces and serve (nothing is created once shutdown began)."""
+        try:
+            self._create_interfaces()
+        except StartupInterrupted as exc:
+            process_logger().info(f"activate interrupted: shutdown requested {exc}")
+            self.get_logger().set_level(LoggingSeverity.FATAL)  # as in on_configure
+            return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:

@@ -85,6 +85,11 @@ NODE_PARAMETERS: Dict[str, Spec] = {
                         "'busy: ...' at once).", constraints=", ".join(BUSY_POLICIES)),
     "busy_timeout_s": Spec(30.0, "Longest wait of a service call for the model under "
                            "busy_policy wait, seconds.", float_range=(0.0, 3600.0)),
+    "service_queue_depth": Spec(
+        1000, "Depth of ~/query_regions' request queue and response history (QoS KEEP_LAST): "
+        "the most calls outstanding at once, across all clients, that DDS never drops (rclpy's "
+        "default, 10, silently loses the oldest of a burst). Clients need KEEP_ALL or a depth "
+        ">= the calls outstanding on the service.", read_only=True, int_range=(1, 100000)),
     "status_period_s": Spec(1.0, "Period of ~/status (JSON load/health report) and of "
                             "/diagnostics, seconds.", read_only=True,
                             float_range=(0.05, 3600.0)),

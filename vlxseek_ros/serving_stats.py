@@ -7,8 +7,11 @@ Everything is counted since the node started:
   call or standing query) used it; ``answered`` = frames with at least one successful
   answer (request images are not frames of the stream and are not counted here).
 * ``proposals_received``: arrays received on ``proposals`` (``proposal_source: topic``).
-* requests (service calls): ``ok``, ``failed`` (invalid request or inference error, answered
-  ``success=false``) and ``busy`` (answered ``success=false, message="busy: ..."``).
+* requests (service calls): ``received`` (taken from the service's queue), ``answered``
+  (responses handed to rclpy: every received request is answered exactly once, so the two are
+  equal whenever no call is in progress), and by outcome ``ok``, ``failed`` (invalid request or
+  inference error, answered ``success=false``) and ``busy`` (answered ``success=false,
+  message="busy: ..."``); ``answered`` = ``ok`` + ``failed`` + ``busy``.
 * ``inference_errors``: inferences that raised (service or standing query);
   ``consecutive_failures``: inference errors since the last successful inference (0 = healthy);
   ``last_error``: the newest error message with its age in seconds.
@@ -65,6 +68,7 @@ class ServingStats:
         self._started = clock()
         self.counts: Dict[str, int] = {
             "frames_received": 0, "frames_dropped": 0, "frames_answered": 0,
+            "requests_received": 0, "requests_answered": 0,
             "requests_ok": 0, "requests_failed": 0, "requests_busy": 0,
             "standing_answered": 0, "inference_errors": 0, "consecutive_failures": 0,
             "proposals_received": 0,
@@ -119,7 +123,8 @@ class ServingStats:
         s = self.snapshot()
         e2e = s["latency_ms"].get("end_to_end", {})
         return (f"frames {s['frames_received']} received / {s['frames_dropped']} dropped / "
-                f"{s['frames_answered']} answered; requests {s['requests_ok']} ok / "
+                f"{s['frames_answered']} answered; requests {s['requests_received']} received / "
+                f"{s['requests_answered']} answered: {s['requests_ok']} ok / "
                 f"{s['requests_failed']} failed / {s['requests_busy']} busy; "
                 f"end-to-end ms mean {e2e.get('mean', 0.0)} p95 {e2e.get('p95', 0.0)}; "
                 f"inference errors {s['inference_errors']} "

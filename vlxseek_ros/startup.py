@@ -10,12 +10,19 @@ failed, so the one FATAL line (or the managed node's failed ``configure``) says 
 
 The proposal detector is loaded first, on its own: it is the smaller model (it fails sooner)
 and a failure inside one combined load could not say which of the two models was at fault.
+
+Start-up is interruptible: the slow steps (loading, warm-up) run through
+:func:`run_interruptibly`, in a worker thread that the starting thread leaves behind as soon as
+shutdown is requested (SIGINT/SIGTERM shut the rclpy context down); it then raises
+:class:`StartupInterrupted` and no interface is created. The worker touches no ROS entity, and
+the process exits without waiting for it (:func:`abandoned_work`).
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping
+from typing import Any, Callable, Dict, Iterator, List, Mapping, TypeVar
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -26,22 +33,101 @@ from vlxseek_ros.parameters import (BUSY_POLICIES, DTYPES, PROPOSAL_SOURCES, TOP
 WARMUP_SIZE = (480, 640)
 # Tokens decoded by the warm-up (enough to run the decoding loop and its constraint).
 WARMUP_TOKENS = 8
+# How often a thread waiting for start-up work checks whether shutdown was requested, seconds.
+STOP_POLL_S = 0.02
+
+T = TypeVar("T")
+_abandoned: List[threading.Thread] = []  # workers left running by an interrupted start-up
 
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters or a model that does not load)."""
 
 
+class StartupInterrupted(Exception):
+    """Shutdown was requested while the node was starting; the message says during what."""
+
+
 @contextmanager
 def startup_guard(node: Any) -> Iterator[None]:
-    """Turn any error while a node starts into :class:`StartupError`, destroying the node."""
+    """Turn any error while a node starts into :class:`StartupError`, destroying the node.
+
+    :class:`StartupInterrupted` passes unchanged (the node is destroyed too).
+    """
     try:
         yield
     except Exception as exc:
         node.destroy_node()
-        if isinstance(exc, StartupError):
+        if isinstance(exc, (StartupError, StartupInterrupted)):
             raise
         raise StartupError(f"start-up failed: {type(exc).__name__}: {exc}") from exc
+
+
+def run_interruptibly(work: Callable[[], T], stop: Callable[[], bool], what: str) -> T:
+    """Run ``work()`` in a worker thread and return its result, unless shutdown comes first.
+
+    The calling thread checks ``stop()`` every :data:`STOP_POLL_S` seconds while it waits.
+
+    Args:
+        work: the slow step (loading a model, the warm-up inference); must not use ROS.
+        stop: True once shutdown was requested (e.g. ``lambda: not node.context.ok()``).
+        what: the step, for the message (``"loading the models"``).
+
+    Raises:
+        StartupInterrupted: ``stop()`` was true before or during the step; the worker is left
+            running (a daemon thread, see :func:`abandoned_work`) and its result is discarded.
+        Exception: whatever ``work()`` raised.
+    """
+    if stop():
+        raise StartupInterrupted(f"before {what}")
+    outcome: Dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name=f"vlxseek start-up: {what}", daemon=True)
+    worker.start()
+    while not done.wait(STOP_POLL_S):
+        if stop():
+            _abandoned.append(worker)
+            raise StartupInterrupted(f"while {what}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def create_unless_stopping(create: Callable[[], None], stop: Callable[[], bool],
+                           what: str) -> None:
+    """Run ``create()`` (ROS entities) unless shutdown began; never after it began.
+
+    Raises:
+        StartupInterrupted: ``stop()`` was true before, or became true while ``create()`` ran
+            and made it fail (rclpy refuses entities of a context that was shut down); what was
+            created goes with the node.
+    """
+    if stop():
+        raise StartupInterrupted(f"before creating {what}")
+    try:
+        create()
+    except Exception:
+        if stop():
+            raise StartupInterrupted(f"while creating {what}") from None
+        raise
+
+
+def abandoned_work() -> bool:
+    """Whether a worker left behind by an interrupted start-up is still running.
+
+    The process must then exit without waiting for it (``os._exit``): the interpreter's exit
+    would stop it inside native model code.
+    """
+    return any(worker.is_alive() for worker in _abandoned)
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
@@ -143,6 +229,19 @@ def load_pipeline(params: Mapping[str, Any]) -> Any:
             f"(device={device}, dtype={params['dtype']}): {type(exc).__name__}: {exc}") from exc
     pipe.proposal_source = detector  # loaded above, on its own (see the module docstring)
     return pipe
+
+
+def load_interruptibly(params: Mapping[str, Any], stop: Callable[[], bool],
+                       log: Callable[[str], None]) -> Any:
+    """:func:`load_pipeline` through :func:`run_interruptibly`, announced with ``log``.
+
+    Raises:
+        StartupError: a bad parameter or a model that does not load, named.
+        StartupInterrupted: ``stop()`` became true first.
+    """
+    log(f"loading the models: model_path '{params['model_path']}', proposal_source "
+        f"{params['proposal_source']}, device {params['device']}")
+    return run_interruptibly(lambda: load_pipeline(params), stop, "loading the models")
 
 
 def resolved_device(pipe: Any, requested: str) -> str:
