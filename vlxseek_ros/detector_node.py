@@ -102,7 +102,9 @@ from vlxseek_ros.node_process import (SHUTDOWN_GRACE_S, limit_malloc_arenas,  # 
 from vlxseek_ros.service_queue import (EXECUTOR_THREADS, MAX_WAITING_CALLS,  # noqa: F401
                                        ServiceGate, drain_requests, service_qos,
                                        wait_for_lock)
+from vlxseek_ros.query_action import QueryAction
 from vlxseek_ros.serving_stats import ServingStats
+from vlxseek_ros.spatial_outputs import SpatialOutputs, check_depth_params, make_tracker
 from vlxseek_ros.srv import QueryRegions
 # StartupError and startup_guard are re-exported (the managed node and tests import them here)
 from vlxseek_ros.startup import (StartupError, StartupInterrupted,  # noqa: F401
@@ -233,6 +235,12 @@ class DetectorServing:
         bad = self._check_runtime(self._runtime)
         if bad:
             raise StartupError(bad)
+        try:  # before the model loads: a missing tracker library fails start-up at once
+            check_depth_params(params)
+            self._tracker = make_tracker(params)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        self._spatial: Optional[SpatialOutputs] = None
         self._image_group = MutuallyExclusiveCallbackGroup()
         # reentrant (a call can answer "busy" while another one holds the model) and closable:
         # the service is destroyed only once every request it took has been answered
@@ -299,6 +307,7 @@ class DetectorServing:
         self._debug_jpeg_pub = self.create_publisher(CompressedImage,
                                                      "~/debug_image/compressed", reliable1)
         self._status_pub = self.create_publisher(String, "~/status", reliable1)
+        self._spatial = SpatialOutputs(self, params, self._tracker, self._proposal_group)
         self._diagnostics_pub = self._create_diagnostics_publisher()
         self._image_sub = self.create_subscription(
             Image, "image", self._on_image, image_qos, callback_group=self._image_group)
@@ -325,7 +334,10 @@ class DetectorServing:
             (self.destroy_service, self._service), (self.destroy_subscription, self._image_sub),
             (self.destroy_publisher, self._status_pub), (self.destroy_publisher, self._debug_pub),
             (self.destroy_publisher, self._debug_jpeg_pub),
-            (self.destroy_publisher, self._detections_pub)]
+            (self.destroy_publisher, self._detections_pub),
+            (SpatialOutputs.destroy, self._spatial)]
+        # ~/query (its own callback group); destroyed first: stops its generations, waits
+        self._interfaces.insert(0, (QueryAction.destroy, QueryAction(self)))
         if self._diagnostics_pub is not None:
             self._interfaces.append((self.destroy_publisher, self._diagnostics_pub))
         if self._proposal_sub is not None:
@@ -427,16 +439,17 @@ class DetectorServing:
                                    _ExternalProposals(msg.header.frame_id, boxes, scores))
         self._stats.count("proposals_received")
 
-    def _on_query(self, request: QueryRegions.Request,
-                  response: QueryRegions.Response) -> QueryRegions.Response:
+    def _on_query(self, request: QueryRegions.Request, response: QueryRegions.Response,
+                  progress: Any = None) -> QueryRegions.Response:
         """Answer one service request exactly once; counted as received and answered.
 
         Nothing raises out of this callback: invalid requests and images, a busy model and
         exceptions inside inference all become ``success=false`` with a message.
+        ``progress`` (a ``vlxseek_core.streaming.QueryProgress``): the ``~/query`` action's.
         """
         self._stats.count("requests_received")
         try:
-            return self._answer_query(request, response)
+            return self._answer_query(request, response, progress)
         except Exception as exc:  # a bug of ours must still answer the call
             self._stats.count("requests_failed")
             self._report(f"query failed: {type(exc).__name__}: {exc}",
@@ -446,8 +459,8 @@ class DetectorServing:
         finally:
             self._stats.count("requests_answered")
 
-    def _answer_query(self, request: QueryRegions.Request,
-                      response: QueryRegions.Response) -> QueryRegions.Response:
+    def _answer_query(self, request: QueryRegions.Request, response: QueryRegions.Response,
+                      progress: Any = None) -> QueryRegions.Response:
         """The answer to one request; every failure becomes success=false + message."""
         start = time.perf_counter()
         notes: List[str] = []
@@ -470,7 +483,7 @@ class DetectorServing:
                     raise InvalidImageError(f"{source}: {exc}") from exc
                 inputs = self._request_inputs(request, rgb, image_msg, external, indices, notes)
                 result, ms = self._infer(rgb, request.query, task, inputs, service=True,
-                                         on_model=holds_model)
+                                         on_model=holds_model, progress=progress)
         except BusyError as exc:
             self._stats.count("requests_busy")
             response.success, response.message = False, str(exc)
@@ -493,7 +506,11 @@ class DetectorServing:
                 response.message = "; ".join(notes + ([response.message]
                                                       if response.message else []))
             filled = True
-            self._publish(rgb, result, image_msg.header, response.detections)
+            array3d, note3d = self._publish(rgb, result, image_msg.header, response.detections)
+            if array3d is not None:
+                response.detections_3d = array3d
+            if note3d:
+                response.message = "; ".join(m for m in (response.message, note3d) if m)
         except Exception as exc:  # a malformed result must not escape the callback either
             if filled and self._stopping():  # topics gone with the context: the answer stands
                 return self._succeeded(response, frame, start)
@@ -585,7 +602,10 @@ class DetectorServing:
             return
         except Exception:  # counted and logged by _infer
             return
-        self._publish(rgb, result, frame.msg.header, detections_to_msg(result, frame.msg.header))
+        msg = detections_to_msg(result, frame.msg.header)
+        if self._spatial is not None:  # track ids instead of region indices
+            self._spatial.track(result, frame.msg.header, msg, (rt.standing_query, task))
+        self._publish(rgb, result, frame.msg.header, msg)
         self._answered(frame)
         self._stats.count("standing_answered")
 
@@ -784,7 +804,8 @@ class DetectorServing:
                                      **thresholds)
 
     def _infer(self, rgb: np.ndarray, query: str, task: str, inputs: Dict[str, Any],
-               service: bool, on_model: Optional[Callable[[], None]] = None):
+               service: bool, on_model: Optional[Callable[[], None]] = None,
+               progress: Any = None):
         """Run one query under the model lock; returns ``(QueryResult, wall ms)``.
 
         Args:
@@ -793,6 +814,7 @@ class DetectorServing:
             service: a service call (waits per ``busy_policy``; the caller holds one of the
                 MAX_WAITING_CALLS slots); else the standing query (never waits).
             on_model: called once the model is held (the caller stops waiting for frames).
+            progress: a ``QueryProgress`` passed to the pipeline (stages, tokens, cancel).
 
         Raises:
             BusyError: the model was not free in time (message starts with ``busy:``).
@@ -806,7 +828,7 @@ class DetectorServing:
         if not service:
             if not self._model_lock.acquire(blocking=False):
                 raise BusyError("busy: an inference is running")
-            return self._infer_locked(rgb, query, task, inputs, rt, on_model)
+            return self._infer_locked(rgb, query, task, inputs, rt, on_model, progress)
         timeout = rt.busy_timeout_s if rt.busy_policy == "wait" else 0.0
         if not wait_for_lock(self._model_lock, timeout, lambda: bool(self._closing)):
             if self._closing:  # a waiting call answers as soon as the service closes
@@ -814,10 +836,10 @@ class DetectorServing:
             raise BusyError(
                 "busy: an inference is running (busy_policy reject)" if timeout <= 0.0 else
                 f"busy: the model was not free within busy_timeout_s={timeout:g} s")
-        return self._infer_locked(rgb, query, task, inputs, rt, on_model)
+        return self._infer_locked(rgb, query, task, inputs, rt, on_model, progress)
 
     def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: _Runtime,
-                      on_model: Optional[Callable[[], None]] = None):
+                      on_model: Optional[Callable[[], None]] = None, progress: Any = None):
         """Run the inference; called with the model lock held, releases it."""
         try:
             if on_model is not None:
@@ -830,6 +852,8 @@ class DetectorServing:
                 self._pipe.set_proposal_thresholds(**pending)
             start = time.perf_counter()
             try:
+                if progress is not None:
+                    inputs = {**inputs, "progress": progress}
                 result = self._pipe.query(rgb, query, task=task, max_new_tokens=rt.max_new_tokens,
                                           **inputs)
             except VLXSeekError:
@@ -866,8 +890,13 @@ class DetectorServing:
             self._stats.count("frames_answered")
 
     def _publish(self, rgb: np.ndarray, result: Any, header: Any,
-                 detections: Detection2DArray) -> None:
+                 detections: Detection2DArray) -> Tuple[Any, str]:
+        """Publish an answer (detections, debug images, 3D); returns ``(Detection3DArray or
+        None, note about missing 3D)`` for the service response."""
         self._detections_pub.publish(detections)
+        spatial = (None, "")
+        if self._spatial is not None:
+            spatial = self._spatial.publish_3d(result, header, detections, rgb.shape[:2])
         with self._state_lock:
             debug = self._runtime.publish_debug_image
         raw = debug and self._debug_pub.get_subscription_count() > 0
@@ -878,6 +907,7 @@ class DetectorServing:
                 self._debug_pub.publish(rgb_to_image_msg(drawn, header))
             if jpeg:
                 self._debug_jpeg_pub.publish(rgb_to_compressed_msg(drawn, header))
+        return spatial
 
     def _fail(self, response: QueryRegions.Response, message: str) -> QueryRegions.Response:
         self._report(f"query rejected: {message}")

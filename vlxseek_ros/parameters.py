@@ -77,6 +77,20 @@ NODE_PARAMETERS: Dict[str, Spec] = {
                         float_range=(0.01, 100.0)),
     "publish_debug_image": Spec(True, "Draw ~/debug_image for answered queries (only while it "
                                 "has subscribers)."),
+    "depth_topic": Spec("", "Depth image registered to `image` (sensor_msgs/Image 16UC1 mm or "
+                        "32FC1 m, any resolution) for 3D detections on ~/detections_3d, "
+                        "~/markers and in responses; empty = no 3D. Needs camera_info_topic.",
+                        read_only=True),
+    "camera_info_topic": Spec("", "sensor_msgs/CameraInfo of the colour camera (its K gives the "
+                              "intrinsics of the 3D back-projection).", read_only=True),
+    "depth_stamp_tolerance_s": Spec(0.05, "Largest |image stamp - depth stamp| still paired, "
+                                    "seconds.", read_only=True, float_range=(0.0, 1.0)),
+    "track_standing_query": Spec(True, "Give standing-query detections persistent track ids "
+                                 "(Detection2D.id / Detection3D.id; ByteTrack from the "
+                                 "`trackers` library); false = region indices.",
+                                 read_only=True),
+    "track_lost_s": Spec(2.0, "How long a track outlives its last detection, seconds.",
+                         read_only=True, float_range=(0.1, 3600.0)),
     "image_qos_reliable": Spec(False, "Subscribe `image` reliable instead of best effort (best "
                                "effort hears both kinds of publisher; reliable misses "
                                "best-effort ones).", read_only=True),

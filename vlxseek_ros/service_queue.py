@@ -22,7 +22,8 @@ What this module provides:
 * the executor sizing (:data:`EXECUTOR_THREADS`): every call that may wait for the model holds an
   executor thread (:data:`MAX_WAITING_CALLS`; more calls are answered busy at once), one more
   thread keeps taking requests and answering them busy while those wait, and every other
-  callback group of the node gets one.
+  callback group of the node gets one, as do the ``~/query`` action's group and its running goals
+  (:data:`ACTION_THREADS`, :mod:`vlxseek_ros.query_action`).
 * :class:`ServiceGate`: the service's callback group, which can be closed (no request is taken
   any more) and waited on until every taken request has been answered, so a service is only
   destroyed once no response can still be due; :func:`drain_requests` then answers what is
@@ -45,9 +46,16 @@ MAX_WAITING_CALLS = 4
 # standing-query timer, the image subscription, the proposals subscription, the status timer,
 # and the node's default group (parameter services; lifecycle services of the managed node).
 OTHER_CALLBACK_GROUPS = 5
+# Goals of the ``~/query`` action that may execute at once (more end aborted, busy at once);
+# each holds an executor thread while it runs (and one of the MAX_WAITING_CALLS slots while it
+# waits for or holds the model).
+MAX_ACTION_GOALS = 2
+# Threads of the action: its running goals and its own callback group (goal, cancel, result).
+ACTION_THREADS = MAX_ACTION_GOALS + 1
 # Executor threads: the waiting calls, one to take and answer further calls (busy) meanwhile,
-# and one per other callback group, so no kind of callback waits for a thread behind calls.
-EXECUTOR_THREADS = MAX_WAITING_CALLS + 1 + OTHER_CALLBACK_GROUPS
+# one per other callback group, and the action's, so no kind of callback waits for a thread
+# behind calls or goals.
+EXECUTOR_THREADS = MAX_WAITING_CALLS + 1 + OTHER_CALLBACK_GROUPS + ACTION_THREADS
 # How often a call waiting for the model checks whether the service is closing, seconds.
 CLOSING_POLL_S = 0.05
 

@@ -86,8 +86,10 @@ def test_service_qos_depth_and_executor_sizing():
     qos = service_queue.service_qos(1000)
     assert qos.depth == 1000 and qos.history == HistoryPolicy.KEEP_LAST
     assert qos.reliability == ReliabilityPolicy.RELIABLE
-    # a thread per waiting call, one to answer busy meanwhile, one per other callback group
-    assert service_queue.EXECUTOR_THREADS == service_queue.MAX_WAITING_CALLS + 1 + 5
+    # a thread per waiting call, one to answer busy meanwhile, one per other callback group,
+    # the ~/query action's group and its running goals
+    assert service_queue.EXECUTOR_THREADS == (service_queue.MAX_WAITING_CALLS + 1 + 5
+                                              + service_queue.MAX_ACTION_GOALS + 1)
 
 
 def test_service_gate_closes_after_running_callbacks():
