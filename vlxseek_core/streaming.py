@@ -28,7 +28,7 @@ from transformers.generation.streamers import BaseStreamer
 STAGES = ("proposals", "encode", "generate")
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: hashable, one object per query
 class QueryProgress:
     """Observers and the cancel switch of one query (all optional).
 

@@ -66,6 +66,7 @@ if __name__ == "__main__":  # a node process: record SIGINT/SIGTERM before the i
     from vlxseek_ros import stop_signals
     stop_signals.install()
 
+import inspect
 import json
 import sys
 import threading
@@ -87,6 +88,7 @@ from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError, VLXSeekError
+from vlxseek_core.streaming import QueryProgress
 from vlxseek_ros import diagnostics
 from vlxseek_ros.conversions import (bbox_msgs_to_xyxy, detection_array_to_raw_proposals,
                                      detections_to_msg, fill_response)
@@ -174,6 +176,14 @@ _THRESHOLD_NAMES = THRESHOLD_NAMES
 _load_pipeline = load_pipeline
 
 
+def _takes_progress(pipeline: Any) -> bool:
+    """Whether ``pipeline.query`` accepts ``progress`` (``VLXSeek`` does; test fakes may not)."""
+    try:
+        return "progress" in inspect.signature(pipeline.query).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def _seconds_to_ns(seconds: float) -> int:
     return int(round(float(seconds) * 1e9))
 
@@ -222,6 +232,7 @@ class DetectorServing:
         self._started = time.monotonic()
         self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
         self._closing = ""  # why new inferences are refused ("" = they are not)
+        self._in_flight: set = set()  # QueryProgress of running inferences (shutdown stops them)
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
                               "model_path": params["model_path"], "device": params["device"],
@@ -678,8 +689,14 @@ class DetectorServing:
         return self._model_lock.locked()
 
     def begin_shutdown(self) -> None:
-        """Refuse new inferences (answered busy); running ones finish."""
+        """Refuse new inferences (answered busy) and stop the decoding of running ones within
+        one step, so their callers get a ``busy`` answer before the node goes (a pipeline
+        without ``progress`` support runs to its end)."""
         self._closing = "the node is shutting down"
+        with self._state_lock:
+            in_flight = list(self._in_flight)
+        for progress in in_flight:
+            progress.cancel.set()
 
     def answer_queued_calls(self) -> int:
         """Answer ``busy`` to the calls still queued (no executor taking them); returns count."""
@@ -841,11 +858,15 @@ class DetectorServing:
     def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: _Runtime,
                       on_model: Optional[Callable[[], None]] = None, progress: Any = None):
         """Run the inference; called with the model lock held, releases it."""
+        if progress is None and _takes_progress(self._pipe):
+            progress = QueryProgress()  # so that shutdown can stop decoding (begin_shutdown)
         try:
             if on_model is not None:
                 on_model()
             with self._state_lock:
                 pending, self._pending_thresholds = self._pending_thresholds, {}
+                if progress is not None:  # registered before the closing check: no race
+                    self._in_flight.add(progress)
             if self._closing:
                 raise BusyError(f"busy: {self._closing}")
             if pending:
@@ -861,10 +882,16 @@ class DetectorServing:
             except Exception as exc:
                 self._inference_failed(exc)
                 raise
+            if self._closing and getattr(result, "cancelled", False):
+                raise BusyError(f"busy: {self._closing} (decoding was stopped after "
+                                f"{result.num_generated_tokens} tokens)")
             ms = (time.perf_counter() - start) * 1e3
             self._stats.inference_ok(getattr(result, "timings_ms", None) or {}, ms)
             return result, ms
         finally:
+            if progress is not None:
+                with self._state_lock:
+                    self._in_flight.discard(progress)
             self._model_lock.release()
 
     def _inference_failed(self, exc: BaseException) -> None:

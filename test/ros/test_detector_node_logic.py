@@ -190,3 +190,47 @@ def test_config_yaml_lists_every_parameter_with_its_default():
     defaults = {name: default for name, (default, _) in detector_node.PARAMETERS.items()}
     assert listed == defaults
     assert all(type(listed[n]) is type(defaults[n]) for n in defaults)  # 1.0, not 1
+
+
+class _LongDecoder:
+    """A pipeline whose decoding runs until its progress is cancelled (as VLXSeek's does)."""
+
+    def __init__(self):
+        from node_harness import FakePipeline
+        self.inner = FakePipeline()
+
+    def set_proposal_thresholds(self, **kwargs):
+        self.inner.set_proposal_thresholds(**kwargs)
+
+    def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
+              region_indices=None, proposals=None, progress=None):
+        assert progress is not None  # the node always gives one to a pipeline that takes it
+        deadline = time.monotonic() + 20
+        while not progress.cancel.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = self.inner.query(image, text, task, boxes, max_new_tokens, region_indices,
+                                  proposals)
+        result.cancelled, result.num_generated_tokens = progress.cancel.is_set(), 3
+        return result
+
+
+def test_shutdown_stops_decoding_and_the_running_call_is_answered_busy():
+    from node_harness import Harness
+
+    h = Harness(_LongDecoder())
+    try:
+        answers = []
+        caller = threading.Thread(target=lambda: answers.append(h.call(image=frame(),
+                                                                       timeout=30)))
+        caller.start()
+        wait_for(h.node.inference_in_flight)
+        start = time.monotonic()
+        h.node.begin_shutdown()
+        caller.join(10)
+        assert answers and not answers[0].success
+        assert answers[0].message.startswith("busy: the node is shutting down")
+        assert "stopped after 3 tokens" in answers[0].message
+        assert time.monotonic() - start < 2.0
+        assert not h.node.inference_in_flight()
+    finally:
+        h.close()
