@@ -39,7 +39,9 @@ from vlxseek_ros.service_queue import EXECUTOR_THREADS
 from vlxseek_ros.startup import StartupError, StartupInterrupted, abandoned_work
 
 # On SIGINT/SIGTERM, a running inference gets this long before the process exits without it.
-SHUTDOWN_GRACE_S = 0.3
+# Its decoding is stopped at once (begin_shutdown), so this covers the proposal detector and
+# the towers of a frame still being encoded, and the answer's way back to the caller.
+SHUTDOWN_GRACE_S = 1.0
 # Logger of the process-level messages (start-up interrupted, abandoned inference).
 PROCESS_LOGGER = f"{NODE_NAME}.process"
 M_ARENA_MAX = -8  # glibc mallopt parameter number
