@@ -90,6 +90,10 @@ def _exit_now(status: int, node: Any = None) -> None:
         pass
     sys.stdout.flush()
     sys.stderr.flush()
+    try:  # C stdio too: rcutils writes the log lines there
+        ctypes.CDLL(None).fflush(None)
+    except Exception:
+        pass
     os._exit(status)
 
 
@@ -189,7 +193,9 @@ def run_node(node_class: Callable[[], Any], args: Optional[List[str]] = None) ->
             spin_until_shutdown(node)
     finally:
         rclpy.try_shutdown()
-        if abandoned_work():  # an interrupted model load or warm-up still runs in native code
-            _exit_now(status)
-        stop_signals.ignore()  # done: a signal during the interpreter's exit must not kill it
+        stop_signals.ignore()  # done: a signal from here on must not kill the process
+        # Everything is answered and destroyed: end now. The interpreter's own teardown (torch,
+        # transformers, CUDA) takes 1.5-2.5 s and would make every Ctrl-C slow; an interrupted
+        # model load or warm-up may also still run in native code (abandoned_work).
+        _exit_now(status)
     return status
