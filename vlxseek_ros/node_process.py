@@ -27,6 +27,7 @@ import ctypes
 import os
 import sys
 import time
+import traceback
 from typing import Any, Callable, List, Optional
 
 import rclpy
@@ -191,6 +192,9 @@ def run_node(node_class: Callable[[], Any], args: Optional[List[str]] = None) ->
             node = None
         if node is not None:
             spin_until_shutdown(node)
+    except BaseException:  # os._exit below would swallow it: say what failed, exit 1
+        traceback.print_exc()
+        status = 1
     finally:
         rclpy.try_shutdown()
         stop_signals.ignore()  # done: a signal from here on must not kill the process
