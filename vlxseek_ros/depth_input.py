@@ -22,9 +22,10 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from vlxseek_core.depth3d import (DEPTH_ENCODINGS, Box3D, CameraIntrinsics, box_to_3d,
                                   depth_to_metres)
-from vlxseek_core.errors import InvalidRequestError
+from vlxseek_core.errors import InvalidImageError, InvalidRequestError
 
 from .frame_matching import StampMatcher, stamp_to_ns
+from .image_conversion import _as_bytes
 
 __all__ = ["DEPTH_HISTORY", "DepthInput", "depth_msg_to_array"]
 
@@ -49,7 +50,8 @@ def depth_msg_to_array(msg: Image) -> np.ndarray:
         raise InvalidRequestError(f"depth image {w}x{h} has step {step} and {len(msg.data)} "
                                   f"bytes; expected step >= {w * dtype.itemsize} and "
                                   f"step x height bytes")
-    rows = np.frombuffer(bytes(msg.data[:step * h]), dtype=np.uint8).reshape(h, step)
+    # the payload as uint8 without a copy (the converter of colour images reads it the same way)
+    rows = _as_bytes(msg.data)[:step * h].reshape(h, step)
     order = ">" if msg.is_bigendian else "<"
     array = rows[:, :w * dtype.itemsize].copy().view(dtype.newbyteorder(order)).reshape(h, w)
     return array.astype(dtype.newbyteorder("="), copy=False)
@@ -69,9 +71,9 @@ class DepthInput:
                  callback_group: Any = None):
         self._node = node
         self._lock = threading.Lock()
-        self._matcher: StampMatcher = StampMatcher(frame_capacity=1,
-                                                   proposal_capacity=DEPTH_HISTORY)
-        self._matcher.tolerance_ns = int(round(tolerance_s * 1e9))
+        self._matcher: StampMatcher = StampMatcher(
+            frame_capacity=1, proposal_capacity=DEPTH_HISTORY,
+            tolerance_ns=int(round(tolerance_s * 1e9)))
         self._info: Optional[CameraInfo] = None
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                          reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -121,6 +123,6 @@ class DepthInput:
             if (intrinsics.width, intrinsics.height) != (w, h):
                 intrinsics = intrinsics.scaled_to(w, h)
             depth = depth_to_metres(depth_msg_to_array(depth_msg), depth_msg.encoding)
-        except InvalidRequestError as exc:
+        except (InvalidRequestError, InvalidImageError) as exc:
             return none, f"3D: {exc}"
         return [box_to_3d(depth, box, intrinsics) for box in boxes], ""
