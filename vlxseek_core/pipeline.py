@@ -2,17 +2,16 @@
 
 ``VLXSeek.from_pretrained(dir)`` loads a checkpoint directory; ``query(image, text, task)``
 runs proposals → preprocessing → both towers + HFRE → prompt splicing → greedy decoding →
-parsing, and maps region indices back to boxes in the caller's image.
+parsing, and maps region indices back to boxes in the caller's image. The vision half
+(proposals, towers, HFRE, frame cache) is :class:`~vlxseek_core.frame_encoder.FrameEncoder`,
+which ``VLXSeek`` extends with the language half.
 """
 from __future__ import annotations
 
 import copy
 import os
-import threading
-from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
 from . import validation as check
@@ -20,16 +19,16 @@ from .checkpoint import load_model
 from .decoding import RegionAnswerLogitsProcessor
 from .errors import CheckpointError, InvalidRequestError
 from .devices import compile_vision_towers, resolve_device, resolve_dtype  # noqa: F401
-from .frames import FrameEncoding, StageTimer, fill_answer, frame_key
-from .modeling import EncodedFrame
+from .frame_encoder import FrameEncoder
+from .frames import FrameEncoding, StageTimer, fill_answer
 from .parsing import strip_end_tokens
 from .preprocessing import ImagePreprocessor
 from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, PROPOSAL_KINDS,
-                        ProposalSource, build_proposal_source, validate_user_boxes)
+                        ProposalSource, build_proposal_source)
 from .streaming import AnswerStreamer, CancelCriteria, QueryProgress
 from .tokenizer import check_vocabulary, load_tokenizer
-from .tokens import END_OF_TEXT, IM_END, MAX_REGIONS
+from .tokens import END_OF_TEXT, IM_END
 from .types import Proposals, QueryResult
 
 DEFAULT_MAX_NEW_TOKENS = 1024
@@ -40,7 +39,7 @@ FALLBACK_CONTEXT = 32768
 QuerySpec = Union[str, Tuple[str, Optional[str]]]
 
 
-class VLXSeek:
+class VLXSeek(FrameEncoder):
     """VLM-FO1 inference on one device. Thread-safe: one inference runs at a time.
 
     Every public method checks all of its arguments first (:mod:`vlxseek_core.validation`):
@@ -74,18 +73,14 @@ class VLXSeek:
         """Largest ``max_new_tokens``: the model's ``max_position_embeddings``."""
         if max_new_tokens is None:
             max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, self.max_new_tokens_limit)
-        (self.max_new_tokens, self.constrained_decoding,
-         self.frame_cache_size) = check.pipeline_options(
-            max_new_tokens, constrained_decoding, frame_cache_size, self.max_new_tokens_limit)
-        self.model = model
+        self.max_new_tokens, self.constrained_decoding, frame_cache_size = \
+            check.pipeline_options(max_new_tokens, constrained_decoding, frame_cache_size,
+                                   self.max_new_tokens_limit)
+        super().__init__(model, preprocessor, proposal_source, frame_cache_size)
         self.tokenizer = tokenizer
         self.prompt_tokenizer = PromptTokenizer(tokenizer)
-        self.preprocessor = preprocessor
-        self.proposal_source = proposal_source
         self.end_ids = [i for i in tokenizer.convert_tokens_to_ids([IM_END, END_OF_TEXT])
                         if i is not None]
-        self._frames: "OrderedDict[str, FrameEncoding]" = OrderedDict()
-        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(cls, model_path: str, device: str = "auto", dtype="auto",
@@ -154,79 +149,7 @@ class VLXSeek:
                                        max_proposals=max_proposals)
         return cls(model, tokenizer, preprocessor, source, **kwargs)
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.model.embed_tokens.weight.device
-
-    def set_proposal_thresholds(self, min_score: Optional[float] = None,
-                                nms_iou: Optional[float] = None,
-                                max_proposals: Optional[int] = None) -> None:
-        """Change the detector's filter at runtime (no-op without a detector).
-
-        Args:
-            min_score, nms_iou: finite numbers, ``None`` = unchanged.
-            max_proposals: int in ``[1, 100]``, ``None`` = unchanged.
-
-        Raises:
-            InvalidRequestError: invalid values (also without a detector).
-        """
-        check.thresholds(min_score, nms_iou, max_proposals)
-        if self.proposal_source is not None:
-            with self._lock:
-                self._frames.clear()
-                self.proposal_source.set_thresholds(min_score=min_score, nms_iou=nms_iou,
-                                                    max_proposals=max_proposals)
-
     # ------------------------------------------------------------------ query
-
-    def propose(self, image, boxes=None, box_scores=None,
-                proposals: Optional[Proposals] = None):
-        """Proposals for ``image``: validated user boxes, given proposals, else the detector's.
-
-        Args:
-            image: HWC uint8 RGB numpy array or PIL image.
-            boxes: user boxes, numeric ``[K, 4]`` xyxy pixels of ``image``, ``K >= 1`` (an
-                empty array is refused: ``None`` means "use the detector"); kept in their
-                order, clipped, no NMS.
-            box_scores: optional finite ``[K]`` scores of ``boxes`` (default 1.0).
-            proposals: candidate regions found elsewhere (an external detector, a ROS topic),
-                normally filtered with :func:`~vlxseek_core.proposals.postprocess_proposals`
-                already; kept in their order, clipped to the image. May be empty (the model
-                is then not run). Mutually exclusive with ``boxes``.
-
-        Returns:
-            ``(Proposals, warnings)``, both new objects.
-
-        Raises:
-            InvalidImageError: unusable image.
-            InvalidRequestError: bad user boxes or proposals, both given, or none of them and
-                no detector configured.
-        """
-        return self._propose(check.frame_args(image, boxes, box_scores, proposals))
-
-    def _propose(self, args: "check.FrameArgs"):
-        if args.proposals is not None:
-            if len(args.proposals) == 0:
-                return Proposals.empty(), []
-            # given proposals get the user-box checks: order kept, clipped, at most 100
-            try:
-                return validate_user_boxes(args.proposals.boxes, args.image.size[::-1],
-                                           scores=args.proposals.scores, max_boxes=MAX_REGIONS)
-            except InvalidRequestError as exc:
-                raise InvalidRequestError(f"proposals: {exc}") from None
-        if args.boxes is not None:
-            try:
-                return validate_user_boxes(args.boxes, args.image.size[::-1],
-                                           scores=args.box_scores, max_boxes=MAX_REGIONS)
-            except InvalidRequestError as exc:
-                text = str(exc)
-                raise InvalidRequestError(text if text.startswith("boxes") else
-                                          f"boxes: {text}") from None
-        if self.proposal_source is None:
-            raise InvalidRequestError(
-                "boxes: no regions given and no proposal detector configured "
-                "(proposal_source=none)")
-        return self.proposal_source.propose(np.asarray(args.image)), []
 
     def query(self, image, text: str = "", task: str = "detect", boxes=None, box_scores=None,
               region_indices: Optional[Sequence[int]] = None,
@@ -311,68 +234,6 @@ class VLXSeek:
             enc = self._encode(frame, lambda n: check.indices_in_range(indices, n), progress)
             return [self._answer(enc, text, name, indices, budget, frame.boxes is not None,
                                  progress) for text, name in specs]
-
-    def frame_key(self, pil, boxes=None, box_scores=None,
-                  proposals: Optional[Proposals] = None) -> str:
-        """Content hash of the frame and of everything proposals depend on."""
-        source = self.proposal_source
-        return frame_key(pil, boxes, box_scores, proposals,
-                         None if source is None else source.thresholds)
-
-    def encode(self, image, boxes=None, box_scores=None, reuse_frame: bool = True,
-               proposals: Optional[Proposals] = None) -> FrameEncoding:
-        """Proposals, preprocessing, both towers and the HFRE for one frame (cached).
-
-        Returns:
-            The frame's :class:`FrameEncoding`, shared with the cache (its proposal arrays
-            are read-only); :meth:`answer` gives results with their own copies.
-
-        Raises:
-            InvalidImageError, InvalidRequestError: as :meth:`query`.
-        """
-        return self._encode(check.frame_args(image, boxes, box_scores, proposals, reuse_frame))
-
-    def _encode(self, args: "check.FrameArgs",
-                check_regions: Optional[Callable[[int], None]] = None,
-                progress: Optional[QueryProgress] = None) -> FrameEncoding:
-        """:meth:`encode` of checked arguments; ``check_regions(number of regions)`` runs
-        after the proposals and before the towers of a frame that is not cached."""
-        with self._lock:
-            key = self.frame_key(args.image, args.boxes, args.box_scores, args.proposals)
-            if args.reuse_frame and key in self._frames:
-                self._frames.move_to_end(key)
-                return self._frames[key]
-            timer = StageTimer()
-            if progress is not None:
-                progress.stage("proposals")
-            with timer.stage("proposals"):
-                regions, warnings = self._propose(args)
-            if check_regions is not None:
-                check_regions(len(regions))
-            regions = regions.copy(writeable=False)  # the cache's own, read-only arrays
-            frame = None
-            if len(regions):
-                if progress is not None:
-                    progress.stage("encode")
-                frame = self._encode_frame(args.image, regions, timer)
-            enc = FrameEncoding(key, (args.image.height, args.image.width), regions,
-                                list(warnings), frame, timings_ms=timer.ms)
-            if args.reuse_frame and self.frame_cache_size > 0:
-                self._frames[key] = enc
-                while len(self._frames) > self.frame_cache_size:
-                    self._frames.popitem(last=False)
-            return enc
-
-    @torch.inference_mode()
-    def _encode_frame(self, pil, proposals: Proposals, timer: StageTimer) -> EncodedFrame:
-        dev = self.device
-        with timer.stage("preprocess"):
-            prepared = self.preprocessor(pil, proposals.boxes)
-        with timer.stage("encode"):
-            return self.model.encode_frame(
-                prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev),
-                prepared.aux_pixel_values.to(dev), prepared.aux_boxes.to(dev),
-                prepared.vt_boxes.to(dev))
 
     @torch.inference_mode()
     def _prefix(self, enc: FrameEncoding, system: bool, timer: StageTimer):
@@ -485,4 +346,3 @@ class VLXSeek:
         self._fill_answer(result, strip_end_tokens(raw))
 
     _fill_answer = staticmethod(fill_answer)
-
