@@ -146,7 +146,12 @@ class FrameEncoder:
                 check_regions: Optional[Callable[[int], None]] = None,
                 progress: Optional[QueryProgress] = None) -> FrameEncoding:
         """:meth:`encode` of checked arguments; ``check_regions(number of regions)`` runs
-        after the proposals and before the towers of a frame that is not cached."""
+        after the proposals and before the towers of a frame that is not cached.
+
+        ``progress`` gets the stages; once its cancel is set after the proposals, the towers
+        are skipped and the encoding returned is incomplete (``frame=None`` despite its
+        regions, see :attr:`FrameEncoding.complete`) and is not cached.
+        """
         with self._lock:
             key = self.frame_key(args.image, args.boxes, args.box_scores, args.proposals)
             if args.reuse_frame and key in self._frames:
@@ -161,13 +166,13 @@ class FrameEncoder:
                 check_regions(len(regions))
             regions = regions.copy(writeable=False)  # the cache's own, read-only arrays
             frame = None
-            if len(regions):
+            if len(regions) and not (progress is not None and progress.cancelled):
                 if progress is not None:
                     progress.stage("encode")
                 frame = self._encode_frame(args.image, regions, timer)
             enc = FrameEncoding(key, (args.image.height, args.image.width), regions,
                                 list(warnings), frame, timings_ms=timer.ms)
-            if args.reuse_frame and self.frame_cache_size > 0:
+            if enc.complete and args.reuse_frame and self.frame_cache_size > 0:
                 self._frames[key] = enc
                 while len(self._frames) > self.frame_cache_size:
                     self._frames.popitem(last=False)

@@ -39,7 +39,9 @@ class FrameEncoding:
         image_size: ``(h, w)`` of the original image.
         proposals: the regions shown to the model (region index = row).
         warnings: notes from proposal validation (e.g. dropped user boxes).
-        frame: tower/HFRE outputs, ``None`` when there are no regions.
+        frame: tower/HFRE outputs, ``None`` when there are no regions, or when the query was
+            cancelled before the towers ran (then :attr:`complete` is ``False``; such an
+            encoding is never cached).
         prefixes: ``system flag → (prefix ids, KV cache of the prefix)``, filled lazily.
         timings_ms: time spent on this frame (proposals, preprocess, encode).
         answered: queries answered on this encoding so far; only the first one reports the
@@ -54,6 +56,11 @@ class FrameEncoding:
     prefixes: Dict[bool, tuple] = field(default_factory=dict)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     answered: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the towers and the HFRE ran on the frame's regions (trivially: none)."""
+        return self.frame is not None or len(self.proposals) == 0
 
 
 def frame_key(pil, boxes=None, box_scores=None, proposals: Optional[Proposals] = None,

@@ -177,8 +177,14 @@ class VLXSeek(FrameEncoder):
             proposals: candidate regions from an external detector replacing the configured
                 one (see :meth:`propose`); region index = row.
             progress: a :class:`~vlxseek_core.streaming.QueryProgress`: stage and per-token
-                callbacks, and a cancel event that stops decoding within one step (the result
-                then has ``cancelled=True`` and the partial answer).
+                callbacks, and a cancel event checked between stages and at every decoding
+                step. Set during decoding, it stops within one step (the result then has
+                ``cancelled=True`` and the partial answer). Set earlier, the stages not yet
+                begun are skipped: during the proposals, the towers and the HFRE do not run
+                (and nothing of the frame is cached); during the towers or the prompt-prefix
+                prefill (those finish and stay cached), nothing is decoded. Such a result has
+                ``cancelled=True``, the warning ``"cancelled before decoding"``, an empty
+                answer, no detections, and the proposals.
 
         Returns:
             A new :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
@@ -212,7 +218,7 @@ class VLXSeek(FrameEncoder):
                 (tuple or list of two; a ``None`` task means ``task``). An empty list returns
                 ``[]`` once the other arguments are checked, without running the model.
             progress: as :meth:`query`; once cancelled, the remaining queries are not decoded
-                (their results say ``cancelled=True``).
+                (their results say ``cancelled=True``, ``"cancelled before decoding"``).
             other arguments: as :meth:`query`.
 
         Returns:
@@ -278,7 +284,8 @@ class VLXSeek(FrameEncoder):
     def _answer(self, enc: FrameEncoding, text: str, task: str,
                 region_indices: Optional[List[int]], max_new_tokens: Optional[int],
                 user_boxes: bool, progress: Optional[QueryProgress] = None) -> QueryResult:
-        """:meth:`answer` of checked arguments."""
+        """:meth:`answer` of checked arguments; with ``progress`` cancelled, or an encoding
+        left incomplete by a cancel, nothing is decoded (``cancelled=True``)."""
         spec = TASKS[task]
         if not region_indices and spec.needs_regions and user_boxes:
             region_indices = list(range(len(enc.proposals)))
@@ -289,12 +296,11 @@ class VLXSeek(FrameEncoder):
                              answer="", groundings=[], detections=[],
                              proposals=enc.proposals.copy(), image_size=enc.image_size,
                              warnings=list(enc.warnings))
-        if enc.frame is None:
+        if not len(enc.proposals):
             result.warnings.append("no regions: no candidate boxes were found or given, so "
                                    "the model was not run")
-        elif progress is not None and progress.cancelled:
-            result.cancelled = True
-            result.warnings.append("cancelled before decoding")
+        elif not enc.complete or (progress is not None and progress.cancelled):
+            _cancelled_before_decoding(result)
         else:
             with self._lock:
                 self._generate(enc, parts, spec, result, timer, max_new_tokens, progress)
@@ -309,6 +315,9 @@ class VLXSeek(FrameEncoder):
                   progress: Optional[QueryProgress] = None) -> None:
         system = self.prompt_tokenizer.wants_system_turn(parts)
         prefix_ids, prefix_cache = self._prefix(enc, system, timer)
+        if progress is not None and progress.cancelled:  # cancelled during the prefill
+            _cancelled_before_decoding(result)
+            return
         input_ids = prefix_ids + self.prompt_tokenizer.build_suffix(parts)
         embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, enc.frame)
         processors = []
@@ -346,3 +355,9 @@ class VLXSeek(FrameEncoder):
         self._fill_answer(result, strip_end_tokens(raw))
 
     _fill_answer = staticmethod(fill_answer)
+
+
+def _cancelled_before_decoding(result: QueryResult) -> None:
+    """Mark ``result`` as cancelled with nothing decoded (no answer, no detections)."""
+    result.cancelled = True
+    result.warnings.append("cancelled before decoding")

@@ -10,7 +10,11 @@ client may cancel. :class:`QueryProgress` is what :meth:`VLXSeek.query` accepts 
 * ``cancel`` (a ``threading.Event``) is checked by a transformers ``StoppingCriteria`` at
   every decoding step, so generation stops within one step of ``cancel.set()`` (the step in
   flight finishes: transformers checks the criteria before it streams that step's token); the
-  result then says ``cancelled=True`` and holds the partial answer.
+  result then says ``cancelled=True`` and holds the partial answer. It is also checked between
+  stages: set during ``proposals``, the towers and the HFRE are skipped (the half-done frame is
+  not cached); set during ``encode`` or the prompt-prefix prefill (both run to the end and stay
+  cached), nothing is decoded. That result says ``cancelled=True`` with the warning
+  ``cancelled before decoding``, no answer and no detections, and keeps the proposals.
 
 Callbacks run on the thread that runs the query; they must be quick and must not raise (an
 exception from a callback is logged by the caller's wrapper, never by the model).
@@ -35,7 +39,8 @@ class QueryProgress:
     Attributes:
         on_stage: called with a name from :data:`STAGES` as the query enters it.
         on_token: called with ``(answer so far, tokens generated)`` after every token.
-        cancel: set it (from any thread) to stop generation after the current step.
+        cancel: set it (from any thread) to stop the query: generation after the current
+            step, or, before decoding, at the end of the stage in flight.
     """
 
     on_stage: Optional[Callable[[str], None]] = None

@@ -91,3 +91,115 @@ def test_cancel_from_another_thread(tiny_pipeline):
 def test_progress_must_be_a_query_progress(tiny_pipeline, bad):
     with pytest.raises(InvalidRequestError, match="progress"):
         tiny_pipeline.query(_image(6), task="caption", boxes=BOX, progress=bad)
+
+
+# ---------------------------------------------------------------- cancel between stages
+
+def _count_calls(monkeypatch, obj, name, before=None):
+    """Wrap ``obj.name``: the list returned grows by one per call; ``before()`` runs first."""
+    calls, original = [], getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        if before is not None:
+            before()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, wrapper)
+    return calls
+
+
+def _fresh_answer(pipe, img, **kwargs):
+    """The answer of a new pipeline (empty frame cache) on the same weights."""
+    from vlxseek_core.pipeline import VLXSeek
+
+    fresh = VLXSeek(pipe.model, pipe.tokenizer, pipe.preprocessor,
+                    max_new_tokens=pipe.max_new_tokens)
+    return fresh.query(img, **kwargs).answer
+
+
+def _cancelled_before_decoding(res, img, pipe):
+    assert res.cancelled and res.num_generated_tokens == 0 and res.answer == ""
+    assert "cancelled before decoding" in res.warnings
+    assert not any(w.startswith("no regions") or "cancelled after" in w for w in res.warnings)
+    assert res.detections == [] and res.groundings == []
+    assert np.array_equal(res.proposals.boxes, pipe.propose(img, BOX)[0].boxes)
+
+
+def test_cancel_during_proposals_skips_the_towers_and_caches_nothing(tiny_pipeline, monkeypatch):
+    img = _image(7)
+    towers = _count_calls(monkeypatch, tiny_pipeline.model, "encode_frame")
+    progress, events = _recorder()
+    progress.on_stage = lambda name: (events["stages"].append(name),
+                                      name == "proposals" and progress.cancel.set())
+    res = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                              progress=progress)
+    assert towers == [] and events["stages"] == ["proposals"] and events["tokens"] == []
+    _cancelled_before_decoding(res, img, tiny_pipeline)
+    # the half-done encoding is not cached: the next query encodes the frame and answers it
+    again, events2 = _recorder()
+    res2 = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                               progress=again)
+    assert events2["stages"] == ["proposals", "encode", "generate"] and len(towers) == 1
+    assert not res2.cancelled and res2.num_generated_tokens > 0
+    assert res2.answer == _fresh_answer(tiny_pipeline, img, task="caption", boxes=BOX,
+                                        max_new_tokens=12)
+    # and that encoding is the cached one
+    again, events3 = _recorder()
+    runs = len(towers)  # the fresh pipeline ran them too
+    assert tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                               progress=again).answer == res2.answer
+    assert events3["stages"] == ["generate"] and len(towers) == runs
+
+
+def test_cancel_during_proposals_in_query_many(tiny_pipeline, monkeypatch):
+    img = _image(8)
+    towers = _count_calls(monkeypatch, tiny_pipeline.model, "encode_frame")
+    progress = QueryProgress(on_stage=lambda name: progress.cancel.set())
+    many = tiny_pipeline.query_many(img, [("", "caption"), ("cup", "detect")], boxes=BOX,
+                                    progress=progress)
+    assert towers == []
+    for res in many:
+        _cancelled_before_decoding(res, img, tiny_pipeline)
+    res = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12)
+    assert not res.cancelled and res.num_generated_tokens > 0 and len(towers) == 1
+    assert res.answer == _fresh_answer(tiny_pipeline, img, task="caption", boxes=BOX,
+                                       max_new_tokens=12)
+
+
+def test_cancel_during_the_towers_skips_the_prefill(tiny_pipeline, monkeypatch):
+    img = _image(9)
+    progress = QueryProgress()
+    towers = _count_calls(monkeypatch, tiny_pipeline.model, "encode_frame",
+                          before=progress.cancel.set)
+    llm = _count_calls(monkeypatch, tiny_pipeline.model, "build_inputs_embeds")
+    res = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                              progress=progress)
+    assert towers == ["encode_frame"] and llm == []
+    _cancelled_before_decoding(res, img, tiny_pipeline)
+    # the complete encoding is cached: the next query only decodes
+    again, events = _recorder()
+    res2 = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                               progress=again)
+    assert events["stages"] == ["generate"] and len(towers) == 1 and not res2.cancelled
+    assert res2.answer == _fresh_answer(tiny_pipeline, img, task="caption", boxes=BOX,
+                                        max_new_tokens=12)
+
+
+def test_cancel_during_the_prefix_prefill_skips_generation(tiny_pipeline, monkeypatch):
+    img = _image(10)
+    progress, events = _recorder()
+    # build_inputs_embeds runs first for the prompt prefix (then its prefill)
+    prefill = _count_calls(monkeypatch, tiny_pipeline.model, "build_inputs_embeds",
+                           before=progress.cancel.set)
+    generate = _count_calls(monkeypatch, tiny_pipeline.model, "generate")
+    res = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12,
+                              progress=progress)
+    assert len(prefill) == 1 and generate == []
+    assert events["stages"] == ["proposals", "encode"] and events["tokens"] == []
+    _cancelled_before_decoding(res, img, tiny_pipeline)
+    # the prefix was complete and stays cached; the next query decodes normally
+    res2 = tiny_pipeline.query(img, task="caption", boxes=BOX, max_new_tokens=12)
+    assert not res2.cancelled and generate == ["generate"]
+    assert res2.answer == _fresh_answer(tiny_pipeline, img, task="caption", boxes=BOX,
+                                        max_new_tokens=12)
