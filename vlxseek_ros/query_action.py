@@ -43,9 +43,9 @@ ACTION_NAME = "~/query"
 FEEDBACK_PERIOD_S = 0.05
 # How long destroy waits for the goals still executing to send their result, seconds.
 DESTROY_WAIT_S = 5.0
-# Goals still running at destroy: how long to wait for rclpy to send their results (an
-# executor task after the execute callback; clients that never ask for it cost this), seconds.
-RESULT_GRACE_S = 0.5
+# Goals ended by destroy time: how long to wait for rclpy to send their results (an executor
+# task after the execute callback; a client that never asks for its result costs this), s.
+RESULT_GRACE_S = 2.0
 # A cancel accepted while the answer was being finished: how long to wait for the goal's
 # state to become CANCELING before it is ended aborted instead, seconds.
 CANCEL_STATE_WAIT_S = 1.0
@@ -105,6 +105,9 @@ class QueryAction:
         self._slots = threading.BoundedSemaphore(MAX_ACTION_GOALS)
         self._open = True
         self._group = MutuallyExclusiveCallbackGroup()
+        # goals whose execute callback returned / whose result rclpy sent (cumulative): destroy
+        # waits for the difference, since rclpy sends a result in an executor task afterwards
+        self._finished = 0
         self._results_sent = 0
         self.server = ActionServer(
             node, QueryAction_, ACTION_NAME, execute_callback=self._execute,
@@ -174,6 +177,7 @@ class QueryAction:
                 self._slots.release()
             with self._cond:
                 self._running.pop(id(handle), None)
+                self._finished += 1
                 self._cond.notify_all()
 
     # -------------------------------------------------------------- helpers
@@ -233,18 +237,20 @@ class QueryAction:
 
     def destroy(self, wait_s: Optional[float] = None) -> None:
         """Refuse new goals, stop running generations (at the next token), wait up to
-        ``wait_s`` (default :data:`DESTROY_WAIT_S`) for them to end, destroy the server."""
+        ``wait_s`` (default :data:`DESTROY_WAIT_S`) for them to end and up to
+        :data:`RESULT_GRACE_S` more for rclpy to send the results of every goal that ended,
+        then destroy the server.
+
+        rclpy sends a goal's result in an executor task after the execute callback returned
+        (and only once the client asked for it), so a goal that ended just before this call
+        would otherwise lose its result with the server.
+        """
         wait_s = DESTROY_WAIT_S if wait_s is None else wait_s
         with self._cond:
             self._open = False
-            running = len(self._running)
-            self._results_sent = 0
             for goal in self._running.values():
                 goal.progress.cancel.set()
             self._cond.wait_for(lambda: not self._running, timeout=wait_s)
-        if running:  # rclpy sends their results in executor tasks after the callback returns
-            deadline = time.monotonic() + RESULT_GRACE_S
-            with self._cond:
-                self._cond.wait_for(lambda: self._results_sent >= running, timeout=max(
-                    0.0, deadline - time.monotonic()))
+            self._cond.wait_for(lambda: self._results_sent >= self._finished,
+                                timeout=RESULT_GRACE_S)
         self.server.destroy()

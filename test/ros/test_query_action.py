@@ -219,9 +219,6 @@ def test_service_answers_once_while_a_goal_runs(setup):
     assert after["requests_answered"] - before["requests_answered"] == 2
 
 
-@pytest.mark.xfail(reason="open: the goal ends (aborted, busy) but rclpy's result response task "
-                          "runs only after the server is destroyed ('action server pointer is "
-                          "invalid'), so the client gets no result", strict=False)
 def test_closing_stops_a_running_goal_and_rejects_new_ones(setup):
     """Deactivate (the managed node's path): the generation stops at the next token, the goal
     ends aborted (busy), the server goes; last test of the module (no interfaces after it)."""
