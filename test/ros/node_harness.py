@@ -42,7 +42,9 @@ class FakePipeline:
             self.events.append(("thresholds", kwargs))
 
     def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
-              region_indices=None, proposals=None):
+              region_indices=None, proposals=None, progress=None):
+        if progress is not None:  # a QueryProgress, as VLXSeek takes it (cancel is not watched)
+            progress.stage("generate")
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)

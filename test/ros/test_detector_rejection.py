@@ -23,8 +23,9 @@ class AnsweringPipeline(FakePipeline):
         self.answer = answer
 
     def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
-              region_indices=None, proposals=None):
-        super().query(image, text, task, boxes, max_new_tokens, region_indices, proposals)
+              region_indices=None, proposals=None, progress=None):
+        super().query(image, text, task, boxes, max_new_tokens, region_indices, proposals,
+                      progress)
         result = QueryResult(task=task, query=text, prompt_text="", answer="", groundings=[],
                              detections=[],
                              proposals=Proposals(BOXES, np.array([0.9, 0.5], np.float32)),

@@ -41,10 +41,10 @@ class TimedFake(FakePipeline):
         self.boxes = []
 
     def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
-              region_indices=None, proposals=None):
+              region_indices=None, proposals=None, progress=None):
         self.boxes.append(None if boxes is None else np.array(boxes))
         result = super().query(image, text, task=task, boxes=boxes,
-                               max_new_tokens=max_new_tokens)
+                               max_new_tokens=max_new_tokens, progress=progress)
         result.timings_ms = {"encode": 1.5, "generate": 2.5}
         return result
 
