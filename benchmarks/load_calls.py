@@ -63,7 +63,8 @@ from benchmarks.load_soak import (check_network_env, machine_description,  # noq
 
 COUNTERS = ("requests_received", "requests_answered", "requests_ok", "requests_busy",
             "requests_failed")
-# Marker lines of the node's log for each start-up phase (vlxseek_ros/detector_node.py).
+# Marker lines of the node's log for each start-up phase (vlxseek_ros/startup.py, serving.py,
+# serving_interfaces.py).
 PHASE_MARKERS = {"loading": "loading the models", "warm-up": "warming up:", "serving": "ready:"}
 SIGTERM_CAUGHT = 1 << (signal.SIGTERM - 1)  # bit of SigCgt in /proc/<pid>/status
 

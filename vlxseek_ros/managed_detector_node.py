@@ -34,7 +34,7 @@ from typing import Any, List, Optional
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.logging import LoggingSeverity
 
-from vlxseek_ros.detector_node import DetectorServing
+from vlxseek_ros.serving import DetectorServing
 from vlxseek_ros.node_process import process_logger, run_node
 from vlxseek_ros.parameters import MANAGED_PARAMETERS, NODE_NAME
 from vlxseek_ros.startup import (StartupError, StartupInterrupted, declare_parameters,

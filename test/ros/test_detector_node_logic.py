@@ -22,7 +22,7 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 from node_harness import NS, frame, wait_for  # noqa: E402
 from vlxseek_core.errors import InvalidRequestError  # noqa: E402
-from vlxseek_ros import detector_node  # noqa: E402
+from vlxseek_ros import detector_node, serving_interfaces  # noqa: E402
 
 
 def test_exception_inside_inference_is_reported_and_node_keeps_serving(harness, fake):
@@ -116,8 +116,8 @@ def test_standing_task_without_text(harness, fake):
 
 def test_debug_image_drawn_only_for_subscribers(harness, fake, monkeypatch):
     drawn = []
-    real_draw = detector_node.draw_result
-    monkeypatch.setattr(detector_node, "draw_result",
+    real_draw = serving_interfaces.draw_result
+    monkeypatch.setattr(serving_interfaces, "draw_result",
                         lambda rgb, result: drawn.append(1) or real_draw(rgb, result))
     assert harness.call(image=frame()).success
     assert drawn == []
@@ -192,6 +192,63 @@ def test_config_yaml_lists_every_parameter_with_its_default():
     assert all(type(listed[n]) is type(defaults[n]) for n in defaults)  # 1.0, not 1
 
 
+def _package_imports(module_level_only):
+    """vlxseek_ros module name -> the vlxseek_ros modules its source imports (all of them, or
+    only those imported at module level: not inside a function or class)."""
+    import ast
+
+    package = Path(detector_node.__file__).parent
+    names = {path.stem for path in package.glob("*.py")}
+    graph = {}
+    for path in package.glob("*.py"):
+        found = set()
+        todo = list(ast.parse(path.read_text(encoding="utf-8")).body)
+        while todo:
+            node = todo.pop()
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[0] == "vlxseek_ros":
+                    found.update(parts[1:2] if len(parts) > 1 else [a.name for a in node.names])
+            elif isinstance(node, ast.Import):
+                found.update(a.name.split(".")[1] for a in node.names
+                             if a.name.startswith("vlxseek_ros."))
+            if not (module_level_only and isinstance(
+                    node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))):
+                todo.extend(ast.iter_child_nodes(node))
+        graph[path.stem] = found & names - {path.stem}
+    return graph
+
+
+def test_imports_are_one_way():
+    """Node modules -> serving -> its parts; nothing imports a node module (the --managed
+    dispatch of detector_node.main imports the managed node inside the function) and the
+    module-level import graph of vlxseek_ros has no cycle."""
+    nodes = {"detector_node", "managed_detector_node"}
+    everywhere = _package_imports(module_level_only=False)
+    for name, imported in everywhere.items():
+        if name not in nodes:
+            assert not imported & nodes, f"{name} imports {imported & nodes}"
+    assert "detector_node" not in everywhere["managed_detector_node"], \
+        "managed_detector_node imports detector_node (which imports it back in main)"
+    graph = _package_imports(module_level_only=True)
+    assert not graph["detector_node"] & nodes, "detector_node imports a node module"
+    assert "serving" in graph["detector_node"] and "serving" in graph["managed_detector_node"]
+    done, path = set(), []
+
+    def visit(name):
+        assert name not in path, f"import cycle: {' -> '.join(path[path.index(name):] + [name])}"
+        if name in done:
+            return
+        path.append(name)
+        for other in sorted(graph[name]):
+            visit(other)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
 class _LongDecoder:
     """A pipeline whose decoding runs until its progress is cancelled (as VLXSeek's does)."""
 
@@ -204,7 +261,7 @@ class _LongDecoder:
 
     def query(self, image, text, task="detect", boxes=None, max_new_tokens=None,
               region_indices=None, proposals=None, progress=None):
-        assert progress is not None  # the node always gives one to a pipeline that takes it
+        assert progress is not None  # the node always gives one
         deadline = time.monotonic() + 20
         while not progress.cancel.is_set() and time.monotonic() < deadline:
             time.sleep(0.01)
