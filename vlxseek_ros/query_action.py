@@ -95,7 +95,7 @@ class _Goal:
 
 
 class QueryAction:
-    """The ``~/query`` action server of a :class:`~vlxseek_ros.detector_node.DetectorServing`
+    """The ``~/query`` action server of a :class:`~vlxseek_ros.serving.DetectorServing`
     node (created by its ``_make_interfaces``; :meth:`destroy` with its other interfaces)."""
 
     def __init__(self, node: Any) -> None:
