@@ -70,13 +70,20 @@ SIGTERM_CAUGHT = 1 << (signal.SIGTERM - 1)  # bit of SigCgt in /proc/<pid>/statu
 
 
 def node_command(model: Path, ns: str, managed: bool = False, device: str = "cpu",
-                 *extra: str) -> List[str]:
-    """Command line of a node process answering with ``model`` under namespace ``ns``."""
+                 *extra: str, source: str = "none", proposer: Optional[Path] = None,
+                 max_new_tokens: int = 8) -> List[str]:
+    """Command line of a node process answering with ``model`` under namespace ``ns``.
+
+    ``source``: the node's ``proposal_source`` (``none``: request boxes only, ``topic``, or a
+    built-in detector such as ``omdet_turbo`` with ``proposer`` as its ``proposal_model``).
+    """
     module = "managed_detector_node" if managed else "detector_node"
     cmd = [sys.executable, "-m", f"vlxseek_ros.{module}", "--ros-args", "-r", f"__ns:={ns}",
-           "-p", f"model_path:={model}", "-p", "proposal_source:=none", "-p", f"device:={device}",
-           "-p", "max_new_tokens:=8", "-p", "status_period_s:=0.2",
-           "-p", "publish_debug_image:=false", *extra]
+           "-p", f"model_path:={model}", "-p", f"proposal_source:={source}",
+           "-p", f"device:={device}", "-p", f"max_new_tokens:={max_new_tokens}",
+           "-p", "status_period_s:=0.2", "-p", "publish_debug_image:=false", *extra]
+    if proposer is not None:
+        cmd += ["-p", f"proposal_model:={proposer}"]
     return cmd + (["-p", "autostart:=true"] if managed else [])
 
 

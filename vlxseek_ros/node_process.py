@@ -43,6 +43,9 @@ from vlxseek_ros.startup import StartupError, StartupInterrupted, abandoned_work
 # Its decoding is stopped at once (begin_shutdown), so this covers the proposal detector and
 # the towers of a frame still being encoded, and the answer's way back to the caller.
 SHUTDOWN_GRACE_S = 1.0
+# An inference still running after the grace is abandoned: its caller answers busy at once,
+# and the process waits this long more for that answer to be sent, seconds.
+ABANDON_ANSWER_S = 0.3
 # Logger of the process-level messages (start-up interrupted, abandoned inference).
 PROCESS_LOGGER = f"{NODE_NAME}.process"
 M_ARENA_MAX = -8  # glibc mallopt parameter number
@@ -104,9 +107,10 @@ def spin_until_shutdown(node: Any) -> None:
     Then: new service calls are answered busy, calls still queued in the service get a busy
     answer, the load counters are logged (``at exit: ...``), and the node is destroyed once no
     callback runs. An inference still running
-    :data:`SHUTDOWN_GRACE_S` seconds after the shutdown request, or start-up work of a managed
-    node's interrupted ``configure``, is abandoned: the process exits at once with status 0
-    (``os._exit``, after flushing the console) instead of waiting for it.
+    :data:`SHUTDOWN_GRACE_S` seconds after the shutdown request is abandoned: its caller
+    answers ``busy`` (sent within :data:`ABANDON_ANSWER_S`), and the process exits with status
+    0 (``os._exit``, after flushing the console) instead of waiting for it; likewise start-up
+    work of a managed node's interrupted ``configure``.
     """
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
@@ -126,6 +130,13 @@ def spin_until_shutdown(node: Any) -> None:
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while node.inference_in_flight() and time.monotonic() < deadline:
             time.sleep(0.02)
+        if node.inference_in_flight():
+            # its caller answers busy now (the inference runs in a worker thread, left behind)
+            node.abandon_inference()
+            deadline = time.monotonic() + ABANDON_ANSWER_S
+            while node.inference_callers() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)  # the callback's thread sends the answer right after it returns
         if node.inference_in_flight() or abandoned_work():
             node.answer_queued_calls()  # calls that waited for the model have answered busy
             what = "an inference in flight" if node.inference_in_flight() else "start-up work"

@@ -82,6 +82,8 @@ class DetectorServing(RuntimeParameters, ServingCore, QueryAnswering, ServingInt
         self._waiting_calls = threading.BoundedSemaphore(MAX_WAITING_CALLS)
         self._closing = ""  # why new inferences are refused ("" = they are not)
         self._in_flight: set = set()  # QueryProgress of running inferences (shutdown stops them)
+        self._abandon = threading.Event()  # set by abandon_inference: callers stop waiting
+        self._inference_callers = 0  # callbacks waiting for their inference's result
         self._last_status_log = time.monotonic()
         self._status_extra = {"node": self.get_fully_qualified_name(),
                               "model_path": params["model_path"], "device": params["device"],

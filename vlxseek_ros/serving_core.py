@@ -12,6 +12,7 @@ inference is refused with :class:`~vlxseek_ros.serving_state.BusyError`. The ``i
 """
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -40,6 +41,18 @@ class ServingCore:
     def inference_in_flight(self) -> bool:
         """Return True while an inference holds the model."""
         return self._model_lock.locked()
+
+    def inference_callers(self) -> int:
+        """Callbacks (service calls, goals, the standing query) waiting for an inference."""
+        with self._state_lock:
+            return self._inference_callers
+
+    def abandon_inference(self) -> None:
+        """Shutdown, after the grace: callers waiting for an inference stop waiting and answer
+        ``busy`` at once; the inference itself runs on in its worker thread (the process exits
+        without it)."""
+        self._closing = self._closing or "the node is shutting down"
+        self._abandon.set()
 
     def begin_shutdown(self) -> None:
         """Refuse new inferences (answered busy) and stop the decoding of running ones within
@@ -89,7 +102,13 @@ class ServingCore:
 
     def _infer_locked(self, rgb, query, task, inputs: Dict[str, Any], rt: Runtime,
                       on_model: Optional[Callable[[], None]] = None, progress: Any = None):
-        """Run the inference; called with the model lock held, releases it."""
+        """Run the inference; called with the model lock held, which is released when the
+        inference ends.
+
+        The pipeline runs in a worker thread while this (callback) thread waits for it, so that
+        a shutdown that cannot wait for the inference (:meth:`abandon_inference`) still
+        answers the caller: the wait then ends with :class:`BusyError` at once.
+        """
         if progress is None:
             progress = QueryProgress()  # so that shutdown can stop decoding (begin_shutdown)
         try:
@@ -102,25 +121,52 @@ class ServingCore:
                 raise BusyError(f"busy: {self._closing}")
             if pending:
                 self._pipe.set_proposal_thresholds(**pending)
-            start = time.perf_counter()
+        except BaseException:
+            self._end_inference(progress)
+            raise
+        start = time.perf_counter()
+        outcome: Dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
             try:
-                result = self._pipe.query(rgb, query, task=task, max_new_tokens=rt.max_new_tokens,
-                                          progress=progress, **inputs)
-            except VLXSeekError:
-                raise
-            except Exception as exc:
-                self._inference_failed(exc)
-                raise
-            if self._closing and getattr(result, "cancelled", False):
-                raise BusyError(f"busy: {self._closing} (decoding was stopped after "
-                                f"{result.num_generated_tokens} tokens)")
-            ms = (time.perf_counter() - start) * 1e3
-            self._stats.inference_ok(getattr(result, "timings_ms", None) or {}, ms)
-            return result, ms
+                outcome["result"] = self._pipe.query(
+                    rgb, query, task=task, max_new_tokens=rt.max_new_tokens, progress=progress,
+                    **inputs)
+            except BaseException as exc:  # handed to the waiting caller
+                outcome["error"] = exc
+            finally:
+                self._end_inference(progress)
+                done.set()
+        with self._state_lock:
+            self._inference_callers += 1
+        try:
+            threading.Thread(target=work, name="vlxseek-inference", daemon=True).start()
+            while not done.wait(0.05):
+                if self._abandon.is_set():
+                    raise BusyError(f"busy: {self._closing}; the running inference was "
+                                    f"abandoned")
         finally:
             with self._state_lock:
-                self._in_flight.discard(progress)
-            self._model_lock.release()
+                self._inference_callers -= 1
+        if "error" in outcome:
+            exc = outcome["error"]
+            if not isinstance(exc, VLXSeekError):
+                self._inference_failed(exc)
+            raise exc
+        result = outcome["result"]
+        if self._closing and getattr(result, "cancelled", False):
+            raise BusyError(f"busy: {self._closing} (decoding was stopped after "
+                            f"{result.num_generated_tokens} tokens)")
+        ms = (time.perf_counter() - start) * 1e3
+        self._stats.inference_ok(getattr(result, "timings_ms", None) or {}, ms)
+        return result, ms
+
+    def _end_inference(self, progress: Any) -> None:
+        """Forget ``progress`` and release the model lock (the inference ended)."""
+        with self._state_lock:
+            self._in_flight.discard(progress)
+        self._model_lock.release()
 
     def _inference_failed(self, exc: BaseException) -> None:
         """Count and log an exception raised inside inference; free CUDA memory after an OOM."""
