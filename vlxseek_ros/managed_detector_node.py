@@ -25,7 +25,7 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # a node process: record SIGINT/SIGTERM before the imports below
     from vlxseek_ros import stop_signals
-    stop_signals.install()
+    stop_signals.install(exit_at_once=True)  # until run_node: nothing to clean up
 
 import gc
 import sys

@@ -134,6 +134,27 @@ def test_run_interruptibly_returns_raises_or_abandons():
     wait_for(lambda: not startup.abandoned_work())
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_importing_exits_0_at_once(sig):
+    """The node modules' first line: a stop signal during the imports ends the process with
+    status 0 at once (not after seconds of torch imports, not with a traceback)."""
+    import subprocess
+    import sys
+    code = ("import os, signal, time\n"
+            "from vlxseek_ros import stop_signals\n"
+            "stop_signals.install(exit_at_once=True)\n"
+            f"os.kill(os.getpid(), {int(sig)})\n"
+            "time.sleep(5)\n"
+            "print('still running')\n")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "still running" not in proc.stdout and "Traceback" not in proc.stderr
+    assert "shutdown requested while importing" in proc.stderr
+    assert time.monotonic() - start < 4.0
+
+
 def test_stop_signals_are_recorded_not_raised():
     saved = {sig: signal.getsignal(sig) for sig in stop_signals.STOP_SIGNALS}
     stop_signals.reset()
