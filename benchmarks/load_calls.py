@@ -439,7 +439,11 @@ def signal_trial(model: Path, workdir: Path, phase: str, signals: Sequence[int],
     ns = f"/vlxseek_sig{os.getpid()}"
     kind = "managed" if managed else "plain"
     log = workdir / f"signal_{phase}_{kind}{tag}_{int(time.time() * 1e3) % 10**8}.log"
-    proc = NodeProcess(node_command(model, ns, managed, device, *extra), log)
+    # a long warm-up (a budget the tiny random model decodes for seconds), so that the signal
+    # falls into it: with 8 tokens it can end within delay_s
+    tokens = 4096 if phase == "warm-up" else 8
+    proc = NodeProcess(node_command(model, ns, managed, device, *extra, max_new_tokens=tokens),
+                       log)
     try:
         if phase == "start":
             reached = proc.records_signals()

@@ -105,14 +105,16 @@ def run_soak(model: Path, proposer: Optional[Path] = None, seconds: float = 60.0
              rate_hz: float = 60.0, width: int = 1280, height: int = 720, device: str = "auto",
              call_timeout_s: float = 30.0, busy_policy: str = "wait",
              query: str = "person", start_timeout_s: float = 180.0, warmup_queries: int = 3,
-             log_path: Optional[Path] = None) -> Dict[str, Any]:
+             log_path: Optional[Path] = None, node_warmup: bool = True) -> Dict[str, Any]:
     """Run one soak and return its measurements (see the module docstring).
 
     Returns:
         dict with ``rss_start_mb``, ``rss_end_mb``, ``frames_published``, ``publish_rate_hz``,
         ``status`` (the node's last ``~/status`` JSON), ``outcomes`` (ok/busy/failed/timeout
         counts), ``latency_ms`` (p50/p95/max of answered calls), ``frame_age_ms`` (p50/p95/max),
-        ``failures`` (messages of failed calls, at most 5), ``node_exit`` (exit status).
+        ``failures`` (messages of failed calls, at most 5), ``node_exit`` (exit status),
+        ``first_call_ms`` (the first service call, on the first frame), ``warmup_ms`` (the
+        node's start-up warm-up inference, ``None`` with ``node_warmup=False``).
 
     Raises:
         RuntimeError: the node did not start in ``start_timeout_s`` (its log is in the message).
@@ -133,7 +135,8 @@ def run_soak(model: Path, proposer: Optional[Path] = None, seconds: float = 60.0
            "-r", f"__ns:={NS}", "-r", f"image:={IMAGE_TOPIC}", "-p", f"model_path:={model}",
            "-p", f"device:={device}", "-p", f"busy_policy:={busy_policy}",
            "-p", "status_period_s:=0.2", "-p", "max_new_tokens:=64",
-           "-p", "publish_debug_image:=false"]
+           "-p", "publish_debug_image:=false",
+           "-p", f"warmup:={'true' if node_warmup else 'false'}"]
     cmd += ["-p", f"proposal_model:={proposer}"] if proposer else []
     log_file = open(log_path or os.devnull, "w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
@@ -183,7 +186,10 @@ def run_soak(model: Path, proposer: Optional[Path] = None, seconds: float = 60.0
         while True:
             pub.publish(frame_msg(k))
             k += 1
+            start = time.monotonic()
             res = call(call_timeout_s)
+            if k == 1:  # what the node's own warm-up saves the first caller
+                result["first_call_ms"] = (time.monotonic() - start) * 1e3
             warm_ok += int(res is not None and res.success)
             if warm_ok >= warmup_queries:
                 break
@@ -193,6 +199,7 @@ def run_soak(model: Path, proposer: Optional[Path] = None, seconds: float = 60.0
         result["rss_start_mb"] = rss_mb(proc.pid)
         _wait_status(status, lambda st: st.get("requests_ok", 0) >= warm_ok)
         status_start = dict(status)
+        result["warmup_ms"] = status_start.get("warmup_ms")
         stop = threading.Event()
         published = [0]
 
@@ -276,6 +283,10 @@ def format_table(r: Dict[str, Any], args: argparse.Namespace) -> str:
                      f"{o['timeout']} timed out"),
         ("call latency ms", "p50 {p50:.0f}  p95 {p95:.0f}  max {max:.0f}".format(
             **r["latency_ms"])),
+        ("start-up warm-up ms", "off (warmup:=false)" if r.get("warmup_ms") is None
+         else f"{r['warmup_ms']:.0f} (one inference on a synthetic frame, before the service)"),
+        ("first call ms", f"{r.get('first_call_ms', 0.0):.0f} (p50 of later calls: "
+                          f"{r['latency_ms']['p50']:.0f})"),
         ("answered frame age ms", "p50 {p50:.0f}  p95 {p95:.0f}  max {max:.0f}".format(
             **r["frame_age_ms"])),
         ("stage mean ms", ", ".join(f"{k} {v['mean']:.0f}"
@@ -302,6 +313,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--busy-policy", default="wait", choices=("wait", "reject"))
     ap.add_argument("--call-timeout-s", type=float, default=30.0)
     ap.add_argument("--log", type=Path, help="write the node's output here")
+    ap.add_argument("--no-node-warmup", action="store_true",
+                    help="start the node with warmup:=false (the first call pays the warm-up)")
     args = ap.parse_args(argv)
     check_network_env()
     with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +325,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         r = run_soak(args.model, args.proposer, seconds=args.seconds, rate_hz=args.rate_hz,
                      width=args.width, height=args.height, device=args.device,
                      call_timeout_s=args.call_timeout_s, busy_policy=args.busy_policy,
-                     log_path=args.log)
+                     log_path=args.log, node_warmup=not args.no_node_warmup)
     print(format_table(r, args))
     return 0
 
