@@ -127,11 +127,19 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
             vt_boxes: ``[N, 4]`` float32 xyxy in pixels of the Qwen-resized image
                 (``grid × 14``).
 
+        ``N = 0`` (the image alone, spec §3.2): the auxiliary tower and the HFRE do not run
+        and ``region_embeds`` is ``[0, hidden]``.
+
         Returns:
             :class:`EncodedFrame` in the model dtype.
         """
         m = self.model
         hfre = m.object_vp_extractor
+        if aux_boxes.shape[0] == 0:
+            image_tokens, _ = m.vision_tower(pixel_values, image_grid_thw)
+            image_embeds = m.mm_projector(image_tokens)
+            return EncodedFrame(image_embeds, image_embeds.new_zeros(0, image_embeds.shape[-1]),
+                                image_grid_thw)
         levels = hfre.vt_levels(len(m.vision_tower.config.fullatt_block_indexes))
         image_tokens, vt_maps = m.vision_tower(pixel_values, image_grid_thw, levels)
         image_embeds = m.mm_projector(image_tokens)
@@ -178,7 +186,8 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
         once): a lookup per text run would build one dense 151,936-row gradient per run.
 
         Args:
-            ids: long ``[L_ids]`` prompt ids with one ``-200`` and one ``-300`` per region.
+            ids: long ``[L_ids]`` prompt ids with one ``-200`` and one ``-300`` per region
+                (none for a frame without regions).
             text_embeds: ``[L_ids, hidden]`` embeddings of ``ids`` (placeholder rows ignored).
             frame: the encoded image and regions.
 
@@ -221,6 +230,11 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
 
 
 def _scatter_rows(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``[len(mask), C]`` with ``rows`` at the True places of ``mask`` (zeros elsewhere)."""
+    """``[len(mask), C]`` with ``rows`` at the True places of ``mask`` (zeros elsewhere).
+
+    Always an ``index_copy``, also for ``[0, C]`` rows: the result then stays in ``rows``'
+    autograd graph, so a training batch without any region still gives the region path a
+    (zero) gradient, as DDP without ``find_unused_parameters`` requires.
+    """
     out = rows.new_zeros(mask.shape[0], rows.shape[-1])
-    return out.index_copy(0, mask.nonzero()[:, 0], rows) if rows.shape[0] else out
+    return out.index_copy(0, mask.nonzero()[:, 0], rows)

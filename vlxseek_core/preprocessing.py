@@ -128,16 +128,17 @@ class ImagePreprocessor:
 
     def __call__(self, image: Union[np.ndarray, Image.Image],
                  boxes_xyxy: np.ndarray) -> PreparedImage:
-        """Prepare one image and its ``[N, 4]`` original-pixel boxes (N ≥ 1).
+        """Prepare one image and its ``[N, 4]`` original-pixel boxes.
+
+        ``N = 0`` (an image asked about alone, spec §3.2) gives ``[0, 4]`` box tensors; the
+        reference's own path requires a box (§7.4), this one does not.
 
         Raises:
             InvalidImageError: unusable image.
-            ValueError: boxes are not ``[N, 4]`` with N ≥ 1.
+            ValueError: boxes cannot be reshaped to ``[N, 4]``.
         """
         pil = to_pil_rgb(image)
         boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            raise ValueError("at least one box is required (spec §7.4)")
         orig_w, orig_h = pil.size
         capped = cap_image(pil)
         cw, ch = capped.size

@@ -69,6 +69,12 @@ class TaskSpec:
         needs_query: the user text is required.
         needs_regions: region indices (or user boxes) are required.
         region_answer: the answer is a list of region references (constrained decoding applies).
+        runs_without_regions: the task may be asked about the image alone, with no candidate
+            regions: the reference prompt then has no region line (spec §3.2, "If there are no
+            boxes ..."), as for the general VQA data that training stage 2 mixes in. Only
+            ``vqa``: region tasks need regions to refer to, region-answer tasks need regions
+            to answer with, and the ``ground`` and ``reason`` templates ask for region indexes
+            in the answer.
     """
 
     template: str
@@ -76,6 +82,7 @@ class TaskSpec:
     needs_query: bool
     needs_regions: bool
     region_answer: bool
+    runs_without_regions: bool = False
 
 
 TASKS: Dict[str, TaskSpec] = {
@@ -85,13 +92,14 @@ TASKS: Dict[str, TaskSpec] = {
     "caption": TaskSpec(BRIEF_REGION_CAPTION_TEMPLATE, "regions", False, True, False),
     "caption_detailed": TaskSpec(DETAILED_REGION_CAPTION_TEMPLATE, "regions", False, True, False),
     "ocr": TaskSpec(REGION_OCR_TEMPLATE, "regions", False, True, False),
-    "vqa": TaskSpec("{}", "query", True, False, False),
+    "vqa": TaskSpec("{}", "query", True, False, False, runs_without_regions=True),
     "ground": TaskSpec(GROUNDING_TEMPLATE, None, False, False, False),
     "visual_prompt": TaskSpec(VISUAL_PROMPT_OD_TEMPLATE, "regions", False, True, True),
     "reason": TaskSpec(VISUAL_REGION_REASONING_TEMPLATE, "query", True, False, False),
     "detect_all": TaskSpec(OD_ALL_TEMPLATE, None, False, False, True),
 }
-"""Task name → spec. ``vqa`` and ``reason`` append region tokens when regions are given."""
+"""Task name → spec. ``vqa`` and ``reason`` append region tokens when regions are given;
+``vqa`` also runs without regions (:attr:`TaskSpec.runs_without_regions`)."""
 
 MAX_QUERY_CHARS = 4096
 
@@ -151,7 +159,9 @@ def render_prompt(task_text: str, num_regions: int, system: Optional[bool] = Non
     """The full reference prompt string with ``<image>``/``<regionfeat>`` placeholders (§3.2).
 
     ``system=None`` applies the reference rule: the system turn is added unless the substring
-    ``system`` occurs in the task text (spec §7.11).
+    ``system`` occurs in the task text (spec §7.11). ``num_regions=0`` omits the region line
+    with its newline: ``<|vision_end|>\n{task_text}`` (spec §3.2, the reference's
+    ``make_message_context`` adds ``<regionK><regionfeat>…\n`` only for a non-empty list).
     """
     if system is None:
         system = "system" not in task_text
@@ -222,6 +232,9 @@ class PromptTokenizer:
 
     def build_prefix(self, num_regions: int, system: bool) -> List[int]:
         """Ids up to and including the newline before the task text; depend only on the frame.
+
+        With ``num_regions=0`` there is no region line (spec §3.2): the prefix ends
+        ``<|vision_start|>, −200, <|vision_end|>, "\n"`` and the task text follows.
 
         The reference tokenizes ``"\n" + text`` as one chunk; the Qwen2 pre-tokenizer always
         splits a single newline from a following non-space character, and task texts never

@@ -129,3 +129,65 @@ def test_reason_template_think_tags_are_single_tokens(tokenizer):
     ids = PromptTokenizer(tokenizer).parts_ids(task_parts("reason", "<think> is it red?"))
     # two of each from the template; the user's "<think>" stays plain text
     assert ids.count(think) == 2 and ids.count(end_think) == 2
+
+
+VQA_NO_REGIONS = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n<|vision_start|><image><|vision_end|>\n"
+    "What colour is the cat?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def reference_ids(tokenizer, text, num_regions):
+    """The reference's ids (spec §3.2: ``prepare_inputs`` + ``make_message_context``): the
+    system turn and the assistant header tokenized apart, the user turn split on ``<image>``
+    (−200) and, with regions, on ``<regionfeat>`` (−300), every chunk tokenized whole with the
+    added tokens written in it honoured."""
+    def tok(s):
+        return tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    region_line = "".join(f"<region{k}><regionfeat>" for k in range(num_regions))
+    user = ("<|im_start|>user\n<|vision_start|><image><|vision_end|>\n"
+            + (region_line + "\n" if num_regions else "") + text + "<|im_end|>\n")
+    ids = [151644] + tok("system\nYou are a helpful assistant.") + [151645] + tok("\n")
+    for i, piece in enumerate(user.split("<image>")):
+        ids += [IMAGE_PLACEHOLDER_ID] if i else []
+        for j, sub in enumerate(piece.split("<regionfeat>")):
+            ids += ([REGION_FEATURE_PLACEHOLDER_ID] if j else []) + tok(sub)
+    return ids + [151644] + tok("assistant\n")
+
+
+def test_exact_prompt_text_without_regions():
+    """Spec §3.2: without boxes the region line and its newline are omitted."""
+    text = parts_to_text(task_parts("vqa", "  What colour is the cat? "))
+    assert render_prompt(text, 0) == VQA_NO_REGIONS
+
+
+def test_prompt_ids_without_regions_layout(tokenizer):
+    ptok = PromptTokenizer(tokenizer)
+    question = "What colour is the cat?"
+    ids = ptok.build(task_parts("vqa", question), 0)
+    assert REGION_FEATURE_PLACEHOLDER_ID not in ids
+    assert not any(tokenizer.convert_ids_to_tokens(t).startswith("<region")
+                   for t in ids if t >= 0)
+    at = ids.index(IMAGE_PLACEHOLDER_ID)
+    user_head = [151644] + tokenizer("user\n", add_special_tokens=False)["input_ids"]
+    # <|im_start|>user\n <|vision_start|> -200 <|vision_end|> \n QUESTION <|im_end|> \n ...
+    vision = [151652, IMAGE_PLACEHOLDER_ID, 151653, 198]
+    assert ids[at - 1 - len(user_head):at + 3] == user_head + vision
+    q_ids = ptok.text_ids(question)
+    assert ids[at + 3:] == q_ids + [151645, 198, 151644, 77091, 198]
+    text = "".join("<image>" if t == IMAGE_PLACEHOLDER_ID else tokenizer.decode([t])
+                   for t in ids)
+    assert text == VQA_NO_REGIONS
+
+
+@pytest.mark.parametrize("question,regions", [
+    ("What colour is the cat?", 0), ("3 cats or 4?", 0), ("¿Qué hay en la mesa?", 0),
+    ("(a) or (b)?", 0), ("猫是什么颜色？", 0), ("Is the solar system shown?", 0),
+    ("What colour is the cat?", 3)])
+def test_prompt_ids_equal_the_reference_construction(tokenizer, question, regions):
+    parts = task_parts("vqa", question)
+    expected = reference_ids(tokenizer, parts_to_text(parts), regions)
+    if "system" in question:  # the reference drops the system turn (spec §7.11)
+        expected = expected[expected.index(151645) + 2:]
+    assert PromptTokenizer(tokenizer).build(parts, regions) == expected
