@@ -83,8 +83,8 @@ class FrameEncoder:
             box_scores: optional finite ``[K]`` scores of ``boxes`` (default 1.0).
             proposals: candidate regions found elsewhere (an external detector, a ROS topic),
                 normally filtered with :func:`~vlxseek_core.proposals.postprocess_proposals`
-                already; kept in their order, clipped to the image. May be empty (the model
-                is then not run). Mutually exclusive with ``boxes``.
+                already; kept in their order, clipped to the image. May be empty (only
+                ``vqa`` then runs, on the image alone). Mutually exclusive with ``boxes``.
 
         Returns:
             ``(Proposals, warnings)``, both new objects.
@@ -96,7 +96,23 @@ class FrameEncoder:
         """
         return self._propose(check.frame_args(image, boxes, box_scores, proposals))
 
-    def _propose(self, args: "check.FrameArgs"):
+    def _check_region_source(self, args: "check.FrameArgs", image_only: bool) -> None:
+        """Regions come from user boxes, given proposals or the detector, unless every
+        question about the frame runs without regions (``image_only``).
+
+        Raises:
+            InvalidRequestError: none of them, and not ``image_only``.
+        """
+        if (args.proposals is None and args.boxes is None and self.proposal_source is None
+                and not image_only):
+            raise InvalidRequestError(
+                "boxes: no regions given and no proposal detector configured "
+                "(proposal_source=none)")
+
+    def _propose(self, args: "check.FrameArgs", image_only: bool = False):
+        """:meth:`propose` of checked arguments; with ``image_only`` no boxes and no detector
+        give no regions instead of an error (see :meth:`_check_region_source`)."""
+        self._check_region_source(args, image_only)
         if args.proposals is not None:
             if len(args.proposals) == 0:
                 return Proposals.empty(), []
@@ -115,9 +131,7 @@ class FrameEncoder:
                 raise InvalidRequestError(text if text.startswith("boxes") else
                                           f"boxes: {text}") from None
         if self.proposal_source is None:
-            raise InvalidRequestError(
-                "boxes: no regions given and no proposal detector configured "
-                "(proposal_source=none)")
+            return Proposals.empty(), []
         return self.proposal_source.propose(np.asarray(args.image)), []
 
     def frame_key(self, pil, boxes=None, box_scores=None,
@@ -131,6 +145,10 @@ class FrameEncoder:
                proposals: Optional[Proposals] = None) -> FrameEncoding:
         """Proposals, preprocessing, both towers and the HFRE for one frame (cached).
 
+        A frame without regions (a detector that finds nothing, empty ``proposals``) is still
+        encoded, image only, so that questions that run without regions (``vqa``) can be
+        answered on it.
+
         Returns:
             The frame's :class:`FrameEncoding`, shared with the cache (its proposal arrays
             are read-only); :meth:`~vlxseek_core.pipeline.VLXSeek.answer` gives results with
@@ -140,33 +158,43 @@ class FrameEncoder:
             InvalidImageError, InvalidRequestError: as
             :meth:`~vlxseek_core.pipeline.VLXSeek.query`.
         """
-        return self._encode(check.frame_args(image, boxes, box_scores, proposals, reuse_frame))
+        return self._encode(check.frame_args(image, boxes, box_scores, proposals, reuse_frame),
+                            need_image=True)
 
     def _encode(self, args: "check.FrameArgs",
                 check_regions: Optional[Callable[[int], None]] = None,
-                progress: Optional[QueryProgress] = None) -> FrameEncoding:
+                progress: Optional[QueryProgress] = None, need_image: bool = False,
+                image_only: bool = False) -> FrameEncoding:
         """:meth:`encode` of checked arguments; ``check_regions(number of regions)`` runs
         after the proposals and before the towers of a frame that is not cached.
+
+        ``need_image``: a question may run without regions, so a frame without regions gets
+        its image encoded too (otherwise its towers do not run and ``frame`` is ``None``); a
+        cached encoding without the image is then computed again. ``image_only``: every
+        question runs without regions (see :meth:`_propose`).
 
         ``progress`` gets the stages; once its cancel is set after the proposals, the towers
         are skipped and the encoding returned is incomplete (``frame=None`` despite its
         regions, see :attr:`FrameEncoding.complete`) and is not cached.
         """
+        self._check_region_source(args, image_only)
         with self._lock:
             key = self.frame_key(args.image, args.boxes, args.box_scores, args.proposals)
-            if args.reuse_frame and key in self._frames:
+            cached = self._frames.get(key) if args.reuse_frame else None
+            if cached is not None and (cached.frame is not None or not need_image):
                 self._frames.move_to_end(key)
-                return self._frames[key]
+                return cached
             timer = StageTimer()
             if progress is not None:
                 progress.stage("proposals")
             with timer.stage("proposals"):
-                regions, warnings = self._propose(args)
+                regions, warnings = self._propose(args, image_only)
             if check_regions is not None:
                 check_regions(len(regions))
             regions = regions.copy(writeable=False)  # the cache's own, read-only arrays
             frame = None
-            if len(regions) and not (progress is not None and progress.cancelled):
+            if (len(regions) or need_image) and not (progress is not None
+                                                     and progress.cancelled):
                 if progress is not None:
                     progress.stage("encode")
                 frame = self._encode_frame(args.image, regions, timer)

@@ -186,6 +186,11 @@ class VLXSeek(FrameEncoder):
                 ``cancelled=True``, the warning ``"cancelled before decoding"``, an empty
                 answer, no detections, and the proposals.
 
+        Without regions (no ``boxes`` and no detector, a detector that finds nothing, or
+        empty ``proposals``) a ``vqa`` question is answered from the image alone: its prompt
+        has no region line (spec §3.2), like the general VQA data of training stage 2. Every
+        other task is then not run (empty answer, warning ``"no regions: …"``).
+
         Returns:
             A new :class:`~vlxseek_core.types.QueryResult`; boxes in pixels of ``image``.
 
@@ -193,7 +198,8 @@ class VLXSeek(FrameEncoder):
             InvalidImageError: unusable image.
             InvalidRequestError: bad text/task/boxes/scores/region indices/budget/flag, each
                 checked before any model work (a region index against the number of regions
-                as soon as the proposals are known).
+                as soon as the proposals are known); no boxes, no ``proposals`` and no
+                detector for a task other than ``vqa``.
         """
         name = check.task(task)
         check.text(text, name)
@@ -237,7 +243,9 @@ class VLXSeek(FrameEncoder):
         if not specs:
             return []
         with self._lock:
-            enc = self._encode(frame, lambda n: check.indices_in_range(indices, n), progress)
+            boxless = [TASKS[name].runs_without_regions for _, name in specs]
+            enc = self._encode(frame, lambda n: check.indices_in_range(indices, n), progress,
+                               need_image=any(boxless), image_only=all(boxless))
             return [self._answer(enc, text, name, indices, budget, frame.boxes is not None,
                                  progress) for text, name in specs]
 
@@ -296,10 +304,10 @@ class VLXSeek(FrameEncoder):
                              answer="", groundings=[], detections=[],
                              proposals=enc.proposals.copy(), image_size=enc.image_size,
                              warnings=list(enc.warnings))
-        if not len(enc.proposals):
+        if not len(enc.proposals) and not spec.runs_without_regions:
             result.warnings.append("no regions: no candidate boxes were found or given, so "
                                    "the model was not run")
-        elif not enc.complete or (progress is not None and progress.cancelled):
+        elif enc.frame is None or (progress is not None and progress.cancelled):
             _cancelled_before_decoding(result)
         else:
             with self._lock:

@@ -22,10 +22,11 @@ def pipe(train_model_dir):
                                    constrained_decoding=False)
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_training_prompt_equals_inference_prompt(task, builder, pipe, images_dir):
-    """The ids the pipeline feeds the model for a question equal the sample's prompt ids."""
-    record = make_record(task)
+@pytest.mark.parametrize("task,boxes", [(t, BOXES) for t in sorted(TASKS)] + [("vqa", [])])
+def test_training_prompt_equals_inference_prompt(task, boxes, builder, pipe, images_dir):
+    """The ids the pipeline feeds the model for a question equal the sample's prompt ids
+    (also for a box-less vqa record and a query without regions, spec §3.2)."""
+    record = make_record(task, boxes=boxes)
     seen = []
     original = pipe.model.build_inputs_embeds
 
@@ -36,13 +37,16 @@ def test_training_prompt_equals_inference_prompt(task, builder, pipe, images_dir
     pipe.model.build_inputs_embeds = spy
     try:
         img = np.asarray(Image.open(os.path.join(images_dir, "img0.png")).convert("RGB"))
-        pipe.query(img, record["query"], task=task, boxes=np.array(BOXES),
-                   region_indices=record["region_indices"] or None, reuse_frame=False)
+        res = pipe.query(img, record["query"], task=task,
+                         boxes=np.array(boxes) if boxes else None,
+                         region_indices=record["region_indices"] or None, reuse_frame=False)
     finally:
         del pipe.model.build_inputs_embeds
+    assert len(res.proposals) == len(boxes) and "generate" in res.timings_ms
     sample = builder.build(record)
     prompt_len = int((sample.labels == -100).sum())
     assert seen[-1] == sample.input_ids[:prompt_len].tolist()
+    assert seen[-1].count(-300) == len(boxes)
     answer = builder.answer_ids(record["conversations"][1]["value"])
     assert sample.input_ids[prompt_len:].tolist() == answer
     assert sample.labels[prompt_len:].tolist() == answer
@@ -68,6 +72,7 @@ def test_batched_encoding_equals_per_frame(train_model_dir, builder):
 
     vlm, _ = load_model(train_model_dir)
     records = [make_record("refer", f"img{i}.png", BOXES[: 1 + i]) for i in range(3)]
+    records.insert(1, make_record("vqa", "img1.png", boxes=[]))  # no regions (spec §3.2)
     samples = [builder.build(r) for r in records]
     batch = collate_samples(samples)
     with torch.no_grad():
@@ -81,6 +86,7 @@ def test_batched_encoding_equals_per_frame(train_model_dir, builder):
             torch.testing.assert_close(frame.image_embeds, ref.image_embeds)
             torch.testing.assert_close(frame.region_embeds, ref.region_embeds,
                                        rtol=1e-4, atol=1e-5)
+    assert [len(f.region_embeds) for f in frames] == [1, 0, 2, 3]
 
 
 def test_batch_loss_equals_mean_of_single_losses(train_model_dir, builder):

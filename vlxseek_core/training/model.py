@@ -49,7 +49,13 @@ class TrainingModel(nn.Module):
         """:meth:`VLMFO1ForCausalLM.encode_frame` for a batch: one primary-ViT call for all
         images, one aux-tower call per group of equal-sized aux images, one connector call.
 
-        Args: per sample, as ``encode_frame``.
+        Samples without boxes (general VQA, spec §3.2) get ``[0, hidden]`` region rows and
+        skip the aux tower and the HFRE, unless no sample of the batch has a box: then the
+        first one runs them on its empty box list, so that every trainable parameter of the
+        region path stays in the autograd graph with a zero gradient (the trainer's DDP runs
+        with ``find_unused_parameters=False``).
+
+        Args: per sample, as ``encode_frame`` (``aux_boxes``/``vt_boxes`` may be ``[0, 4]``).
 
         Returns:
             one :class:`EncodedFrame` per sample.
@@ -62,15 +68,17 @@ class TrainingModel(nn.Module):
             tokens, vt_maps = m.vision_tower.encode_many(torch.cat(pixel_values, dim=0), grids,
                                                          levels)
         image_embeds = [m.mm_projector(t) for t in tokens]
-        aux_maps = self._aux_maps(aux_pixel_values)
+        regional = [i for i, b in enumerate(aux_boxes) if len(b)] or [0]
+        aux_maps = self._aux_maps(aux_pixel_values, regional)
         patch = m.vision_tower.config.patch_size
         # Images of one size (aux and primary) share one HFRE call: RoIAlign takes a box list
         # per map, SimpleFP a batch of maps.
         groups: Dict[tuple, List[int]] = {}
-        for i in range(len(pixel_values)):
+        for i in regional:
             key = (tuple(aux_maps[i][0].shape), tuple(grids[i].tolist()))
             groups.setdefault(key, []).append(i)
-        feats: List[Optional[torch.Tensor]] = [None] * len(pixel_values)
+        feats = [image_embeds[0].new_zeros(0, hfre.fused_dim, dtype=torch.float32)
+                 for _ in pixel_values]
         for (_, (_, grid_h, grid_w)), idx in groups.items():
             vt_size = (grid_h * patch, grid_w * patch)
             maps = [torch.cat(level) for level in zip(*(vt_maps[i] for i in idx))]
@@ -82,17 +90,21 @@ class TrainingModel(nn.Module):
             for i, rows in zip(idx, out.split([len(aux_boxes[i]) for i in idx])):
                 feats[i] = rows
         counts = [f.shape[0] for f in feats]
-        regions = m.mm_projector_aux(torch.cat(feats).to(aux_maps[0][0].dtype)).split(counts)
+        dtype = aux_maps[regional[0]][0].dtype
+        regions = m.mm_projector_aux(torch.cat(feats).to(dtype)).split(counts)
         return [EncodedFrame(img, reg, grids[i:i + 1])
                 for i, (img, reg) in enumerate(zip(image_embeds, regions))]
 
-    def _aux_maps(self, aux_pixel_values: List[torch.Tensor]) -> List[List[torch.Tensor]]:
+    def _aux_maps(self, aux_pixel_values: List[torch.Tensor],
+                  which: List[int]) -> List[Optional[List[torch.Tensor]]]:
+        """Aux-tower maps of the samples ``which`` (``None`` for the others), one tower call
+        per group of equal-sized images."""
         tower = self.vlm.model.vision_tower_aux
         dtype = tower.image_tower.dtype
         out: List[Optional[List[torch.Tensor]]] = [None] * len(aux_pixel_values)
         groups: Dict[tuple, List[int]] = {}
-        for i, px in enumerate(aux_pixel_values):
-            groups.setdefault(tuple(px.shape), []).append(i)
+        for i in which:
+            groups.setdefault(tuple(aux_pixel_values[i].shape), []).append(i)
         with torch.no_grad() if _frozen(tower) else contextlib.nullcontext():
             for idx in groups.values():
                 maps = tower(torch.cat([aux_pixel_values[i] for i in idx]).to(dtype))

@@ -3,7 +3,8 @@
 The prompt of a training sample is built by the same :class:`~vlxseek_core.prompts.PromptTokenizer`
 and :func:`~vlxseek_core.prompts.task_parts` calls as inference (``VLXSeek.answer``), so the ids
 are equal id for id. The loss covers the answer and its closing ``<|im_end|>`` only: prompt,
-image and region rows are masked with :data:`IGNORE_INDEX`.
+image and region rows are masked with :data:`IGNORE_INDEX`. A record without boxes (general
+VQA, spec §3.2) has no region line in its prompt and no region rows.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from PIL import Image
 
 from ..errors import InvalidRequestError
 from ..preprocessing import ImagePreprocessor, PreparedImage
-from ..prompts import PromptTokenizer, TemplateText, task_parts
+from ..prompts import TASKS, PromptTokenizer, TemplateText, task_parts
 from ..tokens import IMAGE_PLACEHOLDER
+from .records import REGION_REF
 
 IGNORE_INDEX = -100
 """Label of positions without loss (torch ``cross_entropy``'s default ``ignore_index``)."""
@@ -40,6 +42,27 @@ def record_prompt_parts(record: dict) -> list:
     human = _turn(record, "human")
     text = human.replace(IMAGE_PLACEHOLDER, "", 1).lstrip("\n")
     return [TemplateText(text)]
+
+
+def check_boxless(record: dict, answer: str) -> None:
+    """A record without boxes must be one the model can answer from the image alone: its
+    ``task`` runs without regions (:attr:`~vlxseek_core.prompts.TaskSpec.runs_without_regions`,
+    i.e. ``vqa``) or, for a plain LLaVA-format record without ``task``, its answer refers to
+    no ``<regionK>``.
+
+    Raises:
+        InvalidRequestError: naming the record id and ``bbox_list``.
+    """
+    task = record.get("task")
+    if task:
+        spec = TASKS.get(task)
+        ok = spec is not None and spec.runs_without_regions
+        why = f"task {task!r} needs at least one box"
+    else:
+        ok = not REGION_REF.search(answer)
+        why = "the answer refers to regions but there are no boxes"
+    if not ok:
+        raise InvalidRequestError(f"record {record.get('id')!r}: field 'bbox_list': {why}")
 
 
 def _turn(record: dict, role: str) -> str:
@@ -83,9 +106,13 @@ class SampleBuilder:
         self.im_end = self.prompt_tokenizer.im_end
 
     def prompt_ids(self, record: dict) -> List[int]:
-        """Prompt ids of ``record``, equal to inference's for the same question and boxes."""
+        """Prompt ids of ``record``, equal to inference's for the same question and boxes.
+
+        A record without boxes (empty or absent ``bbox_list``) gets the prompt without a
+        region line (spec §3.2), as ``VLXSeek.query`` builds it for a frame without regions.
+        """
         parts = record_prompt_parts(record)
-        return self.prompt_tokenizer.build(parts, len(record["bbox_list"]))
+        return self.prompt_tokenizer.build(parts, len(record.get("bbox_list") or ()))
 
     def answer_ids(self, answer: str) -> List[int]:
         """Ids of the answer text (markup tokens as single ids) followed by ``<|im_end|>``."""
@@ -109,13 +136,15 @@ class SampleBuilder:
         """Build the sample of ``record`` (``image`` given = do not read it from disk).
 
         Raises:
-            InvalidRequestError: a malformed record or unreadable image.
+            InvalidRequestError: a malformed record or unreadable image; no boxes for a task
+                that needs them (see :func:`check_boxless`).
         """
         boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
+        answer_text = _turn(record, "gpt")
         if len(boxes) == 0:
-            raise InvalidRequestError(f"record {record.get('id')!r} has no bbox_list")
+            check_boxless(record, answer_text)
         prompt = self.prompt_ids(record)
-        answer = self.answer_ids(_turn(record, "gpt"))
+        answer = self.answer_ids(answer_text)
         prepared = self.preprocessor(image if image is not None else self.load_image(record),
                                      boxes)
         ids = torch.tensor(prompt + answer, dtype=torch.long)
