@@ -1,4 +1,4 @@
-"""COCO and RefCOCO annotations → training records (hand-made annotation files)."""
+"""COCO, RefCOCO and LLaVA annotations → training records (hand-made annotation files)."""
 import json
 import os
 from collections import Counter, defaultdict
@@ -10,7 +10,8 @@ from vlxseek_core import cli
 from vlxseek_core.errors import InvalidRequestError
 from vlxseek_core.parsing import extract_count, parse_answer
 from vlxseek_core.prompts import parts_to_text, task_parts
-from vlxseek_core.training.converters import coco_to_records, refcoco_to_records
+from vlxseek_core.training.converters import (coco_to_records, llava_to_records,
+                                              refcoco_to_records)
 from vlxseek_core.training.records import box_iou, plural, read_records, write_records
 
 CATS = ["dog", "cat", "person", "knife", "bus", "teddy bear"]
@@ -252,3 +253,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["make-train-data", "coco", "--annotations", str(ann), "--out",
                      str(tmp_path / "y.jsonl"), "--tasks", "detect", "refer"]) == 2
     assert "tasks" in capsys.readouterr().err
+
+
+LLAVA = [
+    {"id": "a", "image": "coco/1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is on the table?"},
+        {"from": "gpt", "value": "A cup."},
+        {"from": "human", "value": "What colour is it?"},
+        {"from": "gpt", "value": "Blue."}]},
+    {"id": "b", "image": "gqa/2.jpg", "conversations": [
+        {"from": "human", "value": "Is it raining?\n<image>"}, {"from": "gpt", "value": "No."}]},
+    {"id": "text-only", "conversations": [
+        {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]},
+    {"id": "c", "image": "3.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhere?"}, {"from": "gpt", "value": "<region0>"},
+        {"from": "human", "value": "  "}, {"from": "gpt", "value": "x"}]},
+]
+
+
+def test_llava_converter_and_cli(tmp_path, capsys):
+    """LLaVA-format general VQA → box-less vqa records, one per question/answer pair."""
+    path = tmp_path / "llava.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in LLAVA))
+    records = llava_to_records(str(path))
+    assert [(r.id, r.image, r.query, r.answer, r.bbox_list) for r in records] == [
+        ("a:0", "coco/1.jpg", "What is on the table?", "A cup.", []),
+        ("a:1", "coco/1.jpg", "What colour is it?", "Blue.", []),
+        ("b:0", "gqa/2.jpg", "Is it raining?", "No.", [])]
+    out = str(tmp_path / "vqa.jsonl")
+    assert cli.main(["make-train-data", "llava", "--annotations", str(path), "--out", out]) == 0
+    assert read_records(out) == records
+    assert "wrote 3 records" in capsys.readouterr().out
+    assert cli.main(["make-train-data", "llava", "--annotations", str(path), "--out", out,
+                     "--proposals", str(path)]) == 2
+    assert "drop --proposals" in capsys.readouterr().err

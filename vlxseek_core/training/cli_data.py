@@ -6,6 +6,7 @@ Examples::
     vlxseek make-train-data coco --annotations instances_train2017.json --out coco_train.jsonl \\
         --proposals coco_train_upn.jsonl --rejection-rate 0.2 --tasks detect count
     vlxseek make-train-data refcoco --annotations final_refcoco_train.json --out refcoco.jsonl
+    vlxseek make-train-data llava --annotations llava_v1_5_mix665k.json --out vqa.jsonl
 
 Errors are :class:`~vlxseek_core.errors.VLXSeekError` subclasses, which ``vlxseek`` prints as
 one line (exit status 2).
@@ -48,11 +49,13 @@ def cmd_make_scenes(args) -> int:
 
 
 def cmd_make_train_data(args) -> int:
-    """Convert COCO / RefCOCO annotations into a training JSONL file."""
-    from .converters import coco_to_records, refcoco_to_records
+    """Convert COCO / RefCOCO annotations or LLaVA VQA into a training JSONL file."""
+    from .converters import coco_to_records, llava_to_records, refcoco_to_records
     from .records import write_records
 
     _check_positive(num_distractors=args.num_distractors, seed=args.seed)
+    if args.source == "llava" and args.proposals:
+        raise InvalidRequestError("llava makes vqa records without boxes; drop --proposals")
     mode = "proposals" if args.proposals else "jitter"
     common = dict(distractors=mode, proposals_path=args.proposals, max_boxes=args.max_boxes,
                   num_distractors=args.num_distractors)
@@ -61,6 +64,10 @@ def cmd_make_train_data(args) -> int:
         records = coco_to_records(args.annotations, args.seed,
                                   rejection_rate=_rate(args.rejection_rate), tasks=tasks,
                                   samples_per_image=args.samples_per_image, **common)
+    elif args.source == "llava":
+        if args.tasks not in (["detect", "count", "caption"], ["vqa"]):
+            raise InvalidRequestError("llava makes 'vqa' records only; drop --tasks")
+        records = llava_to_records(args.annotations)
     else:
         if args.tasks != ["detect", "count", "caption"] and args.tasks != ["refer"]:
             raise InvalidRequestError("refcoco makes 'refer' records only; drop --tasks")
@@ -95,10 +102,12 @@ def add_data_commands(subparsers) -> None:
     m.set_defaults(func=cmd_make_scenes)
 
     t = subparsers.add_parser("make-train-data",
-                              help="training JSONL from COCO or RefCOCO annotations")
-    t.add_argument("source", choices=("coco", "refcoco"))
+                              help="training JSONL from COCO or RefCOCO annotations, or "
+                                   "LLaVA-format VQA (box-less vqa records)")
+    t.add_argument("source", choices=("coco", "refcoco", "llava"))
     t.add_argument("--annotations", required=True,
-                   help="COCO instances JSON; RefCOCO: MDETR final_refcoco_*.json or JSONL")
+                   help="COCO instances JSON; RefCOCO: MDETR final_refcoco_*.json or JSONL; "
+                        "llava: JSON list or JSONL of {id, image, conversations}")
     t.add_argument("--out", required=True, help="output JSONL file")
     t.add_argument("--proposals", help="proposals JSONL ({image, bbox_list, score_list}) as "
                    "distractors; default: jittered and random boxes")

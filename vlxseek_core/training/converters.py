@@ -1,4 +1,4 @@
-"""Training records from public annotation formats (COCO detection, RefCOCO REC).
+"""Training records from public annotation formats (COCO detection, RefCOCO REC, LLaVA VQA).
 
 Only JSON is read (never pickle). Candidate regions are the ground-truth boxes plus
 distractors, shuffled by :func:`~.records.build_candidates`; distractors are either jittered /
@@ -6,6 +6,9 @@ random boxes (:func:`~.records.jitter_distractors`) or proposals from a file in 
 own format (JSONL or a JSON list of ``{"image": name, "bbox_list": [...], "score_list": [...]}``)
 with every proposal of IoU ≥ 0.5 to a ground-truth box removed, so that a distractor is never
 a correct answer.
+
+LLaVA-format general VQA becomes ``vqa`` records without boxes (stage 2's data against
+forgetting; the prompt then has no region line, spec §3.2).
 
 Structural problems (unreadable file, missing keys) raise
 :class:`~vlxseek_core.errors.InvalidRequestError`; single unusable annotations (crowd, boxes
@@ -24,7 +27,7 @@ import numpy as np
 
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
-from ..tokens import MAX_REGIONS
+from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS
 from .records import (TrainingRecord, box_iou, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 
@@ -330,3 +333,48 @@ def _dedupe(boxes: np.ndarray, iou: float = 0.9) -> np.ndarray:
         if not keep or box_iou(boxes[i:i + 1], boxes[keep]).max() < iou:
             keep.append(i)
     return boxes[keep]
+
+
+def llava_to_records(path: str) -> List[TrainingRecord]:
+    """LLaVA-format general VQA → ``vqa`` records without boxes.
+
+    Input: a JSON list or JSONL of ``{"id", "image", "conversations": [{"from": "human",
+    "value": ...}, {"from": "gpt", "value": ...}, ...]}`` (LLaVA-1.5 mix and the reference's
+    general VQA files; no ``bbox_list``). Each human/gpt pair becomes one record (id
+    ``"{id}:{k}"``, ``k`` the pair's index): the query is the human turn without its
+    ``<image>`` placeholder (before or after the question), whitespace-stripped, and the answer
+    is the gpt turn. Text-only entries (no ``image`` string), out-of-order turns, empty or
+    over-long questions and answers that spell ``<regionK>`` are skipped and counted in a log
+    message.
+
+    Returns:
+        validated records with an empty ``bbox_list``.
+
+    Raises:
+        InvalidRequestError: unreadable file, or an entry that is not an object with a
+            ``conversations`` list.
+    """
+    data = _read_json_or_jsonl(path)
+    records: List[TrainingRecord] = []
+    skipped = 0
+    for k, entry in enumerate([data] if isinstance(data, dict) else data):
+        turns = entry.get("conversations") if isinstance(entry, dict) else None
+        if not isinstance(turns, list):
+            raise InvalidRequestError(f"{path}: entry {k} needs a 'conversations' list")
+        image = entry.get("image")
+        for j in range(0, len(turns) - 1, 2):
+            human, gpt = turns[j], turns[j + 1]
+            roles = [t.get("from") if isinstance(t, dict) else None for t in (human, gpt)]
+            if not isinstance(image, str) or not image or roles != ["human", "gpt"]:
+                skipped += 1
+                continue
+            question = str(human.get("value", "")).replace(IMAGE_PLACEHOLDER, "").strip()
+            try:
+                records.append(TrainingRecord(f"{entry.get('id', k)}:{j // 2}", image, "vqa",
+                                              question, str(gpt.get("value", ""))))
+            except InvalidRequestError:
+                skipped += 1
+    if skipped:
+        LOGGER.warning("%d LLaVA question/answer pairs were skipped (no image, turn order, "
+                       "empty/over-long question, region markup in the answer)", skipped)
+    return records
