@@ -10,8 +10,9 @@ and exit status -2), and SIGTERM before ``rclpy.init`` kills the process during 
 raised; the start-up and spin code notices the request through the rclpy context (shut down by
 rclpy's handler) or :func:`requested` (before ``rclpy.init``). The node modules install it as
 the first thing they do when run as programs, before their slow imports, in a mode that ends
-the process at once (status 0) while it only imports; ``run_node`` switches to recording. The handler takes no
-lock (a lock held by the interrupted main thread would deadlock it): callers poll.
+the process at once (status 0) while it only imports; ``run_node`` switches to recording.
+The handler takes no lock (a lock held by the interrupted main thread would deadlock it):
+callers poll.
 
 When the node is gone, :func:`ignore` makes further signals harmless: Python resets handlers of
 its own to the default action when the interpreter exits (seconds with torch loaded), so a
