@@ -67,7 +67,8 @@ def test_holes_and_invalid_values_are_ignored():
 
 
 def test_tilted_plane_center_and_depth_spread():
-    tilted = lambda x, y: 1.5 / (1.0 - 0.3 * x)  # plane z = 1.5 + 0.3 X through the optical axis
+    def tilted(x, y):  # plane z = 1.5 + 0.3 X through the optical axis
+        return 1.5 / (1.0 - 0.3 * x)
     depth = _render(W, H, cube={"center": (0, 0, 9.0), "side": 0.0}, plane=tilted)
     cam = CameraIntrinsics.from_k(K, W, H)
     box = [300, 220, 340, 260]  # around the principal point

@@ -103,8 +103,8 @@ def test_service_response_and_topics_carry_3d_boxes(depth_harness, encoding, sca
     np.testing.assert_allclose(got, expected, atol=0.01)
     assert det.bbox.size.x == pytest.approx((BOX[2] - BOX[0]) * FACE_Z / FX, abs=0.01)
     wait_for(lambda: h.got["3d"] and h.got["markers"])
-    assert h.got["3d"][-1].detections[0].bbox.center.position.z == pytest.approx(FACE_Z,
-                                                                                abs=0.01)
+    center = h.got["3d"][-1].detections[0].bbox.center.position
+    assert center.z == pytest.approx(FACE_Z, abs=0.01)
     markers = h.got["markers"][-1].markers
     assert markers[0].action == Marker.DELETEALL and markers[1].type == Marker.CUBE
 
