@@ -90,12 +90,13 @@ def node_command(model: Path, ns: str, managed: bool = False, device: str = "cpu
 class NodeProcess:
     """A node process whose output goes to ``log_path``."""
 
-    def __init__(self, cmd: List[str], log_path: Path) -> None:
+    def __init__(self, cmd: List[str], log_path: Path,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ))
+                                     env=dict(os.environ) if env is None else env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

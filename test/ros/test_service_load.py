@@ -155,6 +155,50 @@ def test_a_signal_while_importing_exits_0_at_once(sig):
     assert time.monotonic() - start < 4.0
 
 
+def _entry_script(tmp_path, exe, module):
+    """The executable CMakeLists.txt generates for ``ros2 run``/``ros2 launch`` (its CONTENT
+    with the CMake variables filled in)."""
+    import re
+    import sys
+    cmake = (Path(__file__).resolve().parents[2] / "CMakeLists.txt").read_text()
+    content = re.search(r'file\(GENERATE OUTPUT "\$\{_entry_script\}" CONTENT\n"(.*?)"\)\n',
+                        cmake, re.S).group(1).replace('\\"', '"')
+    content = (content.replace("${Python3_EXECUTABLE}", sys.executable)
+               .replace("${_exe}", exe).replace("${_module}", module))
+    path = tmp_path / exe
+    path.write_text(content)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("exe, module", [("vlxseek_detector", "detector_node"),
+                                         ("vlxseek_detector_managed", "managed_detector_node")])
+def test_installed_executable_exits_0_on_a_signal_during_its_imports(tmp_path, exe, module):
+    """The generated entry script records signals before importing the node: SIGINT then ends
+    it at once with status 0 and no traceback (not a KeyboardInterrupt out of torch's import)."""
+    import subprocess
+    script = _entry_script(tmp_path, exe, module)
+    bench = _bench()
+    env = dict(os.environ)  # this checkout's vlxseek_ros, not an installed copy
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                         env.get("PYTHONPATH", "")])
+    proc = bench.NodeProcess([str(script), "--ros-args", "-p", "model_path:=/nonexistent"],
+                             tmp_path / "entry.log", env=env)
+    try:
+        assert proc.records_signals(), proc.log()
+        start = time.monotonic()
+        proc.proc.send_signal(signal.SIGINT)
+        rc = proc.proc.wait(timeout=30)
+        out = proc.log()
+        assert rc == 0 and "Traceback" not in out, out
+        assert time.monotonic() - start < 2.0, out  # not after the imports (seconds)
+        assert "shutdown requested while importing" in out, out
+    except subprocess.TimeoutExpired:
+        raise AssertionError(proc.log())
+    finally:
+        proc.kill()
+
+
 def test_stop_signals_are_recorded_not_raised():
     saved = {sig: signal.getsignal(sig) for sig in stop_signals.STOP_SIGNALS}
     stop_signals.reset()
