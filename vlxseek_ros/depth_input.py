@@ -25,7 +25,7 @@ from vlxseek_core.depth3d import (DEPTH_ENCODINGS, Box3D, CameraIntrinsics, box_
 from vlxseek_core.errors import InvalidImageError, InvalidRequestError
 
 from .frame_matching import StampMatcher, stamp_to_ns
-from .image_conversion import _as_bytes
+from .image_conversion import image_payload
 
 __all__ = ["DEPTH_HISTORY", "DepthInput", "depth_msg_to_array"]
 
@@ -37,21 +37,21 @@ _DTYPES = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
 def depth_msg_to_array(msg: Image) -> np.ndarray:
     """A depth ``sensor_msgs/Image`` as ``[H, W]`` numpy (``uint16`` mm or ``float32`` m).
 
+    Big-endian data (``is_bigendian=1``) is byte-swapped to native order.
+
     Raises:
-        InvalidRequestError: an encoding other than 16UC1/mono16/32FC1, zero size, or data
-            shorter than ``step × height`` / a step shorter than a row.
+        InvalidRequestError: an encoding other than 16UC1/mono16/32FC1.
+        InvalidImageError: the geometry checks of colour images
+            (:func:`~vlxseek_ros.image_conversion.image_payload`): zero size, more than
+            ``MAX_PIXELS`` pixels, a step shorter than a row, data not ``step x height`` bytes.
     """
     if msg.encoding not in _DTYPES:
         raise InvalidRequestError(f"depth encoding {msg.encoding!r} is not supported; use one "
                                   f"of {', '.join(DEPTH_ENCODINGS)}")
     dtype = np.dtype(_DTYPES[msg.encoding])
+    payload = image_payload(msg, dtype.itemsize, "depth image")  # no copy
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0 or step < w * dtype.itemsize or len(msg.data) < step * h:
-        raise InvalidRequestError(f"depth image {w}x{h} has step {step} and {len(msg.data)} "
-                                  f"bytes; expected step >= {w * dtype.itemsize} and "
-                                  f"step x height bytes")
-    # the payload as uint8 without a copy (the converter of colour images reads it the same way)
-    rows = _as_bytes(msg.data)[:step * h].reshape(h, step)
+    rows = payload.reshape(h, step)
     order = ">" if msg.is_bigendian else "<"
     array = rows[:, :w * dtype.itemsize].copy().view(dtype.newbyteorder(order)).reshape(h, w)
     return array.astype(dtype.newbyteorder("="), copy=False)

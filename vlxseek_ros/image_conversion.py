@@ -11,7 +11,7 @@ when it is importable. Every malformed message raises
 from __future__ import annotations
 
 import array
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -170,32 +170,62 @@ def validate_image_msg(msg: Any) -> np.ndarray:
             to ``step * height``.
     """
     try:
-        height = int(msg.height)
-        width = int(msg.width)
-        step = int(msg.step)
         encoding = str(msg.encoding)
         is_bigendian = bool(msg.is_bigendian)
     except AttributeError as exc:
         raise InvalidImageError(f"not an image message: {exc}") from exc
-    if height <= 0 or width <= 0:
-        raise InvalidImageError(f"image is empty ({width}x{height} pixels)")
-    if height * width > MAX_PIXELS:
-        raise InvalidImageError(
-            f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    _image_size(msg, "image")  # an empty or oversized image is refused before its encoding
     layout = _layout_of(encoding)
     if is_bigendian and layout.bytes_per_channel > 1:
         raise InvalidImageError(
             f"big-endian '{encoding}' data is not supported (is_bigendian=1)")
-    row_bytes = width * layout.channels * layout.bytes_per_channel
+    return image_payload(msg, layout.channels * layout.bytes_per_channel)
+
+
+def _image_size(msg: Any, what: str) -> Tuple[int, int]:
+    """``(height, width)`` of an Image message, both > 0 and at most :data:`MAX_PIXELS`."""
+    try:
+        height, width = int(msg.height), int(msg.width)
+    except AttributeError as exc:
+        raise InvalidImageError(f"not an image message: {exc}") from exc
+    if height <= 0 or width <= 0:
+        raise InvalidImageError(f"{what} is empty ({width}x{height} pixels)")
+    if height * width > MAX_PIXELS:
+        raise InvalidImageError(
+            f"{what} of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    return height, width
+
+
+def image_payload(msg: Any, bytes_per_pixel: int, what: str = "image") -> np.ndarray:
+    """The geometry checks every Image message gets (colour and depth), and its payload.
+
+    Args:
+        msg: a ``sensor_msgs/Image`` (or an object with its fields).
+        bytes_per_pixel: of the message's encoding (3 for rgb8, 2 for 16UC1, 4 for 32FC1).
+        what: the name used in error messages ("image", "depth image").
+
+    Returns:
+        The payload as flat ``uint8`` of ``step * height`` bytes (no copy where possible).
+
+    Raises:
+        InvalidImageError: zero width/height, more than :data:`MAX_PIXELS` pixels, ``step``
+            smaller than one row, or ``len(data)`` not equal to ``step * height``.
+    """
+    height, width = _image_size(msg, what)
+    try:
+        step, encoding = int(msg.step), str(msg.encoding)
+    except AttributeError as exc:
+        raise InvalidImageError(f"not an image message: {exc}") from exc
+    row_bytes = width * bytes_per_pixel
     if step < row_bytes:
         raise InvalidImageError(
-            f"image step {step} is smaller than one row of {width} '{encoding}' pixels "
+            f"{what} step {step} is smaller than one row of {width} '{encoding}' pixels "
             f"({row_bytes} bytes)")
     data = _as_bytes(msg.data)
     expected = step * height
     if data.size != expected:
         raise InvalidImageError(
-            f"image data has {data.size} bytes but step x height = {step} x {height} = "
+            f"{what} data has {data.size} bytes but step x height = {step} x {height} = "
             f"{expected}")
     return data
 

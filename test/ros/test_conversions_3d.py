@@ -1,4 +1,5 @@
-"""3D detections as vision_msgs/Detection3DArray and rviz2 markers (issue 10 §5)."""
+"""3D detections as Detection3DArray and rviz2 markers; depth images (issue 10 §5)."""
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
@@ -63,3 +64,47 @@ def test_markers_clear_then_cube_and_label_per_detection():
 def test_empty_answer_still_clears_the_markers():
     markers = markers_msg(detections_3d_to_msg(_header(), [])).markers
     assert [m.action for m in markers] == [Marker.DELETEALL]
+
+
+def _depth_msg(array, encoding, bigendian=False, pad=0):
+    from sensor_msgs.msg import Image
+    h, w = array.shape
+    dtype = array.dtype.newbyteorder(">" if bigendian else "<")
+    rows = array.astype(dtype).view("u1").reshape(h, -1)
+    rows = np.pad(rows, ((0, 0), (0, pad)))
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=int(bigendian),
+                step=rows.shape[1])
+    msg.data = rows.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize("encoding, dtype", [("16UC1", "uint16"), ("32FC1", "float32")])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_depth_msg_to_array_reads_both_byte_orders_and_row_padding(encoding, dtype, bigendian):
+    from vlxseek_ros.depth_input import depth_msg_to_array
+    depth = (np.arange(12).reshape(3, 4) * 250 + 500).astype(dtype)
+    got = depth_msg_to_array(_depth_msg(depth, encoding, bigendian, pad=3))
+    assert got.dtype == np.dtype(dtype) and got.shape == (3, 4)
+    np.testing.assert_array_equal(got, depth)
+
+
+def test_depth_msg_geometry_is_checked_like_colour_images():
+    """The colour path's checks: size limit, step, exact data length (no silent truncation)."""
+    from vlxseek_core.errors import InvalidImageError
+    from vlxseek_ros.depth_input import depth_msg_to_array
+    from vlxseek_ros.image_conversion import MAX_PIXELS
+    msg = _depth_msg(np.ones((2, 3), np.uint16), "16UC1")
+    msg.height = MAX_PIXELS  # 3 x MAX_PIXELS pixels, with a payload that does not match
+    with pytest.raises(InvalidImageError, match="exceeds the limit"):
+        depth_msg_to_array(msg)
+    msg = _depth_msg(np.ones((2, 3), np.uint16), "16UC1")
+    msg.step = 4  # shorter than one row of 3 x 2 bytes
+    with pytest.raises(InvalidImageError, match="smaller than one row"):
+        depth_msg_to_array(msg)
+    msg = _depth_msg(np.ones((2, 3), np.uint16), "16UC1")
+    msg.data = bytes(msg.data) + b"\0\0"  # longer than step x height
+    with pytest.raises(InvalidImageError, match="depth image data has 14 bytes"):
+        depth_msg_to_array(msg)
+    msg.width = 0
+    with pytest.raises(InvalidImageError, match="depth image is empty"):
+        depth_msg_to_array(msg)
