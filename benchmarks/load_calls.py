@@ -434,24 +434,22 @@ def signal_trial(model: Path, workdir: Path, phase: str, signals: Sequence[int],
     """Start a node, send ``signals`` (50 ms apart) in ``phase``; return how it ended.
 
     Phases: ``start`` (as soon as the process records signals: during its imports, before
-    rclpy.init), ``loading``/``warm-up`` (``delay_s`` after the phase's log line), ``serving``
-    (at the ``ready:`` line).
+    rclpy.init), ``loading`` (``delay_s`` after the phase's log line), ``warm-up`` (at most
+    20 ms after it: the tiny model's warm-up inference is short), ``serving`` (at the
+    ``ready:`` line).
     """
     ns = f"/vlxseek_sig{os.getpid()}"
     kind = "managed" if managed else "plain"
     log = workdir / f"signal_{phase}_{kind}{tag}_{int(time.time() * 1e3) % 10**8}.log"
-    # a long warm-up (a budget the tiny random model decodes for seconds), so that the signal
-    # falls into it: with 8 tokens it can end within delay_s
-    tokens = 4096 if phase == "warm-up" else 8
-    proc = NodeProcess(node_command(model, ns, managed, device, *extra, max_new_tokens=tokens),
-                       log)
+    proc = NodeProcess(node_command(model, ns, managed, device, *extra), log)
     try:
         if phase == "start":
             reached = proc.records_signals()
         else:
             reached = proc.wait_for_line(PHASE_MARKERS[phase], 300.0)
+            # the tiny model's warm-up inference takes ~0.25 s: signal it early enough
             if phase != "serving":
-                time.sleep(delay_s)
+                time.sleep(delay_s if phase == "loading" else min(delay_s, 0.02))
         result = proc.stop(signals)
         out = proc.log()
         result.update(phase=phase, managed=managed, reached=reached, log=str(log),

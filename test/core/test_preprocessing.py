@@ -81,8 +81,11 @@ def test_pil_and_numpy_inputs_agree(qwen_processor):
     assert torch.equal(a.aux_boxes, b.aux_boxes)
     with pytest.raises(InvalidImageError):
         to_pil_rgb(np.zeros((5, 5, 2), np.uint8))
+    empty = pre(img, np.zeros((0, 4), np.float32))  # the image alone (spec §3.2)
+    assert empty.aux_boxes.shape == (0, 4) and empty.vt_boxes.shape == (0, 4)
+    assert torch.equal(empty.pixel_values, a.pixel_values)
     with pytest.raises(ValueError):
-        pre(img, np.zeros((0, 4), np.float32))
+        pre(img, np.zeros(3, np.float32))  # not [N, 4]
 
 
 def test_to_pil_rgb_copies_only_when_converting():
