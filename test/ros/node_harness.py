@@ -126,6 +126,20 @@ class Harness:
         self.image_pub.publish(msg)
 
 
+def assert_startup_error(pipeline, overrides, match):
+    """Constructing a :class:`DetectorNode` with ``overrides`` raises ``StartupError`` matching
+    ``match`` (in a context of its own, shut down afterwards)."""
+    import pytest
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(detector_node.StartupError, match=match):
+            detector_node.DetectorNode(pipeline=pipeline, context=context, namespace=NS,
+                                       parameter_overrides=overrides)
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 def wait_for(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not predicate():

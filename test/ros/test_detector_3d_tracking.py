@@ -22,8 +22,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, Detection3DArray  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from node_harness import NS, Harness, frame, wait_for  # noqa: E402
-from vlxseek_ros import detector_node  # noqa: E402
+from node_harness import NS, Harness, assert_startup_error, frame, wait_for  # noqa: E402
 
 FX = FY = 50.0
 CX, CY = 31.5, 23.5
@@ -137,12 +136,4 @@ def test_standing_query_detections_keep_one_track_id(depth_harness):
     ([Parameter("depth_topic", value="depth")], "camera_info_topic"),
     ([Parameter("camera_info_topic", value="info")], "depth_topic")])
 def test_depth_parameters_go_together(fake, overrides, message):
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        with pytest.raises(detector_node.StartupError, match=message):
-            detector_node.DetectorNode(pipeline=fake, context=context, namespace=NS,
-                                       parameter_overrides=[Parameter("warmup", value=False),
-                                                            *overrides])
-    finally:
-        rclpy.try_shutdown(context=context)
+    assert_startup_error(fake, [Parameter("warmup", value=False), *overrides], message)

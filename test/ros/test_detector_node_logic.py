@@ -20,7 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
-from node_harness import NS, frame, wait_for  # noqa: E402
+from node_harness import NS, assert_startup_error, frame, wait_for  # noqa: E402
 from vlxseek_core.errors import InvalidRequestError  # noqa: E402
 from vlxseek_ros import detector_node, serving_interfaces  # noqa: E402
 
@@ -152,14 +152,7 @@ def test_detections_published_for_answered_queries_only(harness, fake):
     ([Parameter("max_rate_hz", value="fast")], "invalid parameter 'max_rate_hz'"),
 ])
 def test_bad_startup_parameters_raise_startup_error(fake, overrides, needle):
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        with pytest.raises(detector_node.StartupError, match=needle):
-            detector_node.DetectorNode(pipeline=fake, context=context, namespace=NS,
-                                       parameter_overrides=overrides)
-    finally:
-        rclpy.try_shutdown(context=context)
+    assert_startup_error(fake, overrides, needle)
 
 
 def test_empty_model_path_is_a_startup_error():
