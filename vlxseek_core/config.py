@@ -111,7 +111,8 @@ def region_feature_dims(config: VLMFO1Config) -> Dict[str, int]:
     """Channel widths of the HFRE branches (spec §2.6): aux, vt and their fusion.
 
     Raises:
-        CheckpointError: ``mm_region_hidden_size`` disagrees with the towers.
+        CheckpointError: ``mm_region_hidden_size`` disagrees with the towers, or
+            ``mm_use_vt_region_feature_only`` without ``mm_use_vision_tower_region_feature``.
     """
     aux = sum(davit_config(config).embed_dim)
     vt = 0
@@ -121,6 +122,10 @@ def region_feature_dims(config: VLMFO1Config) -> Dict[str, int]:
         else:
             vt = len(config.vision_config.fullatt_block_indexes) * config.vision_config.hidden_size
     if config.mm("mm_use_vt_region_feature_only"):
+        if not vt:
+            # The reference's vt-only path reads the vt maps, which it then never gathers.
+            raise CheckpointError("mm_use_vt_region_feature_only needs "
+                                  "mm_use_vision_tower_region_feature (no vt features)")
         fused = vt
     elif config.mm("mm_region_feature_combination") == "concat":
         fused = aux + vt

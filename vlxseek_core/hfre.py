@@ -73,8 +73,12 @@ def roi_mean(feature: torch.Tensor, boxes: torch.Tensor, output_size: int,
 class HFREModule(nn.Module):
     """``object_vp_extractor`` of the reference.
 
-    Submodules (present per config): ``simple_fpn`` (SimpleFP), ``aux_region_norm``,
-    ``vt_region_norm`` (LayerNorms when ``mm_apply_region_layer_norm``).
+    Submodules (present per config): ``simple_fpn`` (SimpleFP), and with
+    ``mm_apply_region_layer_norm`` the LayerNorms ``vt_region_norm`` (when vt features are
+    used) and ``aux_region_norm`` (unless ``mm_use_vt_region_feature_only``), as in the
+    reference. In vt-only mode the reference's forward takes a separate path that applies no
+    LayerNorm at all, so ``vt_region_norm`` then exists (its keys are in such a checkpoint)
+    but is never applied.
     """
 
     def __init__(self, config: VLMFO1Config):
@@ -90,9 +94,10 @@ class HFREModule(nn.Module):
             self.simple_fpn = SimpleFP(config.vision_config.hidden_size,
                                        simple_fpn_channels(config))
         if config.mm("mm_apply_region_layer_norm"):
-            self.aux_region_norm = nn.LayerNorm(dims["aux"])
             if self.use_vt:
                 self.vt_region_norm = nn.LayerNorm(dims["vt"])
+            if not self.vt_only:
+                self.aux_region_norm = nn.LayerNorm(dims["aux"])
 
     def vt_levels(self, num_fullatt_blocks: int) -> tuple:
         """Indices into ``fullatt_block_indexes`` whose ViT outputs this module reads (§2.3):
@@ -120,7 +125,9 @@ class HFREModule(nn.Module):
         """``[N, vt channels]`` fp32 from the primary ViT map(s) and vt-frame boxes.
 
         With SimpleFP ``vt_maps`` is ``[block-31 map]``; without, the maps of every
-        full-attention block (concatenated, RoIAlign at 1/14).
+        full-attention block (concatenated, RoIAlign at 1/14). ``vt_region_norm`` is applied
+        only in the hybrid mode (not with ``mm_use_vt_region_feature_only``, as in the
+        reference).
         """
         if self.simple_fpn is not None:
             levels = self.simple_fpn(vt_maps[-1])
@@ -129,7 +136,7 @@ class HFREModule(nn.Module):
         else:
             feats = roi_mean(torch.cat(vt_maps, dim=1), vt_boxes, self.roi_output_size,
                              1 / NOMINAL_STRIDE)
-        if hasattr(self, "vt_region_norm"):
+        if hasattr(self, "vt_region_norm") and not self.vt_only:
             feats = _layer_norm_fp32(self.vt_region_norm, feats)
         return feats
 

@@ -481,7 +481,7 @@ def spec_expected_keys(spec: Dict[str, Any], config) -> Tuple[Optional[Dict[str,
     Returns:
         ``(keys → shapes, description)``, or ``(None, why not)`` when the config is not the 3B
         likely config or a variant the spec file describes (likely config ± region LayerNorm,
-        or without SimpleFP, or with linear projectors).
+        or without SimpleFP, or with linear projectors; never vt-only region features).
     """
     text, vision = _text(config), config.vision_config
     sizes = {"text hidden_size": text.hidden_size,
@@ -497,6 +497,9 @@ def spec_expected_keys(spec: Dict[str, Any], config) -> Tuple[Optional[Dict[str,
         off.append("vlxseek_simple_fpn_channels != 512")
     if not config.mm("mm_use_vision_tower_region_feature"):
         off.append("mm_use_vision_tower_region_feature is false")
+    if config.mm("mm_use_vt_region_feature_only"):
+        # Not in the spec file: no aux_region_norm, a narrower mm_projector_aux input.
+        off.append("mm_use_vt_region_feature_only is true")
     if off:
         return None, "config is not the 3B config of the spec file: " + "; ".join(off)
     keys = {k: tuple(v) for k, v in spec["real_3b_likely_config"]["keys"].items()}
