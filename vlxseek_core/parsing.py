@@ -99,6 +99,8 @@ class ParsedAnswer:
         rejected: phrases answered absent (``<objects>None</objects>``) and nowhere found with a
             valid region, unique, in answer order.
         dropped_indices: indices ≥ ``num_regions`` that were referenced and ignored.
+        mentioned_indices: the valid referred indices in answer order (each once, at its first
+            mention); ``groundings`` sort each phrase's indices instead.
         malformed: fragments that looked like markup but did not parse (e.g. an unclosed
             ``<ground>``), for reporting.
     """
@@ -107,10 +109,12 @@ class ParsedAnswer:
     rejected: List[str] = field(default_factory=list)
     dropped_indices: List[int] = field(default_factory=list)
     malformed: List[str] = field(default_factory=list)
+    mentioned_indices: List[int] = field(default_factory=list)
 
     @property
     def region_indices(self) -> List[int]:
-        """All referred valid indices, unique, in first-mention order."""
+        """All referred valid indices, unique, in grounding order (phrases in first-mention
+        order, each phrase's indices sorted); :attr:`mentioned_indices` keeps answer order."""
         seen: Dict[int, None] = {}
         for g in self.groundings:
             for i in g.region_indices:
@@ -152,12 +156,14 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
     merged: Dict[str, set] = {}
     order: List[str] = []
     rejected: Dict[str, None] = {}  # insertion-ordered set
+    mentioned: Dict[int, None] = {}  # insertion-ordered set
 
     def add(phrase: str, indices: List[int]) -> None:
         valid = []
         for idx in indices:
             if 0 <= idx < num_regions:
                 valid.append(idx)
+                mentioned.setdefault(idx, None)
             else:
                 parsed.dropped_indices.append(idx)
         if phrase not in merged:
@@ -189,6 +195,7 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
             add(f"<region{idx}>", [idx])
         else:
             parsed.dropped_indices.append(idx)
+    parsed.mentioned_indices = list(mentioned)
     for tag in ("<ground>", "<objects>", "<object>"):
         if tag in remainder:
             parsed.malformed.append(tag)
@@ -235,6 +242,19 @@ def _between(text: str, open_tag: str, close_tag: str) -> Optional[str]:
 
 
 def first_region_index(parsed: ParsedAnswer) -> Optional[int]:
-    """The first referred region (REC evaluation takes the first box), or ``None``."""
-    indices = parsed.region_indices
+    """The first referred valid region in answer order (REC evaluation takes the first box),
+    or ``None``: ``<ground>x</ground><objects><region2><region0></objects>`` gives 2.
+    Out-of-range indices refer to no box and are skipped (they are in ``dropped_indices``)."""
+    indices = parsed.mentioned_indices
     return indices[0] if indices else None
+
+
+def grounded_blocks(text: str) -> List[Tuple[str, str]]:
+    """``(label, objects part)`` of each grounded block that :func:`parse_answer` reads, in
+    answer order, both unstripped: whitespace or newlines between the tags and the
+    ``<object>`` spelling are accepted, a label never spans another ``<ground>`` tag.
+
+    The evaluation's lenient COCO parse uses these blocks (:mod:`vlxseek_core.evaluation.coco`).
+    Never raises for a ``str``.
+    """
+    return [(label, inner) for _, _, label, inner in _grounded_blocks(text)]

@@ -2,7 +2,7 @@
 import pytest
 
 from vlxseek_core.parsing import (extract_count, extract_reasoning, first_region_index,
-                                  parse_answer, strip_end_tokens)
+                                  grounded_blocks, parse_answer, strip_end_tokens)
 
 
 def as_pairs(parsed):
@@ -91,3 +91,22 @@ def test_a_label_never_spans_another_ground_tag(text):
     parsed = parse_answer(text, 3)
     assert [(g.phrase, g.region_indices) for g in parsed.groundings] == [("b", [2])]
     assert parsed.malformed == ["<ground>"]  # the unfinished "a" block is reported
+
+
+def test_first_region_index_is_the_first_referred_in_answer_order():
+    text = ("<ground>the cup</ground><objects><region9><region3><region1></objects>"
+            "<ground>the cup</ground><objects><region0></objects>")
+    parsed = parse_answer(text, 5)
+    assert as_pairs(parsed) == [("the cup", [0, 1, 3])]  # groundings stay sorted
+    assert parsed.mentioned_indices == [3, 1, 0]  # region9 is out of range: dropped
+    assert parsed.dropped_indices == [9]
+    assert first_region_index(parsed) == 3
+    assert first_region_index(parse_answer("<ground>a</ground><objects>None</objects>", 5)) \
+        is None
+
+
+def test_grounded_blocks_are_the_blocks_parse_answer_reads():
+    text = ("<ground> red cup </ground>\n<object><region4></object>"
+            "<ground>a</ground><ground>b</ground><objects><region1></objects> <region2>")
+    assert grounded_blocks(text) == [(" red cup ", "<region4>"), ("b", "<region1>")]
+    assert grounded_blocks("no markup <region1>") == []
