@@ -337,7 +337,8 @@ def test_refcoco_runner_acc_at_05(photo_dir, tmp_path):
     ]
     answers = {sizes["astronaut"]: "<ground>the astronaut</ground><objects><region0></objects>",
                sizes["coffee"]: "<ground>the cup</ground><objects><region1><region0></objects>",
-               sizes["chelsea"]: "<ground>the cat</ground><objects><region2></objects>",
+               # region7 does not exist: dropped (and recorded), region2 is the first box
+               sizes["chelsea"]: "<ground>the cat</ground><objects><region7><region2></objects>",
                sizes["rocket"]: "nothing here"}
     pipe = ScriptedPipeline(answers)
     data = write_json(tmp_path / "refcoco.jsonl", records, lines=True)
@@ -347,7 +348,12 @@ def test_refcoco_runner_acc_at_05(photo_dir, tmp_path):
                                      "question with object indexes.")
     m = summary["metrics"]
     assert m["acc@0.5"] == 0.5 and m["no_region"] == 1
-    assert m["mean_iou"] == pytest.approx((1 + 1 + 1 / 3 + 0) / 4)  # region0 is first for cup
+    # the first referred box in answer order: region1 (IoU 2/3) for the cup, not region0
+    assert m["mean_iou"] == pytest.approx((1 + 2 / 3 + 1 / 3 + 0) / 4)
+    assert m["answers_with_dropped_indices"] == 1
+    entries = load_records(str(tmp_path / "out" / RECORDS_NAME))
+    assert [(e["region_index"], e["dropped_indices"]) for e in entries] == [
+        (0, []), (1, []), (2, [7]), (None, [])]
 
 
 # ------------------------------------------------------------------- tiny pipeline smoke runs

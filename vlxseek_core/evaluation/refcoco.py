@@ -16,10 +16,13 @@ record per referring expression; flatten multi-sentence refs first), JSON list o
 Prompt: the reference REC template (identical to the detection template, spec §3.4) with the
 expression, ``Please detect {expression} in this image. Answer the question with object
 indexes.``, sent verbatim without constrained decoding; a record's own
-``conversations[0].value`` (reference processed format) replaces it when present. Prediction =
-the proposal box of :func:`~vlxseek_core.parsing.first_region_index`; a hit when its IoU with
-the ground truth is ≥ 0.5 (``torchvision.ops.box_iou``). No referred region or a failed record
-is a miss.
+``conversations[0].value`` (reference processed format) replaces it when present. The answer is
+read with :func:`~vlxseek_core.parsing.parse_answer`. Prediction = the proposal box of
+:func:`~vlxseek_core.parsing.first_region_index`, the first referred box in answer order
+(``<region2><region0>`` → region 2; out-of-range indices refer to no box and are skipped); a
+hit when its IoU with the ground truth is ≥ 0.5 (``torchvision.ops.box_iou``). No referred
+region or a failed record is a miss. Each record keeps its out-of-range indices
+(``dropped_indices``).
 """
 from __future__ import annotations
 
@@ -121,11 +124,12 @@ class RefCocoProtocol(EvalProtocol):
         return EvalRequest(self.image_path(raw), rec_prompt(raw), boxes, scores)
 
     def predict(self, raw, answer, boxes, scores):
-        index = first_region_index(parse_answer(answer, len(boxes)))
+        parsed = parse_answer(answer, len(boxes))
+        index = first_region_index(parsed)
         pred = None if index is None else [float(v) for v in boxes[index]]
         gt = gt_box_xyxy(raw, self.gt_format)
         return {"region_index": index, "pred_box": pred, "gt_box": gt,
-                "iou": box_ious([pred], [gt])[0]}
+                "iou": box_ious([pred], [gt])[0], "dropped_indices": parsed.dropped_indices}
 
     def metrics(self, entries, out_dir=None):
         ok = [e for e in entries if e.get("ok")]
@@ -135,7 +139,9 @@ class RefCocoProtocol(EvalProtocol):
         return {"acc@0.5": evaluated * len(ok) / len(entries) if entries else 0.0,
                 "acc@0.5_evaluated": evaluated,
                 "mean_iou": float(np.mean(box_ious(pred, gt))) if ok else None,
-                "no_region": sum(p is None for p in pred)}
+                "no_region": sum(p is None for p in pred),
+                "answers_with_dropped_indices": sum(bool(e.get("dropped_indices")) for e in ok)}
 
     def settings(self):
-        return {**super().settings(), "gt_format": self.gt_format}
+        return {**super().settings(), "gt_format": self.gt_format,
+                "prediction": "first referred box in answer order"}
