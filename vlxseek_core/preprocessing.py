@@ -6,6 +6,10 @@ Frames, all ``xyxy`` pixels:
 * *capped*: long side ≤ 2048 (``int`` truncation, each side ≥ 28, PIL BICUBIC).
 * *aux*: the DaViT input (``squash`` 768×768, ``dynamic`` = capped, ``dynamic_square``).
 * *vt*: the Qwen-resized image, ``grid × 14`` pixels.
+
+Images with a side under 28 px are enlarged to ≥ 28 as the reference's ``load_image`` does, but
+unlike the reference (which enlarges the image and leaves the boxes in the old frame) the boxes
+are rescaled with the image, so original-pixel boxes keep pointing at the same content.
 """
 from __future__ import annotations
 
@@ -61,7 +65,14 @@ def capped_size(width: int, height: int) -> Tuple[int, int]:
 
 
 def cap_image(image: Image.Image) -> Image.Image:
-    """Resize (PIL BICUBIC) to :func:`capped_size`; unchanged if already within limits."""
+    """Resize (PIL BICUBIC) to :func:`capped_size`; unchanged if already within limits.
+
+    In the reference's two steps, so the pixels are its own: a side under 28 px is first
+    enlarged to 28 (``load_image``), then a long side over 2048 is capped.
+    """
+    w, h = image.size
+    if w < MIN_SIDE or h < MIN_SIDE:
+        image = image.resize((max(w, MIN_SIDE), max(h, MIN_SIDE)), Image.BICUBIC)
     size = capped_size(image.width, image.height)
     return image if size == image.size else image.resize(size, Image.BICUBIC)
 
@@ -129,6 +140,10 @@ class ImagePreprocessor:
     def __call__(self, image: Union[np.ndarray, Image.Image],
                  boxes_xyxy: np.ndarray) -> PreparedImage:
         """Prepare one image and its ``[N, 4]`` original-pixel boxes.
+
+        Boxes are scaled with the image to the capped frame (also when a side under 28 px is
+        enlarged, where the reference leaves them unscaled; see the module docstring), clipped
+        to it, then mapped to the aux and vt frames.
 
         ``N = 0`` (an image asked about alone, spec §3.2) gives ``[0, 4]`` box tensors; the
         reference's own path requires a box (§7.4), this one does not.

@@ -97,3 +97,44 @@ def test_to_pil_rgb_copies_only_when_converting():
     out = to_pil_rgb(gray)
     assert out.mode == "RGB" and out.size == gray.size
     assert np.array_equal(np.asarray(out)[..., 0], data.camera())
+
+
+def test_small_image_boxes_are_rescaled_with_the_image(qwen_processor):
+    """20×60 (w×h): the 28 px floor widens the image by 28/20; the boxes follow it.
+
+    The reference's ``load_image`` enlarges the image but leaves the boxes in the 20 px frame
+    (a documented difference, README); here a box keeps covering the same content.
+    """
+    img = np.zeros((60, 20, 3), np.uint8)
+    img[10:30, 5:15] = 255  # the object: x 5..15, y 10..30
+    boxes = np.array([[5, 10, 15, 30], [0, 0, 20, 60]], np.float32)
+    p = ImagePreprocessor(qwen_processor, "dynamic")(img, boxes)
+    assert p.original_size == (60, 20) and p.capped_size == (60, 28)
+    # aux = capped frame in `dynamic` mode: x scaled by 28/20 (the reference keeps [5, 10, 15, 30])
+    assert np.allclose(p.aux_boxes.numpy(), [[7, 10, 21, 30], [0, 0, 28, 60]])
+    # Qwen smart resize of 60×28 (h×w): 3136 min pixels → 84×56, grid 6×4
+    assert p.image_grid_thw.tolist() == [[1, 6, 4]]
+    assert np.allclose(p.vt_boxes.numpy(), [[14, 14, 42, 42], [0, 0, 56, 84]])
+    # The object sits inside the rescaled box of the aux image, not in the reference's box.
+    aux = p.aux_pixel_values[0].mean(dim=0).numpy()  # [60, 28], bright = object
+    bright = aux > aux.mean()
+    ys, xs = np.nonzero(bright)
+    assert 9 <= ys.min() and ys.max() <= 30 and 6 <= xs.min() and xs.max() <= 21
+    assert xs.max() > 15  # beyond the right edge of the unscaled (reference) box
+
+
+def test_small_side_is_enlarged_before_the_cap_as_the_reference(qwen_processor):
+    """5000×20: reference ``load_image`` → 5000×28, then the 2048 cap → 2048×28 (BICUBIC)."""
+    from PIL import Image
+
+    from vlxseek_core.preprocessing import cap_image
+
+    rng = np.random.default_rng(0)
+    pil = Image.fromarray(rng.integers(0, 256, (20, 5000, 3), dtype=np.uint8))
+    reference = pil.resize((5000, 28), Image.BICUBIC).resize((2048, 28), Image.BICUBIC)
+    capped = cap_image(pil)
+    assert capped.size == (2048, 28)
+    assert np.array_equal(np.asarray(capped), np.asarray(reference))
+    p = ImagePreprocessor(qwen_processor, "dynamic")(pil, np.array([[1000, 5, 2500, 15]]))
+    # x by 2048/5000, y by 28/20 (reference: y unscaled, 5..15)
+    assert np.allclose(p.aux_boxes.numpy(), [[409.6, 7.0, 1024.0, 21.0]], atol=1e-3)
