@@ -101,7 +101,8 @@ def cmd_eval(args) -> int:
     if not os.path.isdir(args.images):
         raise EvalError(f"--images {args.images!r} is not a directory")
     protocol = build_protocol(args.protocol, args.data, args.images,
-                              annotations=args.annotations, gt_format=args.gt_box_format)
+                              annotations=args.annotations, gt_format=args.gt_box_format,
+                              parse=args.parse, score_images=args.score_images)
     model_dir = resolve_model_path(args.model)
     pipe = VLXSeek.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
                                    proposal_source=args.proposal_source,
@@ -149,6 +150,13 @@ def _add_tool_commands(sub) -> None:
     e.add_argument("--annotations", help="coco: COCO instances JSON (ground truth)")
     e.add_argument("--gt-box-format", default="xywh", choices=("xywh", "xyxy"),
                    help="refcoco: format of the records' 'bbox' ground truth")
+    e.add_argument("--parse", choices=("strict", "lenient"), default=None,
+                   help="coco: read answers as the reference script does (strict, default) or "
+                        "also accept whitespace/newlines between tags and <object> (lenient; "
+                        "the summary then also gives the strict AP)")
+    e.add_argument("--score-images", choices=("all", "records"), default=None,
+                   help="coco: score every image of --annotations (all, default; images "
+                        "without an answer are misses) or only the evaluated records' images")
     e.add_argument("--limit", type=int, default=None, help="only the first N records")
     e.add_argument("--device", default="auto", help="cpu, cuda, auto")
     e.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")

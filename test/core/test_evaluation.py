@@ -148,6 +148,11 @@ def test_coco_perfect_predictions_give_ap_1(coco_files, tmp_path):
     assert [p["category_id"] for p in preds] == [1, 5, 2]
     with open(tmp_path / "out" / "summary.json") as fh:
         assert json.load(fh)["metrics"]["AP"] == pytest.approx(1.0)
+    # the out-of-range region7 of the cat answer is dropped and recorded
+    entries = load_records(str(tmp_path / "out" / RECORDS_NAME))
+    assert [e["dropped_indices"] for e in entries] == [[], [], [7]]
+    assert summary["metrics"]["answers_with_dropped_indices"] == 1
+    assert summary["metrics"]["coverage"] == 1.0
 
 
 def test_coco_known_shift_gives_hand_computed_ap(coco_files, tmp_path):

@@ -1,7 +1,8 @@
 """Benchmark evaluation of a VLM-FO1 pipeline (spec §5): COCO, CountBench, PixMo-Count, RefCOCO.
 
 * :mod:`.common` — records, resumable JSONL results, the loop (:func:`run_eval`), summaries.
-* :mod:`.coco` — bbox AP with pycocotools (spec §5.1).
+* :mod:`.coco` — bbox AP with pycocotools (spec §5.1), answers read as the reference script
+  reads them.
 * :mod:`.counting` — CountBench / PixMo-Count exact-match accuracy (spec §5.2).
 * :mod:`.refcoco` — RefCOCO/+/g Acc@0.5.
 
@@ -27,7 +28,9 @@ PROTOCOLS = ("coco", "countbench", "pixmo-count", "refcoco")
 
 
 def build_protocol(name: str, data: Optional[str], images: str,
-                   annotations: Optional[str] = None, gt_format: str = "xywh") -> EvalProtocol:
+                   annotations: Optional[str] = None, gt_format: str = "xywh",
+                   parse: Optional[str] = None,
+                   score_images: Optional[str] = None) -> EvalProtocol:
     """The protocol ``name`` on the given files.
 
     Args:
@@ -36,16 +39,29 @@ def build_protocol(name: str, data: Optional[str], images: str,
         images: image directory.
         annotations: COCO instances file (``coco`` only, required there).
         gt_format: ``refcoco`` ground-truth ``bbox`` format, ``xywh`` or ``xyxy``.
+        parse: ``coco`` only: ``strict`` (the reference script's reading; ``None`` = strict) or
+            ``lenient``.
+        score_images: ``coco`` only: ``all`` annotated images (``None`` = all) or the evaluated
+            ``records``' images.
 
     Raises:
-        EvalError: unknown protocol or missing required files.
+        EvalError: unknown protocol, missing required files, or a ``coco`` option given to
+            another protocol or with an unknown value.
     """
     if name == "coco":
-        from .coco import CocoProtocol
+        from .coco import PARSE_MODES, SCORE_IMAGES, CocoProtocol
 
         if not annotations:
             raise EvalError("coco needs --annotations (a COCO instances JSON file)")
-        return CocoProtocol(annotations, images, data)
+        for option, value, allowed in (("parse", parse, PARSE_MODES),
+                                       ("score_images", score_images, SCORE_IMAGES)):
+            if value is not None and value not in allowed:
+                raise EvalError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+        return CocoProtocol(annotations, images, data, parse=parse or "strict",
+                            score_images=score_images or "all")
+    for option, value in (("--parse", parse), ("--score-images", score_images)):
+        if value is not None:
+            raise EvalError(f"{option} applies to coco only, not {name}")
     if data is None:
         raise EvalError(f"{name} needs --data")
     if name in ("countbench", "pixmo-count"):
