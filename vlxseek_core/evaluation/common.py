@@ -8,8 +8,9 @@ the :meth:`VLXSeek.query <vlxseek_core.pipeline.VLXSeek.query>` signature.
 
 Prompts are sent verbatim through the ``vqa`` task (template ``"{}"``, no constrained decoding):
 the reference evaluations use prompt texts that differ from the task templates (spec §5.1, §5.2)
-and decode without constraints (spec §4.3). Answers are parsed here with
-:func:`~vlxseek_core.parsing.parse_answer`, not by the pipeline.
+and decode without constraints (spec §4.3). Answers are parsed here, not by the pipeline: by
+:func:`~vlxseek_core.parsing.parse_answer` (RefCOCO), the count extraction (counting), or the
+reference script's own reading (COCO, :mod:`.coco`).
 
 Output directory layout (``out_dir``):
 
