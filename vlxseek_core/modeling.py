@@ -8,6 +8,7 @@ are renamed on load/save, see :mod:`vlxseek_core.davit`).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -23,6 +24,23 @@ from .davit import AuxVisionTower
 from .hfre import HFREModule, build_projector
 from .tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
 from .vision import PrimaryVisionTower
+
+
+def _cache_kwarg() -> str:
+    params = inspect.signature(Qwen2_5_VLTextModel.forward).parameters  # follows the wrappers
+    return "cache" if "cache" in params else "past_key_values"
+
+
+CACHE_KWARG = _cache_kwarg()
+"""The installed transformers' name of the KV cache argument and output field: ``cache``
+from 5.24 on (``past_key_values`` is deprecated there, with a ``FutureWarning``, and removed in
+6), ``past_key_values`` in 5.23. Pass caches as ``**{CACHE_KWARG: cache}`` and read them with
+:func:`output_cache`."""
+
+
+def output_cache(output):
+    """The KV cache of a transformers model output (field :data:`CACHE_KWARG`), or ``None``."""
+    return getattr(output, CACHE_KWARG, None)
 
 
 @dataclass
@@ -92,21 +110,28 @@ class VLMFO1ForCausalLM(Qwen2_5_VLPreTrainedModel, GenerationMixin):
     def forward(self, input_ids: Optional[torch.LongTensor] = None,
                 attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.LongTensor] = None,
-                past_key_values=None, inputs_embeds: Optional[torch.Tensor] = None,
+                cache=None, inputs_embeds: Optional[torch.Tensor] = None,
                 use_cache: Optional[bool] = None, logits_to_keep: int = 0,
                 **kwargs) -> CausalLMOutputWithPast:
         """Language-model step over text ids or pre-spliced embeddings.
 
         ``position_ids`` are ``[3, B, L]`` M-RoPE positions for a spliced prompt (see
         :meth:`build_inputs_embeds`); ``generate`` extends them by one per new token.
+        ``cache`` is the KV cache (``transformers.Cache``); the older name
+        ``past_key_values`` is accepted too (transformers 5.23's ``generate`` uses it). The
+        output carries the cache in the field :data:`CACHE_KWARG` (read it with
+        :func:`output_cache`).
         """
+        legacy = kwargs.pop("past_key_values", None)
+        if cache is None:
+            cache = legacy
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids, past_key_values=past_key_values,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+                         position_ids=position_ids, inputs_embeds=inputs_embeds,
+                         use_cache=use_cache, **{CACHE_KWARG: cache}, **kwargs)
         hidden = out.last_hidden_state
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(hidden[:, keep, :])
-        return CausalLMOutputWithPast(logits=logits, past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(logits=logits, **{CACHE_KWARG: output_cache(out)})
 
     # ---------------------------------------------------------------- encoders
 

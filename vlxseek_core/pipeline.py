@@ -21,6 +21,7 @@ from .errors import CheckpointError, InvalidRequestError
 from .devices import compile_vision_towers, resolve_device, resolve_dtype  # noqa: F401
 from .frame_encoder import FrameEncoder
 from .frames import FrameEncoding, StageTimer, fill_answer
+from .modeling import CACHE_KWARG, output_cache
 from .parsing import strip_end_tokens
 from .preprocessing import ImagePreprocessor
 from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
@@ -258,7 +259,7 @@ class VLXSeek(FrameEncoder):
                 embeds, positions, _ = self.model.build_inputs_embeds(ids, enc.frame)
                 out = self.model.model(inputs_embeds=embeds, position_ids=positions,
                                        use_cache=True)
-            enc.prefixes[system] = (ids, out.past_key_values)
+            enc.prefixes[system] = (ids, output_cache(out))
         return enc.prefixes[system]
 
     def answer(self, enc: FrameEncoding, text: str = "", task: str = "detect",
@@ -344,7 +345,7 @@ class VLXSeek(FrameEncoder):
                 inputs_embeds=embeds, position_ids=position_ids,
                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
                                           device=embeds.device),
-                past_key_values=copy.deepcopy(prefix_cache),  # the prefix stays reusable
+                **{CACHE_KWARG: copy.deepcopy(prefix_cache)},  # the prefix stays reusable
                 max_new_tokens=budget, do_sample=False, num_beams=1,
                 eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
                 logits_processor=processors or None, temperature=None, top_p=None,
