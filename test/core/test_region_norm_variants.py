@@ -62,7 +62,7 @@ def test_vt_only_without_vt_features_is_refused():
 
 
 def test_3b_vt_only_region_norm_keys_and_spec_comparison_skipped():
-    from test_checkpoint import meta_names, spec_keys
+    from test_checkpoint import REAL_3B, meta_names, spec_keys
 
     from vlxseek_core.inspect_checkpoint import spec_expected_keys
 
@@ -71,17 +71,11 @@ def test_3b_vt_only_region_norm_keys_and_spec_comparison_skipped():
     assert got[PREFIX + "vt_region_norm.weight"] == (2048,)
     assert not any("aux_region_norm" in k for k in got)
     assert got["model.mm_projector_aux.0.weight"] == (2048, 2048)
-    config = VLMFO1Config(**{**tiny_config_dict(), **_real_3b(),
+    config = VLMFO1Config(**{**tiny_config_dict(), **REAL_3B,
                              "mm_use_vt_region_feature_only": True,
                              "mm_apply_region_layer_norm": True, "mm_region_hidden_size": 2048})
     keys, why = spec_expected_keys(spec_keys(), config)
     assert keys is None and "mm_use_vt_region_feature_only" in why
-
-
-def _real_3b():
-    from test_checkpoint import REAL_3B
-
-    return REAL_3B
 
 
 def _randomise_norms(model) -> None:
