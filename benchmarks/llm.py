@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from vlxseek_core.modeling import CACHE_KWARG, output_cache
+
 
 class KVDecoder:
     """Decode from one spliced prompt, reusing its prefilled KV cache.
@@ -41,7 +43,7 @@ class KVDecoder:
         """Run the prompt through the LLM once (KV cache + logits of the last position)."""
         out = self.model(inputs_embeds=self.inputs_embeds, position_ids=self.position_ids,
                          use_cache=True, logits_to_keep=1)
-        self._prefilled = (out.past_key_values, out.logits)
+        self._prefilled = (output_cache(out), out.logits)
         self.reset()
 
     def reset(self) -> None:
@@ -57,8 +59,8 @@ class KVDecoder:
         position_ids = torch.full((3, 1, 1), pos, dtype=torch.long, device=self.device)
         ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
         out = self.model(input_ids=ids, position_ids=position_ids,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.cache, self.logits = out.past_key_values, out.logits
+                         **{CACHE_KWARG: self.cache}, use_cache=True, logits_to_keep=1)
+        self.cache, self.logits = output_cache(out), out.logits
 
     @torch.inference_mode()
     def forced(self, target: Sequence[int], processor=None) -> List[int]:
