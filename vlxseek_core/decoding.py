@@ -20,22 +20,38 @@ or one region), so the answer also ends well-formed when the budget runs out.
 
 The state is recomputed from the generated ids at every step, so one processor instance can
 serve any number of sequences and cached prefixes without carrying state between them.
+
+The index tokens are a parameter: ``<regionK>`` (VLM-FO1, the default) or any other spelling such
+as VLX-Seek 1.5's ``<objK>`` (spec vlx-seek-1.5 §4.5); their ids are read from the tokenizer.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from transformers import LogitsProcessor
 
 from .answer_format import REJECTION_TEXT
-from .tokens import GROUND_CLOSE, GROUND_OPEN, IM_END, OBJECTS_CLOSE, OBJECTS_OPEN, region_token
+from .errors import CheckpointError
+from .tokens import (GROUND_CLOSE, GROUND_OPEN, IM_END, OBJECTS_CLOSE, OBJECTS_OPEN,
+                     REGION_TOKENS)
 
 START, LABEL, AFTER_LABEL, OBJECTS, REJECTION, AFTER_OBJECTS, TEXT, DONE = range(8)
 """Decoder states: ``REJECTION`` = inside ``<objects>`` after the first rejection token."""
 
 _TokenSet = Union[int, List[int], slice]
+
+
+def _token_id(tokenizer, token: str) -> int:
+    """The id of an added token; a tokenizer that does not know it maps it to ``None`` or to
+    the unknown token, and a region that no token can name would be silently unreachable."""
+    idx = tokenizer.convert_tokens_to_ids(token)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if idx is None or (unk is not None and idx == unk
+                       and token != getattr(tokenizer, "unk_token", None)):
+        raise CheckpointError(f"the tokenizer has no token {token!r}")
+    return int(idx)
 
 
 class RegionAnswerLogitsProcessor(LogitsProcessor):
@@ -62,7 +78,7 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         tokenizer: the checkpoint tokenizer: ``convert_tokens_to_ids`` reads the tag ids and
             ``tokenizer("None", add_special_tokens=False)["input_ids"]`` the rejection text.
         num_regions: regions shown to the model; ``<regionK>`` with ``K ≥ num_regions`` is
-            never allowed (at most 100 regions exist).
+            never allowed (at most ``len(region_tokens)`` regions exist, 100 by default).
         max_label_tokens: a label longer than this is closed with ``</ground>`` (generous:
             referring expressions are labels too, and every cut changes the answer).
         trailing_text: allow free text after the grounded blocks (``count``).
@@ -71,20 +87,27 @@ class RegionAnswerLogitsProcessor(LogitsProcessor):
         prompt_length: leading ids of ``input_ids`` that are prompt, not answer (0 when
             generating from ``inputs_embeds``, where transformers passes only new tokens).
         max_new_tokens: the decoding budget; ``None`` = unbounded (nothing closed early).
+        region_tokens: the index token strings in index order, ``region_tokens[K]`` refers to
+            region ``K``; ``None`` = VLM-FO1's ``<region0>``…``<region99>``. VLX-Seek 1.5 passes
+            ``<obj0>``, ``<obj1>``, … (with ``first_special_id`` of its tokenizer).
 
     Raises:
         ValueError: the rejection text tokenizes into special tokens (a broken tokenizer).
+        CheckpointError: the tokenizer lacks one of the first ``num_regions`` region tokens.
     """
 
     def __init__(self, tokenizer, num_regions: int, max_label_tokens: int = 64,
                  trailing_text: bool = False, first_special_id: int = 151643,
-                 prompt_length: int = 0, max_new_tokens: Optional[int] = None):
+                 prompt_length: int = 0, max_new_tokens: Optional[int] = None,
+                 region_tokens: Optional[Sequence[str]] = None):
         ids = tokenizer.convert_tokens_to_ids
         self.ground_open, self.ground_close = ids(GROUND_OPEN), ids(GROUND_CLOSE)
         self.objects_open, self.objects_close = ids(OBJECTS_OPEN), ids(OBJECTS_CLOSE)
         self.im_end = ids(IM_END)
-        self.num_regions = max(0, min(num_regions, 100))
-        self.region_ids: List[int] = [ids(region_token(k)) for k in range(self.num_regions)]
+        region_tokens = REGION_TOKENS if region_tokens is None else tuple(region_tokens)
+        self.num_regions = max(0, min(num_regions, len(region_tokens)))
+        self.region_ids: List[int] = [
+            _token_id(tokenizer, region_tokens[k]) for k in range(self.num_regions)]
         self.region_index = {tid: k for k, tid in enumerate(self.region_ids)}
         self.rejection_ids: List[int] = [
             int(i) for i in tokenizer(REJECTION_TEXT, add_special_tokens=False)["input_ids"]]

@@ -9,6 +9,9 @@ Accepted forms, in order of preference:
 * bare ``<regionK>`` references when the answer has no grounded block (demo outputs): each
   becomes its own grounding labelled ``<regionK>``.
 
+The index tokens' spelling is a parameter (:class:`IndexTokens`): ``<regionK>`` for VLM-FO1 (the
+default everywhere), ``<objK>`` for VLX-Seek 1.5 (spec vlx-seek-1.5 §4.5, same markup otherwise).
+
 Unlike the reference (which raises on an index ≥ N), out-of-range indices are dropped and
 reported, never raised.
 """
@@ -22,14 +25,46 @@ from .answer_format import REJECTION_TEXT
 from .tokens import IM_END, END_OF_TEXT
 from .types import Grounding
 
-# ASCII digits only: "\d" also matches e.g. Arabic-Indic digits, which int() reads as numbers,
-# so "<region٣>" would refer to region 3 (the tokenizer's region tokens are ASCII)
-_REGION = re.compile(r"<region([0-9]+)>")
 _SPACE = re.compile(r"\s*")
-_COUNT_INT = re.compile(r"(?<!region)[0-9]+")
 _MAX_DIGITS = 4000
 """Longer numbers are read as ``10 ** _MAX_DIGITS`` (``int()`` refuses > 4300 digits and is
 quadratic in their length)."""
+
+
+@dataclass(frozen=True)
+class IndexTokens:
+    """The spelling of region index tokens, ``<{prefix}{K}>``: ``"region"`` (VLM-FO1,
+    :data:`REGION_INDEX_TOKENS`) or ``"obj"`` (VLX-Seek 1.5, spec vlx-seek-1.5 §1.5).
+
+    Attributes:
+        prefix: letters between ``<`` and the index.
+        pattern: matches one token, the index (ASCII digits) as group 1.
+        count_pattern: an integer that is not the digits of a (cut-off) ``<{prefix}K``.
+
+    Raises:
+        ValueError: ``prefix`` is not ASCII letters (a programming error, not a request's).
+    """
+
+    prefix: str
+    pattern: "re.Pattern" = field(init=False, repr=False, compare=False)
+    count_pattern: "re.Pattern" = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (self.prefix.isascii() and self.prefix.isalpha()):
+            raise ValueError(f"index token prefix must be ASCII letters, got {self.prefix!r}")
+        # ASCII digits only: "\d" also matches e.g. Arabic-Indic digits, which int() reads as
+        # numbers, so "<region٣>" would refer to region 3 (the tokenizer's tokens are ASCII)
+        object.__setattr__(self, "pattern", re.compile(rf"<{self.prefix}([0-9]+)>"))
+        object.__setattr__(self, "count_pattern",
+                           re.compile(rf"(?<!{self.prefix})[0-9]+"))
+
+    def token(self, index: int) -> str:
+        """The token string of ``index`` (no range check: the tokenizer decides what exists)."""
+        return f"<{self.prefix}{int(index)}>"
+
+
+REGION_INDEX_TOKENS = IndexTokens("region")
+"""VLM-FO1's ``<regionK>``, the default of every parser function."""
 
 
 def _to_int(digits: str) -> int:
@@ -137,12 +172,15 @@ def strip_end_tokens(text: str) -> str:
     return text.replace(IM_END, "").replace(END_OF_TEXT, "").strip()
 
 
-def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
+def parse_answer(text: str, num_regions: int,
+                 index_tokens: IndexTokens = REGION_INDEX_TOKENS) -> ParsedAnswer:
     """Parse an answer string into groundings.
 
     Args:
         text: the decoded answer (special tokens kept).
         num_regions: number of regions shown to the model; valid indices are ``[0, num_regions)``.
+        index_tokens: the spelling of the index tokens (``<regionK>`` by default); bare
+            references are labelled with this spelling too.
 
     Returns:
         :class:`ParsedAnswer`. Never raises for any ``str`` input.
@@ -183,16 +221,16 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
                 merged[phrase] = set()
                 order.append(phrase)
         else:
-            add(phrase, [_to_int(i) for i in _REGION.findall(inner)])
+            add(phrase, [_to_int(i) for i in index_tokens.pattern.findall(inner)])
     remainder_parts.append(text[last:])
     remainder = "".join(remainder_parts)
 
     # Bare references count only when there is no grounded block (as the reference demos);
     # otherwise they are mentions, e.g. inside <think>.
-    bare = [] if order else [_to_int(i) for i in _REGION.findall(remainder)]
+    bare = [] if order else [_to_int(i) for i in index_tokens.pattern.findall(remainder)]
     for idx in bare:
         if 0 <= idx < num_regions:
-            add(f"<region{idx}>", [idx])
+            add(index_tokens.token(idx), [idx])
         else:
             parsed.dropped_indices.append(idx)
     parsed.mentioned_indices = list(mentioned)
@@ -207,25 +245,26 @@ def parse_answer(text: str, num_regions: int) -> ParsedAnswer:
     return parsed
 
 
-def read_count(text: str) -> Optional[int]:
+def read_count(text: str, index_tokens: IndexTokens = REGION_INDEX_TOKENS) -> Optional[int]:
     """The counting answer's number (spec §5.2): first integer after removing region tags.
 
     Args:
         text: the decoded answer.
+        index_tokens: the spelling of the index tokens that are removed first.
 
     Returns:
         The integer, or ``None`` when the answer holds none (e.g. ``…</objects>`` cut off, or a
         rejection block without the ``0`` after it).
     """
-    cleaned = _REGION.sub("", text)
-    match = _COUNT_INT.search(cleaned)
+    cleaned = index_tokens.pattern.sub("", text)
+    match = index_tokens.count_pattern.search(cleaned)
     return _to_int(match.group(0)) if match else None
 
 
-def extract_count(text: str) -> int:
+def extract_count(text: str, index_tokens: IndexTokens = REGION_INDEX_TOKENS) -> int:
     """:func:`read_count`, but 0 when the answer holds no integer (as the reference evaluation
     does; use :func:`read_count` to tell that apart from a written ``0``)."""
-    count = read_count(text)
+    count = read_count(text, index_tokens)
     return 0 if count is None else count
 
 
