@@ -79,7 +79,13 @@ class VLMFO1Config(Qwen2_5_VLConfig):
 
     def mm(self, key: str) -> Any:
         """A ``mm_*``/aux key with the reference default when absent."""
-        return getattr(self, key, MM_DEFAULTS.get(key))
+        return mm_value(self, key, MM_DEFAULTS)
+
+
+def mm_value(config: Any, key: str, defaults: Dict[str, Any]) -> Any:
+    """``getattr(config, key, defaults.get(key))``: a ``config.json`` key with the reference
+    code's ``getattr`` default (shared by the model families' ``config.mm``)."""
+    return getattr(config, key, defaults.get(key))
 
 
 def davit_config(config: VLMFO1Config) -> Florence2VisionConfig:

@@ -53,20 +53,22 @@ def box_sine_embedding(boxes_xyxy: torch.Tensor, width: float, height: float,
 
 
 def roi_mean(feature: torch.Tensor, boxes: torch.Tensor, output_size: int,
-             spatial_scale: float) -> torch.Tensor:
-    """torchvision RoIAlign (``sampling_ratio=-1``, ``aligned=False``) then mean over bins.
+             spatial_scale: float, aligned: bool = False) -> torch.Tensor:
+    """torchvision RoIAlign (``sampling_ratio=-1``) then mean over bins.
 
     Args:
         feature: ``[B, C, H, W]`` maps (cast to fp32 here).
         boxes: ``[N, 4]`` xyxy in the pixel frame that ``spatial_scale`` maps onto the map
             (``B == 1``), or a list of ``B`` such tensors, one per map.
+        aligned: RoIAlign's half-pixel shift; VLM-FO1 always ``False``, VLX-Seek 1.5
+            ``mm_roi_algined`` (vlx-seek-1.5.md §2.4).
 
     Returns:
         float32 ``[N_total, C]``, boxes of map 0 first.
     """
     per_map = boxes if isinstance(boxes, (list, tuple)) else [boxes]
     pooled = roi_align(feature.float(), [b.float() for b in per_map], output_size=output_size,
-                       spatial_scale=spatial_scale, sampling_ratio=-1, aligned=False)
+                       spatial_scale=spatial_scale, sampling_ratio=-1, aligned=aligned)
     return pooled.mean(dim=(2, 3))
 
 
