@@ -231,6 +231,7 @@ class GenerationDefaults:
 
     @property
     def do_sample(self) -> bool:
+        """Sampling when ``temperature > 0``, greedy otherwise (reference rule)."""
         return self.temperature > 0
 
     def generate_kwargs(self) -> Dict[str, Any]:
