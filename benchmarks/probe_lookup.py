@@ -1,0 +1,150 @@
+"""How fast a random small LLM learns the two lookups that region tokens need (issue 9).
+
+VLM-FO1 prompts list regions as ``<region0><regionfeat><region1><regionfeat>…``: each index token
+comes *before* its feature row. Two lookups run over that list:
+
+* **forward** (region caption: ``<regionK>`` → what its row holds): the answer position matches
+  ``<regionK>`` against rows whose *previous* token is ``<regionK>`` and copies the row itself —
+  a classic induction head (a previous-token head feeding the keys, K-composition);
+* **reverse** (detection / REC: what a row holds → its ``<regionK>``): the answer position matches
+  the row by content and must copy the *previous* token's identity out of it — the previous-token
+  head must feed the values (V-composition).
+
+This probe trains a stock transformers ``Qwen2ForCausalLM`` (the FO1 text model's family) from
+random initialisation on a small synthetic vocabulary: words stand in for feature rows, so steps
+take ~0.1 s on one CPU thread instead of seconds, and the lookups are isolated from the vision
+side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WEIGHT …``):
+
+* ``caption``: every region in random order, ``<regionK> word`` per region (forward lookup);
+* ``detect``: ``Please detect word`` → ``<ground>word</ground><objects><regionK></objects>``;
+* ``detect_all``: every word with its region, in random order (reverse lookup, n per sample).
+
+Printed every ``--log-every`` steps: ``first_region_acc`` — the first region token of each
+detect/detect_all answer (no exclusion shortcut: chance = mean 1/n), ``region_acc`` — all region
+tokens (later ones can be guessed by excluding the regions already named), ``caption_word_acc``.
+Results on this project's CPU are in README "Procedural scenes and the scene model".
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Dict, List, Tuple
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+REGIONS = list(range(100))  # <region0..99>
+WORDS = list(range(100, 130))
+GROUND, GROUND_END, OBJECTS, OBJECTS_END, END, DETECT, DETECT_ALL, CAPTION = range(130, 138)
+FILLER = list(range(140, 200))  # stands in for the system turn and the image tokens
+VOCAB = 200
+
+
+def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
+                prefix: int) -> Tuple[List[int], List[int]]:
+    """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions."""
+    n = rng.randint(n_min, n_max)
+    words = rng.sample(WORDS, n)
+    prompt = [rng.choice(FILLER) for _ in range(prefix)]
+    prompt += [t for i, w in enumerate(words) for t in (REGIONS[i], w)]
+    order = rng.sample(range(n), n)
+    if task == "caption":
+        return prompt + [CAPTION], [t for i in order for t in (REGIONS[i], words[i])] + [END]
+    if task == "detect":
+        k = order[0]
+        return (prompt + [DETECT, words[k]],
+                [GROUND, words[k], GROUND_END, OBJECTS, REGIONS[k], OBJECTS_END, END])
+    if task == "detect_all":
+        answer = [t for i in order
+                  for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
+        return prompt + [DETECT_ALL], answer + [END]
+    raise ValueError(f"unknown task {task!r}")
+
+
+def batch(samples, tasks):
+    """Right-padded ids, answer-only labels, attention mask, and which rows are captions."""
+    length = max(len(p) + len(a) for p, a in samples)
+    ids = torch.zeros(len(samples), length, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    mask = torch.zeros_like(ids)
+    for row, (prompt, answer) in enumerate(samples):
+        seq = prompt + answer
+        ids[row, :len(seq)] = torch.tensor(seq)
+        labels[row, len(prompt):len(seq)] = torch.tensor(answer)
+        mask[row, :len(seq)] = 1
+    is_caption = torch.tensor([t == "caption" for t in tasks])
+    return ids, labels, mask, is_caption
+
+
+def accuracies(logits, labels, is_caption) -> Dict[str, float]:
+    """first_region_acc, region_acc (detect rows) and caption_word_acc (caption rows)."""
+    target, pred = labels[:, 1:], logits[:, :-1].argmax(-1)
+    region = (target >= 0) & (target < len(REGIONS)) & ~is_caption[:, None]
+    first = region & (region.cumsum(1) == 1)
+    word = (target >= WORDS[0]) & (target <= WORDS[-1]) & is_caption[:, None]
+    out = {}
+    for name, sel in (("first_region_acc", first), ("region_acc", region),
+                      ("caption_word_acc", word)):
+        out[name] = (pred[sel] == target[sel]).float().mean().item() if sel.any() else float("nan")
+    return out
+
+
+def main(argv=None) -> Dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["detect_all=1"], help="NAME=WEIGHT ...")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--rope-theta", type=float, default=1e6)
+    p.add_argument("--min-regions", type=int, default=2)
+    p.add_argument("--max-regions", type=int, default=8)
+    p.add_argument("--prefix", type=int, default=20, help="filler tokens before the list")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
+    torch.manual_seed(a.seed)
+    rng = random.Random(a.seed)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=a.hidden, intermediate_size=4 * a.hidden,
+                         num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                         num_key_value_heads=a.heads, rope_theta=a.rope_theta,
+                         tie_word_embeddings=True, max_position_embeddings=4096)
+    model = Qwen2ForCausalLM(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
+          f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, "
+          f"{a.min_regions}-{a.max_regions} regions, torch threads {torch.get_num_threads()}")
+    start, window, summary = time.time(), [], {}
+    for step in range(1, a.steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = a.lr * min(1.0, step / max(a.warmup, 1))
+        tasks = rng.choices(names, weights, k=a.batch_size)
+        ids, labels, mask, is_caption = batch(
+            [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix) for t in tasks], tasks)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            window.append(dict(accuracies(out.logits, labels, is_caption), loss=out.loss.item()))
+        if step % a.log_every == 0 or step == a.steps:
+            summary = {k: _nanmean([w[k] for w in window]) for k in window[0]}
+            print(f"step {step:5d}  {time.time() - start:6.0f} s  "
+                  + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()), flush=True)
+            window = []
+    return summary
+
+
+def _nanmean(values: List[float]) -> float:
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+if __name__ == "__main__":
+    main()
