@@ -10,7 +10,8 @@ from benchmarks.probe_lookup import (GROUND, OBJECTS, REGIONS, WORDS, accuracies
 
 def _pairs(prompt):
     """word -> region index of the prompt's region list."""
-    return {w: prompt[i - 1] for i, w in enumerate(prompt) if w in WORDS and prompt[i - 1] in REGIONS}
+    return {w: prompt[i - 1] for i, w in enumerate(prompt)
+            if w in WORDS and prompt[i - 1] in REGIONS}
 
 
 def test_detect_answer_names_the_region_of_the_queried_word():
