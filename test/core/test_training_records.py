@@ -167,3 +167,22 @@ def test_words():
         "people", "buses", "benches", "knives", "teddy bears", "sheep", "skis",
         "toothbrushes", "butterflies", "monkeys"]
     assert with_article("dog") == "a dog" and with_article("astronaut") == "an astronaut"
+
+
+def test_read_records_concatenates_a_mix_with_image_dirs(tmp_path):
+    from vlxseek_core.training.run import read_records
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps({"id": "a0", "image": "x.png"}) + "\n"
+                 + json.dumps({"id": "a1", "image": "y.png"}) + "\n")
+    b.write_text(json.dumps({"id": "b0", "image": "z.png"}) + "\n")
+    mixed = read_records([str(a), str(b)], ["imgs_a", "imgs_b"])
+    assert [(r["id"], r["image"]) for r in mixed] == [
+        ("a0", "imgs_a/x.png"), ("a1", "imgs_a/y.png"), ("b0", "imgs_b/z.png")]
+    shared = read_records([str(a), str(b)], ["imgs"])
+    assert [r["image"] for r in shared] == ["imgs/x.png", "imgs/y.png", "imgs/z.png"]
+    with pytest.raises(InvalidRequestError, match="one per --data file"):
+        read_records([str(a), str(b)], ["d1", "d2", "d3"])
+    b.write_text("")
+    with pytest.raises(InvalidRequestError, match="holds no records"):
+        read_records([str(a), str(b)], ["imgs"])

@@ -100,6 +100,27 @@ def read_jsonl(path: str) -> List[dict]:
     return records
 
 
+def read_records(paths: List[str], images_dirs: List[str]) -> List[dict]:
+    """Records of several JSONL files, concatenated in order (a data mix), with each record's
+    ``image`` joined to its file's image directory (one directory for all files, or one per file).
+
+    Raises:
+        InvalidRequestError: unreadable or empty file, or a directory count that is neither 1
+            nor the number of files.
+    """
+    if len(images_dirs) not in (1, len(paths)):
+        raise InvalidRequestError(f"--images takes one directory or one per --data file "
+                                  f"({len(paths)}), not {len(images_dirs)}")
+    dirs = images_dirs * len(paths) if len(images_dirs) == 1 else images_dirs
+    records = []
+    for path, images in zip(paths, dirs):
+        for record in read_jsonl(path):
+            if record.get("image"):
+                record = dict(record, image=os.path.join(images, str(record["image"])))
+            records.append(record)
+    return records
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``vlxseek train`` options."""
     a = parser.add_argument
@@ -107,8 +128,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="1: region-language alignment, 2: perception instruction tuning (paper §3.3); "
            "0: everything trains (models trained from random initialisation)")
     a("--model", required=True, help="checkpoint directory to start from")
-    a("--data", required=True, help="training records (JSONL)")
-    a("--images", default=".", help="directory that record image paths are relative to")
+    a("--data", required=True, nargs="+",
+      help="training records (JSONL); several files are concatenated (a data mix)")
+    a("--images", default=["."], nargs="+",
+      help="directory that record image paths are relative to: one for all --data files, "
+           "or one per file")
     a("--out", required=True, help="output directory (checkpoint-N/ and the final model)")
     a("--lr", type=float, default=None,
       help="learning rate (default: 1e-3 stage 0/1, 1e-5 stage 2)")
@@ -181,14 +205,14 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     if args.deepspeed and lr_scales:
         raise InvalidRequestError("--lr-scale needs the Trainer's own optimizer; with "
                                   "--deepspeed set per-group rates in the DeepSpeed config")
-    records = read_jsonl(args.data)
+    records = read_records(args.data, args.images)
     use_cpu = args.device == "cpu" or not torch.cuda.is_available()
     vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",
                         attn_implementation="sdpa")
     tokenizer = load_tokenizer(args.model)
     preprocessor = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(args.model),
                                      vlm.config.aux_image_aspect_ratio)
-    builder = SampleBuilder(tokenizer, preprocessor, args.images)
+    builder = SampleBuilder(tokenizer, preprocessor, "")  # read_records joined the dirs
     builder.build(records[0])  # fail fast on a bad first record, before any process forks
     plan = apply_stage(vlm, args.stage, tokenizer, lora=bool(args.lora))
     if args.lora:
@@ -214,7 +238,8 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         ddp_find_unused_parameters=False)
     info = {"stage": args.stage, "lr_scales": lr_scales,
             "command": " ".join(argv or sys.argv), "seed": args.seed,
-            "data": os.path.basename(args.data), "data_sha256": file_sha256(args.data),
+            "data": " ".join(os.path.basename(d) for d in args.data),
+            "data_sha256": " ".join(file_sha256(d) for d in args.data),
             "num_records": len(records), "start_model": os.path.abspath(args.model)}
     trainer = VLXSeekTrainer(model=TrainingModel(vlm), args=training_args,
                              train_dataset=RecordDataset(records, builder),
