@@ -393,9 +393,12 @@ def test_build_proposal_source(tiny_omdet, astronaut):
     assert isinstance(src, OmDetTurboProposals) and isinstance(src, ProposalSource)
     assert src.name.startswith("omdet_turbo:")
     assert len(src.propose(astronaut)) <= 5
-    with pytest.raises(ValueError, match="omdet_turbo, grounding_dino, owlv2, none"):
+    with pytest.raises(ValueError, match="omdet_turbo, grounding_dino, owlv2, wedetect, none"):
         build_proposal_source("upn", None)
-    assert PROPOSAL_KINDS == ("omdet_turbo", "grounding_dino", "owlv2", "none")
+    assert PROPOSAL_KINDS == ("omdet_turbo", "grounding_dino", "owlv2", "wedetect", "none")
+    # default thresholds are the kind's reference ones (UPN's for the zero-shot detectors)
+    assert build_proposal_source("omdet_turbo", str(tiny_omdet)).thresholds == {
+        "min_score": 0.3, "nms_iou": 0.8, "max_proposals": 100}
 
 
 def test_missing_or_wrong_checkpoint(tmp_path, tiny_omdet):

@@ -33,11 +33,9 @@ from .postprocess import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS,
 __all__ = [
     "GENERIC_VOCABULARY",
     "DEFAULT_MODELS",
-    "PROPOSAL_KINDS",
     "ProposalSource",
     "ZeroShotDetectorProposals",
     "OmDetTurboProposals",
-    "build_proposal_source",
 ]
 
 #: Class-agnostic prompt: generic object words; all classes' boxes are merged.
@@ -53,6 +51,7 @@ DEFAULT_MODELS: Dict[str, str] = {
     "omdet_turbo": "omlab/omdet-turbo-swin-tiny-hf",
     "grounding_dino": "IDEA-Research/grounding-dino-tiny",
     "owlv2": "google/owlv2-base-patch16-ensemble",
+    "wedetect": "fushh7/WeDetect",  # WeDetect-Base-Uni, licence unchecked (README)
 }
 
 #: ``config.model_type`` values accepted for each kind.
@@ -61,9 +60,6 @@ _MODEL_TYPES: Dict[str, Tuple[str, ...]] = {
     "grounding_dino": ("grounding-dino", "mm-grounding-dino"),
     "owlv2": ("owlv2", "owlvit"),
 }
-
-#: Kinds understood by :func:`build_proposal_source` (``"none"`` → no detector).
-PROPOSAL_KINDS: Tuple[str, ...] = ("omdet_turbo", "grounding_dino", "owlv2", "none")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -424,38 +420,3 @@ def _kind_of(model_type: str) -> str:
         if model_type in types:
             return kind
     return str(model_type)
-
-
-def build_proposal_source(kind: str, model: Optional[PathLike] = None, device="cpu", dtype=None,
-                          min_score: float = DEFAULT_MIN_SCORE, nms_iou: float = DEFAULT_NMS_IOU,
-                          max_proposals: int = MAX_PROPOSALS, *,
-                          local_files_only: Optional[bool] = None) -> Optional[ProposalSource]:
-    """Build the proposal source named by ``kind``.
-
-    Args:
-        kind: ``"omdet_turbo"`` (default detector), ``"grounding_dino"``, ``"owlv2"`` or
-            ``"none"`` (no detector: callers must supply boxes). Case-insensitive, ``-`` = ``_``.
-        model: checkpoint directory or hub id; ``None`` → :data:`DEFAULT_MODELS` ``[kind]``.
-        device, dtype, min_score, nms_iou, max_proposals, local_files_only: see
-            :class:`ZeroShotDetectorProposals`.
-
-    Returns:
-        A loaded :class:`ProposalSource`, or ``None`` for ``"none"``.
-
-    Raises:
-        ValueError: unknown ``kind`` (the message lists the valid kinds), invalid arguments.
-        CheckpointError: the model cannot be loaded.
-    """
-    k = str(kind).strip().lower().replace("-", "_")
-    if k not in PROPOSAL_KINDS:
-        raise ValueError(f"unknown proposal kind {kind!r}; "
-                         f"expected one of {', '.join(PROPOSAL_KINDS)}")
-    if k == "none":
-        return None
-    if model is None or (isinstance(model, str) and not model.strip()):
-        model = DEFAULT_MODELS[k]
-    common = dict(device=device, dtype=dtype, min_score=min_score, nms_iou=nms_iou,
-                  max_proposals=max_proposals, local_files_only=local_files_only)
-    if k == "omdet_turbo":
-        return OmDetTurboProposals(model, **common)
-    return ZeroShotDetectorProposals(model, model_class=k, **common)
