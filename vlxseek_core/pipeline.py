@@ -25,8 +25,8 @@ from .modeling import CACHE_KWARG, output_cache
 from .parsing import strip_end_tokens
 from .preprocessing import ImagePreprocessor
 from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
-from .proposals import (DEFAULT_MIN_SCORE, DEFAULT_NMS_IOU, MAX_PROPOSALS, PROPOSAL_KINDS,
-                        ProposalSource, build_proposal_source)
+from .proposals import (MAX_PROPOSALS, PROPOSAL_KINDS, ProposalSource, build_proposal_source,
+                        reference_thresholds)
 from .streaming import AnswerStreamer, CancelCriteria, QueryProgress
 from .tokenizer import check_vocabulary, load_tokenizer
 from .tokens import END_OF_TEXT, IM_END
@@ -86,8 +86,8 @@ class VLXSeek(FrameEncoder):
     @classmethod
     def from_pretrained(cls, model_path: str, device: str = "auto", dtype="auto",
                         proposal_source: str = "none", proposal_model: Optional[str] = None,
-                        proposal_min_score: float = DEFAULT_MIN_SCORE,
-                        proposal_nms_iou: float = DEFAULT_NMS_IOU,
+                        proposal_min_score: Union[float, str] = "auto",
+                        proposal_nms_iou: Union[float, str] = "auto",
                         max_proposals: int = MAX_PROPOSALS,
                         allow_key_mismatch: bool = False, attn_implementation: str = "auto",
                         compile_towers: Optional[str] = None, **kwargs) -> "VLXSeek":
@@ -100,9 +100,12 @@ class VLXSeek(FrameEncoder):
             device: ``cpu``, ``cuda[:N]`` or ``auto``.
             dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``
                 or a ``torch.dtype``.
-            proposal_source: ``omdet_turbo``, ``grounding_dino``, ``owlv2`` or ``none``.
+            proposal_source: ``omdet_turbo``, ``grounding_dino``, ``owlv2``, ``wedetect``
+                (WeDetect-Base-Uni, VLX-Seek 1.5's detector; weights' licence unchecked) or
+                ``none``.
             proposal_model: detector directory or hub id (``None`` = the kind's default).
-            proposal_min_score, proposal_nms_iou: finite numbers (spec §3.5).
+            proposal_min_score, proposal_nms_iou: finite numbers, or ``"auto"``: the kind's
+                reference values (0.3 / 0.8, spec §3.5; ``wedetect``: score > 0.0 / 0.7).
             max_proposals: int in ``[1, 100]``.
             allow_key_mismatch: run even if checkpoint keys do not match (testing only).
             attn_implementation: ``auto`` (flash-attention 2 on CUDA when installed, else
@@ -123,6 +126,11 @@ class VLXSeek(FrameEncoder):
 
         from .hub import resolve_model_path
 
+        ref_score, ref_iou = reference_thresholds(proposal_source)
+        if isinstance(proposal_min_score, str) and proposal_min_score == "auto":
+            proposal_min_score = ref_score
+        if isinstance(proposal_nms_iou, str) and proposal_nms_iou == "auto":
+            proposal_nms_iou = ref_iou
         check.load_args(model_path, device, dtype, proposal_source, proposal_model,
                         proposal_min_score, proposal_nms_iou, max_proposals, allow_key_mismatch,
                         attn_implementation, compile_towers, kwargs, PROPOSAL_KINDS,
