@@ -5,7 +5,7 @@ Examples::
     vlxseek query --model DIR --image photo.jpg --query "person; cup"
     vlxseek query --model DIR --image photo.jpg --task caption --boxes "[[10,20,200,300]]"
     vlxseek make-tiny-model DIR
-    vlxseek make-tiny-proposer DIR
+    vlxseek make-tiny-proposer DIR [--kind wedetect]
     vlxseek eval countbench --model DIR --data countbench.json --images IMGS --out OUT
     vlxseek inspect DIR [--spec vlm-fo1-3b-keys.json] [--json]
     vlxseek download [omlab/VLM-FO1_Qwen2.5-VL-3B-v01] [--dir DIR] [--revision REV]
@@ -53,7 +53,8 @@ def cmd_query(args) -> int:
     pipe = VLXSeek.from_pretrained(
         args.model, device=args.device, dtype=args.dtype,
         proposal_source=args.proposal_source, proposal_model=args.proposal_model,
-        proposal_min_score=args.min_score, proposal_nms_iou=args.nms_iou,
+        proposal_min_score="auto" if args.min_score is None else args.min_score,
+        proposal_nms_iou="auto" if args.nms_iou is None else args.nms_iou,
         max_proposals=args.max_proposals, constrained_decoding=not args.unconstrained)
     try:
         regions = [int(i) for i in args.regions.split(",")] if args.regions else None
@@ -78,6 +79,12 @@ def cmd_make_tiny_model(args) -> int:
 
 
 def cmd_make_tiny_proposer(args) -> int:
+    if args.kind == "wedetect":
+        from .proposals import write_tiny_wedetect
+
+        path = write_tiny_wedetect(args.directory)
+        print(f"wrote tiny random WeDetect-Uni proposal detector to {path}")
+        return 0
     from .proposals import write_tiny_omdet_turbo
 
     path = write_tiny_omdet_turbo(args.directory)
@@ -206,10 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help="cpu, cuda, auto")
     q.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     q.add_argument("--proposal-source", default="omdet_turbo",
-                   help="omdet_turbo, grounding_dino, owlv2 or none")
+                   help="omdet_turbo, grounding_dino, owlv2, wedetect or none")
     q.add_argument("--proposal-model", help="detector directory or hub id")
-    q.add_argument("--min-score", type=float, default=0.3)
-    q.add_argument("--nms-iou", type=float, default=0.8)
+    q.add_argument("--min-score", type=float, default=None,
+                   help="proposal score threshold (default: the source's reference value, "
+                        "0.3; wedetect: > 0)")
+    q.add_argument("--nms-iou", type=float, default=None,
+                   help="proposal NMS IoU (default: the source's, 0.8; wedetect: 0.7)")
     q.add_argument("--max-proposals", type=int, default=100)
     q.add_argument("--max-new-tokens", type=int, default=None)
     q.add_argument("--unconstrained", action="store_true",
@@ -227,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_make_tiny_model)
 
     p = sub.add_parser("make-tiny-proposer",
-                       help="write a tiny random OmDet-Turbo detector (tests/demos)")
+                       help="write a tiny random proposal detector (tests/demos)")
     p.add_argument("directory")
+    p.add_argument("--kind", default="omdet_turbo", choices=("omdet_turbo", "wedetect"),
+                   help="which detector (default OmDet-Turbo)")
     p.set_defaults(func=cmd_make_tiny_proposer)
     _add_tool_commands(sub)
     from .training.cli_data import add_data_commands  # make-scenes, make-train-data
