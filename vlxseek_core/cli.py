@@ -4,7 +4,7 @@ Examples::
 
     vlxseek query --model DIR --image photo.jpg --query "person; cup"
     vlxseek query --model DIR --image photo.jpg --task caption --boxes "[[10,20,200,300]]"
-    vlxseek make-tiny-model DIR
+    vlxseek make-tiny-model DIR [--family vlx_seek_1_5]
     vlxseek make-tiny-proposer DIR [--kind wedetect]
     vlxseek eval countbench --model DIR --data countbench.json --images IMGS --out OUT
     vlxseek inspect DIR [--spec vlm-fo1-3b-keys.json] [--json]
@@ -70,6 +70,14 @@ def cmd_query(args) -> int:
 
 
 def cmd_make_tiny_model(args) -> int:
+    if args.family == "vlx_seek_1_5":
+        from .families.vlx_seek_1_5.tiny import make_tiny_model as make_tiny_15
+
+        if args.preset != "tiny":
+            raise VLXSeekError("--family vlx_seek_1_5 has only the tiny preset")
+        path = make_tiny_15(args.directory, seed=args.seed)
+        print(f"wrote tiny random VLX-Seek 1.5 checkpoint to {path}")
+        return 0
     from .tiny import make_tiny_model
 
     path = make_tiny_model(args.directory, seed=args.seed,
@@ -234,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("squash", "dynamic", "dynamic_square"))
     t.add_argument("--preset", default="tiny", choices=("tiny", "small"),
                    help="tiny: test sizes; small: the trainable scene model (issue 9)")
+    t.add_argument("--family", default="vlm_fo1", choices=("vlm_fo1", "vlx_seek_1_5"),
+                   help="model family of the checkpoint (default VLM-FO1)")
     t.set_defaults(func=cmd_make_tiny_model)
 
     p = sub.add_parser("make-tiny-proposer",

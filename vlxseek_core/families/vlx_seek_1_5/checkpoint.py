@@ -70,7 +70,8 @@ def reference_state_dict(model, check_bias: bool = True) -> Dict[str, torch.Tens
     aux = {k[len(RADIO_INTERNAL_PREFIX):]: v for k, v in state.items()
            if k.startswith(RADIO_INTERNAL_PREFIX)}
     out = {k: v for k, v in state.items() if not k.startswith(RADIO_INTERNAL_PREFIX)}
-    out.update({RADIO_REFERENCE_PREFIX + k: v for k, v in radio_to_reference(aux, check_bias).items()})
+    aux = radio_to_reference(aux, check_bias)
+    out.update({RADIO_REFERENCE_PREFIX + k: v for k, v in aux.items()})
     return out
 
 
