@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 NODE_NAME = "vlxseek_detector"
-PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "topic", "none")
+PROPOSAL_SOURCES = ("omdet_turbo", "grounding_dino", "owlv2", "wedetect", "topic", "none")
 # proposal_source value that takes proposals from the `proposals` topic.
 TOPIC_SOURCE = "topic"
 DEVICES = "cpu, cuda, cuda:N or auto"
