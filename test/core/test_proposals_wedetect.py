@@ -243,3 +243,16 @@ def test_locations(tmp_path, tiny_dir):
     # …unless the architecture is given
     src = WeDetectProposals(tiny_dir / "model.safetensors", config=TINY_CONFIG)
     assert src.config == TINY_CONFIG
+
+
+def test_pipeline_uses_wedetect_thresholds(tiny_model_dir, tiny_dir, astronaut):
+    from vlxseek_core.pipeline import VLXSeek
+
+    pipe = VLXSeek.from_pretrained(tiny_model_dir, device="cpu", dtype="float32",
+                                   proposal_source="wedetect", proposal_model=str(tiny_dir),
+                                   max_new_tokens=8)
+    assert pipe.proposal_source.thresholds == {"min_score": 0.0, "nms_iou": 0.7,
+                                               "max_proposals": 100}
+    res = pipe.query(astronaut, "person", task="detect")
+    assert 0 < len(res.proposals) <= 100
+    assert (res.proposals.boxes <= 512).all() and (res.proposals.boxes >= 0).all()
