@@ -243,3 +243,17 @@ def test_no_boxes_encodes_the_image_only(tiny):
         frame = tiny["model"].encode_frame(tiny["pixel_values"], tiny["grid"], tiny["aux"],
                                            torch.zeros(0, 4))
     assert frame.region_embeds.shape == (0, 64)
+
+
+def test_bf16_load_encode_generate(tiny_dir, tiny):
+    """The reference's dtype: bf16 towers (the aux resize falls back to fp32 on CPU only)."""
+    model, _ = load_model(tiny_dir, dtype=torch.bfloat16)
+    assert model.model.vision_tower_aux.summary_idxs.dtype == torch.int64
+    with torch.no_grad():
+        frame = model.encode_frame(tiny["pixel_values"], tiny["grid"], tiny["aux"], BOXES)
+        embeds, positions, _ = model.build_inputs_embeds(tiny["ids"], frame)
+        out = model.generate(inputs_embeds=embeds, position_ids=positions,
+                             attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                             max_new_tokens=2, do_sample=False)
+    assert frame.region_embeds.dtype == torch.bfloat16
+    assert torch.isfinite(frame.region_embeds.float()).all() and out.shape == (1, 2)

@@ -148,13 +148,18 @@ class RadioAuxTower(nn.Module):
         Returns:
             ``[1, 3, H16, W16]`` in the tower dtype, ``(H16, W16) =``
             :func:`aux_input_size` ``(H, W)``: cast to the tower dtype first, bilinear
-            antialiased resize (skipped when already a multiple), then ``(x − mean) / std``
-            with bf16-rounded constants, each op in the tower dtype (bf16 in the reference).
+            antialiased resize (skipped when already a multiple; on CPU a half-precision
+            tower resizes in fp32), then ``(x − mean) / std`` with bf16-rounded constants,
+            each op in the tower dtype (bf16 in the reference).
         """
         x = image.to(self.dtype)
         size = aux_input_size(x.shape[-2], x.shape[-1], self.patch_size)
         if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            # torch has no half-precision antialiased kernel on CPU: resize in fp32 there and
+            # round back (on CUDA the resize runs in the tower dtype, as in the reference)
+            low_cpu = x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
+            x = F.interpolate(x.float() if low_cpu else x, size=size, mode="bilinear",
+                              align_corners=False, antialias=True).to(x.dtype)
         mean = bf16_rounded(self.norm_mean.float()).to(x.dtype)
         std = bf16_rounded(self.norm_std.float()).to(x.dtype)
         return (x - mean) / std
