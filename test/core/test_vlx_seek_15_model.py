@@ -257,3 +257,25 @@ def test_bf16_load_encode_generate(tiny_dir, tiny):
                              max_new_tokens=2, do_sample=False)
     assert frame.region_embeds.dtype == torch.bfloat16
     assert torch.isfinite(frame.region_embeds.float()).all() and out.shape == (1, 2)
+
+
+def test_prefix_cache_generation_equals_plain_generation(tiny):
+    """The pipeline's use: prefill the prompt prefix once through ``model.model`` and reuse
+    its (attention + gated-delta-net) cache for the question suffix."""
+    import copy
+
+    from vlxseek_core.modeling import CACHE_KWARG, output_cache
+
+    model, ids = tiny["model"], tiny["ids"]
+    with torch.no_grad():
+        embeds, positions, _ = model.build_inputs_embeds(ids, encode(tiny))
+        prefix = len(ids) - 8
+        cache = output_cache(model.model(inputs_embeds=embeds[:, :prefix],
+                                         position_ids=positions[..., :prefix], use_cache=True))
+        kwargs = dict(inputs_embeds=embeds, position_ids=positions, max_new_tokens=5,
+                      attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                      do_sample=False, output_scores=True, return_dict_in_generate=True)
+        plain = model.generate(**kwargs)
+        cached = model.generate(**kwargs, **{CACHE_KWARG: copy.deepcopy(cache)})
+    assert torch.equal(plain.sequences, cached.sequences)
+    assert max((a - b).abs().max().item() for a, b in zip(plain.scores, cached.scores)) < 1e-4
