@@ -6,12 +6,13 @@ import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from .modeling import EncodedFrame
-from .parsing import extract_reasoning, parse_answer, read_count
+from .parsing import (REGION_INDEX_TOKENS, IndexTokens, extract_reasoning, parse_answer,
+                      read_count)
 from .types import Detection, Proposals, QueryResult
 
 
@@ -42,7 +43,9 @@ class FrameEncoding:
         frame: tower/HFRE outputs, ``None`` when there are no regions, or when the query was
             cancelled before the towers ran (then :attr:`complete` is ``False``; such an
             encoding is never cached).
-        prefixes: ``system flag → (prefix ids, KV cache of the prefix)``, filled lazily.
+        prefixes: prefix key → ``(prefix ids, KV cache of the prefix)``, filled lazily; the
+            key is the model family's (VLM-FO1: the system-turn flag; see
+            :class:`vlxseek_core.families.FamilyPrompts`).
         timings_ms: time spent on this frame (proposals, preprocess, encode).
         answered: queries answered on this encoding so far; only the first one reports the
             frame's stage timings (later ones did not pay for them).
@@ -53,7 +56,7 @@ class FrameEncoding:
     proposals: Proposals
     warnings: List[str]
     frame: Optional[EncodedFrame]
-    prefixes: Dict[bool, tuple] = field(default_factory=dict)
+    prefixes: Dict[Any, tuple] = field(default_factory=dict)
     timings_ms: Dict[str, float] = field(default_factory=dict)
     answered: int = 0
 
@@ -85,17 +88,21 @@ def frame_key(pil, boxes=None, box_scores=None, proposals: Optional[Proposals] =
     return h.hexdigest()
 
 
-def fill_answer(result: QueryResult, answer: str) -> None:
+def fill_answer(result: QueryResult, answer: str,
+                index_tokens: IndexTokens = REGION_INDEX_TOKENS) -> None:
     """Parse ``answer`` into ``result``: groundings, rejected phrases, detections, count,
     reasoning, and a warning per absent phrase, for an empty answer and for a count answer
     without a number.
 
     Args:
         result: filled in place; ``result.task`` and ``result.proposals`` are read.
-        answer: the decoded answer, end tokens already removed.
+        answer: the decoded answer, end tokens already removed, its index tokens referring to
+            rows of ``result.proposals`` (the caller's indices).
+        index_tokens: the model family's index token spelling (``<regionK>`` by default,
+            ``<objK>`` for VLX-Seek 1.5).
     """
     proposals = result.proposals
-    parsed = parse_answer(answer, len(proposals))
+    parsed = parse_answer(answer, len(proposals), index_tokens)
     result.answer = answer
     result.groundings = parsed.groundings
     result.rejected = list(parsed.rejected)
@@ -109,7 +116,7 @@ def fill_answer(result: QueryResult, answer: str) -> None:
                   score=float(proposals.scores[i]))
         for g in parsed.groundings for i in g.region_indices]
     if result.task == "count":
-        count = read_count(answer)
+        count = read_count(answer, index_tokens)
         only_rejections = parsed.rejected and not parsed.region_indices
         if count is None and not only_rejections:
             result.warnings.append("the answer holds no number; count 0 is not a reading")

@@ -9,7 +9,7 @@ token-count benchmarks; real checkpoints bring their own tokenizer files.
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Sequence
 
 from .errors import CheckpointError
 from .tokens import QWEN25_FIRST_SPECIAL_ID, QWEN25_SPECIAL_TOKENS, VLM_FO1_ADDED_TOKENS
@@ -98,14 +98,26 @@ def tokenizer_class(directory: str):
     return getattr(transformers, TOKENIZER_CLASSES[name])
 
 
-def load_tokenizer(directory: str):
+FO1_REQUIRED_TOKENS = VLM_FO1_ADDED_TOKENS[:1] + ("<ground>", "<objects>")
+"""Tokens a VLM-FO1 tokenizer must have (the default of :func:`load_tokenizer`)."""
+
+
+def load_tokenizer(directory: str, required_tokens: Sequence[str] = FO1_REQUIRED_TOKENS,
+                   family: str = "VLM-FO1"):
     """Load a checkpoint's tokenizer (fast, from its own files; never remote code).
 
     The class comes from :func:`tokenizer_class` (an allow-list).
 
+    Args:
+        directory: the checkpoint directory.
+        required_tokens: added tokens the model family needs (default: VLM-FO1's
+            ``<region0>``, ``<ground>``, ``<objects>``); each model family passes its own
+            (:mod:`vlxseek_core.families`).
+        family: the family's name, for the error message.
+
     Raises:
         CheckpointError: no tokenizer files, a malformed one, a class outside the allow-list,
-            or the VLM-FO1 tokens are missing.
+            or one of ``required_tokens`` is missing.
     """
     cls = tokenizer_class(directory)
     try:
@@ -113,11 +125,11 @@ def load_tokenizer(directory: str):
     except Exception as exc:  # noqa: BLE001 - tokenizers/transformers raise many types
         raise CheckpointError(f"cannot load the tokenizer from {directory}: "
                               f"{type(exc).__name__}: {exc}") from exc
-    missing = [t for t in VLM_FO1_ADDED_TOKENS[:1] + ("<ground>", "<objects>")
+    missing = [t for t in required_tokens
                if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
         raise CheckpointError(
-            f"tokenizer in {directory} lacks the VLM-FO1 tokens {missing}; is this a VLM-FO1 "
+            f"tokenizer in {directory} lacks the {family} tokens {missing}; is this a {family} "
             "checkpoint?")
     return tokenizer
 
