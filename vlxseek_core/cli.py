@@ -1,5 +1,8 @@
 """``vlxseek`` command line: query a checkpoint, write tiny random checkpoints.
 
+Every command that reads a checkpoint takes either model family (``config.json``'s
+``model_type``: VLM-FO1 or VLX-Seek 1.5, see :mod:`vlxseek_core.families`).
+
 Examples::
 
     vlxseek query --model DIR --image photo.jpg --query "person; cup"
@@ -70,19 +73,12 @@ def cmd_query(args) -> int:
 
 
 def cmd_make_tiny_model(args) -> int:
-    if args.family == "vlx_seek_1_5":
-        from .families.vlx_seek_1_5.tiny import make_tiny_model as make_tiny_15
+    from .families import FAMILY_KEYS, family_for_model_type
 
-        if args.preset != "tiny":
-            raise VLXSeekError("--family vlx_seek_1_5 has only the tiny preset")
-        path = make_tiny_15(args.directory, seed=args.seed)
-        print(f"wrote tiny random VLX-Seek 1.5 checkpoint to {path}")
-        return 0
-    from .tiny import make_tiny_model
-
-    path = make_tiny_model(args.directory, seed=args.seed,
-                           aux_image_aspect_ratio=args.aux_aspect, preset=args.preset)
-    print(f"wrote {args.preset} random VLM-FO1 checkpoint to {path}")
+    family = family_for_model_type(FAMILY_KEYS[args.family])
+    path = family.make_tiny_model(args.directory, seed=args.seed, preset=args.preset,
+                                  aux_image_aspect_ratio=args.aux_aspect)
+    print(f"wrote {args.preset} random {family.name} checkpoint to {path}")
     return 0
 
 
@@ -106,6 +102,7 @@ def cmd_eval(args) -> int:
     import os
 
     from .evaluation import EvalError, build_protocol, run_eval
+    from .evaluation.templates import uses_templates
     from .hub import resolve_model_path
     from .pipeline import VLXSeek
 
@@ -122,6 +119,10 @@ def cmd_eval(args) -> int:
     pipe = VLXSeek.from_pretrained(model_dir, device=args.device, dtype=args.dtype,
                                    proposal_source=args.proposal_source,
                                    proposal_model=args.proposal_model)
+    if uses_templates(pipe):
+        # templates of region tasks would be constrained; the reference decodes plain greedy
+        # (VLX-Seek 1.5 §4.3), as VLM-FO1's verbatim vqa prompts are
+        pipe.constrained_decoding = False
     summary = run_eval(protocol, pipe, args.out, limit=args.limit,
                        max_new_tokens=args.max_new_tokens, model_id=os.path.abspath(model_dir),
                        restart=args.restart, progress=not args.no_progress)
@@ -186,7 +187,8 @@ def _add_tool_commands(sub) -> None:
 
     i = sub.add_parser("inspect", help="check a checkpoint directory without loading weights")
     i.add_argument("directory")
-    i.add_argument("--spec", help="vlm-fo1-3b-keys.json to compare the added keys with")
+    i.add_argument("--spec", help="key file to compare with: vlm-fo1-3b-keys.json (VLM-FO1) "
+                   "or vlx-seek-1.5-10b-keys.json (VLX-Seek 1.5)")
     i.add_argument("--json", action="store_true", help="machine-readable report")
     i.add_argument("--max-items", type=int, default=10, help="details shown per check")
     i.set_defaults(func=cmd_inspect)
@@ -212,10 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("query", help="answer one query about one image, print JSON")
-    q.add_argument("--model", required=True, help="VLM-FO1 checkpoint directory")
+    q.add_argument("--model", required=True,
+                   help="checkpoint directory or hub id (VLM-FO1 or VLX-Seek 1.5)")
     q.add_argument("--image", required=True, help="image file")
     q.add_argument("--query", default="", help='text, e.g. "person; cup"')
-    q.add_argument("--task", default="detect", help="detect, refer, count, caption, ocr, ...")
+    q.add_argument("--task", default="detect", help="detect, refer, count, caption, ocr, ... "
+                   "(VLX-Seek 1.5: detect, refer, count, caption, ocr, reason, vqa)")
     q.add_argument("--boxes", help="JSON list of xyxy pixel boxes replacing proposals")
     q.add_argument("--regions", help="comma-separated region indices for region tasks")
     q.add_argument("--device", default="auto", help="cpu, cuda, auto")

@@ -547,7 +547,33 @@ def _check_spec(report: InspectReport, spec_path: str, tensors: Dict[str, Tensor
 
 
 def inspect_checkpoint(directory: str, spec_path: Optional[str] = None) -> InspectReport:
-    """Check ``directory`` without loading weights (see the module docstring).
+    """Check ``directory`` without loading weights, with the checks of its model family.
+
+    ``config.json``'s ``model_type`` selects the family (:mod:`vlxseek_core.families`); a
+    directory without a readable one, or with an unknown ``model_type``, gets the VLM-FO1
+    checks (which report what is wrong).
+
+    Args:
+        directory: checkpoint directory.
+        spec_path: optional key file to compare with (``vlm-fo1-3b-keys.json``,
+            ``vlx-seek-1.5-10b-keys.json``).
+
+    Returns:
+        :class:`InspectReport`; never raises for problems of the checkpoint itself.
+    """
+    from .families import MODEL_TYPES, family_for_model_type, read_model_type
+
+    try:
+        model_type = read_model_type(directory)
+    except CheckpointError:
+        model_type = None
+    if model_type != MODEL_TYPE and isinstance(model_type, str) and model_type in MODEL_TYPES:
+        return family_for_model_type(model_type).inspect(directory, spec_path)
+    return inspect_fo1_checkpoint(directory, spec_path)
+
+
+def inspect_fo1_checkpoint(directory: str, spec_path: Optional[str] = None) -> InspectReport:
+    """Check a VLM-FO1 ``directory`` without loading weights (see the module docstring).
 
     Args:
         directory: checkpoint directory.

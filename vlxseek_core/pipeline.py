@@ -1,10 +1,11 @@
-"""The end-to-end VLM-FO1 pipeline: image + text → grounded regions (spec §4).
+"""The end-to-end pipeline: image + text → grounded regions (spec §4).
 
-``VLXSeek.from_pretrained(dir)`` loads a checkpoint directory; ``query(image, text, task)``
-runs proposals → preprocessing → both towers + HFRE → prompt splicing → greedy decoding →
-parsing, and maps region indices back to boxes in the caller's image. The vision half
-(proposals, towers, HFRE, frame cache) is :class:`~vlxseek_core.frame_encoder.FrameEncoder`,
-which ``VLXSeek`` extends with the language half.
+``VLXSeek.from_pretrained(dir)`` loads a checkpoint of a registered model family (VLM-FO1,
+VLX-Seek 1.5: ``config.json``'s ``model_type``, :mod:`vlxseek_core.families`, which supplies
+everything family-specific); ``query(image, text, task)`` runs proposals → preprocessing →
+both towers + HFRE → prompt splicing → greedy decoding → parsing, and maps region indices back
+to boxes in the caller's image. The vision half (proposals, towers, HFRE, frame cache) is
+:class:`~vlxseek_core.frame_encoder.FrameEncoder`, which ``VLXSeek`` extends.
 """
 from __future__ import annotations
 
@@ -15,24 +16,22 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import validation as check
-from .checkpoint import load_model
+from .checkpoint import load_model  # noqa: F401 - VLM-FO1's loader, patched by tests
 from .decoding import RegionAnswerLogitsProcessor
-from .errors import CheckpointError, InvalidRequestError
+from .errors import InvalidRequestError
 from .devices import compile_vision_towers, resolve_device, resolve_dtype  # noqa: F401
+from .families import ModelFamily, PromptRequest, family_of_checkpoint, family_of_model
 from .frame_encoder import FrameEncoder
 from .frames import FrameEncoding, StageTimer, fill_answer
 from .modeling import CACHE_KWARG, output_cache
-from .parsing import strip_end_tokens
-from .preprocessing import ImagePreprocessor
-from .prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from .proposals import (MAX_PROPOSALS, PROPOSAL_KINDS, ProposalSource, build_proposal_source,
                         reference_thresholds)
 from .streaming import AnswerStreamer, CancelCriteria, QueryProgress
-from .tokenizer import check_vocabulary, load_tokenizer
-from .tokens import END_OF_TEXT, IM_END
+from .tokenizer import check_vocabulary
 from .types import Proposals, QueryResult
 
 DEFAULT_MAX_NEW_TOKENS = 1024
+"""VLM-FO1's default budget; each family has its own (``ModelFamily.default_max_new_tokens``)."""
 FALLBACK_CONTEXT = 32768
 """Cap of ``max_new_tokens`` for a model config without ``max_position_embeddings``."""
 
@@ -41,7 +40,7 @@ QuerySpec = Union[str, Tuple[str, Optional[str]]]
 
 
 class VLXSeek(FrameEncoder):
-    """VLM-FO1 inference on one device. Thread-safe: one inference runs at a time.
+    """Region-retrieval VLM inference on one device. Thread-safe: one inference runs at a time.
 
     Every public method checks all of its arguments first (:mod:`vlxseek_core.validation`):
     bad input raises :class:`~vlxseek_core.errors.InvalidRequestError` or
@@ -50,38 +49,55 @@ class VLXSeek(FrameEncoder):
     :class:`~vlxseek_core.types.QueryResult`).
 
     Args:
-        model: a loaded :class:`~vlxseek_core.modeling.VLMFO1ForCausalLM`.
+        model: a loaded model of a registered family
+            (:class:`~vlxseek_core.modeling.VLMFO1ForCausalLM`, ``VLXSeek15ForCausalLM``).
         tokenizer: its tokenizer.
-        preprocessor: :class:`~vlxseek_core.preprocessing.ImagePreprocessor`.
+        preprocessor: the family's preprocessor (``ModelFamily.build_preprocessor``; VLM-FO1:
+            :class:`~vlxseek_core.preprocessing.ImagePreprocessor`).
         proposal_source: detector for queries without user boxes, or ``None``.
         max_new_tokens: default decoding budget, an int in ``[1, max_new_tokens_limit]``;
-            ``None``: 1024 (:data:`DEFAULT_MAX_NEW_TOKENS`) or the model's context if shorter.
+            ``None``: the family's default (VLM-FO1 1024, VLX-Seek 1.5 2048) or the model's
+            context if shorter.
         constrained_decoding: keep region answers well-formed (region-answer tasks only).
         frame_cache_size: frames whose encoding (proposals, towers, HFRE, prompt-prefix KV
             cache) is kept for further questions, ``[0, 1024]``; 0 disables reuse.
+        family: the model family (:class:`~vlxseek_core.families.ModelFamily`); ``None``:
+            the one registered for ``model.config.model_type``.
+
+    Attributes:
+        family: the model family; tasks: the task specs it supports.
 
     Raises:
         InvalidRequestError: an option of the wrong type or out of range.
+        CheckpointError: a model of no registered family.
     """
 
-    def __init__(self, model, tokenizer, preprocessor: ImagePreprocessor,
+    def __init__(self, model, tokenizer, preprocessor,
                  proposal_source: Optional[ProposalSource] = None,
                  max_new_tokens: Optional[int] = None,
-                 constrained_decoding: bool = True, frame_cache_size: int = 2):
+                 constrained_decoding: bool = True, frame_cache_size: int = 2,
+                 family: Optional[ModelFamily] = None):
+        self.family = family if family is not None else family_of_model(model)
         text_config = getattr(model.config, "text_config", model.config)
         self.max_new_tokens_limit = int(getattr(text_config, "max_position_embeddings", None)
                                         or FALLBACK_CONTEXT)
         """Largest ``max_new_tokens``: the model's ``max_position_embeddings``."""
         if max_new_tokens is None:
-            max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, self.max_new_tokens_limit)
+            max_new_tokens = min(self.family.default_max_new_tokens, self.max_new_tokens_limit)
         self.max_new_tokens, self.constrained_decoding, frame_cache_size = \
             check.pipeline_options(max_new_tokens, constrained_decoding, frame_cache_size,
                                    self.max_new_tokens_limit)
         super().__init__(model, preprocessor, proposal_source, frame_cache_size)
         self.tokenizer = tokenizer
-        self.prompt_tokenizer = PromptTokenizer(tokenizer)
-        self.end_ids = [i for i in tokenizer.convert_tokens_to_ids([IM_END, END_OF_TEXT])
-                        if i is not None]
+        self.prompts = self.family.prompts(tokenizer, model)
+        self.prompt_tokenizer = getattr(self.prompts, "prompt_tokenizer", None)
+        """VLM-FO1's :class:`~vlxseek_core.prompts.PromptTokenizer` (``None`` for others)."""
+        self.end_ids = self.prompts.end_ids
+
+    @property
+    def tasks(self):
+        """Task name → :class:`~vlxseek_core.prompts.TaskSpec` of the tasks this model has."""
+        return self.family.tasks
 
     @classmethod
     def from_pretrained(cls, model_path: str, device: str = "auto", dtype="auto",
@@ -94,9 +110,10 @@ class VLXSeek(FrameEncoder):
         """Load a checkpoint directory (and optionally a proposal detector).
 
         Args:
-            model_path: VLM-FO1 checkpoint directory (config.json, tokenizer, safetensors), or
-                a hub repo id (``owner/name``) fetched once with huggingface_hub (safetensors
-                and config files only).
+            model_path: checkpoint directory (config.json, tokenizer, safetensors) of a
+                registered family (``model_type`` ``omchat_qwen2_5_vl``: VLM-FO1,
+                ``vlx_seek_1_5``: VLX-Seek 1.5), or a hub repo id (``owner/name``) fetched
+                once with huggingface_hub (safetensors and config files only).
             device: ``cpu``, ``cuda[:N]`` or ``auto``.
             dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``
                 or a ``torch.dtype``.
@@ -118,12 +135,11 @@ class VLXSeek(FrameEncoder):
         Raises:
             InvalidRequestError: an argument of the wrong type or value (bad device, dtype,
                 proposal kind, threshold, unknown keyword), checked before anything loads.
-            CheckpointError: unreadable/incompatible checkpoint, tokenizer, preprocessor
-                config or detector.
+            CheckpointError: unreadable/incompatible checkpoint, an unsupported
+                ``model_type`` (the message lists the supported ones), tokenizer,
+                preprocessor config or detector.
             HubError: a repo id that cannot be fetched (offline, unknown repo).
         """
-        from transformers import Qwen2VLImageProcessorPil
-
         from .hub import resolve_model_path
 
         ref_score, ref_iou = reference_thresholds(proposal_source)
@@ -138,25 +154,18 @@ class VLXSeek(FrameEncoder):
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model_path = resolve_model_path(os.fspath(model_path))
-        model, _ = load_model(model_path, dtype=torch_dtype, device=device,
-                              allow_key_mismatch=allow_key_mismatch,
-                              attn_implementation=attn_implementation)
+        family = family_of_checkpoint(model_path)
+        model, _ = family.load_model(model_path, torch_dtype, device, allow_key_mismatch,
+                                     attn_implementation)
         if compile_towers:
-            compile_vision_towers(model, compile_towers)
-        tokenizer = load_tokenizer(model_path)
+            family.compile_towers(model, compile_towers)
+        tokenizer = family.load_tokenizer(model_path)
         check_vocabulary(tokenizer, model.config.text_config.vocab_size, model_path)
-        try:
-            qwen_processor = Qwen2VLImageProcessorPil.from_pretrained(model_path)
-        except Exception as exc:  # noqa: BLE001 - transformers raises many types here
-            raise CheckpointError(f"cannot read preprocessor_config.json in {model_path}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
-        # the aux side is the reference processor's hard-coded 768, not the config's
-        # aux_image_size (spec §4.1 step 3)
-        preprocessor = ImagePreprocessor(qwen_processor, model.config.aux_image_aspect_ratio)
+        preprocessor = family.build_preprocessor(model_path, model)
         source = build_proposal_source(proposal_source, proposal_model, device=device,
                                        min_score=proposal_min_score, nms_iou=proposal_nms_iou,
                                        max_proposals=max_proposals)
-        return cls(model, tokenizer, preprocessor, source, **kwargs)
+        return cls(model, tokenizer, preprocessor, source, family=family, **kwargs)
 
     # ------------------------------------------------------------------ query
 
@@ -210,7 +219,7 @@ class VLXSeek(FrameEncoder):
                 as soon as the proposals are known); no boxes, no ``proposals`` and no
                 detector for a task other than ``vqa``.
         """
-        name = check.task(task)
+        name = self.family.check_task(check.task(task))
         check.text(text, name)
         return self.query_many(image, [(text, name)], boxes=boxes, box_scores=box_scores,
                                region_indices=region_indices, max_new_tokens=max_new_tokens,
@@ -249,26 +258,31 @@ class VLXSeek(FrameEncoder):
         budget = check.max_new_tokens(max_new_tokens, self.max_new_tokens_limit)
         progress = check.progress(progress)
         check.regions_available(specs, indices, frame)
+        for text, name in specs:  # what this model family cannot ask fails before any work
+            self.family.check_task(name)
+            self.prompts.check(name, text, indices, frame.boxes is not None)
         if not specs:
             return []
         with self._lock:
-            boxless = [TASKS[name].runs_without_regions for _, name in specs]
+            boxless = [self.tasks[name].runs_without_regions for _, name in specs]
             enc = self._encode(frame, lambda n: check.indices_in_range(indices, n), progress,
                                need_image=any(boxless), image_only=all(boxless))
             return [self._answer(enc, text, name, indices, budget, frame.boxes is not None,
                                  progress) for text, name in specs]
 
     @torch.inference_mode()
-    def _prefix(self, enc: FrameEncoding, system: bool, timer: StageTimer):
-        """``(prefix ids, KV cache)`` of the frame's prompt prefix, computed once."""
-        if system not in enc.prefixes:
+    def _prefix(self, enc: FrameEncoding, key, timer: StageTimer):
+        """``(prefix ids, cache)`` of the frame's prompt prefix for prefix key ``key`` (VLM-FO1:
+        the system flag), computed once. The cache holds every layer's state (attention KV and,
+        for hybrid models, the recurrent/convolution state); questions get deep copies."""
+        if key not in enc.prefixes:
             with timer.stage("prefill_prefix"):
-                ids = self.prompt_tokenizer.build_prefix(len(enc.proposals), system)
+                ids = self.prompts.prefix_ids(key, enc)
                 embeds, positions, _ = self.model.build_inputs_embeds(ids, enc.frame)
                 out = self.model.model(inputs_embeds=embeds, position_ids=positions,
                                        use_cache=True)
-            enc.prefixes[system] = (ids, output_cache(out))
-        return enc.prefixes[system]
+            enc.prefixes[key] = (ids, output_cache(out))
+        return enc.prefixes[key]
 
     def answer(self, enc: FrameEncoding, text: str = "", task: str = "detect",
                region_indices: Optional[Sequence[int]] = None,
@@ -291,11 +305,12 @@ class VLXSeek(FrameEncoder):
         if not isinstance(enc, FrameEncoding):
             raise InvalidRequestError(f"enc must be a FrameEncoding from VLXSeek.encode, got "
                                       f"{type(enc).__name__}")
-        name = check.task(task)
+        name = self.family.check_task(check.task(task))
         text = check.text(text, name)
         indices = check.region_indices(region_indices)
         budget = check.max_new_tokens(max_new_tokens, self.max_new_tokens_limit)
         user_boxes = check.flag(user_boxes, "user_boxes")
+        self.prompts.check(name, text, indices, user_boxes)
         return self._answer(enc, text, name, indices, budget, user_boxes)
 
     def _answer(self, enc: FrameEncoding, text: str, task: str,
@@ -303,13 +318,13 @@ class VLXSeek(FrameEncoder):
                 user_boxes: bool, progress: Optional[QueryProgress] = None) -> QueryResult:
         """:meth:`answer` of checked arguments; with ``progress`` cancelled, or an encoding
         left incomplete by a cancel, nothing is decoded (``cancelled=True``)."""
-        spec = TASKS[task]
+        spec = self.tasks[task]
         if not region_indices and spec.needs_regions and user_boxes:
             region_indices = list(range(len(enc.proposals)))
         check.indices_in_range(region_indices, len(enc.proposals))
-        parts = task_parts(task, text, region_indices or ())
+        req = self.prompts.request(task, text, region_indices or (), enc)
         timer = StageTimer()
-        result = QueryResult(task=task, query=text, prompt_text=parts_to_text(parts),
+        result = QueryResult(task=task, query=text, prompt_text=req.prompt_text,
                              answer="", groundings=[], detections=[],
                              proposals=enc.proposals.copy(), image_size=enc.image_size,
                              warnings=list(enc.warnings))
@@ -320,40 +335,42 @@ class VLXSeek(FrameEncoder):
             _cancelled_before_decoding(result)
         else:
             with self._lock:
-                self._generate(enc, parts, spec, result, timer, max_new_tokens, progress)
+                self._generate(enc, req, spec, result, timer, max_new_tokens, progress)
         frame_ms = enc.timings_ms if enc.answered == 0 else {}
         enc.answered += 1
         result.timings_ms = {**frame_ms, **timer.ms}
         return result
 
     @torch.inference_mode()
-    def _generate(self, enc: FrameEncoding, parts, spec, result: QueryResult, timer: StageTimer,
-                  max_new_tokens: Optional[int],
+    def _generate(self, enc: FrameEncoding, req: PromptRequest, spec, result: QueryResult,
+                  timer: StageTimer, max_new_tokens: Optional[int],
                   progress: Optional[QueryProgress] = None) -> None:
-        system = self.prompt_tokenizer.wants_system_turn(parts)
-        prefix_ids, prefix_cache = self._prefix(enc, system, timer)
+        key, suffix_ids = self.prompts.prompt_ids(req, enc)
+        prefix_ids, prefix_cache = ([], None) if key is None else self._prefix(enc, key, timer)
         if progress is not None and progress.cancelled:  # cancelled during the prefill
             _cancelled_before_decoding(result)
             return
-        input_ids = prefix_ids + self.prompt_tokenizer.build_suffix(parts)
+        input_ids = prefix_ids + suffix_ids
         embeds, position_ids, _ = self.model.build_inputs_embeds(input_ids, enc.frame)
         processors = []
         budget = max_new_tokens or self.max_new_tokens
         if self.constrained_decoding and spec.region_answer:
             processors.append(RegionAnswerLogitsProcessor(
                 self.tokenizer, len(enc.proposals), trailing_text=(result.task == "count"),
-                max_new_tokens=budget))
+                max_new_tokens=budget, **self.prompts.constraint_options))
         streamer, stopping = None, None
         if progress is not None:
             progress.stage("generate")
-            streamer = AnswerStreamer(self.tokenizer, progress, clean=strip_end_tokens)
+            streamer = AnswerStreamer(self.tokenizer, progress, clean=req.clean)
             stopping = [CancelCriteria(progress.cancel)]
+        # the prefix stays reusable: each question decodes on a deep copy of its cache
+        cache = {} if prefix_cache is None else {CACHE_KWARG: copy.deepcopy(prefix_cache)}
         with timer.stage("generate"):
             out = self.model.generate(
                 inputs_embeds=embeds, position_ids=position_ids,
                 attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
                                           device=embeds.device),
-                **{CACHE_KWARG: copy.deepcopy(prefix_cache)},  # the prefix stays reusable
+                **cache,
                 max_new_tokens=budget, do_sample=False, num_beams=1,
                 eos_token_id=self.end_ids, pad_token_id=self.end_ids[-1],
                 logits_processor=processors or None, temperature=None, top_p=None,
@@ -369,9 +386,10 @@ class VLXSeek(FrameEncoder):
                                    f"partial")
         elif not ended:
             result.warnings.append(f"answer cut off at max_new_tokens={budget}")
-        self._fill_answer(result, strip_end_tokens(raw))
+        fill_answer(result, req.clean(raw), self.family.index_tokens)
 
     _fill_answer = staticmethod(fill_answer)
+    """VLM-FO1's answer reading (``<regionK>``), for callers that fill results themselves."""
 
 
 def _cancelled_before_decoding(result: QueryResult) -> None:
