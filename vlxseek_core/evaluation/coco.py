@@ -262,6 +262,7 @@ class CocoProtocol(EvalProtocol):
     """
 
     name = "coco"
+    template_task = "detect"
 
     def __init__(self, annotations: str, images_dir: str, data_path: Optional[str] = None,
                  parse: str = "strict", score_images: str = "all"):

@@ -86,6 +86,9 @@ class EvalProtocol:
     name = ""
     needs_detector = False
     """True when no record carries proposals, so the pipeline must have a detector."""
+    template_task: Optional[str] = None
+    """The project task that asks this benchmark of a template-asked model family (VLX-Seek
+    1.5, :mod:`.templates`); ``None``: no mapping."""
 
     def __init__(self, data_path: Optional[str], images_dir: str):
         self.data_path = data_path
@@ -311,7 +314,11 @@ class ResultStore:
 def _query(pipeline, protocol: EvalProtocol, raw: dict,
            max_new_tokens: Optional[int]) -> Dict[str, Any]:
     """Run one record through the pipeline; returns the entry's ok-fields (raises on error)."""
+    from .templates import region_spelling, template_query, uses_templates
+
     req = protocol.request(raw)
+    templated = uses_templates(pipeline)
+    task, text = template_query(protocol, raw) if templated else (RAW_PROMPT_TASK, req.prompt)
     image = load_image(req.image_path)
     warnings: List[str] = []
     boxes = scores = None
@@ -329,7 +336,7 @@ def _query(pipeline, protocol: EvalProtocol, raw: dict,
             warnings.append(f"{fixed} degenerate proposals widened to 1 px")
     else:
         model_boxes = None
-    result = pipeline.query(image, req.prompt, task=RAW_PROMPT_TASK, boxes=model_boxes,
+    result = pipeline.query(image, text, task=task, boxes=model_boxes,
                             box_scores=None if scores is None else scores.astype(np.float32),
                             max_new_tokens=max_new_tokens)
     if boxes is None:  # the pipeline's detector proposed: indices refer to its proposals
@@ -338,7 +345,9 @@ def _query(pipeline, protocol: EvalProtocol, raw: dict,
     answer = result.answer
     warnings.extend(getattr(result, "warnings", None) or [])
     entry = {"answer": answer, "num_boxes": int(len(boxes)), "warnings": warnings}
-    entry.update(protocol.predict(raw, answer, boxes, scores))
+    # a template-asked family's <objK> are read as <regionK> (same caller indices)
+    read = region_spelling(answer, pipeline.family.index_tokens) if templated else answer
+    entry.update(protocol.predict(raw, read, boxes, scores))
     return entry
 
 
@@ -376,6 +385,9 @@ def run_eval(protocol: EvalProtocol, pipeline, out_dir: str, *, limit: Optional[
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from .templates import check_protocol
+
+    check_protocol(protocol, pipeline)
     records = protocol.load()
     if limit is not None:
         records = records[:max(0, int(limit))]

@@ -43,6 +43,8 @@ class CountProtocol(EvalProtocol):
         name: ``countbench`` or ``pixmo-count`` (only the label differs).
     """
 
+    template_task = "count"
+
     def __init__(self, data_path: str, images_dir: str, name: str = "countbench"):
         super().__init__(data_path, images_dir)
         self.name = name

@@ -109,6 +109,8 @@ class RefCocoProtocol(EvalProtocol):
         name: label of the run (``refcoco``, ``refcoco+``, ``refcocog``).
     """
 
+    template_task = "refer"
+
     def __init__(self, data_path: str, images_dir: str, gt_format: str = "xywh",
                  name: str = "refcoco"):
         super().__init__(data_path, images_dir)
