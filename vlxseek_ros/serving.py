@@ -61,7 +61,6 @@ class DetectorServing(RuntimeParameters, ServingCore, QueryAnswering, ServingInt
             StartupError: the runtime parameters are unusable.
         """
         self._params = params
-        self._tasks = task_specs()
         self._state_lock = threading.Lock()   # guards the fields below
         self._model_lock = threading.Lock()   # one inference at a time
         self._runtime = Runtime(**{n: params[n] for n in RUNTIME_NAMES})
@@ -112,6 +111,11 @@ class DetectorServing(RuntimeParameters, ServingCore, QueryAnswering, ServingInt
         self._status_group = MutuallyExclusiveCallbackGroup()
         self._proposal_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def _tasks(self) -> Dict[str, Any]:
+        """The tasks the loaded model's family supports (all of them before it loads)."""
+        return task_specs(self._pipe)
 
     def _warm_up(self) -> None:
         """With parameter ``warmup``: one inference on a synthetic frame, timed and logged.

@@ -69,7 +69,11 @@ def seconds_to_ns(seconds: float) -> int:
     return int(round(float(seconds) * 1e9))
 
 
-def task_specs() -> Dict[str, Any]:
-    """Task name -> spec (``needs_query``, ``needs_regions``) from vlxseek_core."""
-    from vlxseek_core.prompts import TASKS as specs
+def task_specs(pipe: Any = None) -> Dict[str, Any]:
+    """Task name -> spec (``needs_query``, ``needs_regions``): the tasks of ``pipe``'s model
+    family (``VLXSeek.tasks``), else all of vlxseek_core's (no pipeline yet, or a stand-in
+    without ``tasks``)."""
+    specs = getattr(pipe, "tasks", None)
+    if specs is None:
+        from vlxseek_core.prompts import TASKS as specs
     return dict(specs)
