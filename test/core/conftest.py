@@ -4,6 +4,7 @@ import pytest
 from training_fixtures import builder, images_dir, train_model_dir  # noqa: F401 (fixtures)
 from checkpoint_fixtures import ckpt, module_checkpoint  # noqa: F401 (fixtures)
 from validation_fixtures import fast_pipeline, one_thread, small_image  # noqa: F401 (fixtures)
+from vlx15_fixtures import tiny15_dir, tiny15_pipeline, tiny15_raster_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")
