@@ -16,6 +16,11 @@
       ```<|im_end|>
 
 Both strings end with ``<|im_end|>``: the model has to emit it to stop in either format.
+
+For VLX-Seek 1.5 the region answer names ``<objK>`` instead of ``<regionK>`` (spec
+vlx-seek-1.5 §4.5) and the coordinate answer uses coordinates relative to the image scaled to
+0…1000 (``relative=True``), the grounding convention of Qwen3-VL, which Qwen3.5 is **assumed**
+to keep (the spec does not state Qwen3.5's native grounding format).
 """
 from __future__ import annotations
 
@@ -75,19 +80,29 @@ def _by_label(objects: SceneObjects) -> Dict[str, List[int]]:
     return groups
 
 
-def region_answer(objects: SceneObjects) -> str:
-    """The VLM-FO1 answer naming the objects by region index (one block per label)."""
+def region_answer(objects: SceneObjects, index_prefix: str = "region") -> str:
+    """The answer naming the objects by region index (one block per label).
+
+    Args:
+        index_prefix: ``"region"`` (VLM-FO1 ``<regionK>``) or ``"obj"`` (VLX-Seek 1.5).
+    """
     blocks = []
     for label, positions in _by_label(objects).items():
-        refs = "".join(f"<region{k}>" for k in sorted(objects.region_indices[p]
-                                                      for p in positions))
+        refs = "".join(f"<{index_prefix}{k}>" for k in sorted(objects.region_indices[p]
+                                                              for p in positions))
         blocks.append(f"<ground>{label}</ground><objects>{refs}</objects>")
     return "".join(blocks) + "<|im_end|>"
 
 
-def coordinate_answer(objects: SceneObjects) -> str:
-    """The Qwen2.5-VL answer writing every object's ``bbox_2d`` (grouped by label)."""
-    w_in, h_in = qwen_resized_size(objects.width, objects.height)
+def coordinate_answer(objects: SceneObjects, relative: bool = False) -> str:
+    """The Qwen-VL answer writing every object's ``bbox_2d`` (grouped by label).
+
+    Args:
+        relative: coordinates in 0…1000 of the image (Qwen3-VL convention, used for
+            VLX-Seek 1.5) instead of Qwen2.5-VL's absolute pixels of the resized input.
+    """
+    w_in, h_in = ((1000, 1000) if relative
+                  else qwen_resized_size(objects.width, objects.height))
     scale = np.array([w_in / objects.width, h_in / objects.height] * 2, dtype=np.float64)
     lines = []
     for label, positions in _by_label(objects).items():

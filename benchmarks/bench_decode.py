@@ -8,11 +8,20 @@ of the equivalent Qwen2.5-VL ``bbox_2d`` answer (:mod:`benchmarks.answers`), N o
 The region answer runs under the pipeline's constrained decoding (``RegionAnswerLogitsProcessor``)
 unless ``--no-constraint``; the coordinate answer runs unconstrained, as Qwen2.5-VL does.
 
+VLX-Seek 1.5 (``--config vlxseek15-*``, :mod:`benchmarks.vlx15`): the 1.5 ``detection`` prompt
+(expanded image pads and one ``<objfeat>`` per proposal, 1-D sequential positions), the
+region answer with ``<objK>``, the coordinate answer with 0…1000 relative coordinates (the
+Qwen3-VL convention, assumed for Qwen3.5), token counts from the offline stand-in tokenizer
+(exact Qwen2 BPE, so they approximate the real Qwen3.5 vocabulary's), and decoding through the
+hybrid cache (gated-delta-net state + attention KV).
+
 Usage::
 
     python -m benchmarks.bench_decode                      # tiny model, CPU
     python -m benchmarks.bench_decode --config real3b --device cuda
     python -m benchmarks.bench_decode --config real3b --layers 2 --sizes 1 5 10   # CPU
+    python -m benchmarks.bench_decode --config vlxseek15-10b --device cuda
+    python -m benchmarks.bench_decode --config vlxseek15-depthcut --frame 640x360 --sizes 1 5
 """
 from __future__ import annotations
 
@@ -29,7 +38,8 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.answers import (MIXED_LABELS, coordinate_answer, region_answer,  # noqa: E402
                                 sample_objects, token_ids)
-from benchmarks.configs import add_model_size_arguments, build_random_model  # noqa: E402
+from benchmarks.configs import (ALL_CONFIG_NAMES, InsufficientMemory,  # noqa: E402
+                                add_model_size_arguments, build_random_model, family)
 from benchmarks.llm import KVDecoder  # noqa: E402
 
 DEFAULT_SIZES = (1, 5, 10, 25, 50)
@@ -37,7 +47,7 @@ DEFAULT_SIZES = (1, 5, 10, 25, 50)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_size_arguments(parser)
+    add_model_size_arguments(parser, ALL_CONFIG_NAMES)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                         help="object counts N (default 1 5 10 25 50)")
     parser.add_argument("--frame", type=common.parse_size, default=(1280, 720),
@@ -76,31 +86,64 @@ def build_prompt(model, tokenizer, frame_size, num_proposals: int, query: str, s
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, object]:
-    """Print the decode table; return ``{"rows", "prefill_ms", "notes", "machine", ...}``."""
+    """Print the decode table; return ``{"rows", "prefill_ms", "notes", "machine", ...}``.
+
+    Raises:
+        SystemExit: the model's weights do not fit the device (with sizes and alternatives).
+    """
     args = build_parser().parse_args(argv)
     with common.torch_threads(args.threads):
-        return run(args)
+        try:
+            return run(args)
+        except InsufficientMemory as exc:
+            raise SystemExit(f"bench_decode: {exc}") from None
+
+
+def family_parts(args, model):
+    """``(tokenizer, prompt builder, region processor or None, answer writers)`` of the
+    config's family; the answer writers map objects to the region / coordinate answer."""
+    if family(args.config) == "vlx_seek_1_5":
+        from benchmarks import vlx15
+
+        tok = vlx15.tokenizer()
+        proc = None if args.no_constraint else vlx15.region_processor(tok, args.proposals)
+        return (tok, vlx15.build_prompt, proc,
+                (lambda o: region_answer(o, "obj"), lambda o: coordinate_answer(o, True)))
+    from vlxseek_core.decoding import RegionAnswerLogitsProcessor
+
+    tok = common.qwen_tokenizer()
+    proc = None if args.no_constraint else RegionAnswerLogitsProcessor(tok, args.proposals)
+    return tok, build_prompt, proc, (region_answer, coordinate_answer)
 
 
 def run(args: argparse.Namespace) -> Dict[str, object]:
-    """The benchmark for parsed ``args`` (see :func:`main`)."""
-    from vlxseek_core.decoding import RegionAnswerLogitsProcessor
+    """The benchmark for parsed ``args`` (see :func:`main`).
 
+    Raises:
+        InsufficientMemory: the model does not fit (checked before building it).
+    """
     if max(args.sizes) > args.proposals:
         raise SystemExit(f"--proposals {args.proposals} < largest N {max(args.sizes)}")
     device, dtype = common.resolve_device_dtype(args.device, args.dtype)
     with common.quiet_transformers():
-        # The towers are never run here: one ViT block is enough to build the model.
+        # The towers are never run here: one block per tower is enough to build the model.
+        is_15 = family(args.config) == "vlx_seek_1_5"
         model, notes = build_random_model(args.config, dtype, device, layers=args.layers,
-                                          vision_layers=1, seed=args.seed)
-    notes = [n for n in notes if not n.startswith("ViT")]
+                                          vision_layers=1, seed=args.seed,
+                                          aux_layers=1 if is_15 else None)
+    notes = [n for n in notes if not n.startswith(("ViT", "aux tower"))]
     notes.append("towers not run (decode only; image/region rows are random embeddings)")
-    if args.config == "real3b" and device == "cpu" and args.layers is None:
-        notes.append("real3b at full depth on CPU: expect minutes per size")
-    tokenizer = common.qwen_tokenizer()
+    if (args.config in ("real3b", "vlxseek15-10b") and device == "cpu"
+            and args.layers is None):
+        notes.append(f"{args.config} at full depth on CPU: expect minutes per size")
+    if is_15:
+        notes.append("VLX-Seek 1.5 token counts from the offline stand-in tokenizer (Qwen2 "
+                     "BPE + the 1.5 special tokens); coordinate answer in 0..1000 relative "
+                     "coordinates (assumed Qwen3.5 format)")
+    tokenizer, prompt_builder, processor, (region_fn, coordinate_fn) = family_parts(args, model)
     query = "; ".join(MIXED_LABELS) if args.mixed else "person"
-    embeds, position_ids, n_image = build_prompt(model, tokenizer, args.frame, args.proposals,
-                                                 query, args.seed)
+    embeds, position_ids, n_image = prompt_builder(model, tokenizer, args.frame, args.proposals,
+                                                   query, args.seed)
     machine = common.print_header(
         f"bench_decode: region answer vs coordinate answer decode latency ({args.config})",
         device, {"config": args.config, "dtype": str(dtype).replace("torch.", ""),
@@ -117,14 +160,12 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     decoder = KVDecoder(model, embeds, position_ids)
     prefill = common.measure(decoder.prefill, repeats=args.repeats, warmup=args.warmup,
                              device=device)
-    processor = (None if args.no_constraint
-                 else RegionAnswerLogitsProcessor(tokenizer, args.proposals))
     rows = []
     for n in args.sizes:
         objects = sample_objects(n, *args.frame, args.proposals, mixed=args.mixed,
                                  seed=args.seed)
-        targets = {"region": (token_ids(tokenizer, region_answer(objects)), processor),
-                   "coordinate": (token_ids(tokenizer, coordinate_answer(objects)), None)}
+        targets = {"region": (token_ids(tokenizer, region_fn(objects)), processor),
+                   "coordinate": (token_ids(tokenizer, coordinate_fn(objects)), None)}
         row: Dict[str, object] = {"n": n}
         for kind, (ids, proc) in targets.items():
             timing = common.measure(lambda: decoder.forced(ids, proc), repeats=args.repeats,

@@ -5,10 +5,14 @@
   SimpleFP, ``mlp2x_gelu`` region connector); the values are
   :data:`vlxseek_core.config.VLM_FO1_3B_CONFIG` (checked in ``test/core/test_checkpoint.py``
   against the reference key list).
+* ``vlxseek15-tiny``, ``vlxseek15-10b``, ``vlxseek15-depthcut``: the VLX-Seek 1.5 family, see
+  :mod:`benchmarks.configs_vlx15`.
 
 Weights are random (timing does not depend on their values). Depth can be truncated to fit a
-CPU run: ``layers`` (LLM decoder layers) and ``vision_layers`` (ViT blocks); what was changed
-is returned as human-readable notes that every benchmark prints.
+CPU run: ``layers`` (LLM decoder layers), ``vision_layers`` (ViT blocks) and, for 1.5,
+``aux_layers`` (C-RADIO blocks); what was changed is returned as human-readable notes that
+every benchmark prints. Before any weight is allocated, the model is built on the meta device
+and refused (:class:`InsufficientMemory`) when its weights alone do not fit the device.
 """
 from __future__ import annotations
 
@@ -19,9 +23,33 @@ import torch
 
 from vlxseek_core.config import VLM_FO1_3B_CONFIG
 
+from benchmarks import configs_vlx15
+
 REAL_3B: Dict[str, Any] = VLM_FO1_3B_CONFIG
 
 CONFIG_NAMES = ("tiny", "real3b")
+"""VLM-FO1 sizes (every benchmark that builds a model)."""
+ALL_CONFIG_NAMES = CONFIG_NAMES + configs_vlx15.CONFIG_NAMES
+"""Both families (the benchmarks that support VLX-Seek 1.5: bench_stages, bench_decode)."""
+MEMORY_HEADROOM = 0.9
+"""Weights may take at most this share of the free memory: activations need the rest."""
+
+
+class InsufficientMemory(RuntimeError):
+    """The model's weights do not fit the device (raised before anything is allocated)."""
+
+
+def family(name: str) -> str:
+    """``"vlm_fo1"`` or ``"vlx_seek_1_5"`` for a config name.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name in CONFIG_NAMES:
+        return "vlm_fo1"
+    if name in configs_vlx15.CONFIG_NAMES:
+        return configs_vlx15.FAMILY
+    raise ValueError(f"unknown config {name!r}; choose from {', '.join(ALL_CONFIG_NAMES)}")
 
 
 def config_dict(name: str) -> Dict[str, Any]:
@@ -47,20 +75,30 @@ def _truncate_vision(vision: Dict[str, Any], depth: int) -> None:
     vision["fullatt_block_indexes"] = full
 
 
-def build_config(name: str, layers: Optional[int] = None,
-                 vision_layers: Optional[int] = None) -> Tuple[Any, List[str]]:
-    """``(VLMFO1Config, notes)`` for a named size, optionally with truncated depth.
+def build_config(name: str, layers: Optional[int] = None, vision_layers: Optional[int] = None,
+                 aux_layers: Optional[int] = None) -> Tuple[Any, List[str]]:
+    """``(config, notes)`` for a named size, optionally with truncated depth.
 
     Args:
-        name: ``tiny`` or ``real3b``.
+        name: one of :data:`ALL_CONFIG_NAMES`.
         layers: keep this many LLM decoder layers (``None`` = all).
         vision_layers: keep this many ViT blocks (``None`` = all).
+        aux_layers: keep this many C-RADIO blocks (VLX-Seek 1.5 only; DaViT has stages).
+
+    Returns:
+        ``VLMFO1Config`` or ``VLXSeek15Config`` and the notes.
 
     Raises:
-        ValueError: unknown name or a depth outside ``[1, full depth]``.
+        ValueError: unknown name, a depth outside ``[1, full depth]``, or ``aux_layers`` for
+            a VLM-FO1 size.
     """
     from vlxseek_core.config import VLMFO1Config
 
+    if family(name) == configs_vlx15.FAMILY:
+        return configs_vlx15.build_config(name, layers, vision_layers, aux_layers)
+    if aux_layers is not None:
+        raise ValueError(f"--aux-layers is for the VLX-Seek 1.5 configs; {name}'s DaViT aux "
+                         "tower is not cut")
     cfg = config_dict(name)
     notes: List[str] = []
     full_layers = cfg["num_hidden_layers"]
@@ -97,25 +135,121 @@ def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> None
             param.fill_(1.0)
 
 
+def _empty_model(name: str, config, dtype: torch.dtype):
+    """The family loader's empty model (no weight initialisation), embeddings tied as the
+    config says. Under ``torch.device("meta")`` nothing is allocated."""
+    if family(name) == configs_vlx15.FAMILY:
+        return configs_vlx15.build_empty(config, dtype)
+    from vlxseek_core import checkpoint
+
+    model = checkpoint.build_empty_model(config, dtype)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model
+
+
+def meta_parameter_bytes(name: str, config, dtype: torch.dtype) -> Dict[str, int]:
+    """Weight bytes per top-level component (``model.*`` children, ``lm_head``) and ``total``,
+    counted on a meta-device build (nothing allocated; seconds even at 10B).
+
+    Tied weights are counted once, under the first component that holds them.
+    """
+    with torch.device("meta"):
+        model = _empty_model(name, config, dtype)
+    seen, out = set(), {}
+    parts = list(model.model.named_children()) + [("lm_head", model.lm_head)]
+    for part, module in parts:
+        size = 0
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                size += p.numel() * p.element_size()
+        out[part] = size
+    out["total"] = sum(out.values())
+    return out
+
+
+def free_bytes(device: str) -> int:
+    """Memory a new model can use on ``device``: free CUDA memory, or the host's available
+    memory (psutil; what the kernel can give without swapping)."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def require_memory(name: str, config, dtype: torch.dtype, device: str,
+                   available: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """Refuse a model whose weights alone do not fit, before allocating anything.
+
+    The model is built on the host and then moved (as :func:`build_random_model` does), so a
+    GPU run needs the weights' size free on the host and on the GPU.
+
+    Args:
+        available: bytes per device (``{"cpu": …, "cuda": …}``) instead of asking the system
+            (tests).
+
+    Returns:
+        :func:`meta_parameter_bytes` of the model.
+
+    Raises:
+        InsufficientMemory: weights > :data:`MEMORY_HEADROOM` × free memory on a device the
+            build uses; the message gives the sizes and what to run instead.
+    """
+    sizes = meta_parameter_bytes(name, config, dtype)
+    need = sizes["total"]
+    for dev in ["cpu"] + ([device] if device != "cpu" else []):
+        key = "cuda" if dev.startswith("cuda") else "cpu"
+        free = (available or {}).get(key)
+        free = free_bytes(dev) if free is None else free
+        if need <= MEMORY_HEADROOM * free:
+            continue
+        parts = ", ".join(f"{k} {v / 2 ** 30:.1f}" for k, v in sizes.items() if k != "total")
+        dtype_name = str(dtype).replace("torch.", "")
+        hint = ("use --device cuda (bf16 halves fp32), " if dev == "cpu" else "")
+        raise InsufficientMemory(
+            f"{name} needs {need / 2 ** 30:.1f} GiB for its {dtype_name} weights alone "
+            f"(counted on the meta device, GiB: {parts}) but {dev} has "
+            f"{free / 2 ** 30:.1f} GiB available (limit {MEMORY_HEADROOM:.0%} of it, the rest "
+            f"is for activations); {hint}cut the depth (--layers, --vision-layers"
+            + (", --aux-layers" if family(name) == configs_vlx15.FAMILY else "")
+            + ")" + (" or use --config vlxseek15-depthcut" if name == configs_vlx15.REAL_10B
+                     else ""))
+    return sizes
+
+
 def build_random_model(name: str, dtype: torch.dtype, device: str, layers: Optional[int] = None,
                        vision_layers: Optional[int] = None, seed: int = 0,
-                       attn_implementation: str = "auto"):
-    """A random-weight ``VLMFO1ForCausalLM`` of a named size on ``device``, in eval mode.
+                       attn_implementation: str = "auto", aux_layers: Optional[int] = None,
+                       check_memory: bool = True):
+    """A random-weight model of a named size on ``device``, in eval mode.
 
-    Built with the checkpoint loader's own :func:`vlxseek_core.checkpoint.build_empty_model` (so
-    buffers and dtypes are what a loaded checkpoint gets), given the attention backend the
-    loader would choose, then filled by :func:`randomize_`.
+    Built with the family checkpoint loader's own empty-model builder (so buffers and dtypes
+    are what a loaded checkpoint gets), given the attention backend the loader would choose,
+    then filled by :func:`randomize_` (VLX-Seek 1.5: plus
+    :func:`benchmarks.configs_vlx15.finish_random`).
+
+    Args:
+        check_memory: run :func:`require_memory` first.
 
     Returns:
         ``(model, notes)``; ``notes`` lists any truncation and the attention backend.
+
+    Raises:
+        ValueError: as :func:`build_config`.
+        InsufficientMemory: the weights do not fit (``check_memory``).
     """
+    config, notes = build_config(name, layers, vision_layers, aux_layers)
+    if check_memory:
+        require_memory(name, config, dtype, device)
+    model = _empty_model(name, config, dtype).to(device)
+    randomize_(model, seed=seed)
+    if family(name) == configs_vlx15.FAMILY:
+        notes += configs_vlx15.finish_random(model, device, dtype, attn_implementation)
+        return model.eval(), notes
     from vlxseek_core import checkpoint
 
-    config, notes = build_config(name, layers, vision_layers)
-    model = checkpoint.build_empty_model(config, dtype).to(device)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    randomize_(model, seed=seed)
     if hasattr(checkpoint, "set_attention"):  # the loader's backend choice, when it has one
         attn = checkpoint.choose_attn_implementation(device, dtype, attn_implementation)
         checkpoint.set_attention(model, attn)
@@ -131,9 +265,10 @@ def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(seen.values())
 
 
-def add_model_size_arguments(parser) -> None:
-    """``--config`` and ``--layers``, shared by the latency benchmarks."""
-    parser.add_argument("--config", choices=CONFIG_NAMES, default="tiny",
-                        help="model size: tiny (default) or real3b (random weights)")
+def add_model_size_arguments(parser, names: Tuple[str, ...] = CONFIG_NAMES) -> None:
+    """``--config`` (one of ``names``) and ``--layers``, shared by the latency benchmarks."""
+    parser.add_argument("--config", choices=names, default="tiny",
+                        help=f"model size (random weights): {', '.join(names)}; default tiny")
     parser.add_argument("--layers", type=int, default=None,
-                        help="keep only K LLM decoder layers (for real3b on CPU)")
+                        help="keep only K LLM decoder layers (for real3b / vlxseek15-10b on "
+                             "CPU)")
