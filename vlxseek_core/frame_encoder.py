@@ -17,7 +17,6 @@ from . import validation as check
 from .errors import InvalidRequestError
 from .frames import FrameEncoding, StageTimer, frame_key
 from .modeling import EncodedFrame
-from .preprocessing import ImagePreprocessor
 from .proposals import ProposalSource, validate_user_boxes
 from .streaming import QueryProgress
 from .tokens import MAX_REGIONS
@@ -31,15 +30,18 @@ class FrameEncoder:
     ``self._lock`` (an ``RLock`` the subclass shares for its own work).
 
     Args:
-        model: a loaded :class:`~vlxseek_core.modeling.VLMFO1ForCausalLM`.
-        preprocessor: :class:`~vlxseek_core.preprocessing.ImagePreprocessor`.
+        model: a loaded model of a registered family (:mod:`vlxseek_core.families`), with
+            ``encode_frame`` as :class:`~vlxseek_core.modeling.VLMFO1ForCausalLM`'s.
+        preprocessor: the family's ``(image, boxes) → PreparedImage`` (VLM-FO1:
+            :class:`~vlxseek_core.preprocessing.ImagePreprocessor`); its box tensors are in
+            the order the model sees the regions.
         proposal_source: detector for queries without user boxes, or ``None``.
         frame_cache_size: frames whose encoding (proposals, towers, HFRE, prompt-prefix KV
             cache) is kept for further questions, already checked to be in ``[0, 1024]``;
             0 disables reuse.
     """
 
-    def __init__(self, model, preprocessor: ImagePreprocessor,
+    def __init__(self, model, preprocessor,
                  proposal_source: Optional[ProposalSource], frame_cache_size: int):
         self.model = model
         self.preprocessor = preprocessor
