@@ -177,12 +177,11 @@ def vlx15_setup(args, model, image, boxes) -> Dict[str, object]:
     """VLX-Seek 1.5: the same items as :func:`fo1_setup` (:mod:`benchmarks.vlx15`)."""
     from benchmarks import vlx15
 
-    processor = vlx15.image_processor()
     order_mode = model.config.mm("mm_bbox_order_mode")
-    patch = model.config.vision_config.patch_size
+    preprocessor = vlx15.preprocessor(order_mode)
 
     def prep():
-        return vlx15.preprocess(processor, image, boxes, order_mode, patch)
+        return preprocessor(image, boxes)
 
     prepared = prep()
     height, width = image.shape[:2]

@@ -4,24 +4,18 @@ What differs from VLM-FO1 and is built here with the family's own code
 (:mod:`vlxseek_core.families.vlx_seek_1_5`): the stand-in tokenizer (exact Qwen2 BPE, the 1.5
 special-token ids; the real Qwen3.5 vocabulary is not available offline, so answer token
 counts are approximations), the ``detection`` prompt with expanded ``<|image_pad|>`` /
-``<objfeat>`` ids (§1.6, §4), the preprocessing (Qwen2VL processor with patch 16 and the
-reference's pixel budget, the original image in ``[0, 1]`` for C-RADIO, boxes in model order,
-§2.1, §3.2, §4.4), and ``encode_frame`` split into its stages (Qwen3.5 vision tower +
+``<objfeat>`` ids (§1.6, §4), the family's own preprocessor
+(:mod:`vlxseek_core.families.vlx_seek_1_5.preprocessing`, not a copy of it), and ``encode_frame`` split into its stages (Qwen3.5 vision tower +
 ``mm_projector``, C-RADIO aux tower, HFRE + ``mm_projector_aux``; §2-3).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
-MIN_PIXELS, MAX_PIXELS = 56 * 56, 2048 * 2048
-"""The reference's processor keyword arguments (they override the file's ``size``, §2.1)."""
-FACTOR = 32
-"""smart_resize factor: patch 16 × spatial merge 2."""
 FIRST_SPECIAL_ID = 248044
 """First added-token id of the 1.5 vocabulary (``<|endoftext|>``): label text is below it."""
 
@@ -34,59 +28,31 @@ def tokenizer():
     return build_vlx_seek_15_tokenizer()
 
 
-def resized_size(width: int, height: int) -> Tuple[int, int]:
-    """``(width, height)`` of the image the Qwen3.5 tower sees (smart_resize, factor 32)."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    h, w = smart_resize(height, width, factor=FACTOR, min_pixels=MIN_PIXELS,
-                        max_pixels=MAX_PIXELS)
-    return w, h
-
-
+@functools.lru_cache(maxsize=1)
 def image_processor():
-    """The primary tower's processor as the reference builds it (§2.1)."""
-    from transformers import Qwen2VLImageProcessor
-
+    """The primary tower's processor as the family builds it (§2.1), from the tiny checkpoint's
+    ``preprocessor_config.json`` settings (the benchmark models have no directory)."""
+    from vlxseek_core.families.vlx_seek_1_5.preprocessing import qwen_processor
     from vlxseek_core.families.vlx_seek_1_5.tiny import QWEN35_PREPROCESSOR
 
-    kwargs = {k: v for k, v in QWEN35_PREPROCESSOR.items() if k != "image_processor_type"}
-    return Qwen2VLImageProcessor(**kwargs, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    return qwen_processor(QWEN35_PREPROCESSOR)
 
 
-@dataclass
-class Prepared:
-    """One preprocessed frame (CPU tensors).
+def resized_size(width: int, height: int) -> Tuple[int, int]:
+    """``(width, height)`` of the image the Qwen3.5 tower sees (the family's resize rule)."""
+    from vlxseek_core.families.vlx_seek_1_5.preprocessing import resized_size as family_size
 
-    Attributes:
-        pixel_values: ``[gh·gw, 1536]`` processor rows; image_grid_thw: long ``[1, 3]``.
-        aux_pixel_values: float32 ``[1, 3, H, W]`` RGB in ``[0, 1]`` (original size).
-        boxes: float32 ``[N, 4]`` model-order boxes in original pixels; vt_boxes: the same in
-            pixels of the Qwen-resized image.
-    """
-
-    pixel_values: torch.Tensor
-    image_grid_thw: torch.Tensor
-    aux_pixel_values: torch.Tensor
-    boxes: torch.Tensor
-    vt_boxes: torch.Tensor
+    return family_size(image_processor(), width, height)
 
 
-def preprocess(processor, image: np.ndarray, boxes: np.ndarray, order_mode: str,
-               patch_size: int = 16) -> Prepared:
-    """Both towers' inputs and the boxes in model order, as the reference prepares them."""
-    from PIL import Image
+def preprocessor(order_mode: str):
+    # the pipeline's class itself, so the timed stage and its output are what a query runs
+    """The family's preprocessor (both towers' inputs, boxes in model order, §2.1, §3.2, §4.4);
+    calling it on ``(image, boxes)`` gives a :class:`~vlxseek_core.preprocessing.PreparedImage`
+    whose ``aux_boxes``/``vt_boxes`` are in model order."""
+    from vlxseek_core.families.vlx_seek_1_5.preprocessing import VLXSeek15Preprocessor
 
-    from vlxseek_core.families.vlx_seek_1_5.box_order import prepare_boxes
-    from vlxseek_core.families.vlx_seek_1_5.modeling import vt_boxes_from_original
-
-    height, width = image.shape[:2]
-    inputs = processor(images=Image.fromarray(image), return_tensors="pt")
-    aux = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
-    order = prepare_boxes(boxes, (width, height), order_mode)
-    model_boxes = torch.as_tensor(order.model_boxes, dtype=torch.float32).reshape(-1, 4)
-    grid = inputs["image_grid_thw"]
-    return Prepared(inputs["pixel_values"], grid, aux, model_boxes,
-                    vt_boxes_from_original(model_boxes, (height, width), grid, patch_size))
+    return VLXSeek15Preprocessor(image_processor(), order_mode)
 
 
 def detect_prompt_ids(tok, query: str, boxes: np.ndarray, image_size: Tuple[int, int],
@@ -148,7 +114,7 @@ def region_processor(tok, num_regions: int):
                                        first_special_id=FIRST_SPECIAL_ID)
 
 
-def encoder_pieces(model, prepared: Prepared) -> Dict[str, Callable[[], object]]:
+def encoder_pieces(model, prepared) -> Dict[str, Callable[[], object]]:
     """The parts of ``VLXSeek15ForCausalLM.encode_frame`` as separate callables.
 
     Returns:
@@ -160,7 +126,7 @@ def encoder_pieces(model, prepared: Prepared) -> Dict[str, Callable[[], object]]
     dev = model.lm_head.weight.device
     pv, grid = prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev)
     aux_pv = prepared.aux_pixel_values.to(dev)
-    boxes, vt_boxes = prepared.boxes.to(dev), prepared.vt_boxes.to(dev)
+    boxes, vt_boxes = prepared.aux_boxes.to(dev), prepared.vt_boxes.to(dev)
     connector = next(m.mm_projector_aux.parameters(), m.embed_tokens.weight)
     state: Dict[str, object] = {}
 
@@ -182,11 +148,11 @@ def encoder_pieces(model, prepared: Prepared) -> Dict[str, Callable[[], object]]
             "state": state}
 
 
-def encode_check(model, prepared: Prepared):
+def encode_check(model, prepared):
     """``encode_frame`` in one call (to check the split stages against)."""
     dev = model.lm_head.weight.device
     return model.encode_frame(prepared.pixel_values.to(dev), prepared.image_grid_thw.to(dev),
-                              prepared.aux_pixel_values.to(dev), prepared.boxes.to(dev),
+                              prepared.aux_pixel_values.to(dev), prepared.aux_boxes.to(dev),
                               prepared.vt_boxes.to(dev))
 
 
@@ -199,7 +165,7 @@ def parameter_groups(model) -> Dict[str, torch.nn.Module]:
                 [m.language_model, model.lm_head])}
 
 
-def header_settings(model, prepared: Prepared) -> Dict[str, object]:
+def header_settings(model, prepared) -> Dict[str, object]:
     """1.5-specific settings for the bench_stages header."""
     from vlxseek_core.families.vlx_seek_1_5.config import radio_dims
 

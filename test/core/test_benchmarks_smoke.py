@@ -213,3 +213,29 @@ def test_cache_dir_is_created_once(tmp_path):
     assert common._cached_dir(target, "marker", make) == target
     assert len(calls) == 1
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["thing"]  # no leftovers
+
+
+def test_vlx15_benchmark_uses_the_family_preprocessing(tiny15_dir):
+    """The benchmark times the family's preprocessor (same tensors as a checkpoint's), and
+    keeps no copy of its pixel budget or resize rule."""
+    import inspect as pyinspect
+
+    import numpy as np
+
+    from vlxseek_core.families import family_of_checkpoint
+    from vlxseek_core.families.vlx_seek_1_5 import preprocessing
+
+    source = pyinspect.getsource(vlx15)
+    for copied in ("smart_resize", "MIN_PIXELS", "MAX_PIXELS", "Qwen2VLImageProcessor("):
+        assert copied not in source
+    image = np.random.default_rng(0).integers(0, 255, (168, 224, 3), dtype=np.uint8)
+    boxes = np.array([[100, 10, 200, 100], [5, 5, 60, 80], [20, 90, 150, 160]], np.float64)
+    model_dir_prep = family_of_checkpoint(tiny15_dir).build_preprocessor(
+        tiny15_dir, build_random_model("vlxseek15-tiny", torch.float32, "cpu", vision_layers=1,
+                                       aux_layers=1, seed=1)[0])
+    ours = vlx15.preprocessor(model_dir_prep.order_mode)(image, boxes)
+    ref = model_dir_prep(image, boxes)
+    for name in ("pixel_values", "image_grid_thw", "aux_pixel_values", "aux_boxes", "vt_boxes"):
+        assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+    assert vlx15.resized_size(224, 168) == preprocessing.resized_size(
+        model_dir_prep.qwen, 224, 168) == tuple(int(v) * 16 for v in ref.image_grid_thw[0, [2, 1]])

@@ -12,7 +12,7 @@ features and in :mod:`.family` for the ``<objK>`` remapping of questions and ans
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,6 +46,33 @@ def model_order(boxes: np.ndarray, image_hw: Sequence[int], order_mode: str,
     height, width = image_hw
     return prepare_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), (width, height),
                          order_mode, max_boxes=max_boxes)
+
+
+def qwen_processor(settings: Mapping[str, Any]):
+    """A ``Qwen2VLImageProcessor`` from ``preprocessor_config.json`` settings with the worker's
+    ``min_pixels``/``max_pixels`` (§2.1), for callers without a checkpoint directory (the
+    benchmarks build random models in memory; :func:`load_qwen_processor` reads the file).
+
+    Args:
+        settings: the file's keys, e.g. :data:`.tiny.QWEN35_PREPROCESSOR`.
+    """
+    from transformers import Qwen2VLImageProcessor
+
+    kwargs = {k: v for k, v in settings.items() if k != "image_processor_type"}
+    return Qwen2VLImageProcessor(**kwargs, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+
+
+def resized_size(processor, width: int, height: int) -> Tuple[int, int]:
+    """``(width, height)`` of the image the Qwen3.5 tower sees for a ``width × height`` frame,
+    without running the processor (smart_resize, factor patch × merge, the worker's pixel
+    budget, §2.1); the grid is this divided by the patch size.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor = int(processor.patch_size) * int(processor.merge_size)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=MIN_PIXELS,
+                        max_pixels=MAX_PIXELS)
+    return w, h
 
 
 def load_qwen_processor(directory: str, vision_config):
