@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import validation as check
+from .load_validation import load_args
 from .checkpoint import load_model  # noqa: F401 - VLM-FO1's loader, patched by tests
 from .decoding import RegionAnswerLogitsProcessor
 from .errors import InvalidRequestError
@@ -147,10 +148,10 @@ class VLXSeek(FrameEncoder):
             proposal_min_score = ref_score
         if isinstance(proposal_nms_iou, str) and proposal_nms_iou == "auto":
             proposal_nms_iou = ref_iou
-        check.load_args(model_path, device, dtype, proposal_source, proposal_model,
-                        proposal_min_score, proposal_nms_iou, max_proposals, allow_key_mismatch,
-                        attn_implementation, compile_towers, kwargs, PROPOSAL_KINDS,
-                        lambda d: isinstance(d, torch.dtype))
+        load_args(model_path, device, dtype, proposal_source, proposal_model,
+                  proposal_min_score, proposal_nms_iou, max_proposals, allow_key_mismatch,
+                  attn_implementation, compile_towers, kwargs, PROPOSAL_KINDS,
+                  lambda d: isinstance(d, torch.dtype))
         device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, device)
         model_path = resolve_model_path(os.fspath(model_path))
@@ -219,7 +220,7 @@ class VLXSeek(FrameEncoder):
                 as soon as the proposals are known); no boxes, no ``proposals`` and no
                 detector for a task other than ``vqa``.
         """
-        name = self.family.check_task(check.task(task))
+        name = self.family.check_task(check.task(task, known=self.tasks))
         check.text(text, name)
         return self.query_many(image, [(text, name)], boxes=boxes, box_scores=box_scores,
                                region_indices=region_indices, max_new_tokens=max_new_tokens,
@@ -252,7 +253,7 @@ class VLXSeek(FrameEncoder):
             InvalidImageError, InvalidRequestError: as :meth:`query`; every query is validated
             before any model work.
         """
-        specs = check.queries(queries, check.task(task))
+        specs = check.queries(queries, check.task(task, known=self.tasks), self.tasks)
         frame = check.frame_args(image, boxes, box_scores, proposals, reuse_frame)
         indices = check.region_indices(region_indices)
         budget = check.max_new_tokens(max_new_tokens, self.max_new_tokens_limit)
@@ -305,7 +306,7 @@ class VLXSeek(FrameEncoder):
         if not isinstance(enc, FrameEncoding):
             raise InvalidRequestError(f"enc must be a FrameEncoding from VLXSeek.encode, got "
                                       f"{type(enc).__name__}")
-        name = self.family.check_task(check.task(task))
+        name = self.family.check_task(check.task(task, known=self.tasks))
         text = check.text(text, name)
         indices = check.region_indices(region_indices)
         budget = check.max_new_tokens(max_new_tokens, self.max_new_tokens_limit)

@@ -7,15 +7,15 @@ model work, so bad input fails fast with :class:`~vlxseek_core.errors.InvalidReq
 transformers exception, and every message names the offending argument (``region_indices[2]``,
 ``queries[1][0]``, ``box_scores``, ...). Both errors are ``ValueError``
 subclasses. The checks return normalised values (plain ``int``/``bool``, float64 arrays).
+``from_pretrained``'s own arguments are checked in :mod:`.load_validation`.
 """
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -26,9 +26,6 @@ from .tokens import MAX_REGIONS
 from .types import Proposals
 
 _NOT_SEQUENCES = (str, bytes, bytearray, dict, set, frozenset)
-ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
-PIPELINE_OPTIONS = ("max_new_tokens", "constrained_decoding", "frame_cache_size")
-"""Keyword arguments ``from_pretrained`` passes on to ``VLXSeek``."""
 
 
 def _fail(name: str, what: str, value: Any = None) -> InvalidRequestError:
@@ -89,12 +86,18 @@ def string(value: Any, name: str, allow_none: bool = False) -> Optional[str]:
     return str(value)
 
 
-def task(value: Any, name: str = "task") -> str:
-    """A task name of :data:`~vlxseek_core.prompts.TASKS`; ``""`` means ``detect``."""
+def task(value: Any, name: str = "task", known: Optional[Mapping[str, Any]] = None) -> str:
+    """A task name of :data:`~vlxseek_core.prompts.TASKS`; ``""`` means ``detect``.
+
+    Args:
+        known: the loaded model family's tasks (``ModelFamily.tasks``): an unknown name's
+            message lists these, not every project task, since only they can be asked. A
+            project task outside ``known`` passes here; the family's ``check_task`` refuses it.
+    """
     value = string(value, name) or "detect"
     if value not in TASKS:
         raise InvalidRequestError(f"{name}={_short(value)} is not a known task; known tasks: "
-                                  f"{', '.join(TASKS)}")
+                                  f"{', '.join(TASKS if known is None else known)}")
     return value
 
 
@@ -110,7 +113,8 @@ def text(value: Any, task_name: str, name: str = "text") -> str:
     return value
 
 
-def queries(value: Any, default_task: str) -> List[Tuple[str, str]]:
+def queries(value: Any, default_task: str,
+            known: Optional[Mapping[str, Any]] = None) -> List[Tuple[str, str]]:
     """``query_many``'s specs as ``(text, task)`` pairs.
 
     Args:
@@ -119,6 +123,7 @@ def queries(value: Any, default_task: str) -> List[Tuple[str, str]]:
             ``default_task``). An empty list is valid (no query, nothing to run). Any other
             container is refused: a tuple of two strings would be ambiguous.
         default_task: the already validated ``task`` argument.
+        known: as :func:`task`.
     """
     if not isinstance(value, list):
         raise _fail("queries", "must be a list of texts or (text, task) pairs", value)
@@ -132,7 +137,7 @@ def queries(value: Any, default_task: str) -> List[Tuple[str, str]]:
             length = f" of length {len(item)}" if isinstance(item, (tuple, list)) else ""
             raise InvalidRequestError(f"{where} must be a text or a (text, task) pair, got "
                                       f"{type(item).__name__}{length} {_short(item)}")
-        name = default_task if item[1] is None else task(item[1], f"{where}[1]")
+        name = default_task if item[1] is None else task(item[1], f"{where}[1]", known)
         specs.append((text(item[0], name, f"{where}[0]"), name))
     return specs
 
@@ -341,51 +346,6 @@ def pipeline_options(max_new_tokens_: Any, constrained_decoding: Any, frame_cach
         raise _fail("max_new_tokens", "must be an integer (the default budget)", None)
     return (max_new_tokens(max_new_tokens_, limit), flag(constrained_decoding,
             "constrained_decoding"), integer(frame_cache_size, "frame_cache_size", 0, 1024))
-
-
-def load_args(model_path: Any, device: Any, dtype: Any, proposal_source: Any,
-              proposal_model: Any, min_score: Any, nms_iou: Any, max_proposals: Any,
-              allow_key_mismatch: Any, attn_implementation: Any, compile_towers: Any,
-              options: dict, kinds: Sequence[str],
-              dtype_check: Callable[[Any], bool]) -> None:
-    """The arguments of ``VLXSeek.from_pretrained`` (names as there, ``proposal_``-prefixed
-    thresholds); ``options`` are its ``**kwargs``, ``kinds`` the proposal kinds,
-    ``dtype_check`` tells whether a non-str ``dtype`` is a ``torch.dtype``."""
-    if not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path):
-        raise _fail("model_path", "must be a non-empty directory path or hub repo id", model_path)
-    string(device, "device")
-    if not isinstance(dtype, str) and not dtype_check(dtype):
-        raise _fail("dtype", "must be a str (auto, float32, bfloat16, float16) or torch.dtype",
-                    dtype)
-    kind = string(proposal_source, "proposal_source").strip().lower().replace("-", "_")
-    if kind not in kinds:
-        raise InvalidRequestError(f"proposal_source={_short(proposal_source)} is not a known "
-                                  f"proposal kind; expected one of {', '.join(kinds)}")
-    if proposal_model is not None and not isinstance(proposal_model, (str, os.PathLike)):
-        raise _fail("proposal_model", "must be a directory path, hub id or None", proposal_model)
-    thresholds(min_score, nms_iou, max_proposals,
-               names=("proposal_min_score", "proposal_nms_iou", "max_proposals"))
-    if min_score is None or nms_iou is None or max_proposals is None:
-        which = "proposal_min_score" if min_score is None else (
-            "proposal_nms_iou" if nms_iou is None else "max_proposals")
-        raise _fail(which, "must be given (a number)", None)
-    flag(allow_key_mismatch, "allow_key_mismatch")
-    if string(attn_implementation, "attn_implementation") not in ATTN_IMPLEMENTATIONS:
-        raise InvalidRequestError(f"attn_implementation={_short(attn_implementation)} is not "
-                                  f"one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-    if compile_towers is not None and not string(compile_towers, "compile_towers"):
-        raise InvalidRequestError("compile_towers must be a torch.compile backend name or None")
-    unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
-    if unknown:
-        raise InvalidRequestError(f"unknown keyword argument(s) {', '.join(unknown)}; "
-                                  f"from_pretrained passes on only {', '.join(PIPELINE_OPTIONS)}")
-    # the upper bound of max_new_tokens needs the config: VLXSeek checks it once loaded
-    if "max_new_tokens" in options:
-        integer(options["max_new_tokens"], "max_new_tokens", 1)
-    if "constrained_decoding" in options:
-        flag(options["constrained_decoding"], "constrained_decoding")
-    if "frame_cache_size" in options:
-        integer(options["frame_cache_size"], "frame_cache_size", 0, 1024)
 
 
 def progress(value: Any, name: str = "progress") -> Optional[QueryProgress]:

@@ -4,6 +4,7 @@ as before the split; shared core modules import family code only through the reg
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,29 @@ def test_unsupported_tasks_of_a_family(tiny15_pipeline, astronaut, astronaut_box
                            match=rf"task '{task}' is not supported by the VLX-Seek 1.5 family; "
                                  r"supported tasks: detect \(detection\)"):
             tiny15_pipeline.query(astronaut, "x", task=task, boxes=astronaut_boxes)
+
+
+@pytest.mark.parametrize("which", ["fo1", "vlx15"])
+def test_unknown_task_names_list_the_loaded_family_tasks(which, tiny_pipeline, tiny15_pipeline,
+                                                         astronaut, astronaut_boxes):
+    """A made-up task name, wherever it is given, is answered with the tasks this checkpoint's
+    family can run (not every project task)."""
+    pipe = tiny_pipeline if which == "fo1" else tiny15_pipeline
+    listed = re.escape(", ".join(pipe.family.tasks)) + "$"
+    enc = pipe.encode(astronaut, astronaut_boxes)
+    calls = [
+        ("task", lambda: pipe.query(astronaut, "x", task="bogus", boxes=astronaut_boxes)),
+        ("task", lambda: pipe.query_many(astronaut, ["x"], task="bogus", boxes=astronaut_boxes)),
+        (r"queries\[1\]\[1\]", lambda: pipe.query_many(astronaut, ["x", ("x", "bogus")],
+                                                       boxes=astronaut_boxes)),
+        ("task", lambda: pipe.answer(enc, "x", task="bogus")),
+    ]
+    for where, call in calls:
+        with pytest.raises(InvalidRequestError,
+                           match=rf"^{where}='bogus' is not a known task; known tasks: " + listed):
+            call()
+    if which == "vlx15":
+        assert "ground" not in pipe.family.tasks  # sanity: the lists differ between families
 
 
 def test_make_tiny_model_through_the_registry(tmp_path, capsys):
