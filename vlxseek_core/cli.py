@@ -55,7 +55,7 @@ def cmd_query(args) -> int:
         raise VLXSeekError(f"unknown task {args.task!r}; known: {', '.join(TASKS)}")
     pipe = VLXSeek.from_pretrained(
         args.model, device=args.device, dtype=args.dtype,
-        proposal_source=args.proposal_source, proposal_model=args.proposal_model,
+        proposal_source=_query_proposal_source(args), proposal_model=args.proposal_model,
         proposal_min_score="auto" if args.min_score is None else args.min_score,
         proposal_nms_iou="auto" if args.nms_iou is None else args.nms_iou,
         max_proposals=args.max_proposals, constrained_decoding=not args.unconstrained)
@@ -70,6 +70,15 @@ def cmd_query(args) -> int:
     json.dump(result.to_dict(), sys.stdout, indent=None if args.compact else 2)
     sys.stdout.write("\n")
     return 0
+
+
+def _query_proposal_source(args) -> str:
+    """``--proposal-source``, defaulting to ``none`` when ``--boxes`` replace the proposals
+    (no detector is loaded, or downloaded, for boxes it would not use) and to ``omdet_turbo``
+    otherwise."""
+    if args.proposal_source is not None:
+        return args.proposal_source
+    return "none" if args.boxes else "omdet_turbo"
 
 
 def cmd_make_tiny_model(args) -> int:
@@ -224,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--regions", help="comma-separated region indices for region tasks")
     q.add_argument("--device", default="auto", help="cpu, cuda, auto")
     q.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
-    q.add_argument("--proposal-source", default="omdet_turbo",
-                   help="omdet_turbo, grounding_dino, owlv2, wedetect or none")
+    q.add_argument("--proposal-source", default=None,
+                   help="omdet_turbo, grounding_dino, owlv2, wedetect or none (default: none "
+                        "with --boxes, else omdet_turbo)")
     q.add_argument("--proposal-model", help="detector directory or hub id")
     q.add_argument("--min-score", type=float, default=None,
                    help="proposal score threshold (default: the source's reference value, "

@@ -231,3 +231,25 @@ def test_eval_cli_with_the_tiny_checkpoint(tiny15_dir, tiny15_pipeline, photo, t
     assert tiny15_pipeline.constrained_decoding is False  # the reference decodes plainly
     entry = json.loads((tmp_path / "out" / "records.jsonl").read_text().splitlines()[0])
     assert entry["ok"] and isinstance(entry["pred"], int)
+
+
+def test_query_with_boxes_loads_no_detector(tiny15_dir, photo, capsys, monkeypatch):
+    """``--boxes`` replace the proposals, so without ``--proposal-source`` no detector is built
+    (offline, the default OmDet-Turbo hub id could not even be resolved)."""
+    from vlxseek_core import cli
+
+    built = []
+    import vlxseek_core.pipeline as pipeline
+
+    real = pipeline.build_proposal_source
+    monkeypatch.setattr(pipeline, "build_proposal_source",
+                        lambda kind, *a, **k: built.append(kind) or real(kind, *a, **k))
+    code = main(["query", "--model", tiny15_dir, "--image", f"{photo}/astronaut.png",
+                 "--task", "caption", "--regions", "1", "--boxes", json.dumps(BOXES),
+                 "--device", "cpu", "--max-new-tokens", "4", "--compact"])
+    assert code == 0 and built == ["none"]
+    assert json.loads(capsys.readouterr().out)["proposals"]["boxes_xyxy"] == BOXES
+    no_boxes = SimpleNamespace(proposal_source=None, boxes=None)
+    assert cli._query_proposal_source(no_boxes) == "omdet_turbo"
+    assert cli._query_proposal_source(SimpleNamespace(proposal_source="wedetect",
+                                                      boxes="[[0, 0, 1, 1]]")) == "wedetect"
