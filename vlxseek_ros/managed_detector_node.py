@@ -16,6 +16,10 @@ Transitions (``ros2 lifecycle set /vlxseek_detector <transition>``):
 * ``deactivate``: lets a running inference finish (up to ``busy_timeout_s``), answers the calls
   already taken and those still queued (``busy: ...``), and destroys those interfaces; the model
   stays loaded, so ``activate`` is immediate.
+* Outside ``active`` a request that reaches the node (in-process) is answered ``busy: the node
+  is not configured ...`` / ``... not active ...``. Before configure ``standing_task`` can only
+  be checked against every vlxseek_core task; ``configure`` checks it against the loaded
+  model family's tasks and fails (unloading the model) naming them.
 * ``cleanup``: frees the model (and the CUDA cache when CUDA is in use); ``shutdown`` likewise.
 
 Parameter ``autostart`` (bool, default false, read-only): configure and activate at start-up
@@ -41,6 +45,12 @@ from vlxseek_ros.startup import (StartupError, StartupInterrupted, declare_param
                                  load_interruptibly, startup_guard)
 
 
+NOT_CONFIGURED = "the node is not configured (no model loaded); configure and activate it"
+NOT_ACTIVE = "the node is not active; activate it"
+"""Why requests are refused outside ``active`` (answered ``busy: <reason>``, as calls that
+arrive while the node deactivates are)."""
+
+
 class ManagedDetectorNode(DetectorServing, LifecycleNode):
     """Lifecycle version of :class:`vlxseek_ros.detector_node.DetectorNode`.
 
@@ -59,6 +69,7 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
             params = self._declare_parameters()
             autostart = declare_parameters(self, MANAGED_PARAMETERS)["autostart"]
             self._init_serving(params)
+        self._closing = NOT_CONFIGURED
         if autostart and not self._stopping():
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS \
                     and not self._stopping():
@@ -68,14 +79,21 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
         """Load the model and warm it up; on failure log why and stay unconfigured.
 
         Both steps are interruptible: once shutdown is requested the transition fails at once
-        (logged on the console only) and the loading is abandoned.
+        (logged on the console only) and the loading is abandoned. The runtime parameters are
+        checked again once the model is loaded: before, ``standing_task`` could only be checked
+        against every task of vlxseek_core, not against the model family's (the plain node
+        loads first and so fails at start-up the same way).
         """
         try:
             self._pipe = (self._given_pipeline if self._given_pipeline is not None
                           else load_interruptibly(self._params, self._stopping, self._log_step))
+            with self._state_lock:
+                bad = self._check_runtime(self._runtime)
+            if bad:
+                raise StartupError(f"{bad} (model '{self._params['model_path']}')")
             self._warm_up()
         except StartupError as exc:
-            self._pipe = None
+            self._unload()
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         except StartupInterrupted as exc:
@@ -85,6 +103,7 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
             # this node's logger, whose /rosout is gone too: the node is going away, quiet it
             self.get_logger().set_level(LoggingSeverity.FATAL)
             return TransitionCallbackReturn.FAILURE
+        self._closing = NOT_ACTIVE
         self.get_logger().info(f"configured: model '{self._params['model_path']}' loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -108,6 +127,7 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Free the model (and the CUDA cache)."""
         self._unload()
+        self._closing = NOT_CONFIGURED
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -117,6 +137,7 @@ class ManagedDetectorNode(DetectorServing, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _unload(self) -> None:
+        """Drop the pipeline (under the model lock) and free its memory."""
         with self._model_lock:
             self._pipe = None
         gc.collect()

@@ -37,8 +37,11 @@ class RuntimeParameters:
         task = rt.standing_task or "detect"
         spec = self._tasks.get(task)
         if spec is None:
+            # no model yet (managed node): configure checks the task against its family
+            later = (" (no model is loaded yet: configure checks it against the model "
+                     "family's tasks)") if self._pipe is None else ""
             return (f"standing_task {rt.standing_task!r} is unknown; known tasks: "
-                    f"{', '.join(self._tasks)}")
+                    f"{', '.join(self._tasks)}{later}")
         if spec.needs_regions:
             return (f"standing_task {task!r} needs regions, which a standing query cannot give; "
                     f"call ~/query_regions with `regions` instead")

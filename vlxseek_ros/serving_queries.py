@@ -58,6 +58,9 @@ class QueryAnswering:
         frame: Optional[Frame] = None
         waiting = False
         try:
+            if self._pipe is None:  # managed node before configure / after cleanup:
+                # say so, rather than check the task against tasks that no model has yet
+                raise BusyError(f"busy: {self._closing or 'no model is loaded'}")
             task = request.task or "detect"
             indices = [int(i) for i in request.region_indices]
             self._check_request_text(task, request.query, len(request.regions), len(indices))

@@ -101,3 +101,76 @@ def test_autostart_configures_and_activates():
         assert m.serving() and m.call().success
     finally:
         m.close()
+
+
+class FamilyPipeline(FakePipeline):
+    """A fake pipeline whose model family has only the VLX-Seek 1.5 tasks."""
+
+    def __init__(self):
+        super().__init__()
+        from vlxseek_core.families.vlx_seek_1_5.family import FAMILY
+
+        self.tasks = dict(FAMILY.tasks)
+
+
+def _query_request(task):
+    req = QueryRegions.Request()
+    req.query, req.task, req.image = "cup", task, frame()
+    return req
+
+
+def test_requests_before_configure_are_answered_not_configured():
+    """Whatever the task (a made-up one too), a request that reaches the node without a model
+    is refused for that reason, not checked against tasks no model has yet; once configured
+    the task is checked against the loaded family's, and a valid request is refused as not
+    active; after cleanup it is "not configured" again."""
+    from vlxseek_core.families.vlx_seek_1_5.family import FAMILY
+
+    m = Managed(FamilyPipeline())
+    try:
+        node = m.node
+        for task in ("detect", "bogus", "ground"):
+            res = node._on_query(_query_request(task), QueryRegions.Response())
+            assert not res.success
+            assert res.message.startswith("busy: the node is not configured"), res.message
+        assert node.trigger_configure() == OK
+        res = node._on_query(_query_request("ground"), QueryRegions.Response())
+        assert res.message == "unknown task 'ground'; known tasks: " + ", ".join(FAMILY.tasks)
+        res = node._on_query(_query_request("detect"), QueryRegions.Response())
+        assert not res.success and res.message == "busy: the node is not active; activate it"
+        assert node.trigger_cleanup() == OK
+        res = node._on_query(_query_request("detect"), QueryRegions.Response())
+        assert res.message.startswith("busy: the node is not configured")
+        # the model only ran the warm-up of configure, never a refused request
+        assert [c for c in node._given_pipeline.calls if c[1] == "cup"] == []
+    finally:
+        m.close()
+
+
+def test_standing_task_is_checked_against_the_family_once_loaded(monkeypatch):
+    """Before configure only vlxseek_core's task names can be checked; configure then refuses
+    a standing_task the loaded family has no template for, listing that family's tasks."""
+    from vlxseek_core.families.vlx_seek_1_5.family import FAMILY
+
+    m = Managed(FamilyPipeline(), [Parameter("standing_task", value="ground")])
+    try:
+        node = m.node
+        errors = []
+        logger = node.get_logger()
+        monkeypatch.setattr(logger, "error", errors.append)
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert m.state() == "unconfigured" and node._pipe is None
+        (error,) = errors
+        assert f"known tasks: {', '.join(FAMILY.tasks)} (model" in error
+        assert "standing_task 'ground' is unknown" in error
+        # made-up names are refused before configure, saying the family check comes later
+        result = node.set_parameters([Parameter("standing_task", value="bogus")])[0]
+        assert not result.successful and "configure checks it" in result.reason
+        assert node.set_parameters([Parameter("standing_task", value="vqa")])[0].successful
+        assert node.trigger_configure() == OK
+        result = node.set_parameters([Parameter("standing_task", value="ground")])[0]
+        assert not result.successful
+        assert result.reason == ("standing_task 'ground' is unknown; known tasks: "
+                                 + ", ".join(FAMILY.tasks))
+    finally:
+        m.close()
