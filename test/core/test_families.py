@@ -239,3 +239,21 @@ def test_family_files_stay_small():
     for path in [CORE / "pipeline.py", *(CORE / "families").rglob("*.py")]:
         assert len(path.read_text().splitlines()) <= 400, path
     assert os.path.isfile(CORE / "families" / "vlx_seek_1_5" / "family.py")
+
+
+def test_split_modules_stay_small_and_keep_their_import_paths():
+    """inspect_checkpoint and evaluation/common were split (report/files checks, the eval loop);
+    both halves stay within the size guideline and the old import paths still give the same
+    objects."""
+    from vlxseek_core import inspect_checkpoint, inspect_report, validation
+    from vlxseek_core.evaluation import common, runner
+
+    for module in (inspect_checkpoint, inspect_report, common, runner, validation):
+        assert len(Path(module.__file__).read_text().splitlines()) <= 400, module.__name__
+    for name in ("InspectReport", "FAIL", "OK", "SKIP", "added_tokens", "compare_names",
+                 "read_safetensors_header", "tokenizer_json_added_tokens"):
+        assert getattr(inspect_checkpoint, name) is getattr(inspect_report, name), name
+    for name in ("run_eval", "summarize", "format_summary"):
+        assert getattr(common, name) is getattr(runner, name), name
+    with pytest.raises(AttributeError):
+        common.no_such_name  # noqa: B018 - the lazy re-export refuses other names

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .common import (EvalError, EvalProtocol, EvalRequest, format_summary, load_records,
-                     run_eval, summarize)
+from .common import EvalError, EvalProtocol, EvalRequest, load_records
+from .runner import format_summary, run_eval, summarize
 
 PROTOCOLS = ("coco", "countbench", "pixmo-count", "refcoco")
 

@@ -22,8 +22,8 @@ import os
 from typing import Dict, Optional
 
 from ...errors import CheckpointError
-from ...inspect_checkpoint import (FAIL, INFO, OK, SKIP, WARN, InspectReport, _check_files,
-                                   _read_json, _report_comparison, added_tokens, compare_names)
+from ...inspect_report import (FAIL, INFO, OK, SKIP, WARN, InspectReport, _check_files,
+                               _read_json, _report_comparison, added_tokens, compare_names)
 from ...tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, THINK_CLOSE,
                        THINK_OPEN, VISION_END, VISION_START)
 from .box_order import OBJ_TOKENS
