@@ -42,11 +42,14 @@ VOCAB = 200
 
 
 def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
-                prefix: int) -> Tuple[List[int], List[int]]:
-    """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions."""
+                prefix: int, fixed_prefix: bool = False) -> Tuple[List[int], List[int]]:
+    """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions, after
+    ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
+    same ones in every sample (like a system turn)."""
     n = rng.randint(n_min, n_max)
     words = rng.sample(WORDS, n)
-    prompt = [rng.choice(FILLER) for _ in range(prefix)]
+    prompt = (FILLER[:prefix] if fixed_prefix else
+              [rng.choice(FILLER) for _ in range(prefix)])
     prompt += [t for i, w in enumerate(words) for t in (REGIONS[i], w)]
     order = rng.sample(range(n), n)
     if task == "caption":
@@ -104,6 +107,8 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--min-regions", type=int, default=2)
     p.add_argument("--max-regions", type=int, default=8)
     p.add_argument("--prefix", type=int, default=20, help="filler tokens before the list")
+    p.add_argument("--fixed-prefix", action="store_true",
+                   help="the same filler in every sample (a system turn), not random tokens")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -118,14 +123,17 @@ def main(argv=None) -> Dict[str, float]:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
           f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, "
-          f"{a.min_regions}-{a.max_regions} regions, torch threads {torch.get_num_threads()}")
+          f"{a.min_regions}-{a.max_regions} regions after {a.prefix} "
+          f"{'fixed' if a.fixed_prefix else 'random'} filler tokens, "
+          f"torch threads {torch.get_num_threads()}")
     start, window, summary = time.time(), [], {}
     for step in range(1, a.steps + 1):
         for group in opt.param_groups:
             group["lr"] = a.lr * min(1.0, step / max(a.warmup, 1))
         tasks = rng.choices(names, weights, k=a.batch_size)
         ids, labels, mask, is_caption = batch(
-            [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix) for t in tasks], tasks)
+            [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix, a.fixed_prefix)
+             for t in tasks], tasks)
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

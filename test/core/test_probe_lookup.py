@@ -53,3 +53,13 @@ def test_main_runs_and_reports():
                 "--heads", "2", "--log-every", "3", "--tasks", "caption=1", "detect_all=1"])
     assert set(out) == {"first_region_acc", "region_acc", "caption_word_acc", "loss"}
     assert 0 < out["loss"] < 20
+
+
+def test_prefix_is_random_or_fixed():
+    rng = random.Random(5)
+    random_prefixes = {tuple(make_sample("detect", rng, 2, 3, prefix=6)[0][:6]) for _ in range(5)}
+    fixed = {tuple(make_sample("detect", rng, 2, 3, prefix=6, fixed_prefix=True)[0][:6])
+             for _ in range(5)}
+    assert len(random_prefixes) > 1 and len(fixed) == 1
+    prompt, _ = make_sample("detect", rng, 2, 3, prefix=0)
+    assert prompt[0] == REGIONS[0]
