@@ -171,11 +171,27 @@ def load_config(directory: str) -> VLMFO1Config:
     problems = check_config_dict(read_json(path))
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(problems))
-    try:
-        config = VLMFO1Config.from_pretrained(directory)
+
+    def check(config):
         # again on the values in effect: absent keys take defaults that must fit the rest
-        problems = [f"{p} (absent keys take transformers' defaults)"
-                    for p in check_config_dict(config.to_dict())] + validate_config(config)
+        return [f"{p} (absent keys take transformers' defaults)"
+                for p in check_config_dict(config.to_dict())] + validate_config(config)
+
+    return read_checked_config(directory, path, VLMFO1Config, check)
+
+
+def read_checked_config(directory: str, path: str, config_class, check):
+    """``config_class.from_pretrained(directory)``, refused if ``check(config)`` lists problems.
+
+    Shared by the families' ``load_config`` (``path`` is the ``config.json`` the messages name).
+
+    Raises:
+        CheckpointError: ``check`` found problems (all joined in the message), or reading or
+            checking raised (a ``CheckpointError`` passes unchanged, any other error is wrapped).
+    """
+    try:
+        config = config_class.from_pretrained(directory)
+        problems = check(config)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types

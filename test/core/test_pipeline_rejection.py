@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from vlxseek_core.decoding import RegionAnswerLogitsProcessor
 from vlxseek_core.pipeline import VLXSeek
 from vlxseek_core.types import Grounding, Proposals, QueryResult
+from vlx15_fixtures import scripted_processor
 
 BOXES = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [1, 2, 3, 4]], np.float32)
 
@@ -58,21 +58,6 @@ def test_count_rejection_is_zero_and_a_missing_number_is_not_a_silent_zero():
     r = result("count")
     VLXSeek._fill_answer(r, "<ground>cat</ground><objects><region0></objects>1")
     assert r.count == 1 and r.warnings == []
-
-
-def scripted_processor(tokenizer, script_text):
-    """A RegionAnswerLogitsProcessor whose model 'wants' to write ``script_text``."""
-    script = list(tokenizer(script_text, add_special_tokens=False)["input_ids"])
-    script.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-
-    class Scripted(RegionAnswerLogitsProcessor):
-        def __call__(self, input_ids, scores):
-            step = input_ids.shape[1] - self.prompt_length
-            scores = scores.clone()
-            scores[:, script[min(step, len(script) - 1)]] += 1e4
-            return super().__call__(input_ids, scores)
-
-    return Scripted
 
 
 @pytest.mark.parametrize("task", ["detect", "count"])

@@ -10,6 +10,7 @@ from vlxseek_core.errors import InvalidRequestError
 from vlxseek_core.families.vlx_seek_1_5.box_order import OBJ_TOKENS, BoxOrder
 from vlxseek_core.parsing import parse_answer
 from vlxseek_core.types import Proposals
+from vlx15_fixtures import scripted_processor
 
 RASTER = (3, 2, 0, 1)
 """Raster order of the astronaut boxes (x1 = 170, 370, 150, 0): model box m = caller RASTER[m]."""
@@ -21,23 +22,6 @@ def raster_pipeline(tiny15_raster_dir):
 
     return VLXSeek.from_pretrained(tiny15_raster_dir, device="cpu", dtype="float32",
                                    proposal_source="none", max_new_tokens=24)
-
-
-def scripted(tokenizer, script_text):
-    """A RegionAnswerLogitsProcessor whose model 'wants' to write ``script_text``."""
-    from vlxseek_core.decoding import RegionAnswerLogitsProcessor
-
-    script = list(tokenizer(script_text, add_special_tokens=False)["input_ids"])
-    script.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-
-    class Scripted(RegionAnswerLogitsProcessor):
-        def __call__(self, input_ids, scores):
-            step = input_ids.shape[1] - self.prompt_length
-            scores = scores.clone()
-            scores[:, script[min(step, len(script) - 1)]] += 1e4
-            return super().__call__(input_ids, scores)
-
-    return Scripted
 
 
 def test_detect_answers_in_caller_indices(tiny15_pipeline, astronaut, astronaut_boxes):
@@ -112,7 +96,7 @@ def test_scripted_answers_map_model_indices_to_caller_boxes(raster_pipeline, ast
 
     answer = "<ground>face</ground><objects><obj2><obj0></objects>"  # model-side
     monkeypatch.setattr(pipeline_module, "RegionAnswerLogitsProcessor",
-                        scripted(raster_pipeline.tokenizer, answer))
+                        scripted_processor(raster_pipeline.tokenizer, answer))
     res = raster_pipeline.query(astronaut, "face", task="detect", boxes=astronaut_boxes)
     assert res.answer == "<ground>face</ground><objects><obj0><obj3></objects>"
     assert [(d.label, d.region_index) for d in res.detections] == [("face", 0), ("face", 3)]
@@ -120,7 +104,7 @@ def test_scripted_answers_map_model_indices_to_caller_boxes(raster_pipeline, ast
         assert np.array_equal(det.box, astronaut_boxes[det.region_index])
     rejection = "<ground>knife</ground><objects>None</objects>0"
     monkeypatch.setattr(pipeline_module, "RegionAnswerLogitsProcessor",
-                        scripted(raster_pipeline.tokenizer, rejection))
+                        scripted_processor(raster_pipeline.tokenizer, rejection))
     res = raster_pipeline.query(astronaut, "knife", task="count", boxes=astronaut_boxes)
     assert res.answer == rejection and res.rejected == ["knife"] and res.detections == []
     assert res.count == 0 and "absent: 'knife' (the model answered None)" in res.warnings
@@ -133,8 +117,9 @@ def test_constrained_decoding_names_only_shown_obj_tokens(tiny15_pipeline, astro
     import vlxseek_core.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "RegionAnswerLogitsProcessor",
-                        scripted(tiny15_pipeline.tokenizer,
-                                 "<ground>x</ground><objects><obj7><region0></objects>"))
+                        scripted_processor(
+                            tiny15_pipeline.tokenizer,
+                            "<ground>x</ground><objects><obj7><region0></objects>"))
     res = tiny15_pipeline.query(astronaut, "x", task="detect", boxes=astronaut_boxes[:2],
                                 max_new_tokens=10)
     parsed = parse_answer(res.answer, 2, OBJ_TOKENS)

@@ -41,3 +41,21 @@ def tiny15_pipeline(tiny15_dir):
 
     return VLXSeek.from_pretrained(tiny15_dir, device="cpu", dtype="float32",
                                    proposal_source="none", max_new_tokens=24)
+
+
+def scripted_processor(tokenizer, script_text):
+    """A RegionAnswerLogitsProcessor whose model 'wants' to write ``script_text`` (for
+    monkeypatching ``vlxseek_core.pipeline.RegionAnswerLogitsProcessor``; any family)."""
+    from vlxseek_core.decoding import RegionAnswerLogitsProcessor
+
+    script = list(tokenizer(script_text, add_special_tokens=False)["input_ids"])
+    script.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+
+    class Scripted(RegionAnswerLogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.prompt_length
+            scores = scores.clone()
+            scores[:, script[min(step, len(script) - 1)]] += 1e4
+            return super().__call__(input_ids, scores)
+
+    return Scripted

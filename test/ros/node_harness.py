@@ -3,12 +3,18 @@
 Imported by the test modules of this folder (and by the ``fake``/``harness`` fixtures of
 ``conftest.py``) after they have checked that rclpy and vision_msgs import.
 """
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -20,6 +26,7 @@ from vlxseek_ros import detector_node
 from vlxseek_ros.image_conversion import rgb_to_image_msg
 from vlxseek_ros.srv import QueryRegions
 
+REPO = Path(__file__).resolve().parents[2]
 NS = "/logic_test"
 BOXES = np.array([[1, 2, 11, 12], [5, 5, 30, 40]], np.float32)
 
@@ -138,6 +145,47 @@ def assert_startup_error(pipeline, overrides, match):
                                        parameter_overrides=overrides)
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@contextlib.contextmanager
+def node_process_client(ros_args, log_path, service_name, client_name, timeout_s):
+    """The detector node as its own process, and a client for its ``~/query_regions``.
+
+    Starts ``python -m vlxseek_ros.detector_node --ros-args *ros_args`` (output to ``log_path``),
+    a client node ``client_name`` in an rclpy context of its own, spun on a daemon thread, and
+    waits up to ``timeout_s`` for the ``QueryRegions`` service ``service_name`` (the test fails
+    with the node's log if the process exits or the time runs out). Yields
+    ``(client_node, service, proc)``; afterwards shuts the client down and stops the process
+    (SIGINT, killed after 10 s).
+    """
+    import pytest
+    cmd = [sys.executable, "-m", "vlxseek_ros.detector_node", "--ros-args", *ros_args]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(os.environ))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client_node = rclpy.create_node(client_name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client_node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        service = client_node.create_client(QueryRegions, service_name)
+        deadline = time.monotonic() + timeout_s
+        while not service.wait_for_service(timeout_sec=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"node not ready (rc {proc.poll()}):\n{Path(log_path).read_text()}")
+        yield client_node, service, proc
+    finally:
+        executor.shutdown()
+        client_node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_for(predicate, timeout=10.0):

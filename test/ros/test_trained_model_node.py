@@ -5,23 +5,19 @@ A held-out scene (never seen in training) is published on the node's image topic
 ``regions``; the returned detection must overlap the ground-truth box with IoU ≥ 0.5. An absent
 category must come back as ``success=true``, no detections and ``absent: …`` in ``message``.
 """
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="source scripts/ros_env.sh first")
 pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from node_harness import node_process_client  # noqa: E402
 from vlxseek_core.errors import CheckpointError  # noqa: E402
 from vlxseek_core.models import held_out_example, small_scene_model_dir  # noqa: E402
 from vlxseek_ros.conversions import xyxy_to_bbox  # noqa: E402
@@ -33,7 +29,6 @@ try:
 except CheckpointError as exc:  # issue 9 is open until a trained model meets its targets
     pytest.skip(f"{exc}; the trained scene model is not committed yet", allow_module_level=True)
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "/vlxseek_trained"
 NODE = f"{NS}/vlxseek_detector"
 IMAGE_TOPIC = f"{NS}/camera/image_raw"
@@ -50,38 +45,14 @@ def _iou(a, b):
 def node(tmp_path_factory):
     model = small_scene_model_dir()
     log_path = tmp_path_factory.mktemp("trained_node") / "node.log"
-    cmd = [sys.executable, "-m", "vlxseek_ros.detector_node", "--ros-args",
-           "-r", f"__ns:={NS}", "-r", f"image:={IMAGE_TOPIC}",
-           "-p", f"model_path:={model}", "-p", "proposal_source:=none",
-           "-p", "device:=cpu", "-p", "max_new_tokens:=48"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    client_node = rclpy.create_node("vlxseek_trained_client", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(client_node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        service = client_node.create_client(QueryRegions, f"{NODE}/query_regions")
-        deadline = time.monotonic() + 150
-        while not service.wait_for_service(timeout_sec=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"node not ready (rc {proc.poll()}):\n{log_path.read_text()}")
+    ros_args = ["-r", f"__ns:={NS}", "-r", f"image:={IMAGE_TOPIC}",
+                "-p", f"model_path:={model}", "-p", "proposal_source:=none",
+                "-p", "device:=cpu", "-p", "max_new_tokens:=48"]
+    with node_process_client(ros_args, log_path, f"{NODE}/query_regions",
+                             "vlxseek_trained_client", 150) as (client_node, service, _):
         publisher = client_node.create_publisher(
             Image, IMAGE_TOPIC, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         yield service, publisher
-    finally:
-        executor.shutdown()
-        client_node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _call(service, query, task, boxes):

@@ -9,11 +9,9 @@ the caller's region index.
   whose decoding is scripted to answer model-side ``<obj2><obj0>``.
 """
 import json
-import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +20,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="source scripts/ros_env.sh first")
 pytest.importorskip("vision_msgs.msg", reason="source scripts/ros_env.sh first")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from skimage import data as skimage_data  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from node_harness import node_process_client  # noqa: E402
 from vlxseek_ros.conversions import xyxy_to_bbox  # noqa: E402
 from vlxseek_ros.image_conversion import rgb_to_image_msg  # noqa: E402
 from vlxseek_ros.srv import QueryRegions  # noqa: E402
@@ -84,35 +82,11 @@ def assert_caller_indices(res):
 @pytest.fixture(scope="module")
 def node(tiny15, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("v15_node") / "node.log"
-    cmd = [sys.executable, "-m", "vlxseek_ros.detector_node", "--ros-args",
-           "-r", f"__ns:={NS}", "-p", f"model_path:={tiny15}", "-p", "proposal_source:=none",
-           "-p", "device:=cpu", "-p", "max_new_tokens:=24"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    client_node = rclpy.create_node("vlxseek_v15_client", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(client_node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        service = client_node.create_client(QueryRegions, f"{NS}/vlxseek_detector/query_regions")
-        deadline = time.monotonic() + 180
-        while not service.wait_for_service(timeout_sec=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"node not ready (rc {proc.poll()}):\n{log_path.read_text()}")
+    ros_args = ["-r", f"__ns:={NS}", "-p", f"model_path:={tiny15}",
+                "-p", "proposal_source:=none", "-p", "device:=cpu", "-p", "max_new_tokens:=24"]
+    with node_process_client(ros_args, log_path, f"{NS}/vlxseek_detector/query_regions",
+                             "vlxseek_v15_client", 180) as (_, service, _):
         yield service
-    finally:
-        executor.shutdown()
-        client_node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def call(service, req):

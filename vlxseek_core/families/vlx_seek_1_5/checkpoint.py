@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 import torch
 
 from ...checkpoint import (WEIGHTS_NAME, LoadReport, _default_dtype, choose_attn_implementation,
-                           iter_reference_tensors, read_json)
+                           iter_reference_tensors, read_checked_config, read_json)
 from ...errors import CheckpointError
 from .config import MODEL_TYPE, VLXSeek15Config, validate_config
 from .towers import (RADIO_INTERNAL_PREFIX, RADIO_REFERENCE_PREFIX, radio_from_reference,
@@ -37,16 +37,7 @@ def load_config(directory: str) -> VLXSeek15Config:
     if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
         kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"{path}: model_type {kind!r} is not {MODEL_TYPE!r}")
-    try:
-        config = VLXSeek15Config.from_pretrained(directory)
-        problems = validate_config(config)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - transformers' validators raise many types
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
-    if problems:
-        raise CheckpointError(f"{path}: " + "; ".join(problems))
-    return config
+    return read_checked_config(directory, path, VLXSeek15Config, validate_config)
 
 
 def build_empty_model(config: VLXSeek15Config, dtype: torch.dtype = torch.float32):
