@@ -34,7 +34,7 @@ from .inspect_report import (FAIL, INFO, MAX_HEADER_BYTES, OK, OTHER_FILES,  # n
                              SECTIONS, SKIP, TOKENIZER_FILES, WARN, Check, InspectReport,
                              TensorInfo, _check_files, _numel, _read_json, _report_comparison,
                              _shape, added_tokens, compare_names, read_safetensors_header,
-                             tokenizer_json_added_tokens)
+                             report_config_keys, tokenizer_json_added_tokens)
 from .tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, REGION_TOKENS,
                      THINK_CLOSE, THINK_OPEN, VISION_END, VISION_START)
 
@@ -82,17 +82,8 @@ def _check_config(report: InspectReport, directory: str):
     report.add("config", OK if model_type == MODEL_TYPE else FAIL,
                f"model_type = {model_type!r}" + ("" if model_type == MODEL_TYPE
                                                  else f" (expected {MODEL_TYPE!r})"))
-    for key in MM_CONFIG_KEYS:
-        if key in raw:
-            report.add("config", OK, f"{key} = {raw[key]!r}")
-        elif key in REQUIRED_CONFIG_KEYS:
-            report.add("config", FAIL, f"{key} missing (required, spec §2.2)")
-        elif key in UNKNOWN_CONFIG_KEYS:
-            report.add("config", WARN, f"{key} missing: the reference default "
-                       f"{MM_DEFAULTS.get(key)!r} applies (spec §7.16: read it from the "
-                       "checkpoint)")
-        else:
-            report.add("config", INFO, f"{key} missing: default {MM_DEFAULTS.get(key)!r}")
+    report_config_keys(report, raw, MM_CONFIG_KEYS, REQUIRED_CONFIG_KEYS, UNKNOWN_CONFIG_KEYS,
+                       MM_DEFAULTS, "spec §2.2", "spec §7.16")
     for key, needle in (("mm_vision_tower", ("qwen2.5-vl", "qwen2_5_vl")),
                         ("mm_vision_tower_aux", ("davit",))):
         value = str(raw.get(key, "")).lower()

@@ -232,6 +232,25 @@ def _check_files(report: InspectReport, directory: str) -> Dict[str, TensorInfo]
     return tensors
 
 
+def report_config_keys(report: InspectReport, raw: Dict[str, Any], keys, required, unknown,
+                       defaults: Dict[str, Any], spec: str, unknown_spec: str) -> None:
+    """One ``config`` line per key of ``keys``: OK with its value when ``raw`` (the parsed
+    ``config.json``) has it; else FAIL if it is ``required`` (citing ``spec``), WARN if the
+    reference default is a guess only the real checkpoint settles (``unknown``, citing
+    ``unknown_spec``), INFO with the default otherwise."""
+    for key in keys:
+        if key in raw:
+            report.add("config", OK, f"{key} = {raw[key]!r:.200}")
+        elif key in required:
+            report.add("config", FAIL, f"{key} missing (required, {spec})")
+        elif key in unknown:
+            report.add("config", WARN, f"{key} missing: the reference default "
+                       f"{defaults.get(key)!r} applies ({unknown_spec}: read it from the "
+                       "checkpoint)")
+        else:
+            report.add("config", INFO, f"{key} missing: default {defaults.get(key)!r}")
+
+
 def _numel(shape) -> int:
     n = 1
     for d in shape:

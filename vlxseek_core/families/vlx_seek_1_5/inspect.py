@@ -23,7 +23,8 @@ from typing import Dict, Optional
 
 from ...errors import CheckpointError
 from ...inspect_report import (FAIL, INFO, OK, SKIP, WARN, InspectReport, _check_files,
-                               _read_json, _report_comparison, added_tokens, compare_names)
+                               _read_json, _report_comparison, added_tokens, compare_names,
+                               report_config_keys)
 from ...tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, THINK_CLOSE,
                        THINK_OPEN, VISION_END, VISION_START)
 from .box_order import OBJ_TOKENS
@@ -60,17 +61,8 @@ def _check_config(report: InspectReport, directory: str):
         return None
     report.facts["model_type"] = raw.get("model_type")
     report.add("config", OK, f"model_type = {MODEL_TYPE!r} (VLX-Seek 1.5)")
-    for key in CONFIG_KEYS:
-        if key in raw:
-            report.add("config", OK, f"{key} = {raw[key]!r:.200}")
-        elif key in REQUIRED_CONFIG_KEYS:
-            report.add("config", FAIL, f"{key} missing (required, spec vlx-seek-1.5 §1.3)")
-        elif key in UNKNOWN_CONFIG_KEYS:
-            report.add("config", WARN, f"{key} missing: the reference default "
-                       f"{MM_DEFAULTS.get(key)!r} applies (spec §7.1: read it from the "
-                       "checkpoint)")
-        else:
-            report.add("config", INFO, f"{key} missing: default {MM_DEFAULTS.get(key)!r}")
+    report_config_keys(report, raw, CONFIG_KEYS, REQUIRED_CONFIG_KEYS, UNKNOWN_CONFIG_KEYS,
+                       MM_DEFAULTS, "spec vlx-seek-1.5 §1.3", "spec §7.1")
     try:
         config = load_config(directory)
     except CheckpointError as exc:
