@@ -23,7 +23,7 @@ the tokenizer-file reader are family-independent and live in :mod:`.inspect_repo
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .checkpoint import TIED_LM_HEAD
 from .config import MM_DEFAULTS, MODEL_TYPE
@@ -33,8 +33,9 @@ from .errors import CheckpointError
 from .inspect_report import (FAIL, INFO, MAX_HEADER_BYTES, OK, OTHER_FILES,  # noqa: F401
                              SECTIONS, SKIP, TOKENIZER_FILES, WARN, Check, InspectReport,
                              TensorInfo, _check_files, _numel, _read_json, _report_comparison,
-                             _shape, added_tokens, compare_names, read_safetensors_header,
-                             report_config_keys, tokenizer_json_added_tokens)
+                             _shape, added_tokens, check_added_tokens, compare_names,
+                             read_safetensors_header, report_config_keys,
+                             tokenizer_json_added_tokens)
 from .tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, REGION_TOKENS,
                      THINK_CLOSE, THINK_OPEN, VISION_END, VISION_START)
 
@@ -122,30 +123,13 @@ def _text(config):
 
 
 def _check_tokenizer(report: InspectReport, directory: str, config) -> None:
-    try:
-        tokens, conflicts = added_tokens(directory)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        report.add("tokenizer", FAIL, f"cannot read the tokenizer files: {exc}")
+    tokens = check_added_tokens(report, directory, REQUIRED_TOKENS, OPTIONAL_TOKENS)
+    if tokens is None:
         return
-    if conflicts:
-        report.add("tokenizer", FAIL, "tokenizer files disagree on token ids", conflicts)
-    missing = [t for t in REQUIRED_TOKENS if t not in tokens]
-    if missing:
-        report.add("tokenizer", FAIL, f"{len(missing)} required added tokens missing",
-                   missing)
-    else:
-        report.add("tokenizer", OK, f"all {len(REQUIRED_TOKENS)} required tokens present")
     absent_optional = [t for t in OPTIONAL_TOKENS if t not in tokens]
     if absent_optional:
         report.add("tokenizer", INFO, f"optional tokens absent: {', '.join(absent_optional)}")
-    ids = {t: tokens[t] for t in REQUIRED_TOKENS + OPTIONAL_TOKENS if t in tokens}
-    report.facts["token_ids"] = ids
-    by_id: Dict[int, List[str]] = {}
-    for content, idx in tokens.items():
-        by_id.setdefault(idx, []).append(content)
-    shared = [f"id {i}: {', '.join(c)}" for i, c in sorted(by_id.items()) if len(c) > 1]
-    if shared:
-        report.add("tokenizer", FAIL, "several tokens share one id", shared)
+    ids = report.facts["token_ids"]
     regions = [tokens[t] for t in REGION_TOKENS if t in tokens]
     if regions:
         contiguous = regions == list(range(regions[0], regions[0] + len(regions)))

@@ -15,7 +15,7 @@ import re
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .checkpoint import INDEX_NAME, safetensors_files
 from .errors import CheckpointError
@@ -249,6 +249,37 @@ def report_config_keys(report: InspectReport, raw: Dict[str, Any], keys, require
                        "checkpoint)")
         else:
             report.add("config", INFO, f"{key} missing: default {defaults.get(key)!r}")
+
+
+def check_added_tokens(report: InspectReport, directory: str, required,
+                       optional=()) -> Optional[Dict[str, int]]:
+    """The ``tokenizer`` checks every family shares: the tokenizer files are readable and agree
+    on ids (FAIL otherwise), every ``required`` added token is present, no two tokens share an
+    id; ``facts["token_ids"]`` gets the ids of the required and ``optional`` tokens present.
+
+    Returns:
+        added token → id, or ``None`` when the files cannot be read.
+    """
+    try:
+        tokens, conflicts = added_tokens(directory)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        report.add("tokenizer", FAIL, f"cannot read the tokenizer files: {exc}")
+        return None
+    if conflicts:
+        report.add("tokenizer", FAIL, "tokenizer files disagree on token ids", conflicts)
+    missing = [t for t in required if t not in tokens]
+    report.add("tokenizer", FAIL if missing else OK,
+               f"{len(missing)} required added tokens missing" if missing
+               else f"all {len(required)} required tokens present", missing)
+    report.facts["token_ids"] = {t: tokens[t] for t in list(required) + list(optional)
+                                 if t in tokens}
+    by_id: Dict[int, List[str]] = {}
+    for content, idx in tokens.items():
+        by_id.setdefault(idx, []).append(content)
+    shared = [f"id {i}: {', '.join(c)}" for i, c in sorted(by_id.items()) if len(c) > 1]
+    if shared:
+        report.add("tokenizer", FAIL, "several tokens share one id", shared)
+    return tokens
 
 
 def _numel(shape) -> int:

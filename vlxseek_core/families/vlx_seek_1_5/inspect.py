@@ -23,8 +23,8 @@ from typing import Dict, Optional
 
 from ...errors import CheckpointError
 from ...inspect_report import (FAIL, INFO, OK, SKIP, WARN, InspectReport, _check_files,
-                               _read_json, _report_comparison, added_tokens, compare_names,
-                               report_config_keys)
+                               _read_json, _report_comparison, check_added_tokens,
+                               compare_names, report_config_keys)
 from ...tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, THINK_CLOSE,
                        THINK_OPEN, VISION_END, VISION_START)
 from .box_order import OBJ_TOKENS
@@ -79,17 +79,9 @@ def _check_config(report: InspectReport, directory: str):
 
 
 def _check_tokenizer(report: InspectReport, directory: str, config) -> None:
-    try:
-        tokens, conflicts = added_tokens(directory)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        report.add("tokenizer", FAIL, f"cannot read the tokenizer files: {exc}")
+    tokens = check_added_tokens(report, directory, REQUIRED_TOKENS, OPTIONAL_TOKENS)
+    if tokens is None:
         return
-    if conflicts:
-        report.add("tokenizer", FAIL, "tokenizer files disagree on token ids", conflicts)
-    missing = [t for t in REQUIRED_TOKENS if t not in tokens]
-    report.add("tokenizer", FAIL if missing else OK,
-               f"{len(missing)} required added tokens missing" if missing
-               else f"all {len(REQUIRED_TOKENS)} required tokens present", missing)
     objects = []
     while OBJ_TOKENS.token(len(objects)) in tokens:
         objects.append(tokens[OBJ_TOKENS.token(len(objects))])
@@ -98,15 +90,8 @@ def _check_tokenizer(report: InspectReport, directory: str, config) -> None:
         report.add("tokenizer", INFO, f"<obj0>…<obj{len(objects) - 1}>: {len(objects)} region "
                    f"tokens, ids {objects[0]}…{objects[-1]}"
                    + ("" if contiguous else " (not contiguous)"))
-    ids = {t: tokens[t] for t in REQUIRED_TOKENS + OPTIONAL_TOKENS if t in tokens}
-    report.facts["token_ids"] = ids
+    ids = report.facts["token_ids"]
     report.facts["num_object_tokens"] = len(objects)
-    by_id: Dict[int, list] = {}
-    for content, idx in tokens.items():
-        by_id.setdefault(idx, []).append(content)
-    shared = [f"id {i}: {', '.join(c)}" for i, c in sorted(by_id.items()) if len(c) > 1]
-    if shared:
-        report.add("tokenizer", FAIL, "several tokens share one id", shared)
     # the model splices image rows at 248056 and region rows at 248181 whatever the tokenizer
     # says (§1.5), so the tokenizer must expand to exactly those ids
     for token, want in ((IMAGE_PAD, IMAGE_TOKEN_ID),
