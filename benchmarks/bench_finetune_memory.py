@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.configs import (add_model_size_arguments, build_config,  # noqa: E402
                                 build_random_model)
+from vlxseek_core.training.model import set_activation_checkpointing  # noqa: E402
 
 MODES = ("full", "stage1", "lora")
 """``full`` = stage 2 full fine-tuning, ``stage1`` = stage 1, ``lora`` = stage 2 with LoRA."""
@@ -240,19 +241,9 @@ def build_batch(model, args, device: str) -> Dict[str, list]:
 
 
 def set_checkpointing(vlm, enabled: bool) -> None:
-    """Gradient checkpointing of the LLM's decoder layers on or off (``use_reentrant=False``,
-    as ``vlxseek train --gradient-checkpointing``)."""
-    llm = vlm.model
-    if enabled:
-        enable = getattr(llm, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            llm.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        disable = getattr(llm, "activation_checkpointing_disable", None)
-        (disable or llm.gradient_checkpointing_disable)()
+    """Gradient checkpointing of the LLM's decoder layers on or off, as ``vlxseek train
+    --gradient-checkpointing`` sets it."""
+    set_activation_checkpointing(vlm, enabled)
 
 
 def training_step(vlm, batch, device: str, bf16: bool,

@@ -20,6 +20,7 @@ def _batch(builder, tasks=("detect", "refer", "count")):
 def _stage2(train_model_dir, builder, lora_rank=0, checkpointing=False):
     from vlxseek_core.checkpoint import load_model
     from vlxseek_core.training.freezing import apply_stage
+    from vlxseek_core.training.model import set_activation_checkpointing
     from vlxseek_core.training.lora import add_lora
 
     vlm, _ = load_model(train_model_dir)
@@ -27,8 +28,7 @@ def _stage2(train_model_dir, builder, lora_rank=0, checkpointing=False):
     if lora_rank:
         assert add_lora(vlm, lora_rank) is vlm
     if checkpointing:
-        vlm.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(vlm, True)
     vlm.train()
     return vlm, plan
 
@@ -105,6 +105,7 @@ def test_lora_training_and_merged_export(train_model_dir, builder):
                            after["model.layers.0.self_attn.q_proj.lora_B.default.weight"])
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # no deprecated checkpointing API
 def test_gradient_checkpointing_gives_same_loss_and_gradients(train_model_dir, builder):
     from vlxseek_core.training.model import TrainingModel
 
@@ -153,6 +154,7 @@ def _losses(out):
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # no deprecated checkpointing API
 def test_cli_gradient_checkpointing_and_bf16(cli_runs):
     plain = _losses(cli_runs["plain"])
     assert len(plain) == 2 and plain[0] != plain[1]

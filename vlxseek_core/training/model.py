@@ -149,6 +149,27 @@ class TrainingModel(nn.Module):
         return answer_loss(vlm.lm_head, hidden, label_mat)
 
 
+def set_activation_checkpointing(vlm, enabled: bool) -> None:
+    """Gradient (activation) checkpointing of the LLM's decoder layers on or off, non-reentrant
+    (the reentrant variant drops the gradients of inputs that need none, e.g. frozen rows).
+
+    transformers 5.24 renamed ``gradient_checkpointing_enable`` to
+    ``activation_checkpointing_enable`` (the old name warns, and goes in 6); 5.23 has only the
+    old one, so the new name is used where it exists.
+    """
+    llm = vlm.model
+    if enabled:
+        enable = getattr(llm, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(llm, "activation_checkpointing_disable", None)
+        (disable or llm.gradient_checkpointing_disable)()
+
+
 def answer_loss(lm_head: nn.Module, hidden: torch.Tensor,
                 labels: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Per-sample mean next-token cross-entropy on labelled positions, averaged over samples.

@@ -193,7 +193,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     from ..preprocessing import ImagePreprocessor
     from ..tokenizer import load_tokenizer
     from .freezing import apply_stage
-    from .model import TrainingModel
+    from .model import TrainingModel, set_activation_checkpointing
     from .trainer import VLXSeekTrainer, export_model
 
     from .trainer import parse_lr_scales
@@ -220,8 +220,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
 
         vlm = add_lora(vlm, rank=args.lora, alpha=args.lora_alpha)
     if args.gradient_checkpointing:
-        vlm.model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(vlm, True)
     vlm.train()
     training_args = TrainingArguments(
         output_dir=args.out, per_device_train_batch_size=args.batch_size,
