@@ -14,6 +14,21 @@ from benchmarks.llm import KVDecoder
 RUN = ["--repeats", "1", "--warmup", "0", "--threads", "1"]
 
 
+def _assert_greedy_equals_generate(decoder, model, embeds, positions, steps=6):
+    """KVDecoder's greedy tokens equal ``generate``'s (same positions and cache handling);
+    leaves the decoder reset to its prefilled state."""
+    decoder.prefill()
+    ours = decoder.greedy(steps)
+    ref = model.generate(inputs_embeds=embeds, position_ids=positions,
+                         attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                         max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                         num_beams=1, eos_token_id=None, pad_token_id=0, temperature=None,
+                         top_p=None, top_k=None)
+    assert ours == ref[0].tolist()
+    decoder.reset()
+    return ours
+
+
 def test_answer_formats():
     objects = sample_objects(3, 1280, 720, num_proposals=10, mixed=False, seed=0)
     region = region_answer(objects)
@@ -57,15 +72,7 @@ def test_kv_decoder_reproduces_generate():
     embeds, positions, _ = bench_decode.build_prompt(model, common.qwen_tokenizer(), (224, 224),
                                                      4, "person", seed=1)
     decoder = KVDecoder(model, embeds, positions)
-    decoder.prefill()
-    ours = decoder.greedy(6)
-    ref = model.generate(inputs_embeds=embeds, position_ids=positions,
-                         attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-                         max_new_tokens=6, min_new_tokens=6, do_sample=False, num_beams=1,
-                         eos_token_id=None, pad_token_id=0, temperature=None, top_p=None,
-                         top_k=None)
-    assert ours == ref[0].tolist()
-    decoder.reset()
+    ours = _assert_greedy_equals_generate(decoder, model, embeds, positions)
     assert decoder.forced(ours) == ours  # forcing the greedy tokens changes nothing
 
 
@@ -131,15 +138,7 @@ def test_kv_decoder_reproduces_generate_vlx15():
     decoder = KVDecoder(model, embeds, positions)
     assert decoder.scheme == "sequential"
     assert decoder.step_position_ids(2).reshape(-1).tolist() == [length + 2] * 4
-    decoder.prefill()
-    ours = decoder.greedy(6)
-    ref = model.generate(inputs_embeds=embeds, position_ids=positions,
-                         attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-                         max_new_tokens=6, min_new_tokens=6, do_sample=False, num_beams=1,
-                         eos_token_id=None, pad_token_id=0, temperature=None, top_p=None,
-                         top_k=None)
-    assert ours == ref[0].tolist()
-    decoder.reset()
+    ours = _assert_greedy_equals_generate(decoder, model, embeds, positions)
     assert decoder.forced(ours) == ours
     with pytest.raises(ValueError, match="0 … L−1"):  # FO1-style positions are refused
         KVDecoder(model, embeds, positions + 1)
