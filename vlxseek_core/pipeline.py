@@ -17,7 +17,6 @@ import torch
 
 from . import validation as check
 from .load_validation import load_args
-from .checkpoint import load_model  # noqa: F401 - VLM-FO1's loader, patched by tests
 from .decoding import RegionAnswerLogitsProcessor
 from .errors import InvalidRequestError
 from .devices import compile_vision_towers, resolve_device, resolve_dtype  # noqa: F401

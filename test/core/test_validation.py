@@ -219,11 +219,14 @@ def test_set_proposal_thresholds(fast_pipeline, kwargs, needle):
 ])
 def test_from_pretrained_arguments(tiny_model_dir, monkeypatch, kwargs, needle):
     from vlxseek_core import pipeline
+    from vlxseek_core.families import vlm_fo1
 
     def boom(*args, **kw):
         raise AssertionError("loaded before the arguments were checked")
 
-    monkeypatch.setattr(pipeline, "load_model", boom)
+    # the first reads of the checkpoint: its family (config.json), then the family's loader
+    monkeypatch.setattr(pipeline, "family_of_checkpoint", boom)
+    monkeypatch.setattr(vlm_fo1, "load_model", boom)
     kwargs = {"model_path": tiny_model_dir, "device": "cpu", **kwargs}
     with pytest.raises(InvalidRequestError, match=needle):
         pipeline.VLXSeek.from_pretrained(**kwargs)
