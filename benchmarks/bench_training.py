@@ -22,7 +22,8 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import flush, format_table, print_header, quiet_transformers  # noqa: E402
+from benchmarks.common import (add_model_benchmark_args, flush, format_table,  # noqa: E402
+                               print_header, quiet_transformers)
 
 METRICS = ("det_precision", "det_recall", "det_f1", "rec_acc50", "count_exact", "rejection_acc",
            "false_rejection", "caption_exact", "format_ok")
@@ -55,13 +56,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     from vlxseek_core.training.run import read_jsonl
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="checkpoint directories")
+    add_model_benchmark_args(parser, images_help="their image directory",
+                             limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
-    parser.add_argument("--images", required=True, help="their image directory")
-    parser.add_argument("--limit", type=int, default=None, help="first N records only")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     records = read_jsonl(args.data)[: args.limit]
     print_header("bench_training: held-out accuracy of scene models", args.device,

@@ -253,6 +253,24 @@ def add_run_args(parser: argparse.ArgumentParser, *, repeats: int = 3, warmup: i
                         help=f"cache for tiny checkpoints (default {DEFAULT_CACHE_DIR})")
 
 
+def add_model_benchmark_args(parser: argparse.ArgumentParser, *,
+                             images_help: str = "their image directory",
+                             limit_help: str = "first N records only") -> None:
+    """Add the flags of the benchmarks that compare checkpoints on a held-out set:
+    ``--models`` (one or more checkpoint directories, required), ``--images`` (required),
+    ``--limit``, ``--device`` (default ``cpu``) and ``--json`` (results file).
+
+    Args:
+        images_help: help text of ``--images`` (what the images belong to).
+        limit_help: help text of ``--limit`` (what is counted: scenes, records).
+    """
+    parser.add_argument("--models", nargs="+", required=True, help="checkpoint directories")
+    parser.add_argument("--images", required=True, help=images_help)
+    parser.add_argument("--limit", type=int, default=None, help=limit_help)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the results to this file")
+
+
 @contextmanager
 def torch_threads(num: Optional[int]) -> Iterator[None]:
     """Run the block with ``num`` torch CPU threads (``None``: unchanged), then restore."""

@@ -30,7 +30,8 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import format_table, print_header, quiet_transformers  # noqa: E402
+from benchmarks.common import (add_model_benchmark_args, format_table, print_header,  # noqa: E402
+                               quiet_transformers)
 
 RIDGE = 1e-2  # ridge strength of the linear probes, relative to the mean squared row norm
 
@@ -108,12 +109,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     from vlxseek_core.pipeline import VLXSeek
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", required=True, help="checkpoint directories")
+    add_model_benchmark_args(parser, images_help="the scenes' image directory",
+                             limit_help="first N scenes only")
     parser.add_argument("--scenes", required=True, help="scenes_heldout.json of make-scenes")
-    parser.add_argument("--images", required=True, help="the scenes' image directory")
-    parser.add_argument("--limit", type=int, default=None, help="first N scenes only")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     with open(args.scenes, encoding="utf-8") as fh:
         scenes = dict(list(json.load(fh).items())[: args.limit])
