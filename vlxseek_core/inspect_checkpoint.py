@@ -34,8 +34,8 @@ from .inspect_report import (FAIL, INFO, MAX_HEADER_BYTES, OK, OTHER_FILES,  # n
                              SECTIONS, SKIP, TOKENIZER_FILES, WARN, Check, InspectReport,
                              TensorInfo, _check_files, _numel, _read_json, _report_comparison,
                              _shape, added_tokens, check_added_tokens, compare_names,
-                             read_safetensors_header, report_config_keys,
-                             tokenizer_json_added_tokens)
+                             load_checked_config, read_safetensors_header,
+                             report_config_keys, tokenizer_json_added_tokens)
 from .tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, REGION_TOKENS,
                      THINK_CLOSE, THINK_OPEN, VISION_END, VISION_START)
 
@@ -91,12 +91,9 @@ def _check_config(report: InspectReport, directory: str):
         if key in raw and not any(n in value for n in needle):
             report.add("config", WARN, f"{key} does not contain {' or '.join(needle)}: the "
                        "reference loader would refuse it (spec §2.2)")
-    try:
-        config = load_config(directory)
-    except CheckpointError as exc:
-        report.add("config", FAIL, str(exc))
+    config = load_checked_config(report, directory, load_config)
+    if config is None:
         return None
-    report.add("config", OK, "config loads and validates")
     report.facts.update({
         "mm_projector_type": config.mm("mm_projector_type"),
         "mm_projector_aux_type": config.mm("mm_projector_aux_type"),

@@ -15,7 +15,7 @@ import re
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .checkpoint import INDEX_NAME, safetensors_files
 from .errors import CheckpointError
@@ -249,6 +249,25 @@ def report_config_keys(report: InspectReport, raw: Dict[str, Any], keys, require
                        "checkpoint)")
         else:
             report.add("config", INFO, f"{key} missing: default {defaults.get(key)!r}")
+
+
+def load_checked_config(report: InspectReport, directory: str,
+                        load_config: Callable[[str], Any]) -> Optional[Any]:
+    """Load and validate the config with the family's own ``load_config(directory)``: an OK
+    ``config`` line when it loads, the :class:`CheckpointError`'s message as a FAIL line when
+    it does not. The loader is passed in so that this module imports no family's checkpoint
+    module.
+
+    Returns:
+        the loaded config, or ``None`` when it failed.
+    """
+    try:
+        config = load_config(directory)
+    except CheckpointError as exc:
+        report.add("config", FAIL, str(exc))
+        return None
+    report.add("config", OK, "config loads and validates")
+    return config
 
 
 def check_added_tokens(report: InspectReport, directory: str, required,

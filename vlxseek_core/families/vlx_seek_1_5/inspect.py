@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional
 
-from ...errors import CheckpointError
 from ...inspect_report import (FAIL, INFO, OK, SKIP, WARN, InspectReport, _check_files,
                                _read_json, _report_comparison, check_added_tokens,
-                               compare_names, report_config_keys)
+                               compare_names, load_checked_config, report_config_keys)
 from ...tokens import (END_OF_TEXT, GROUNDING_TOKENS, IM_END, IM_START, IMAGE_PAD, THINK_CLOSE,
                        THINK_OPEN, VISION_END, VISION_START)
 from .box_order import OBJ_TOKENS
@@ -63,12 +62,9 @@ def _check_config(report: InspectReport, directory: str):
     report.add("config", OK, f"model_type = {MODEL_TYPE!r} (VLX-Seek 1.5)")
     report_config_keys(report, raw, CONFIG_KEYS, REQUIRED_CONFIG_KEYS, UNKNOWN_CONFIG_KEYS,
                        MM_DEFAULTS, "spec vlx-seek-1.5 §1.3", "spec §7.1")
-    try:
-        config = load_config(directory)
-    except CheckpointError as exc:
-        report.add("config", FAIL, str(exc))
+    config = load_checked_config(report, directory, load_config)
+    if config is None:
         return None
-    report.add("config", OK, "config loads and validates")
     report.facts.update({key: config.mm(key) for key in UNKNOWN_CONFIG_KEYS})
     report.facts.update({"mm_object_hidden_size": config.mm_object_hidden_size,
                          "vocab_size": config.text_config.vocab_size,
