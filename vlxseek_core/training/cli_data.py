@@ -7,6 +7,7 @@ Examples::
         --proposals coco_train_upn.jsonl --rejection-rate 0.2 --tasks detect count
     vlxseek make-train-data refcoco --annotations final_refcoco_train.json --out refcoco.jsonl
     vlxseek make-train-data llava --annotations llava_v1_5_mix665k.json --out vqa.jsonl
+    vlxseek make-text-regions text_regions.jsonl --num 200000 --seed 0
 
 Errors are :class:`~vlxseek_core.errors.VLXSeekError` subclasses, which ``vlxseek`` prints as
 one line (exit status 2).
@@ -80,6 +81,21 @@ def cmd_make_train_data(args) -> int:
     return 0
 
 
+def cmd_make_text_regions(args) -> int:
+    """Write text-region records (the image-free binding curriculum, :mod:`.text_regions`)."""
+    from .text_regions import make_text_region_records, write_text_region_records
+
+    records = make_text_region_records(
+        args.num, args.seed, min_regions=args.min_regions, max_regions=args.max_regions,
+        rejection_rate=_rate(args.rejection_rate),
+        tasks=[t for item in args.tasks for t in item.split(",") if t])
+    n = write_text_region_records(args.out, records)
+    per_task = Counter(r["task"] for r in records)
+    rejections = sum(1 for r in records if r["meta"].get("rejection"))
+    print(f"wrote {n} records to {args.out} ({dict(per_task)}, {rejections} rejection samples)")
+    return 0
+
+
 def add_data_commands(subparsers) -> None:
     """Add ``make-scenes`` and ``make-train-data`` to the ``vlxseek`` subparsers."""
     m = subparsers.add_parser("make-scenes",
@@ -100,6 +116,20 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
     m.set_defaults(func=cmd_make_scenes)
+
+    r = subparsers.add_parser("make-text-regions",
+                              help="write text-region records: words in place of region rows, "
+                                   "no image (binding curriculum for models trained from "
+                                   "scratch)")
+    r.add_argument("out", help="output JSONL file")
+    r.add_argument("--num", type=int, default=10000, help="records (default 10000)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--min-regions", type=int, default=2)
+    r.add_argument("--max-regions", type=int, default=6)
+    r.add_argument("--rejection-rate", default="0.2",
+                   help="share of detect records naming only absent words (0.2)")
+    r.add_argument("--tasks", nargs="+", default=["detect"], help="detect, caption")
+    r.set_defaults(func=cmd_make_text_regions)
 
     t = subparsers.add_parser("make-train-data",
                               help="training JSONL from COCO or RefCOCO annotations, or "

@@ -43,23 +43,45 @@ class TrainingModel(nn.Module):
     def config(self):
         return self.vlm.config
 
-    def encode_frames(self, pixel_values: List[torch.Tensor], image_grid_thw: List[torch.Tensor],
-                      aux_pixel_values: List[torch.Tensor], aux_boxes: List[torch.Tensor],
-                      vt_boxes: List[torch.Tensor]) -> List[EncodedFrame]:
+    def encode_frames(self, pixel_values: List[Optional[torch.Tensor]],
+                      image_grid_thw: List[Optional[torch.Tensor]],
+                      aux_pixel_values: List[Optional[torch.Tensor]],
+                      aux_boxes: List[Optional[torch.Tensor]],
+                      vt_boxes: List[Optional[torch.Tensor]]) -> List[Optional[EncodedFrame]]:
         """:meth:`VLMFO1ForCausalLM.encode_frame` for a batch: one primary-ViT call for all
         images, one aux-tower call per group of equal-sized aux images, one connector call.
+
+        Samples without an image (text-region records: every entry ``None``) get ``None``;
+        the others are encoded together.
 
         Samples without boxes (general VQA, spec §3.2) get ``[0, hidden]`` region rows and
         skip the aux tower and the HFRE, unless no sample of the batch has a box: then the
         first one runs them on its empty box list, so that every trainable parameter of the
         region path stays in the autograd graph with a zero gradient (the trainer's DDP runs
-        with ``find_unused_parameters=False``).
+        with ``find_unused_parameters=False``). A batch without any image gets that from
+        :meth:`forward` instead.
 
         Args: per sample, as ``encode_frame`` (``aux_boxes``/``vt_boxes`` may be ``[0, 4]``).
 
         Returns:
-            one :class:`EncodedFrame` per sample.
+            one :class:`EncodedFrame` per sample, ``None`` for samples without an image.
         """
+        with_image = [i for i, p in enumerate(pixel_values) if p is not None]
+        out: List[Optional[EncodedFrame]] = [None] * len(pixel_values)
+        if with_image:
+            pick = lambda values: [values[i] for i in with_image]  # noqa: E731
+            frames = self._encode_image_frames(pick(pixel_values), pick(image_grid_thw),
+                                               pick(aux_pixel_values), pick(aux_boxes),
+                                               pick(vt_boxes))
+            for i, frame in zip(with_image, frames):
+                out[i] = frame
+        return out
+
+    def _encode_image_frames(self, pixel_values: List[torch.Tensor],
+                             image_grid_thw: List[torch.Tensor],
+                             aux_pixel_values: List[torch.Tensor], aux_boxes: List[torch.Tensor],
+                             vt_boxes: List[torch.Tensor]) -> List[EncodedFrame]:
+        """:meth:`encode_frames` for samples that all have an image (see there)."""
         m = self.vlm.model
         hfre = m.object_vp_extractor
         levels = hfre.vt_levels(len(m.vision_tower.config.fullatt_block_indexes))
@@ -113,13 +135,31 @@ class TrainingModel(nn.Module):
         return out
 
     def forward(self, input_ids: List[torch.Tensor], answer_labels: List[torch.Tensor],
-                pixel_values: List[torch.Tensor], image_grid_thw: List[torch.Tensor],
-                aux_pixel_values: List[torch.Tensor], aux_boxes: List[torch.Tensor],
-                vt_boxes: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+                pixel_values: List[Optional[torch.Tensor]],
+                image_grid_thw: List[Optional[torch.Tensor]],
+                aux_pixel_values: List[Optional[torch.Tensor]],
+                aux_boxes: List[Optional[torch.Tensor]],
+                vt_boxes: List[Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """Loss of a batch (lists as produced by :func:`~.samples.collate_samples`).
 
         Returns:
             ``{"loss": scalar, "num_answer_tokens": long scalar}``.
+        """
+        hidden, label_mat, frames = self.hidden_states(
+            input_ids, answer_labels, pixel_values, image_grid_thw, aux_pixel_values,
+            aux_boxes, vt_boxes)
+        out = answer_loss(self.vlm.lm_head, hidden, label_mat)
+        if all(frame is None for frame in frames):
+            out["loss"] = out["loss"] + self._unused_vision_term()
+        return out
+
+    def hidden_states(self, input_ids, answer_labels, pixel_values, image_grid_thw,
+                      aux_pixel_values, aux_boxes, vt_boxes):
+        """The LLM's last hidden states of a batch (arguments as :meth:`forward`).
+
+        Returns:
+            ``(hidden [B, L, hidden], labels long [B, L] aligned with it (not shifted,
+            :data:`IGNORE_INDEX` on prompt, image rows and padding), frames)``.
         """
         vlm = self.vlm
         frames = self.encode_frames(pixel_values, image_grid_thw, aux_pixel_values, aux_boxes,
@@ -129,6 +169,11 @@ class TrainingModel(nn.Module):
         text = vlm.model.embed_tokens(all_ids.clamp(min=0)).split(lengths)
         rows, labels, positions = [], [], []
         for ids, lab, emb, frame in zip(input_ids, answer_labels, text, frames):
+            if frame is None:  # text-region record: plain text, 1-D positions (as M-RoPE's)
+                rows.append(emb)
+                labels.append(lab)
+                positions.append(torch.arange(len(ids), device=emb.device).expand(3, -1))
+                continue
             seq, types = vlm.splice(ids, emb, frame)
             pos, _ = vlm.rope_index(types[None], frame.image_grid_thw)
             at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
@@ -146,7 +191,18 @@ class TrainingModel(nn.Module):
             batch_first=True)
         hidden = vlm.model(inputs_embeds=embeds, attention_mask=attention_mask,
                            position_ids=position_ids, use_cache=False).last_hidden_state
-        return answer_loss(vlm.lm_head, hidden, label_mat)
+        return hidden, label_mat, frames
+
+    def _unused_vision_term(self) -> torch.Tensor:
+        """``0 ×`` the sum of the trainable vision-side parameters: a batch without images
+        leaves them out of the graph, and DDP without ``find_unused_parameters`` needs every
+        trainable parameter to get a gradient (zero here) on every process and step."""
+        m = self.vlm.model
+        params = [p for module in (m.vision_tower, m.vision_tower_aux, m.mm_projector,
+                                   m.mm_projector_aux, m.object_vp_extractor)
+                  for p in module.parameters() if p.requires_grad]
+        zero = self.vlm.lm_head.weight.new_zeros(())
+        return zero + sum((p.sum() * 0.0 for p in params), zero)
 
 
 def set_activation_checkpointing(vlm, enabled: bool) -> None:

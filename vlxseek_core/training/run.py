@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
-from .samples import SampleBuilder, collate_samples
+from .samples import SampleBuilder, collate_samples, has_region_choice
 
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
@@ -154,6 +154,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="learning-rate multiplier of a module group: towers, hfre, connector or llm "
            "(repeatable; e.g. towers=0.1 hfre=0.1 connector=0.1 when training from random "
            "initialisation, see README 'Procedural scenes and the scene model')")
+    a("--loss-on", default="answer", choices=("answer", "regions"),
+      help="answer: every answer token (paper); regions: only the <regionK> / None choices "
+           "(binding curriculum of models trained from scratch, README)")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
@@ -206,13 +209,22 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         raise InvalidRequestError("--lr-scale needs the Trainer's own optimizer; with "
                                   "--deepspeed set per-group rates in the DeepSpeed config")
     records = read_records(args.data, args.images)
+    if args.loss_on == "regions":  # captions etc. choose no region: nothing to learn from
+        kept = [r for r in records if has_region_choice(r)]
+        if not kept:
+            raise InvalidRequestError("--loss-on regions: no record's answer chooses a region")
+        if len(kept) < len(records):
+            print(f"--loss-on regions: {len(records) - len(kept)} of {len(records)} records "
+                  "choose no region and are left out", file=sys.stderr)
+        records = kept
     use_cpu = args.device == "cpu" or not torch.cuda.is_available()
     vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",
                         attn_implementation="sdpa")
     tokenizer = load_tokenizer(args.model)
     preprocessor = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(args.model),
                                      vlm.config.aux_image_aspect_ratio)
-    builder = SampleBuilder(tokenizer, preprocessor, "")  # read_records joined the dirs
+    builder = SampleBuilder(tokenizer, preprocessor, "",  # read_records joined the dirs
+                            loss_on=args.loss_on)
     builder.build(records[0])  # fail fast on a bad first record, before any process forks
     plan = apply_stage(vlm, args.stage, tokenizer, lora=bool(args.lora))
     if args.lora:
@@ -235,7 +247,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         dataloader_num_workers=args.workers, remove_unused_columns=False, use_cpu=use_cpu,
         deepspeed=args.deepspeed, fsdp=args.fsdp or "", disable_tqdm=False,
         ddp_find_unused_parameters=False)
-    info = {"stage": args.stage, "lr_scales": lr_scales,
+    info = {"stage": args.stage, "lr_scales": lr_scales, "loss_on": args.loss_on,
             "command": " ".join(argv or sys.argv), "seed": args.seed,
             "data": " ".join(os.path.basename(d) for d in args.data),
             "data_sha256": " ".join(file_sha256(d) for d in args.data),

@@ -19,11 +19,24 @@ from PIL import Image
 from ..errors import InvalidRequestError
 from ..preprocessing import ImagePreprocessor, PreparedImage
 from ..prompts import TASKS, PromptTokenizer, TemplateText, task_parts
-from ..tokens import IMAGE_PLACEHOLDER
+from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS, region_token
 from .records import REGION_REF
+from .text_regions import check_text_region_record, is_text_region_record, text_region_prompt_ids
 
 IGNORE_INDEX = -100
 """Label of positions without loss (torch ``cross_entropy``'s default ``ignore_index``)."""
+LOSS_ON = ("answer", "regions")
+"""What a sample's loss covers (see :class:`SampleBuilder`)."""
+
+
+def has_region_choice(record: dict) -> bool:
+    """Whether a record's answer chooses regions (a ``<regionK>``, or ``<objects>None``): the
+    records that ``loss_on="regions"`` can train on."""
+    try:
+        answer = _turn(record, "gpt")
+    except InvalidRequestError:
+        return True  # malformed: let the builder say why
+    return bool(REGION_REF.search(answer)) or "<objects>None</objects>" in answer
 
 
 def record_prompt_parts(record: dict) -> list:
@@ -82,12 +95,13 @@ class TrainingSample:
         input_ids: long ``[L_ids]``: prompt (with −200 / −300 placeholders) + answer ids.
         labels: long ``[L_ids]``: :data:`IGNORE_INDEX` on the prompt, the answer ids (and the
             closing ``<|im_end|>``) on the answer; aligned with ``input_ids`` (not shifted).
-        image: the preprocessed image and boxes (see :class:`PreparedImage`).
+        image: the preprocessed image and boxes (see :class:`PreparedImage`); ``None`` for a
+            text-region record (no ``-200`` / ``-300`` placeholders in ``input_ids``).
     """
 
     input_ids: torch.Tensor
     labels: torch.Tensor
-    image: PreparedImage
+    image: Optional[PreparedImage]
 
 
 class SampleBuilder:
@@ -97,13 +111,27 @@ class SampleBuilder:
         tokenizer: the checkpoint's tokenizer (VLM-FO1 added tokens included).
         preprocessor: the checkpoint's :class:`ImagePreprocessor`.
         images_dir: directory that record ``image`` paths are relative to.
+        loss_on: ``"answer"`` (default, the paper's recipe: every answer token and the closing
+            ``<|im_end|>``) or ``"regions"``: only the answer's region choices, i.e. the
+            ``<regionK>`` tokens and the ``None`` of a rejection block (vlxseek's binding
+            curriculum for models trained from scratch: the markup is learned in a few
+            steps, and every other answer position would cost a 151,936-way softmax).
+
+    Raises:
+        InvalidRequestError: another ``loss_on``.
     """
 
-    def __init__(self, tokenizer, preprocessor: ImagePreprocessor, images_dir: str = "."):
+    def __init__(self, tokenizer, preprocessor: ImagePreprocessor, images_dir: str = ".",
+                 loss_on: str = "answer"):
+        if loss_on not in LOSS_ON:
+            raise InvalidRequestError(f"loss_on must be one of {', '.join(LOSS_ON)}: "
+                                      f"{loss_on!r}")
         self.prompt_tokenizer = PromptTokenizer(tokenizer)
         self.preprocessor = preprocessor
         self.images_dir = images_dir
+        self.loss_on = loss_on
         self.im_end = self.prompt_tokenizer.im_end
+        self._choice_ids = None  # ids of <region0..99>, and None after <objects> (lazily)
 
     def prompt_ids(self, record: dict) -> List[int]:
         """Prompt ids of ``record``, equal to inference's for the same question and boxes.
@@ -137,30 +165,62 @@ class SampleBuilder:
 
         Raises:
             InvalidRequestError: a malformed record or unreadable image; no boxes for a task
-                that needs them (see :func:`check_boxless`).
+                that needs them (see :func:`check_boxless`); a bad text-region record (see
+                :func:`~.text_regions.check_text_region_record`).
         """
-        boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
         answer_text = _turn(record, "gpt")
-        if len(boxes) == 0:
-            check_boxless(record, answer_text)
-        prompt = self.prompt_ids(record)
+        if is_text_region_record(record):
+            texts = check_text_region_record(record)
+            refs = [int(k) for k in REGION_REF.findall(answer_text)]
+            if any(k >= len(texts) for k in refs):
+                raise InvalidRequestError(f"record {record.get('id')!r}: field 'conversations': "
+                                          f"the answer refers to <region{max(refs)}> but there "
+                                          f"are {len(texts)} text regions")
+            prompt = text_region_prompt_ids(self.prompt_tokenizer, record_prompt_parts(record),
+                                            texts)
+            prepared = None
+        else:
+            boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
+            if len(boxes) == 0:
+                check_boxless(record, answer_text)
+            prompt = self.prompt_ids(record)
+            prepared = self.preprocessor(
+                image if image is not None else self.load_image(record), boxes)
         answer = self.answer_ids(answer_text)
-        prepared = self.preprocessor(image if image is not None else self.load_image(record),
-                                     boxes)
         ids = torch.tensor(prompt + answer, dtype=torch.long)
-        labels = torch.tensor([IGNORE_INDEX] * len(prompt) + answer, dtype=torch.long)
+        targets = answer if self.loss_on == "answer" else self._region_choices(answer)
+        labels = torch.tensor([IGNORE_INDEX] * len(prompt) + targets, dtype=torch.long)
         return TrainingSample(ids, labels, prepared)
+
+    def _region_choices(self, answer: List[int]) -> List[int]:
+        """``answer`` with :data:`IGNORE_INDEX` everywhere but the region choices.
+
+        Raises:
+            InvalidRequestError: the answer makes no region choice (no ``<regionK>`` and no
+                ``<objects>None``), so the sample would have no loss.
+        """
+        if self._choice_ids is None:
+            tok = self.prompt_tokenizer
+            none = tok.text_ids("None")
+            self._choice_ids = ({tok.token_id(region_token(k)) for k in range(MAX_REGIONS)},
+                                none[0] if len(none) == 1 else None,
+                                tok.token_id("<objects>"))
+        regions, none, objects = self._choice_ids
+        out = [t if (t in regions or (t == none and k and answer[k - 1] == objects))
+               else IGNORE_INDEX for k, t in enumerate(answer)]
+        if all(t == IGNORE_INDEX for t in out):
+            raise InvalidRequestError("with the loss on region choices only, every answer "
+                                      "needs a <regionK> or a rejection block")
+        return out
 
 
 def collate_samples(samples: Sequence[TrainingSample]) -> Dict[str, list]:
     """Batch for :class:`~vlxseek_core.training.model.TrainingModel`: lists of tensors, one per
-    sample (images differ in size and region count, so nothing is stacked here)."""
-    return {
-        "input_ids": [s.input_ids for s in samples],
-        "answer_labels": [s.labels for s in samples],
-        "pixel_values": [s.image.pixel_values for s in samples],
-        "image_grid_thw": [s.image.image_grid_thw for s in samples],
-        "aux_pixel_values": [s.image.aux_pixel_values for s in samples],
-        "aux_boxes": [s.image.aux_boxes for s in samples],
-        "vt_boxes": [s.image.vt_boxes for s in samples],
-    }
+    sample (images differ in size and region count, so nothing is stacked here); the image
+    entries of a sample without an image (text-region record) are ``None``."""
+    fields = ("pixel_values", "image_grid_thw", "aux_pixel_values", "aux_boxes", "vt_boxes")
+    batch: Dict[str, list] = {"input_ids": [s.input_ids for s in samples],
+                              "answer_labels": [s.labels for s in samples]}
+    for name in fields:
+        batch[name] = [None if s.image is None else getattr(s.image, name) for s in samples]
+    return batch

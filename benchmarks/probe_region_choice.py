@@ -1,0 +1,112 @@
+"""Does a model pick the right region? Teacher-forced region-token accuracy (issue 9).
+
+For held-out training records (image records of ``make-scenes``, or the image-free records of
+``vlxseek make-text-regions``), the answer is teacher-forced and at every answer position
+whose target is a ``<regionK>`` token the model's most likely next token is compared with it:
+
+* ``first_region_acc``: the first region token of each answer (nothing named before it, so
+  it cannot be guessed by excluding; chance is 1 / the number of regions of the record);
+* ``region_acc``: every region token of the answers;
+* ``rejection_acc``: where the target after ``<objects>`` is ``None`` (an absent target), how
+  often the model predicts ``None`` there;
+* ``chance``: the mean of 1 / regions over the records with a region answer.
+
+This isolates the binding circuit (README "Procedural scenes and the scene model") from
+decoding; ``benchmarks/bench_training.py`` scores the answers the model generates.
+
+    python -m benchmarks.probe_region_choice --models INIT_DIR CKPT_DIR \\
+        --data text_regions_heldout.jsonl [--images DIR] [--limit 200]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import (add_model_benchmark_args, format_table,  # noqa: E402
+                               print_header, quiet_transformers)
+
+
+def score_model(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
+                batch_size: int = 16) -> Dict[str, float]:
+    """Teacher-forced region metrics of one checkpoint on ``records`` (see module doc)."""
+    import torch
+    from transformers import Qwen2VLImageProcessorPil
+
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.preprocessing import ImagePreprocessor
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.tokens import MAX_REGIONS, region_token
+    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.samples import SampleBuilder, collate_samples
+
+    vlm, _ = load_model(model_dir)
+    vlm.to(device).eval()
+    tokenizer = load_tokenizer(model_dir)
+    builder = SampleBuilder(tokenizer, ImagePreprocessor(
+        Qwen2VLImageProcessorPil.from_pretrained(model_dir), vlm.config.aux_image_aspect_ratio),
+        images_dir)
+    region_ids = torch.tensor([tokenizer.convert_tokens_to_ids(region_token(k))
+                               for k in range(MAX_REGIONS)])
+    none_id = builder.prompt_tokenizer.text_ids("None")
+    objects_id = tokenizer.convert_tokens_to_ids("<objects>")
+    model = TrainingModel(vlm)
+    hits = {"first": [], "all": [], "reject": []}
+    chance = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        samples = [builder.build(r) for r in chunk]
+        batch = collate_samples(samples)
+        batch = {k: [None if t is None else t.to(device) for t in v] for k, v in batch.items()}
+        with torch.no_grad():
+            hidden, labels, _ = model.hidden_states(**batch)
+            pred = vlm.lm_head(hidden[:, :-1]).argmax(-1).cpu()
+        target, prev = labels[:, 1:].cpu(), labels[:, :-1].cpu()
+        for row, record in enumerate(chunk):
+            is_region = torch.isin(target[row], region_ids)
+            right = (pred[row] == target[row])[is_region].tolist()
+            if right:
+                hits["first"].append(right[0])
+                hits["all"] += right
+                n = len(record.get("text_regions") or record.get("bbox_list") or ())
+                chance.append(1.0 / max(n, 1))
+            if len(none_id) == 1:
+                at_none = (prev[row] == objects_id) & (target[row] == none_id[0])
+                hits["reject"] += (pred[row] == target[row])[at_none].tolist()
+    mean = lambda v: float(sum(v) / len(v)) if v else float("nan")  # noqa: E731
+    return {"first_region_acc": mean(hits["first"]), "region_acc": mean(hits["all"]),
+            "rejection_acc": mean(hits["reject"]), "chance": mean(chance),
+            "records": len(records)}
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Score every ``--models`` checkpoint; prints a table and returns ``{model: metrics}``."""
+    import json
+
+    from vlxseek_core.training.run import read_records
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_benchmark_args(parser, images_help="image directory of the records ('.' for "
+                             "text-region records)", limit_help="first N records only")
+    parser.add_argument("--data", required=True, help="held-out records (JSONL)")
+    args = parser.parse_args(argv)
+    quiet_transformers()
+    records = read_records([args.data], [args.images or "."])[: args.limit]
+    print_header("probe_region_choice: teacher-forced region-token accuracy", args.device,
+                 {"data": args.data, "records": len(records)})
+    results = {m: score_model(m, records, "", args.device) for m in args.models}
+    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance")
+    print(format_table(["model", *keys], [[m, *(f"{r[k]:.3f}" for k in keys)]
+                                          for m, r in results.items()]))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

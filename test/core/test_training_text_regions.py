@@ -1,0 +1,191 @@
+"""Text-region records (issue 9's image-free binding curriculum) and ``--loss-on regions``."""
+import json
+
+import pytest
+import torch
+from training_fixtures import make_record
+
+from vlxseek_core.errors import InvalidRequestError
+from vlxseek_core.parsing import parse_answer
+from vlxseek_core.training.samples import IGNORE_INDEX, SampleBuilder, collate_samples
+from vlxseek_core.training.text_regions import (DEFAULT_WORDS, make_text_region_records,
+                                                region_line_text)
+
+
+def _record(texts=("dog", "cup", "cat"), query="cat; dog", answer=None, **extra):
+    answer = answer or "<ground>cat</ground><objects><region2></objects>" \
+                       "<ground>dog</ground><objects><region0></objects>"
+    rec = {"id": "t0", "task": "detect", "query": query, "text_regions": list(texts),
+           "conversations": [
+               {"from": "human", "value": region_line_text(texts) + "\nPlease detect "
+                f"{query} in this image. Answer the question with object indexes."},
+               {"from": "gpt", "value": answer}]}
+    rec.update(extra)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def region_builder(builder):
+    return SampleBuilder(builder.prompt_tokenizer.tokenizer, builder.preprocessor,
+                         builder.images_dir, loss_on="regions")
+
+
+def test_records_are_reproducible_and_their_answers_name_the_right_rows():
+    records = make_text_region_records(300, seed=5, tasks=("detect", "caption"))
+    assert records == make_text_region_records(300, seed=5, tasks=("detect", "caption"))
+    assert records != make_text_region_records(300, seed=6, tasks=("detect", "caption"))
+    rejections = 0
+    for r in records:
+        texts = r["text_regions"]
+        assert 2 <= len(texts) <= 6 and len(set(texts)) == len(texts)
+        answer = r["conversations"][1]["value"]
+        if r["task"] == "caption":
+            (k,) = r["region_indices"]
+            assert answer in (f"a {texts[k]}", f"an {texts[k]}")
+            continue
+        parsed = parse_answer(answer, len(texts))
+        named = r["query"].split("; ")
+        # every present word → its own row, in the query's order; every absent one → None
+        assert [g.phrase for g in parsed.groundings] == [w for w in named if w in texts]
+        assert all([texts[i] for i in g.region_indices] == [g.phrase]
+                   for g in parsed.groundings)
+        assert parsed.rejected == [w for w in named if w not in texts]
+        assert not parsed.malformed
+        if r["meta"]["rejection"]:
+            rejections += 1
+            assert not any(w in texts for w in named)
+        else:
+            assert set(texts) <= set(named)  # every row is looked up
+    assert 0.1 < rejections / 150 < 0.3
+
+
+@pytest.mark.parametrize("kwargs", [dict(num=-1), dict(min_regions=0), dict(min_regions=5,
+                                    max_regions=4), dict(max_regions=len(DEFAULT_WORDS)),
+                                    dict(tasks=("refer",)), dict(tasks=()),
+                                    dict(rejection_rate=1.5)])
+def test_bad_generator_arguments_are_refused(kwargs):
+    with pytest.raises(InvalidRequestError):
+        make_text_region_records(**{"num": 3, **kwargs})
+
+
+def test_default_words_are_one_token_each(builder):
+    tok = builder.prompt_tokenizer
+    assert [w for w in DEFAULT_WORDS if len(tok.text_ids(w)) != 1] == []
+
+
+def test_sample_layout_and_answer_only_labels(builder):
+    tok = builder.prompt_tokenizer.tokenizer
+    sample = builder.build(_record())
+    assert sample.image is None
+    text = tok.decode(sample.input_ids)
+    assert text.startswith("<|im_start|>user\n<region0>dog<region1>cup<region2>cat\nPlease "
+                           "detect cat; dog in this image.")
+    assert "<|vision_start|>" not in text and "system" not in text
+    assert (sample.input_ids < 0).sum() == 0  # no image / region-feature placeholders
+    labelled = sample.labels[sample.labels != IGNORE_INDEX]
+    assert tok.decode(labelled) == ("<ground>cat</ground><objects><region2></objects><ground>"
+                                    "dog</ground><objects><region0></objects><|im_end|>")
+    assert (sample.labels[: len(sample.labels) - len(labelled)] == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(image="img0.png"), "image"),
+    (dict(bbox_list=[[0, 0, 5, 5]]), "bbox_list"),
+    (dict(text_regions=[]), "text_regions"),
+    (dict(text_regions=["a<region1>"]), "text_regions"),
+    (dict(text_regions=["dog", 3]), "text_regions"),
+    (dict(task="segment"), "task"),
+])
+def test_bad_text_region_records_are_refused(builder, change, field):
+    with pytest.raises(InvalidRequestError, match=field):
+        builder.build(_record(**change))
+
+
+def test_human_turn_and_answer_must_match_the_rows(builder):
+    bad_turn = _record()
+    bad_turn["conversations"][0]["value"] = "<region0>dog\nPlease detect cat; dog"
+    with pytest.raises(InvalidRequestError, match="human turn"):
+        builder.build(bad_turn)
+    with pytest.raises(InvalidRequestError, match="<region5>"):
+        builder.build(_record(answer="<ground>cat</ground><objects><region5></objects>"))
+
+
+def test_loss_on_regions_keeps_only_region_choices(region_builder):
+    tok = region_builder.prompt_tokenizer.tokenizer
+    answer = ("<ground>cat</ground><objects><region2></objects><ground>None</ground>"
+              "<objects>None</objects>")
+    sample = region_builder.build(_record(query="cat; None", answer=answer))
+    kept = sample.labels[sample.labels != IGNORE_INDEX].tolist()
+    # "None" as a label inside <ground> is not a choice; the one after <objects> is
+    assert tok.convert_ids_to_tokens(kept) == ["<region2>", "None"]
+    image = region_builder.build(make_record("count"))
+    assert tok.convert_ids_to_tokens(image.labels[image.labels != IGNORE_INDEX].tolist()) == [
+        "<region0>", "<region2>"]
+    with pytest.raises(InvalidRequestError, match="region choice"):
+        region_builder.build(make_record("caption"))
+    with pytest.raises(InvalidRequestError, match="loss_on"):
+        SampleBuilder(tok, region_builder.preprocessor, ".", loss_on="everything")
+
+
+def test_text_and_image_samples_batch_together(train_model_dir, builder):
+    """A text sample's loss does not depend on its batch mates (positions, padding)."""
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.model import TrainingModel
+
+    vlm, _ = load_model(train_model_dir)
+    model = TrainingModel(vlm)
+    samples = [builder.build(make_record("detect", "img0.png")), builder.build(_record()),
+               builder.build(make_record("vqa", "img1.png", boxes=[]))]
+    with torch.no_grad():
+        batch = float(model(**collate_samples(samples))["loss"])
+        singles = [float(model(**collate_samples([s]))["loss"]) for s in samples]
+        alone = model.hidden_states(**collate_samples([samples[1]]))[0]
+        mixed = model.hidden_states(**collate_samples(samples))[0]
+    assert batch == pytest.approx(sum(singles) / 3, rel=1e-4)
+    n = alone.shape[1]
+    torch.testing.assert_close(mixed[1, :n], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_image_free_batch_gives_the_vision_side_zero_gradients(train_model_dir, builder):
+    """DDP without find_unused_parameters needs a gradient for every trainable tensor."""
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.training.freezing import apply_stage
+    from vlxseek_core.training.model import TrainingModel
+
+    vlm, _ = load_model(train_model_dir)
+    vlm.train()
+    apply_stage(vlm, 0, builder.prompt_tokenizer.tokenizer)
+    out = TrainingModel(vlm)(**collate_samples([builder.build(_record())] * 2))
+    out["loss"].backward()
+    missing = [n for n, p in vlm.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    vision = [p.grad for n, p in vlm.named_parameters()
+              if n.startswith(("model.vision_tower", "model.object_vp_extractor",
+                               "model.mm_projector"))]
+    assert vision and all(float(g.abs().max()) == 0.0 for g in vision)
+    assert float(vlm.model.embed_tokens.weight.grad.abs().max()) > 0
+
+
+def test_make_text_regions_cli_and_a_short_training_run(train_model_dir, tmp_path, capsys):
+    from vlxseek_core.cli import main
+
+    data = str(tmp_path / "text.jsonl")
+    assert main(["make-text-regions", data, "--num", "12", "--seed", "2", "--tasks",
+                 "detect", "caption", "--max-regions", "3"]) == 0
+    assert "wrote 12 records" in capsys.readouterr().out
+    lines = [json.loads(x) for x in open(data)]
+    assert {r["task"] for r in lines} == {"detect", "caption"}
+    assert main(["make-text-regions", data, "--num", "2", "--max-regions", "0"]) == 2
+    out = str(tmp_path / "run")
+    assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
+                 "--out", out, "--max-steps", "2", "--batch-size", "4", "--device", "cpu",
+                 "--loss-on", "regions", "--save-steps", "2"]) == 0
+    info = json.load(open(f"{out}/vlxseek_training.json"))
+    assert info["loss_on"] == "regions"
+    assert "6 of 12 records choose no region and are left out" in capsys.readouterr().err
+    captions = str(tmp_path / "captions.jsonl")
+    with open(captions, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in lines if r["task"] == "caption")
+    assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", captions,
+                 "--out", out + "2", "--max-steps", "1", "--loss-on", "regions"]) == 2
+    assert "no record's answer chooses a region" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""Text-region records: a binding curriculum without images (issue 9, vlxseek's stage 0).
+
+Why: a VLM-FO1 prompt lists regions as ``<region0><regionfeat><region1><regionfeat>…``, each
+index token *before* its feature row. Detection, REC and counting answers must name the
+``<regionK>`` of the row that matches the query: the answer position finds the row by content
+and copies the identity of the token before it out of the row (a previous-token head read
+through the values, V-composition). A pretrained LLM has such heads; an LLM trained from random
+initialisation leaves chance only after a slow, batch-hungry transition
+(``benchmarks/probe_lookup.py``, README "Procedural scenes and the scene model"). Forming it
+with words in place of the feature rows costs no vision compute and no region features that
+must first become distinct, and the short prompt (no system turn, no image tokens) makes the
+previous-token head form sooner.
+
+A text-region record is a training record without ``image`` and ``bbox_list``: its
+``text_regions`` list stands in for the regions, row ``K`` being the text after ``<regionK>``::
+
+    {"id": "tr:0", "task": "detect", "query": "cat; dog",
+     "text_regions": ["dog", "cup", "cat"],
+     "conversations": [{"from": "human", "value": "<region0>dog<region1>cup<region2>cat\\n"
+                        + TASK_TEXT}, {"from": "gpt", "value": ANSWER}]}
+
+Its prompt is ``<|im_start|>user\\n<region0>dog<region1>cup<region2>cat\\n{task text}
+<|im_end|>\\n<|im_start|>assistant\\n``: the inference prompt of the same task with the image
+and the system turn left out and each ``<regionfeat>`` row replaced by its text (tokenized on
+its own). The task text and the answer are built exactly as for image records.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+from ..answer_format import format_answer
+from ..errors import InvalidRequestError
+from ..prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
+from ..tokens import MAX_REGIONS, region_token
+from .record_helpers import with_article
+
+TEXT_REGIONS = "text_regions"
+"""Record key of the region texts (its presence makes a record a text-region record)."""
+TEXT_TASKS = ("detect", "caption")
+"""Tasks :func:`make_text_region_records` writes."""
+DEFAULT_WORDS = ("cat", "cup", "rocket", "coin", "bike", "red", "blue", "green", "yellow",
+                 "circle", "square", "triangle", "dog", "book", "chair", "apple", "car", "tree",
+                 "phone", "lamp", "door", "ball", "box", "key", "cow", "pen", "plate",
+                 "clock", "bag", "hat")
+"""Region texts of :func:`make_text_region_records`: short English words, one Qwen2 token each
+(a multi-token row would need one more hop to gather the row before the lookup)."""
+
+
+def is_text_region_record(record: Mapping[str, Any]) -> bool:
+    """True for a record with ``text_regions`` (no image)."""
+    return TEXT_REGIONS in record
+
+
+def check_text_region_record(record: Mapping[str, Any]) -> List[str]:
+    """Validate a text-region record; returns its region texts.
+
+    Raises:
+        InvalidRequestError: naming the record id and field: ``image`` or ``bbox_list``
+            present, ``text_regions`` not a list of 1..100 non-empty strings without
+            ``<``/``>`` (a text must not spell a special token), an unknown task, or a
+            conversation whose human turn is not the region line + the task text.
+    """
+    rid = record.get("id", "<no id>")
+
+    def error(field: str, why: str) -> InvalidRequestError:
+        return InvalidRequestError(f"record {rid!r}: field {field!r}: {why}")
+
+    for key in ("image", "bbox_list"):
+        if record.get(key):
+            raise error(key, f"a text-region record has no {key} ({TEXT_REGIONS} replaces it)")
+    texts = record.get(TEXT_REGIONS)
+    if (not isinstance(texts, list) or not 1 <= len(texts) <= MAX_REGIONS
+            or not all(isinstance(t, str) and t.strip() and "<" not in t and ">" not in t
+                       for t in texts)):
+        raise error(TEXT_REGIONS, f"needs 1 to {MAX_REGIONS} non-empty strings without "
+                                  f"'<' or '>', got {texts!r}")
+    if record.get("task") not in TASKS:
+        raise error("task", f"unknown task {record.get('task')!r}")
+    conv = record.get("conversations")
+    human = conv[0].get("value") if isinstance(conv, list) and conv and isinstance(
+        conv[0], Mapping) else None
+    expected = region_line_text(texts) + "\n" + parts_to_text(task_parts(
+        record["task"], record.get("query", ""), record.get("region_indices") or ()))
+    if human != expected:
+        raise error("conversations", f"the human turn must be {expected!r}, got {human!r}")
+    return texts
+
+
+def region_line_text(texts: Sequence[str]) -> str:
+    """``"<region0>text0<region1>text1…"`` (the human turn's first line)."""
+    return "".join(f"{region_token(k)}{t}" for k, t in enumerate(texts))
+
+
+def text_region_prompt_ids(tokenizer: PromptTokenizer, parts: Sequence, texts: Sequence[str]
+                           ) -> List[int]:
+    """Prompt ids of a text-region record (layout in the module docstring).
+
+    Args:
+        tokenizer: the checkpoint's prompt tokenizer.
+        parts: the task text as prompt parts (:func:`~vlxseek_core.prompts.task_parts`).
+        texts: the region texts; text ``K`` follows ``<regionK>``.
+    """
+    ids = [tokenizer.im_start] + tokenizer.text_ids("user\n")
+    for k, text in enumerate(texts):
+        ids += [tokenizer.token_id(region_token(k))] + tokenizer.text_ids(text)
+    return ids + tokenizer.text_ids("\n") + tokenizer.build_suffix(parts)
+
+
+def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEFAULT_WORDS,
+                             min_regions: int = 2, max_regions: int = 6,
+                             rejection_rate: float = 0.2,
+                             tasks: Sequence[str] = ("detect",)) -> List[Dict[str, Any]]:
+    """``num`` text-region records (JSON dicts), reproducible from ``seed``.
+
+    Each record draws ``min_regions..max_regions`` distinct ``words`` as its rows and a task
+    from ``tasks`` (cycled): ``detect`` names every row's word in a random order (one lookup
+    per word, each answered by its own block), plus with probability 0.5 one absent word at a
+    random place, answered with the rejection form; with probability ``rejection_rate`` it
+    names only 1..3 absent words (a rejection sample). ``caption`` asks for one row
+    (→ "a dog").
+
+    Raises:
+        InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
+            or inverted, an unknown task, a rate outside [0, 1].
+    """
+    if num < 0 or not 1 <= min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
+        raise InvalidRequestError(
+            f"text regions: need num >= 0 and 1 <= min_regions <= max_regions <= "
+            f"{min(MAX_REGIONS, len(words) - 1)} (one word must stay absent)")
+    unknown = [t for t in tasks if t not in TEXT_TASKS]
+    if unknown or not tasks:
+        raise InvalidRequestError(f"text-region tasks are {', '.join(TEXT_TASKS)}: {unknown}")
+    if not 0.0 <= rejection_rate <= 1.0:
+        raise InvalidRequestError(f"rejection rate must be in [0, 1], got {rejection_rate}")
+    rng = np.random.default_rng([int(seed), 7])
+    out = []
+    for i in range(num):
+        n = int(rng.integers(min_regions, max_regions + 1))
+        pick = rng.permutation(len(words))
+        texts = [words[j] for j in pick[:n]]
+        task = tasks[i % len(tasks)]
+        regions: List[int] = []
+        if task == "detect":
+            absent = [words[j] for j in pick[n:]]
+            reject = rng.random() < rejection_rate
+            if reject:
+                names = [absent[j] for j in rng.permutation(len(absent))[:rng.integers(1, 4)]]
+            else:
+                names = [texts[j] for j in rng.permutation(n)]
+                if rng.random() < 0.5:
+                    names.insert(int(rng.integers(n + 1)), absent[int(rng.integers(len(absent)))])
+            blocks = [(w, [texts.index(w)] if w in texts else []) for w in names]
+            query, answer, meta = "; ".join(names), format_answer(blocks), {"rejection": reject}
+        else:
+            k = int(rng.integers(n))
+            query, answer, meta, regions = "", with_article(texts[k]), {}, [k]
+        text = parts_to_text(task_parts(task, query, regions))
+        record = {"id": f"text-regions:{seed}:{i}", "task": task, "query": query,
+                  TEXT_REGIONS: texts,
+                  "conversations": [{"from": "human", "value": region_line_text(texts) + "\n"
+                                     + text}, {"from": "gpt", "value": answer}],
+                  "meta": meta}
+        if regions:
+            record["region_indices"] = regions
+        out.append(record)
+    return out
+
+
+def write_text_region_records(path: str, records: Sequence[Mapping[str, Any]]) -> int:
+    """Write records as JSONL; returns how many."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(records)
