@@ -17,11 +17,18 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 
 * ``caption``: every region in random order, ``<regionK> word`` per region (forward lookup);
 * ``detect``: ``Please detect word`` → ``<ground>word</ground><objects><regionK></objects>``;
-* ``detect_all``: every word with its region, in random order (reverse lookup, n per sample).
+* ``detect_all``: every word with its region, in random order (reverse lookup, n per sample);
+* ``detect_many``: 8 blocks of words drawn with replacement (8 lookups per sample that
+  excluding cannot answer);
+* ``recall``: a colour → the word of the one row of that colour (each word has a colour and a
+  shape; one hop: match a row by an attribute and copy the row itself);
+* ``detect_colour``: a colour → the region of the row of that colour (reverse lookup by an
+  attribute, like "the red one").
 
 Printed every ``--log-every`` steps: ``first_region_acc`` — the first region token of each
 detect/detect_all answer (no exclusion shortcut: chance = mean 1/n), ``region_acc`` — all region
-tokens (later ones can be guessed by excluding the regions already named), ``caption_word_acc``.
+tokens (later ones can be guessed by excluding the regions already named), ``word_acc`` (the
+words of caption and recall answers).
 Results on this project's CPU are in README "Procedural scenes and the scene model".
 """
 from __future__ import annotations
@@ -38,7 +45,10 @@ REGIONS = list(range(100))  # <region0..99>
 WORDS = list(range(100, 130))
 GROUND, GROUND_END, OBJECTS, OBJECTS_END, END, DETECT, DETECT_ALL, CAPTION = range(130, 138)
 FILLER = list(range(140, 200))  # stands in for the system turn and the image tokens
-VOCAB = 200
+N_COLOURS = 5  # word w has colour (w - 100) % 5 and shape (w - 100) // 5: two attributes
+COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
+RECALL, DETECT_COLOUR = 205, 206
+VOCAB = 210
 
 
 def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
@@ -47,7 +57,12 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
     same ones in every sample (like a system turn)."""
     n = rng.randint(n_min, n_max)
-    words = rng.sample(WORDS, n)
+    if task in ("recall", "detect_colour", "detect_colour_short"):  # a colour names one row
+        words = [WORDS[0] + rng.randrange(len(WORDS) // N_COLOURS) * N_COLOURS + c
+                 for c in rng.sample(range(N_COLOURS), min(n, N_COLOURS))]
+        n = len(words)
+    else:
+        words = rng.sample(WORDS, n)
     prompt = (FILLER[:prefix] if fixed_prefix else
               [rng.choice(FILLER) for _ in range(prefix)])
     prompt += [t for i, w in enumerate(words) for t in (REGIONS[i], w)]
@@ -62,11 +77,24 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         answer = [t for i in order
                   for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
         return prompt + [DETECT_ALL], answer + [END]
+    if task == "detect_many":  # dense lookups: 8 blocks, regions drawn with replacement
+        picks = [rng.randrange(n) for _ in range(8)]
+        answer = [t for i in picks
+                  for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
+        return prompt + [DETECT_ALL], answer + [END]
+    colour = COLOURS[(words[order[0]] - WORDS[0]) % N_COLOURS]
+    if task == "recall":  # one hop: match the row by an attribute, copy the row itself
+        return prompt + [RECALL, colour], [words[order[0]], END]
+    if task == "detect_colour_short":  # the same, the region right after the query
+        return prompt + [DETECT_COLOUR, colour], [REGIONS[order[0]], END]
+    if task == "detect_colour":  # reverse lookup by an attribute ("the red one")
+        return (prompt + [DETECT_COLOUR, colour],
+                [GROUND, colour, GROUND_END, OBJECTS, REGIONS[order[0]], OBJECTS_END, END])
     raise ValueError(f"unknown task {task!r}")
 
 
 def batch(samples, tasks):
-    """Right-padded ids, answer-only labels, attention mask, and which rows are captions."""
+    """Right-padded ids, answer-only labels, attention mask, and which rows answer words."""
     length = max(len(p) + len(a) for p, a in samples)
     ids = torch.zeros(len(samples), length, dtype=torch.long)
     labels = torch.full_like(ids, -100)
@@ -76,19 +104,28 @@ def batch(samples, tasks):
         ids[row, :len(seq)] = torch.tensor(seq)
         labels[row, len(prompt):len(seq)] = torch.tensor(answer)
         mask[row, :len(seq)] = 1
-    is_caption = torch.tensor([t == "caption" for t in tasks])
+    is_caption = torch.tensor([t in ("caption", "recall") for t in tasks])
     return ids, labels, mask, is_caption
 
 
+def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``labels`` plus the prompt's region index tokens: each ``<regionK>`` of the list is
+    also predicted from the row before it (the ``--list-loss`` curriculum)."""
+    out = labels.clone()
+    in_list = (ids < len(REGIONS)) & (labels == -100) & mask.bool()  # padding is id 0
+    out[in_list] = ids[in_list]
+    return out
+
+
 def accuracies(logits, labels, is_caption) -> Dict[str, float]:
-    """first_region_acc, region_acc (detect rows) and caption_word_acc (caption rows)."""
+    """first_region_acc, region_acc (detect rows) and word_acc (caption / recall rows)."""
     target, pred = labels[:, 1:], logits[:, :-1].argmax(-1)
     region = (target >= 0) & (target < len(REGIONS)) & ~is_caption[:, None]
     first = region & (region.cumsum(1) == 1)
     word = (target >= WORDS[0]) & (target <= WORDS[-1]) & is_caption[:, None]
     out = {}
     for name, sel in (("first_region_acc", first), ("region_acc", region),
-                      ("caption_word_acc", word)):
+                      ("word_acc", word)):
         out[name] = (pred[sel] == target[sel]).float().mean().item() if sel.any() else float("nan")
     return out
 
@@ -109,6 +146,8 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--prefix", type=int, default=20, help="filler tokens before the list")
     p.add_argument("--fixed-prefix", action="store_true",
                    help="the same filler in every sample (a system turn), not random tokens")
+    p.add_argument("--list-loss", action="store_true",
+                   help="also predict each <regionK> of the prompt's list from the row before it")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -134,7 +173,8 @@ def main(argv=None) -> Dict[str, float]:
         ids, labels, mask, is_caption = batch(
             [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix, a.fixed_prefix)
              for t in tasks], tasks)
-        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out = model(input_ids=ids, attention_mask=mask,
+                    labels=with_list_loss(ids, labels, mask) if a.list_loss else labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -45,13 +45,13 @@ def test_first_region_accuracy_ignores_later_regions_and_captions():
     logits[0, answer_start + 6 - 1, 5] = 1.0
     acc = accuracies(logits, labels, is_caption)
     assert acc["first_region_acc"] == 1.0 and acc["region_acc"] == 0.5
-    assert math.isnan(acc["caption_word_acc"])
+    assert math.isnan(acc["word_acc"])
 
 
 def test_main_runs_and_reports():
     out = main(["--steps", "3", "--batch-size", "4", "--layers", "1", "--hidden", "32",
                 "--heads", "2", "--log-every", "3", "--tasks", "caption=1", "detect_all=1"])
-    assert set(out) == {"first_region_acc", "region_acc", "caption_word_acc", "loss"}
+    assert set(out) == {"first_region_acc", "region_acc", "word_acc", "loss"}
     assert 0 < out["loss"] < 20
 
 
@@ -63,3 +63,41 @@ def test_prefix_is_random_or_fixed():
     assert len(random_prefixes) > 1 and len(fixed) == 1
     prompt, _ = make_sample("detect", rng, 2, 3, prefix=0)
     assert prompt[0] == REGIONS[0]
+
+
+def test_attribute_tasks_name_the_one_row_of_the_colour():
+    from benchmarks.probe_lookup import COLOURS, N_COLOURS, OBJECTS_END
+
+    rng = random.Random(6)
+    for task in ("recall", "detect_colour", "detect_colour_short"):
+        for _ in range(30):
+            prompt, answer = make_sample(task, rng, 2, 4, prefix=3)
+            colour = COLOURS.index(prompt[-1])
+            rows = [w for w in _pairs(prompt)]
+            assert len({(w - WORDS[0]) % N_COLOURS for w in rows}) == len(rows)  # distinct
+            (match,) = [w for w in rows if (w - WORDS[0]) % N_COLOURS == colour]
+            if task == "recall":
+                assert answer[0] == match
+            else:
+                region = answer[4] if task == "detect_colour" else answer[0]
+                assert region == _pairs(prompt)[match]
+                assert task != "detect_colour" or answer[5] == OBJECTS_END
+
+
+def test_detect_many_draws_blocks_with_replacement():
+    rng = random.Random(7)
+    prompt, answer = make_sample("detect_many", rng, 2, 2, prefix=0)
+    pairs = _pairs(prompt)
+    body = answer[:-1]
+    assert len(body) == 8 * 6 and [pairs[w] for w in body[1::6]] == body[4::6]
+    assert len(set(body[1::6])) <= 2
+
+
+def test_list_loss_labels_the_prompt_region_tokens_only():
+    from benchmarks.probe_lookup import with_list_loss
+
+    samples = [([0, WORDS[0], 1, WORDS[1]], [GROUND, WORDS[1]]), ([0, WORDS[2]], [GROUND])]
+    ids, labels, mask, _ = batch(samples, ["detect", "detect"])
+    out = with_list_loss(ids, labels, mask)
+    assert out[0].tolist() == [0, -100, 1, -100, GROUND, WORDS[1]]
+    assert out[1].tolist() == [0, -100, GROUND, -100, -100, -100]  # padding (id 0) unlabelled
