@@ -1,0 +1,53 @@
+"""benchmarks/probe_region_choice.py: teacher-forced region-token accuracy."""
+import pytest
+import torch
+
+from vlxseek_core.training.text_regions import make_text_region_records
+
+
+def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
+    """The model is replaced by an oracle whose output head gives every answer token right,
+    except the first choice after ``<objects>`` of record 0: the scores must count exactly."""
+    import vlxseek_core.checkpoint as checkpoint
+    from benchmarks import probe_region_choice
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.model import TrainingModel
+
+    objects_id = load_tokenizer(train_model_dir).convert_tokens_to_ids("<objects>")
+    records = make_text_region_records(7, seed=3, max_regions=4)
+    real_hidden, real_load = TrainingModel.hidden_states, checkpoint.load_model
+
+    def oracle_hidden(self, *args, **kwargs):
+        hidden, labels, frames = real_hidden(self, *args, **kwargs)
+        target = labels[:, 1:].clamp(min=0).clone()
+        if not getattr(self, "_flipped", False):  # the first batch holds record 0
+            choice = (labels[0, :-1] == objects_id) & (labels[0, 1:] >= 0)
+            at = int(choice.nonzero()[0, 0])
+            target[0, at] += 1
+            self._flipped = True
+        vocab = self.vlm.model.embed_tokens.num_embeddings + 2
+        fake = torch.nn.functional.one_hot(target, vocab).float()
+        return torch.cat([fake, fake[:, -1:]], 1), labels, frames
+
+    def load_with_identity_head(path, *args, **kwargs):
+        vlm, extra = real_load(path, *args, **kwargs)
+        vlm.lm_head = torch.nn.Identity()
+        return vlm, extra
+
+    monkeypatch.setattr(TrainingModel, "hidden_states", oracle_hidden)
+    monkeypatch.setattr(checkpoint, "load_model", load_with_identity_head)
+    out = probe_region_choice.score_model(train_model_dir, records, ".", batch_size=4)
+
+    answers = [r["conversations"][1]["value"] for r in records]
+    regions = [a.count("<region") for a in answers]
+    nones = [a.count("<objects>None") for a in answers]
+    flipped_region = answers[0].split("<objects>")[1].startswith("<region")
+    with_regions = [r for r, k in zip(records, regions) if k]
+    first_miss = 1 if flipped_region and regions[0] else 0
+    assert out["first_region_acc"] == pytest.approx(1 - first_miss / len(with_regions))
+    assert out["region_acc"] == pytest.approx(1 - first_miss / sum(regions))
+    assert sum(nones) > 0
+    assert out["rejection_acc"] == pytest.approx(1 - (0 if flipped_region else 1) / sum(nones))
+    assert out["chance"] == pytest.approx(
+        sum(1 / len(r["text_regions"]) for r in with_regions) / len(with_regions))
+    assert out["records"] == 7
