@@ -18,6 +18,8 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 * ``caption``: every region in random order, ``<regionK> word`` per region (forward lookup);
 * ``detect``: ``Please detect word`` → ``<ground>word</ground><objects><regionK></objects>``;
 * ``detect_all``: every word with its region, in random order (reverse lookup, n per sample);
+* ``echo``: ``<regionK> word`` at the end of the prompt → ``<regionK>`` (one hop: copy the
+  token before the last one; not scored);
 * ``detect_many``: 8 blocks of words drawn with replacement (8 lookups per sample that
   excluding cannot answer);
 * ``recall``: a colour → the word of the one row of that colour (each word has a colour and a
@@ -47,7 +49,7 @@ GROUND, GROUND_END, OBJECTS, OBJECTS_END, END, DETECT, DETECT_ALL, CAPTION = ran
 FILLER = list(range(140, 200))  # stands in for the system turn and the image tokens
 N_COLOURS = 5  # word w has colour (w - 100) % 5 and shape (w - 100) // 5: two attributes
 COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
-RECALL, DETECT_COLOUR = 205, 206
+RECALL, DETECT_COLOUR, ECHO = 205, 206, 207
 VOCAB = 210
 
 
@@ -77,6 +79,9 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         answer = [t for i in order
                   for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
         return prompt + [DETECT_ALL], answer + [END]
+    if task == "echo":  # one hop: name the token just before the last one (a previous-token
+        k = order[0]    # head whose values carry the token; not scored)
+        return prompt + [ECHO, REGIONS[k], words[k]], [REGIONS[k], END]
     if task == "detect_many":  # dense lookups: 8 blocks, regions drawn with replacement
         picks = [rng.randrange(n) for _ in range(8)]
         answer = [t for i in picks
@@ -104,8 +109,24 @@ def batch(samples, tasks):
         ids[row, :len(seq)] = torch.tensor(seq)
         labels[row, len(prompt):len(seq)] = torch.tensor(answer)
         mask[row, :len(seq)] = 1
-    is_caption = torch.tensor([t in ("caption", "recall") for t in tasks])
+    is_caption = torch.tensor([t in ("caption", "recall", "echo") for t in tasks])
     return ids, labels, mask, is_caption
+
+
+def with_row_echo(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` plus, at every row of the prompt's list (a word after a ``<regionK>``), the
+    target ``<regionK>`` (the ``--row-echo`` curriculum: each row must hold the index before
+    it in a form the output head reads). Labels are next-token targets, so the label goes on
+    the position after the row."""
+    out = labels.clone()
+    is_row = torch.zeros_like(ids, dtype=torch.bool)
+    is_row[:, 1:] = (ids[:, :-1] < len(REGIONS)) & (ids[:, 1:] >= WORDS[0]) & (
+        ids[:, 1:] <= WORDS[-1])
+    rows = is_row[:, :-1].nonzero()  # label at row position + 1, if that is unlabelled
+    for b, t in rows.tolist():
+        if out[b, t + 1] == -100:
+            out[b, t + 1] = ids[b, t - 1]
+    return out
 
 
 def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -148,6 +169,8 @@ def main(argv=None) -> Dict[str, float]:
                    help="the same filler in every sample (a system turn), not random tokens")
     p.add_argument("--list-loss", action="store_true",
                    help="also predict each <regionK> of the prompt's list from the row before it")
+    p.add_argument("--row-echo", action="store_true",
+                   help="also predict, at every row of the list, the <regionK> before it")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -173,8 +196,9 @@ def main(argv=None) -> Dict[str, float]:
         ids, labels, mask, is_caption = batch(
             [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix, a.fixed_prefix)
              for t in tasks], tasks)
+        loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
         out = model(input_ids=ids, attention_mask=mask,
-                    labels=with_list_loss(ids, labels, mask) if a.list_loss else labels)
+                    labels=with_row_echo(ids, loss_labels) if a.row_echo else loss_labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

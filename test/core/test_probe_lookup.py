@@ -101,3 +101,21 @@ def test_list_loss_labels_the_prompt_region_tokens_only():
     out = with_list_loss(ids, labels, mask)
     assert out[0].tolist() == [0, -100, 1, -100, GROUND, WORDS[1]]
     assert out[1].tolist() == [0, -100, GROUND, -100, -100, -100]  # padding (id 0) unlabelled
+
+
+def test_echo_asks_for_the_region_before_the_last_word():
+    from benchmarks.probe_lookup import ECHO
+
+    rng = random.Random(8)
+    for _ in range(20):
+        prompt, answer = make_sample("echo", rng, 2, 4, prefix=2)
+        assert prompt[-3] == ECHO and answer[0] == prompt[-2] == _pairs(prompt)[prompt[-1]]
+
+
+def test_row_echo_labels_each_row_with_its_region_token():
+    from benchmarks.probe_lookup import with_row_echo
+
+    samples = [([150, 0, WORDS[0], 1, WORDS[1], 136], [GROUND, 1])]
+    ids, labels, _, _ = batch(samples, ["detect"])
+    # next-token labels: the position after row K is labelled <regionK>; answer labels stay
+    assert with_row_echo(ids, labels).tolist() == [[-100, -100, -100, 0, -100, 1, GROUND, 1]]
