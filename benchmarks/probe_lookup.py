@@ -24,6 +24,8 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
   excluding cannot answer);
 * ``recall``: a colour → the word of the one row of that colour (each word has a colour and a
   shape; one hop: match a row by an attribute and copy the row itself);
+* ``recall_ground``: the same word after ``<ground>colour</ground><objects>`` (the gather
+  hop of the FO1 answer plus the row match, without the index read-out);
 * ``detect_colour``: a colour → the region of the row of that colour (reverse lookup by an
   attribute, like "the red one").
 
@@ -59,7 +61,8 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
     same ones in every sample (like a system turn)."""
     n = rng.randint(n_min, n_max)
-    if task in ("recall", "detect_colour", "detect_colour_short"):  # a colour names one row
+    if task in ("recall", "recall_ground", "detect_colour",
+                "detect_colour_short"):  # distinct colours: a colour names one row
         words = [WORDS[0] + rng.randrange(len(WORDS) // N_COLOURS) * N_COLOURS + c
                  for c in rng.sample(range(N_COLOURS), min(n, N_COLOURS))]
         n = len(words)
@@ -90,6 +93,9 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     colour = COLOURS[(words[order[0]] - WORDS[0]) % N_COLOURS]
     if task == "recall":  # one hop: match the row by an attribute, copy the row itself
         return prompt + [RECALL, colour], [words[order[0]], END]
+    if task == "recall_ground":  # the same at <objects>, after the FO1 <ground> block
+        return (prompt + [RECALL, colour],
+                [GROUND, colour, GROUND_END, OBJECTS, words[order[0]], OBJECTS_END, END])
     if task == "detect_colour_short":  # the same, the region right after the query
         return prompt + [DETECT_COLOUR, colour], [REGIONS[order[0]], END]
     if task == "detect_colour":  # reverse lookup by an attribute ("the red one")
@@ -109,7 +115,8 @@ def batch(samples, tasks):
         ids[row, :len(seq)] = torch.tensor(seq)
         labels[row, len(prompt):len(seq)] = torch.tensor(answer)
         mask[row, :len(seq)] = 1
-    is_caption = torch.tensor([t in ("caption", "recall", "echo") for t in tasks])
+    is_caption = torch.tensor([t in ("caption", "recall", "recall_ground", "echo")
+                               for t in tasks])
     return ids, labels, mask, is_caption
 
 

@@ -69,7 +69,7 @@ def test_attribute_tasks_name_the_one_row_of_the_colour():
     from benchmarks.probe_lookup import COLOURS, N_COLOURS, OBJECTS_END
 
     rng = random.Random(6)
-    for task in ("recall", "detect_colour", "detect_colour_short"):
+    for task in ("recall", "recall_ground", "detect_colour", "detect_colour_short"):
         for _ in range(30):
             prompt, answer = make_sample(task, rng, 2, 4, prefix=3)
             colour = COLOURS.index(prompt[-1])
@@ -78,6 +78,8 @@ def test_attribute_tasks_name_the_one_row_of_the_colour():
             (match,) = [w for w in rows if (w - WORDS[0]) % N_COLOURS == colour]
             if task == "recall":
                 assert answer[0] == match
+            elif task == "recall_ground":
+                assert answer[:5] == [GROUND, prompt[-1], answer[2], OBJECTS, match]
             else:
                 region = answer[4] if task == "detect_colour" else answer[0]
                 assert region == _pairs(prompt)[match]
