@@ -40,7 +40,6 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
     from vlxseek_core.checkpoint import load_model
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.tokens import MAX_REGIONS, region_token
     from vlxseek_core.training.model import TrainingModel
     from vlxseek_core.training.samples import SampleBuilder, collate_samples
 
@@ -50,10 +49,8 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
     builder = SampleBuilder(tokenizer, ImagePreprocessor(
         Qwen2VLImageProcessorPil.from_pretrained(model_dir), vlm.config.aux_image_aspect_ratio),
         images_dir)
-    region_ids = torch.tensor([tokenizer.convert_tokens_to_ids(region_token(k))
-                               for k in range(MAX_REGIONS)])
-    none_id = builder.prompt_tokenizer.text_ids("None")
-    objects_id = tokenizer.convert_tokens_to_ids("<objects>")
+    choices = builder.region_choice_ids()
+    region_ids = torch.tensor(sorted(choices.regions))
     model = TrainingModel(vlm)
     hits = {"first": [], "all": [], "reject": []}
     chance = []
@@ -74,8 +71,8 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
                 hits["all"] += right
                 n = len(record.get("text_regions") or record.get("bbox_list") or ())
                 chance.append(1.0 / max(n, 1))
-            if len(none_id) == 1:
-                at_none = (prev[row] == objects_id) & (target[row] == none_id[0])
+            if choices.none is not None:
+                at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
                 hits["reject"] += (pred[row] == target[row])[at_none].tolist()
     mean = lambda v: float(sum(v) / len(v)) if v else float("nan")  # noqa: E731
     return {"first_region_acc": mean(hits["first"]), "region_acc": mean(hits["all"]),

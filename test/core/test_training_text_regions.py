@@ -106,6 +106,10 @@ def test_human_turn_and_answer_must_match_the_rows(builder):
     bad_turn["conversations"][0]["value"] = "<region0>dog\nPlease detect cat; dog"
     with pytest.raises(InvalidRequestError, match="human turn"):
         builder.build(bad_turn)
+    three_turns = _record()
+    three_turns["conversations"].append({"from": "human", "value": "and the cup?"})
+    with pytest.raises(InvalidRequestError, match="a gpt turn"):
+        builder.build(three_turns)
     with pytest.raises(InvalidRequestError, match="<region5>"):
         builder.build(_record(answer="<ground>cat</ground><objects><region5></objects>"))
 

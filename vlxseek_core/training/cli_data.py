@@ -75,10 +75,16 @@ def cmd_make_train_data(args) -> int:
         records = refcoco_to_records(args.annotations, args.seed, images_dir=args.images,
                                      **common)
     n = write_records(args.out, records)
-    per_task = Counter(r.task for r in records)
-    rejections = sum(1 for r in records if r.meta.get("rejection"))
-    print(f"wrote {n} records to {args.out} ({dict(per_task)}, {rejections} rejection samples)")
+    _print_written(n, args.out, [(r.task, r.meta) for r in records])
     return 0
+
+
+def _print_written(n: int, path: str, tasks_and_meta) -> None:
+    """``wrote N records to PATH ({task: count}, R rejection samples)``."""
+    pairs = list(tasks_and_meta)
+    per_task = Counter(task for task, _ in pairs)
+    rejections = sum(1 for _, meta in pairs if meta.get("rejection"))
+    print(f"wrote {n} records to {path} ({dict(per_task)}, {rejections} rejection samples)")
 
 
 def cmd_make_text_regions(args) -> int:
@@ -90,9 +96,7 @@ def cmd_make_text_regions(args) -> int:
         rejection_rate=_rate(args.rejection_rate),
         tasks=[t for item in args.tasks for t in item.split(",") if t])
     n = write_text_region_records(args.out, records)
-    per_task = Counter(r["task"] for r in records)
-    rejections = sum(1 for r in records if r["meta"].get("rejection"))
-    print(f"wrote {n} records to {args.out} ({dict(per_task)}, {rejections} rejection samples)")
+    _print_written(n, args.out, [(r["task"], r["meta"]) for r in records])
     return 0
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
-from .samples import SampleBuilder, collate_samples, has_region_choice
+from .samples import LOSS_ON, SampleBuilder, collate_samples, has_region_choice
 
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
@@ -154,7 +154,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="learning-rate multiplier of a module group: towers, hfre, connector or llm "
            "(repeatable; e.g. towers=0.1 hfre=0.1 connector=0.1 when training from random "
            "initialisation, see README 'Procedural scenes and the scene model')")
-    a("--loss-on", default="answer", choices=("answer", "regions"),
+    a("--loss-on", default="answer", choices=LOSS_ON,
       help="answer: every answer token (paper); regions: only the <regionK> / None choices "
            "(binding curriculum of models trained from scratch, README)")
     a("--seed", type=int, default=0)

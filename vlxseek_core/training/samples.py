@@ -87,6 +87,22 @@ def _turn(record: dict, role: str) -> str:
     raise InvalidRequestError(f"record {record.get('id')!r} has no {role!r} turn")
 
 
+@dataclass(frozen=True)
+class RegionChoiceIds:
+    """Token ids of the region choices of an answer.
+
+    Attributes:
+        regions: the ids of ``<region0>`` … ``<region99>``.
+        none: the id of ``None`` (the rejection form, a choice right after ``<objects>``), or
+            ``None`` where the tokenizer splits it.
+        objects: the id of ``<objects>``.
+    """
+
+    regions: frozenset
+    none: Optional[int]
+    objects: int
+
+
 @dataclass
 class TrainingSample:
     """One training example (CPU tensors).
@@ -131,7 +147,7 @@ class SampleBuilder:
         self.images_dir = images_dir
         self.loss_on = loss_on
         self.im_end = self.prompt_tokenizer.im_end
-        self._choice_ids = None  # ids of <region0..99>, and None after <objects> (lazily)
+        self._choice_ids: Optional[RegionChoiceIds] = None  # built on first use
 
     def prompt_ids(self, record: dict) -> List[int]:
         """Prompt ids of ``record``, equal to inference's for the same question and boxes.
@@ -170,14 +186,8 @@ class SampleBuilder:
         """
         answer_text = _turn(record, "gpt")
         if is_text_region_record(record):
-            texts = check_text_region_record(record)
-            refs = [int(k) for k in REGION_REF.findall(answer_text)]
-            if any(k >= len(texts) for k in refs):
-                raise InvalidRequestError(f"record {record.get('id')!r}: field 'conversations': "
-                                          f"the answer refers to <region{max(refs)}> but there "
-                                          f"are {len(texts)} text regions")
-            prompt = text_region_prompt_ids(self.prompt_tokenizer, record_prompt_parts(record),
-                                            texts)
+            texts, parts = check_text_region_record(record)
+            prompt = text_region_prompt_ids(self.prompt_tokenizer, parts, texts)
             prepared = None
         else:
             boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
@@ -192,6 +202,16 @@ class SampleBuilder:
         labels = torch.tensor([IGNORE_INDEX] * len(prompt) + targets, dtype=torch.long)
         return TrainingSample(ids, labels, prepared)
 
+    def region_choice_ids(self) -> "RegionChoiceIds":
+        """The token ids that make up region choices in answers (see :class:`RegionChoiceIds`)."""
+        if self._choice_ids is None:
+            tok = self.prompt_tokenizer
+            none = tok.text_ids("None")
+            self._choice_ids = RegionChoiceIds(
+                frozenset(tok.token_id(region_token(k)) for k in range(MAX_REGIONS)),
+                none[0] if len(none) == 1 else None, tok.token_id("<objects>"))
+        return self._choice_ids
+
     def _region_choices(self, answer: List[int]) -> List[int]:
         """``answer`` with :data:`IGNORE_INDEX` everywhere but the region choices.
 
@@ -199,14 +219,8 @@ class SampleBuilder:
             InvalidRequestError: the answer makes no region choice (no ``<regionK>`` and no
                 ``<objects>None``), so the sample would have no loss.
         """
-        if self._choice_ids is None:
-            tok = self.prompt_tokenizer
-            none = tok.text_ids("None")
-            self._choice_ids = ({tok.token_id(region_token(k)) for k in range(MAX_REGIONS)},
-                                none[0] if len(none) == 1 else None,
-                                tok.token_id("<objects>"))
-        regions, none, objects = self._choice_ids
-        out = [t if (t in regions or (t == none and k and answer[k - 1] == objects))
+        ids = self.region_choice_ids()
+        out = [t if (t in ids.regions or (t == ids.none and k and answer[k - 1] == ids.objects))
                else IGNORE_INDEX for k, t in enumerate(answer)]
         if all(t == IGNORE_INDEX for t in out):
             raise InvalidRequestError("with the loss on region choices only, every answer "

@@ -27,7 +27,7 @@ its own). The task text and the answer are built exactly as for image records.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from ..errors import InvalidRequestError
 from ..prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from ..tokens import MAX_REGIONS, region_token
 from .record_helpers import with_article
+from .records import REGION_REF
 
 TEXT_REGIONS = "text_regions"
 """Record key of the region texts (its presence makes a record a text-region record)."""
@@ -54,14 +55,16 @@ def is_text_region_record(record: Mapping[str, Any]) -> bool:
     return TEXT_REGIONS in record
 
 
-def check_text_region_record(record: Mapping[str, Any]) -> List[str]:
-    """Validate a text-region record; returns its region texts.
+def check_text_region_record(record: Mapping[str, Any]) -> Tuple[List[str], list]:
+    """Validate a text-region record; returns its region texts and its task text as prompt
+    parts (:func:`~vlxseek_core.prompts.task_parts`).
 
     Raises:
         InvalidRequestError: naming the record id and field: ``image`` or ``bbox_list``
             present, ``text_regions`` not a list of 1..100 non-empty strings without
-            ``<``/``>`` (a text must not spell a special token), an unknown task, or a
-            conversation whose human turn is not the region line + the task text.
+            ``<``/``>`` (a text must not spell a special token), an unknown task, a
+            conversation whose human turn is not the region line + the task text, or an
+            answer referring to ``<regionK>`` with ``K >=`` the number of texts.
     """
     rid = record.get("id", "<no id>")
 
@@ -80,13 +83,19 @@ def check_text_region_record(record: Mapping[str, Any]) -> List[str]:
     if record.get("task") not in TASKS:
         raise error("task", f"unknown task {record.get('task')!r}")
     conv = record.get("conversations")
-    human = conv[0].get("value") if isinstance(conv, list) and conv and isinstance(
-        conv[0], Mapping) else None
-    expected = region_line_text(texts) + "\n" + parts_to_text(task_parts(
-        record["task"], record.get("query", ""), record.get("region_indices") or ()))
-    if human != expected:
-        raise error("conversations", f"the human turn must be {expected!r}, got {human!r}")
-    return texts
+    turns = [t.get("value") if isinstance(t, Mapping) else None
+             for t in (conv if isinstance(conv, list) else ())]
+    parts = task_parts(record["task"], record.get("query", ""),
+                       record.get("region_indices") or ())
+    expected = region_line_text(texts) + "\n" + parts_to_text(parts)
+    if len(turns) != 2 or turns[0] != expected or not isinstance(turns[1], str):
+        raise error("conversations", f"needs the human turn {expected!r} and a gpt turn, "
+                                     f"got {turns!r}")
+    refs = [int(k) for k in REGION_REF.findall(turns[1])]
+    if any(k >= len(texts) for k in refs):
+        raise error("conversations", f"the answer refers to <region{max(refs)}> but there "
+                                     f"are {len(texts)} text regions")
+    return texts, parts
 
 
 def region_line_text(texts: Sequence[str]) -> str:
