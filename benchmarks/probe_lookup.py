@@ -29,6 +29,10 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 * ``detect_colour``: a colour → the region of the row of that colour (reverse lookup by an
   attribute, like "the red one").
 
+``--curriculum 2-2:800 3-3:800 2-4:1000`` runs phases of region counts one after another (fixed
+list lengths first form the reverse lookup far sooner than mixed ones; README). ``--region-ids``
+numbers the rows ``<region0..n-1>`` in order (FO1, default), shuffled, or with any n of the 100.
+
 Printed every ``--log-every`` steps: ``first_region_acc`` — the first region token of each
 detect/detect_all answer (no exclusion shortcut: chance = mean 1/n), ``region_acc`` — all region
 tokens (later ones can be guessed by excluding the regions already named), ``word_acc`` (the
@@ -51,15 +55,25 @@ GROUND, GROUND_END, OBJECTS, OBJECTS_END, END, DETECT, DETECT_ALL, CAPTION = ran
 FILLER = list(range(140, 200))  # stands in for the system turn and the image tokens
 N_COLOURS = 5  # word w has colour (w - 100) % 5 and shape (w - 100) // 5: two attributes
 COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
-RECALL, DETECT_COLOUR, ECHO = 205, 206, 207
-VOCAB = 210
+RECALL, DETECT_COLOUR, ECHO, NONE = 205, 206, 207, 208  # NONE: the rejection answer
+TASK_TEXT = list(range(210, 240))  # stands in for the fixed task text after the query
+VOCAB = 240
+
+
+REGION_IDS = ("ordered", "shuffled", "random")
 
 
 def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
-                prefix: int, fixed_prefix: bool = False) -> Tuple[List[int], List[int]]:
+                prefix: int, fixed_prefix: bool = False,
+                region_ids: str = "ordered", absent: float = 0.0,
+                task_text: int = 0) -> Tuple[List[int], List[int]]:
     """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions, after
     ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
-    same ones in every sample (like a system turn)."""
+    same ones in every sample (like a system turn). ``region_ids``: the rows' index tokens are
+    ``<region0..n-1>`` in order (FO1 prompts), a permutation of them, or any n of the 100
+    (the last two leave no shortcut through a row's ordinal). ``detect_all`` only: with
+    probability ``absent`` one absent word is named too, answered ``<objects>NONE``, and
+    ``task_text`` fixed tokens follow the query (FO1's "… in this image. Answer …")."""
     n = rng.randint(n_min, n_max)
     if task in ("recall", "recall_ground", "detect_colour",
                 "detect_colour_short"):  # distinct colours: a colour names one row
@@ -70,25 +84,30 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         words = rng.sample(WORDS, n)
     prompt = (FILLER[:prefix] if fixed_prefix else
               [rng.choice(FILLER) for _ in range(prefix)])
-    prompt += [t for i, w in enumerate(words) for t in (REGIONS[i], w)]
+    ids = {"ordered": lambda: REGIONS[:n], "shuffled": lambda: rng.sample(REGIONS[:n], n),
+           "random": lambda: rng.sample(REGIONS, n)}[region_ids]()
+    prompt += [t for i, w in enumerate(words) for t in (ids[i], w)]
     order = rng.sample(range(n), n)
     if task == "caption":
-        return prompt + [CAPTION], [t for i in order for t in (REGIONS[i], words[i])] + [END]
+        return prompt + [CAPTION], [t for i in order for t in (ids[i], words[i])] + [END]
     if task == "detect":
         k = order[0]
         return (prompt + [DETECT, words[k]],
-                [GROUND, words[k], GROUND_END, OBJECTS, REGIONS[k], OBJECTS_END, END])
+                [GROUND, words[k], GROUND_END, OBJECTS, ids[k], OBJECTS_END, END])
     if task == "detect_all":
-        answer = [t for i in order
-                  for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
-        return prompt + [DETECT_ALL], answer + [END]
+        blocks = [(words[i], ids[i]) for i in order]
+        if rng.random() < absent:
+            missing = rng.choice([w for w in WORDS if w not in words])
+            blocks.insert(rng.randint(0, n), (missing, NONE))
+        answer = [t for w, r in blocks for t in (GROUND, w, GROUND_END, OBJECTS, r, OBJECTS_END)]
+        return prompt + [DETECT_ALL] + TASK_TEXT[:task_text], answer + [END]
     if task == "echo":  # one hop: name the token just before the last one (a previous-token
         k = order[0]    # head whose values carry the token; not scored)
-        return prompt + [ECHO, REGIONS[k], words[k]], [REGIONS[k], END]
+        return prompt + [ECHO, ids[k], words[k]], [ids[k], END]
     if task == "detect_many":  # dense lookups: 8 blocks, regions drawn with replacement
         picks = [rng.randrange(n) for _ in range(8)]
         answer = [t for i in picks
-                  for t in (GROUND, words[i], GROUND_END, OBJECTS, REGIONS[i], OBJECTS_END)]
+                  for t in (GROUND, words[i], GROUND_END, OBJECTS, ids[i], OBJECTS_END)]
         return prompt + [DETECT_ALL], answer + [END]
     colour = COLOURS[(words[order[0]] - WORDS[0]) % N_COLOURS]
     if task == "recall":  # one hop: match the row by an attribute, copy the row itself
@@ -97,10 +116,10 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         return (prompt + [RECALL, colour],
                 [GROUND, colour, GROUND_END, OBJECTS, words[order[0]], OBJECTS_END, END])
     if task == "detect_colour_short":  # the same, the region right after the query
-        return prompt + [DETECT_COLOUR, colour], [REGIONS[order[0]], END]
+        return prompt + [DETECT_COLOUR, colour], [ids[order[0]], END]
     if task == "detect_colour":  # reverse lookup by an attribute ("the red one")
         return (prompt + [DETECT_COLOUR, colour],
-                [GROUND, colour, GROUND_END, OBJECTS, REGIONS[order[0]], OBJECTS_END, END])
+                [GROUND, colour, GROUND_END, OBJECTS, ids[order[0]], OBJECTS_END, END])
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -145,15 +164,25 @@ def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
     return out
 
 
+def region_choices_only(labels: torch.Tensor, words: bool = False) -> torch.Tensor:
+    """``labels`` with -100 everywhere but the region tokens and NONE (``--loss-on regions``),
+    and with ``words`` the words too (``choices``: the markup tokens are left out)."""
+    keep = ((labels >= 0) & (labels < len(REGIONS))) | (labels == NONE)
+    if words:
+        keep |= (labels >= WORDS[0]) & (labels <= WORDS[-1])
+    return torch.where(keep, labels, torch.full_like(labels, -100))
+
+
 def accuracies(logits, labels, is_caption) -> Dict[str, float]:
-    """first_region_acc, region_acc (detect rows) and word_acc (caption / recall rows)."""
+    """first_region_acc, region_acc (detect rows), word_acc (caption / recall rows) and
+    rejection_acc (NONE answers)."""
     target, pred = labels[:, 1:], logits[:, :-1].argmax(-1)
     region = (target >= 0) & (target < len(REGIONS)) & ~is_caption[:, None]
     first = region & (region.cumsum(1) == 1)
     word = (target >= WORDS[0]) & (target <= WORDS[-1]) & is_caption[:, None]
     out = {}
     for name, sel in (("first_region_acc", first), ("region_acc", region),
-                      ("word_acc", word)):
+                      ("word_acc", word), ("rejection_acc", target == NONE)):
         out[name] = (pred[sel] == target[sel]).float().mean().item() if sel.any() else float("nan")
     return out
 
@@ -171,6 +200,19 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--rope-theta", type=float, default=1e6)
     p.add_argument("--min-regions", type=int, default=2)
     p.add_argument("--max-regions", type=int, default=8)
+    p.add_argument("--curriculum", nargs="+", default=None, metavar="MIN-MAX:STEPS",
+                   help="phases of region counts run one after another (e.g. 2-2:1000 "
+                        "2-4:1000); replaces --steps, --min-regions and --max-regions")
+    p.add_argument("--region-ids", default="ordered", choices=REGION_IDS,
+                   help="the rows' <regionK> tokens: 0..n-1 in order (FO1), shuffled, or "
+                        "random ones of the 100")
+    p.add_argument("--absent", type=float, default=0.0,
+                   help="detect_all: share of samples that also name one absent word (NONE)")
+    p.add_argument("--task-text", type=int, default=0,
+                   help="detect_all: fixed tokens after the query (the task text)")
+    p.add_argument("--loss-on", default="answer", choices=("answer", "regions", "choices"),
+                   help="regions: only the region tokens and NONE; choices: also the words "
+                        "of the answer (the <ground> words; vlxseek train --loss-on)")
     p.add_argument("--prefix", type=int, default=20, help="filler tokens before the list")
     p.add_argument("--fixed-prefix", action="store_true",
                    help="the same filler in every sample (a system turn), not random tokens")
@@ -181,6 +223,9 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    phases = (parse_curriculum(a.curriculum) if a.curriculum
+              else [(a.min_regions, a.max_regions, a.steps)])
+    a.steps = sum(steps for _, _, steps in phases)
     names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
@@ -190,9 +235,10 @@ def main(argv=None) -> Dict[str, float]:
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    regions = " then ".join(f"{lo}-{hi} regions ({n} steps)" for lo, hi, n in phases)
     print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
-          f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, "
-          f"{a.min_regions}-{a.max_regions} regions after {a.prefix} "
+          f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, {regions} "
+          f"({a.region_ids} ids) after {a.prefix} "
           f"{'fixed' if a.fixed_prefix else 'random'} filler tokens, "
           f"torch threads {torch.get_num_threads()}")
     start, window, summary = time.time(), [], {}
@@ -201,9 +247,12 @@ def main(argv=None) -> Dict[str, float]:
             group["lr"] = a.lr * min(1.0, step / max(a.warmup, 1))
         tasks = rng.choices(names, weights, k=a.batch_size)
         ids, labels, mask, is_caption = batch(
-            [make_sample(t, rng, a.min_regions, a.max_regions, a.prefix, a.fixed_prefix)
+            [make_sample(t, rng, *phase_at(phases, step), a.prefix, a.fixed_prefix,
+                         a.region_ids, a.absent, a.task_text)
              for t in tasks], tasks)
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
+        if a.loss_on != "answer":
+            loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
         out = model(input_ids=ids, attention_mask=mask,
                     labels=with_row_echo(ids, loss_labels) if a.row_echo else loss_labels)
         out.loss.backward()
@@ -218,6 +267,36 @@ def main(argv=None) -> Dict[str, float]:
                   + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()), flush=True)
             window = []
     return summary
+
+
+def parse_curriculum(specs: List[str]) -> List[Tuple[int, int, int]]:
+    """``["2-2:800", "2-4:1000"]`` → ``[(2, 2, 800), (2, 4, 1000)]``.
+
+    Raises:
+        ValueError: a phase not written MIN-MAX:STEPS with 1 <= MIN <= MAX and STEPS >= 1.
+    """
+    phases = []
+    for spec in specs:
+        try:
+            counts, steps = spec.split(":")
+            lo, hi = (int(v) for v in counts.split("-"))
+            phase = (lo, hi, int(steps))
+        except ValueError:
+            raise ValueError(f"curriculum phase {spec!r} is not MIN-MAX:STEPS") from None
+        if not (1 <= lo <= hi <= len(WORDS) and phase[2] >= 1):
+            raise ValueError(f"curriculum phase {spec!r}: need 1 <= MIN <= MAX <= "
+                             f"{len(WORDS)} and STEPS >= 1")
+        phases.append(phase)
+    return phases
+
+
+def phase_at(phases: List[Tuple[int, int, int]], step: int) -> Tuple[int, int]:
+    """(min, max) region count of 1-based ``step`` in ``phases``."""
+    for lo, hi, steps in phases:
+        if step <= steps:
+            return lo, hi
+        step -= steps
+    return phases[-1][:2]
 
 
 def _nanmean(values: List[float]) -> float:

@@ -51,7 +51,7 @@ def test_first_region_accuracy_ignores_later_regions_and_captions():
 def test_main_runs_and_reports():
     out = main(["--steps", "3", "--batch-size", "4", "--layers", "1", "--hidden", "32",
                 "--heads", "2", "--log-every", "3", "--tasks", "caption=1", "detect_all=1"])
-    assert set(out) == {"first_region_acc", "region_acc", "word_acc", "loss"}
+    assert set(out) == {"first_region_acc", "region_acc", "word_acc", "rejection_acc", "loss"}
     assert 0 < out["loss"] < 20
 
 
@@ -121,3 +121,69 @@ def test_row_echo_labels_each_row_with_its_region_token():
     ids, labels, _, _ = batch(samples, ["detect"])
     # next-token labels: the position after row K is labelled <regionK>; answer labels stay
     assert with_row_echo(ids, labels).tolist() == [[-100, -100, -100, 0, -100, 1, GROUND, 1]]
+
+
+def test_curriculum_phases_parse_and_cover_their_steps():
+    import pytest
+
+    from benchmarks.probe_lookup import parse_curriculum, phase_at
+
+    phases = parse_curriculum(["2-2:3", "3-5:2"])
+    assert phases == [(2, 2, 3), (3, 5, 2)]
+    assert [phase_at(phases, s) for s in range(1, 6)] == [(2, 2)] * 3 + [(3, 5)] * 2
+    assert phase_at(phases, 99) == (3, 5)  # past the end: the last phase
+    for bad in ("2-2", "2:10", "3-2:10", "0-2:10", "2-2:0", "a-b:c", f"2-{len(WORDS) + 1}:5"):
+        with pytest.raises(ValueError, match="curriculum phase"):
+            parse_curriculum([bad])
+
+
+def test_main_runs_a_curriculum():
+    out = main(["--curriculum", "2-2:2", "3-3:1", "--batch-size", "4", "--layers", "1",
+                "--hidden", "32", "--heads", "2", "--log-every", "3"])
+    assert 0 < out["loss"] < 20 and 0 <= out["first_region_acc"] <= 1
+
+
+def test_region_ids_shuffled_or_random_keep_answers_consistent():
+    rng = random.Random(9)
+    seen_orders = set()
+    for mode in ("shuffled", "random"):
+        for _ in range(30):
+            prompt, answer = make_sample("detect_all", rng, 3, 3, prefix=0, region_ids=mode)
+            pairs = _pairs(prompt)
+            ids = [prompt[i] for i in range(0, 6, 2)]
+            assert len(set(ids)) == 3 and all(i in REGIONS for i in ids)
+            if mode == "shuffled":
+                assert sorted(ids) == REGIONS[:3]
+                seen_orders.add(tuple(ids))
+            body = answer[:-1]
+            assert [pairs[w] for w in body[1::6]] == body[4::6]
+    assert len(seen_orders) > 1  # not always 0, 1, 2
+    prompt, _ = make_sample("detect", rng, 3, 3, prefix=0)  # default: FO1 order
+    assert prompt[0:6:2] == REGIONS[:3]
+
+
+def test_absent_words_are_answered_none_after_the_task_text():
+    from benchmarks.probe_lookup import DETECT_ALL, NONE, OBJECTS_END, TASK_TEXT
+
+    rng = random.Random(10)
+    with_absent = 0
+    for _ in range(40):
+        prompt, answer = make_sample("detect_all", rng, 2, 3, prefix=0, absent=0.5,
+                                     task_text=4)
+        assert prompt[-5:] == [DETECT_ALL] + TASK_TEXT[:4]
+        pairs = _pairs(prompt)
+        blocks = [answer[i:i + 6] for i in range(0, len(answer) - 1, 6)]
+        for ground, word, _, objects, choice, end in blocks:
+            assert (ground, objects, end) == (GROUND, OBJECTS, OBJECTS_END)
+            assert choice == (pairs[word] if word in pairs else NONE)
+        with_absent += len(blocks) - len(pairs)
+    assert 10 < with_absent < 30  # about half of the samples name one absent word
+
+
+def test_loss_on_regions_or_choices_keeps_the_choices():
+    from benchmarks.probe_lookup import NONE, region_choices_only
+
+    labels = torch.tensor([[-100, GROUND, WORDS[3], OBJECTS, 7, NONE, 136]])
+    assert region_choices_only(labels).tolist() == [[-100, -100, -100, -100, 7, NONE, -100]]
+    assert region_choices_only(labels, words=True).tolist() == [
+        [-100, -100, WORDS[3], -100, 7, NONE, -100]]
