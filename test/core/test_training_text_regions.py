@@ -59,6 +59,26 @@ def test_records_are_reproducible_and_their_answers_name_the_right_rows():
     assert 0.1 < rejections / 150 < 0.3
 
 
+def test_detect_all_names_every_row_once_in_varied_orders(builder):
+    records = make_text_region_records(60, seed=2, tasks=("detect_all",), min_regions=3,
+                                       max_regions=3)
+    firsts = set()
+    for r in records:
+        texts = r["text_regions"]
+        assert r["query"] == "" and r["meta"] == {"rejection": False}
+        assert r["conversations"][0]["value"].endswith(
+            "Please identify every object in the image and provide their labels along with "
+            "their indexes.")
+        parsed = parse_answer(r["conversations"][1]["value"], len(texts))
+        assert sorted(g.phrase for g in parsed.groundings) == sorted(texts)
+        assert all([texts[i] for i in g.region_indices] == [g.phrase]
+                   for g in parsed.groundings)
+        assert not parsed.rejected and not parsed.malformed
+        firsts.add(parsed.groundings[0].region_indices[0])
+        builder.build(r)  # valid: the prompt checks pass
+    assert firsts == {0, 1, 2}  # a random order, not the rows' order
+
+
 @pytest.mark.parametrize("kwargs", [dict(num=-1), dict(min_regions=0), dict(min_regions=5,
                                     max_regions=4), dict(max_regions=len(DEFAULT_WORDS)),
                                     dict(tasks=("refer",)), dict(tasks=()),
@@ -129,6 +149,26 @@ def test_loss_on_regions_keeps_only_region_choices(region_builder):
         region_builder.build(make_record("caption"))
     with pytest.raises(InvalidRequestError, match="loss_on"):
         SampleBuilder(tok, region_builder.preprocessor, ".", loss_on="everything")
+
+
+def test_loss_on_choices_adds_the_grounded_phrases(region_builder):
+    tok = region_builder.prompt_tokenizer.tokenizer
+    builder = SampleBuilder(tok, region_builder.preprocessor, region_builder.images_dir,
+                            loss_on="choices")
+    answer = ("<ground>cat</ground><objects><region2></objects><ground>None</ground>"
+              "<objects>None</objects>")
+    sample = builder.build(_record(query="cat; None", answer=answer))
+    kept = sample.labels[sample.labels != IGNORE_INDEX].tolist()
+    # phrases (here one token each, the second spelled "None") and the choices; no markup
+    assert tok.convert_ids_to_tokens(kept) == ["cat", "<region2>", "None", "None"]
+    labels = sample.labels.tolist()
+    assert all(lab in (IGNORE_INDEX, tid) for lab, tid in zip(labels, sample.input_ids.tolist()))
+    image = builder.build(make_record("count"))
+    phrase = image.labels[image.labels != IGNORE_INDEX].tolist()[:-2]
+    assert tok.decode(phrase).strip() and tok.convert_ids_to_tokens(
+        image.labels[image.labels != IGNORE_INDEX].tolist()[-2:]) == ["<region0>", "<region2>"]
+    with pytest.raises(InvalidRequestError, match="region choice"):
+        builder.build(make_record("caption"))
 
 
 def test_text_and_image_samples_batch_together(train_model_dir, builder):

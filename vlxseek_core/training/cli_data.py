@@ -132,7 +132,7 @@ def add_data_commands(subparsers) -> None:
     r.add_argument("--max-regions", type=int, default=6)
     r.add_argument("--rejection-rate", default="0.2",
                    help="share of detect records naming only absent words (0.2)")
-    r.add_argument("--tasks", nargs="+", default=["detect"], help="detect, caption")
+    r.add_argument("--tasks", nargs="+", default=["detect"], help="detect, detect_all, caption")
     r.set_defaults(func=cmd_make_text_regions)
 
     t = subparsers.add_parser("make-train-data",

@@ -155,7 +155,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
            "(repeatable; e.g. towers=0.1 hfre=0.1 connector=0.1 when training from random "
            "initialisation, see README 'Procedural scenes and the scene model')")
     a("--loss-on", default="answer", choices=LOSS_ON,
-      help="answer: every answer token (paper); regions: only the <regionK> / None choices "
+      help="answer: every answer token (paper); regions: only the <regionK> / None choices; "
+           "choices: those and the grounded phrases "
            "(binding curriculum of models trained from scratch, README)")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
@@ -209,13 +210,14 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         raise InvalidRequestError("--lr-scale needs the Trainer's own optimizer; with "
                                   "--deepspeed set per-group rates in the DeepSpeed config")
     records = read_records(args.data, args.images)
-    if args.loss_on == "regions":  # captions etc. choose no region: nothing to learn from
+    if args.loss_on != "answer":  # captions etc. choose no region: nothing to learn from
         kept = [r for r in records if has_region_choice(r)]
         if not kept:
-            raise InvalidRequestError("--loss-on regions: no record's answer chooses a region")
+            raise InvalidRequestError(f"--loss-on {args.loss_on}: no record's answer chooses "
+                                      "a region")
         if len(kept) < len(records):
-            print(f"--loss-on regions: {len(records) - len(kept)} of {len(records)} records "
-                  "choose no region and are left out", file=sys.stderr)
+            print(f"--loss-on {args.loss_on}: {len(records) - len(kept)} of {len(records)} "
+                  "records choose no region and are left out", file=sys.stderr)
         records = kept
     use_cpu = args.device == "cpu" or not torch.cuda.is_available()
     vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",

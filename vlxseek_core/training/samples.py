@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,13 +25,13 @@ from .text_regions import check_text_region_record, is_text_region_record, text_
 
 IGNORE_INDEX = -100
 """Label of positions without loss (torch ``cross_entropy``'s default ``ignore_index``)."""
-LOSS_ON = ("answer", "regions")
+LOSS_ON = ("answer", "regions", "choices")
 """What a sample's loss covers (see :class:`SampleBuilder`)."""
 
 
 def has_region_choice(record: dict) -> bool:
     """Whether a record's answer chooses regions (a ``<regionK>``, or ``<objects>None``): the
-    records that ``loss_on="regions"`` can train on."""
+    records that ``loss_on="regions"`` or ``"choices"`` can train on."""
     try:
         answer = _turn(record, "gpt")
     except InvalidRequestError:
@@ -96,11 +96,13 @@ class RegionChoiceIds:
         none: the id of ``None`` (the rejection form, a choice right after ``<objects>``), or
             ``None`` where the tokenizer splits it.
         objects: the id of ``<objects>``.
+        ground: the ids of ``<ground>`` and ``</ground>`` (the grounded phrase lies between).
     """
 
     regions: frozenset
     none: Optional[int]
     objects: int
+    ground: Tuple[int, int]
 
 
 @dataclass
@@ -128,10 +130,14 @@ class SampleBuilder:
         preprocessor: the checkpoint's :class:`ImagePreprocessor`.
         images_dir: directory that record ``image`` paths are relative to.
         loss_on: ``"answer"`` (default, the paper's recipe: every answer token and the closing
-            ``<|im_end|>``) or ``"regions"``: only the answer's region choices, i.e. the
-            ``<regionK>`` tokens and the ``None`` of a rejection block (vlxseek's binding
-            curriculum for models trained from scratch: the markup is learned in a few
-            steps, and every other answer position would cost a 151,936-way softmax).
+            ``<|im_end|>``), ``"regions"``: only the answer's region choices, i.e. the
+            ``<regionK>`` tokens and the ``None`` of a rejection block, or ``"choices"``: the
+            region choices and the grounded phrases (the tokens between ``<ground>`` and
+            ``</ground>``). The last two are vlxseek's binding curriculum for models trained
+            from scratch: the markup is learned in a few steps, and every other answer
+            position costs a 151,936-way softmax. Choosing the phrase is what makes the
+            answer attend to the rows by content; without it the reverse lookup did not
+            form (README "Binding without images").
 
     Raises:
         InvalidRequestError: another ``loss_on``.
@@ -198,7 +204,7 @@ class SampleBuilder:
                 image if image is not None else self.load_image(record), boxes)
         answer = self.answer_ids(answer_text)
         ids = torch.tensor(prompt + answer, dtype=torch.long)
-        targets = answer if self.loss_on == "answer" else self._region_choices(answer)
+        targets = answer if self.loss_on == "answer" else self._choices(answer)
         labels = torch.tensor([IGNORE_INDEX] * len(prompt) + targets, dtype=torch.long)
         return TrainingSample(ids, labels, prepared)
 
@@ -209,11 +215,13 @@ class SampleBuilder:
             none = tok.text_ids("None")
             self._choice_ids = RegionChoiceIds(
                 frozenset(tok.token_id(region_token(k)) for k in range(MAX_REGIONS)),
-                none[0] if len(none) == 1 else None, tok.token_id("<objects>"))
+                none[0] if len(none) == 1 else None, tok.token_id("<objects>"),
+                (tok.token_id("<ground>"), tok.token_id("</ground>")))
         return self._choice_ids
 
-    def _region_choices(self, answer: List[int]) -> List[int]:
-        """``answer`` with :data:`IGNORE_INDEX` everywhere but the region choices.
+    def _choices(self, answer: List[int]) -> List[int]:
+        """``answer`` with :data:`IGNORE_INDEX` everywhere but the region choices (and, for
+        ``loss_on="choices"``, the grounded phrases).
 
         Raises:
             InvalidRequestError: the answer makes no region choice (no ``<regionK>`` and no
@@ -222,9 +230,18 @@ class SampleBuilder:
         ids = self.region_choice_ids()
         out = [t if (t in ids.regions or (t == ids.none and k and answer[k - 1] == ids.objects))
                else IGNORE_INDEX for k, t in enumerate(answer)]
-        if all(t == IGNORE_INDEX for t in out):
-            raise InvalidRequestError("with the loss on region choices only, every answer "
+        if not any(t != IGNORE_INDEX for t in out):
+            raise InvalidRequestError("with the loss on region choices, every answer "
                                       "needs a <regionK> or a rejection block")
+        if self.loss_on == "choices":
+            in_phrase = False
+            for k, t in enumerate(answer):
+                if t == ids.ground[1]:
+                    in_phrase = False
+                if in_phrase:
+                    out[k] = t
+                if t == ids.ground[0]:
+                    in_phrase = True
         return out
 
 

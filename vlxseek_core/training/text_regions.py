@@ -40,7 +40,7 @@ from .records import REGION_REF
 
 TEXT_REGIONS = "text_regions"
 """Record key of the region texts (its presence makes a record a text-region record)."""
-TEXT_TASKS = ("detect", "caption")
+TEXT_TASKS = ("detect", "detect_all", "caption")
 """Tasks :func:`make_text_region_records` writes."""
 DEFAULT_WORDS = ("cat", "cup", "rocket", "coin", "bike", "red", "blue", "green", "yellow",
                  "circle", "square", "triangle", "dog", "book", "chair", "apple", "car", "tree",
@@ -128,8 +128,11 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     from ``tasks`` (cycled): ``detect`` names every row's word in a random order (one lookup
     per word, each answered by its own block), plus with probability 0.5 one absent word at a
     random place, answered with the rejection form; with probability ``rejection_rate`` it
-    names only 1..3 absent words (a rejection sample). ``caption`` asks for one row
-    (→ "a dog").
+    names only 1..3 absent words (a rejection sample). ``detect_all`` asks for every object
+    without naming any, answered with every row's block in a random order: each grounded word
+    is a choice among the rows not named yet, which trains the answer to attend to the rows
+    by content (with the answer loss, this forms the reverse lookup where the region choices
+    alone do not: README "Binding without images"). ``caption`` asks for one row (→ "a dog").
 
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
@@ -163,6 +166,9 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
                     names.insert(int(rng.integers(n + 1)), absent[int(rng.integers(len(absent)))])
             blocks = [(w, [texts.index(w)] if w in texts else []) for w in names]
             query, answer, meta = "; ".join(names), format_answer(blocks), {"rejection": reject}
+        elif task == "detect_all":
+            blocks = [(texts[j], [int(j)]) for j in rng.permutation(n)]
+            query, answer, meta = "", format_answer(blocks), {"rejection": False}
         else:
             k = int(rng.integers(n))
             query, answer, meta, regions = "", with_article(texts[k]), {}, [k]
