@@ -164,6 +164,24 @@ def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
     return out
 
 
+def sparse_loss(model, ids, mask, labels, loss_labels):
+    """Mean next-token cross-entropy on ``loss_labels`` and the most likely next tokens where
+    ``loss_labels`` are set or ``labels`` name a region, NONE or a word (-1 elsewhere): the
+    output projection runs only at those positions, which keeps a 151,936-token vocabulary
+    affordable (``--vocab``)."""
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    targets = loss_labels[:, 1:]
+    scored = labels[:, 1:]  # the positions accuracies() reads: regions, NONE, words
+    at = (targets != -100) | ((scored >= 0) & (scored < len(REGIONS))) | (scored == NONE) | (
+        (scored >= WORDS[0]) & (scored <= WORDS[-1]))
+    logits = model.lm_head(hidden[at]).float()
+    trained = targets[at] != -100
+    loss = torch.nn.functional.cross_entropy(logits[trained], targets[at][trained])
+    pred = torch.full_like(ids, -1)
+    pred[:, :-1][at] = logits.argmax(-1)
+    return loss, pred
+
+
 def region_choices_only(labels: torch.Tensor, words: bool = False) -> torch.Tensor:
     """``labels`` with -100 everywhere but the region tokens and NONE (``--loss-on regions``),
     and with ``words`` the words too (``choices``: the markup tokens are left out)."""
@@ -173,10 +191,11 @@ def region_choices_only(labels: torch.Tensor, words: bool = False) -> torch.Tens
     return torch.where(keep, labels, torch.full_like(labels, -100))
 
 
-def accuracies(logits, labels, is_caption) -> Dict[str, float]:
+def accuracies(pred, labels, is_caption) -> Dict[str, float]:
     """first_region_acc, region_acc (detect rows), word_acc (caption / recall rows) and
-    rejection_acc (NONE answers)."""
-    target, pred = labels[:, 1:], logits[:, :-1].argmax(-1)
+    rejection_acc (NONE answers) of ``pred`` (long ``[B, L]``: the most likely next token at
+    each position)."""
+    target, pred = labels[:, 1:], pred[:, :-1]
     region = (target >= 0) & (target < len(REGIONS)) & ~is_caption[:, None]
     first = region & (region.cumsum(1) == 1)
     word = (target >= WORDS[0]) & (target <= WORDS[-1]) & is_caption[:, None]
@@ -213,6 +232,15 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--loss-on", default="answer", choices=("answer", "regions", "choices"),
                    help="regions: only the region tokens and NONE; choices: also the words "
                         "of the answer (the <ground> words; vlxseek train --loss-on)")
+    p.add_argument("--vocab", type=int, default=VOCAB,
+                   help="vocabulary size (the tokens past the probe's own are never input; "
+                        "151936 = the FO1 vocabulary's softmax and tied embedding)")
+    p.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2")
+    p.add_argument("--embedding-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier of the (tied) embedding")
+    p.add_argument("--freeze-vocab", action="store_true",
+                   help="keep the (tied) embedding rows of every token but the region tokens, "
+                        "NONE and the markup at their random initialisation")
     p.add_argument("--prefix", type=int, default=20, help="filler tokens before the list")
     p.add_argument("--fixed-prefix", action="store_true",
                    help="the same filler in every sample (a system turn), not random tokens")
@@ -229,12 +257,20 @@ def main(argv=None) -> Dict[str, float]:
     names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=a.hidden, intermediate_size=4 * a.hidden,
+    config = Qwen2Config(vocab_size=max(a.vocab, VOCAB), hidden_size=a.hidden, intermediate_size=4 * a.hidden,
                          num_hidden_layers=a.layers, num_attention_heads=a.heads,
                          num_key_value_heads=a.heads, rope_theta=a.rope_theta,
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    if a.freeze_vocab:  # like `vlxseek train --freeze-vocab`: only the added tokens' rows train
+        trainable = torch.zeros(config.vocab_size, 1)
+        trainable[REGIONS + [GROUND, GROUND_END, OBJECTS, OBJECTS_END, NONE]] = 1
+        model.get_input_embeddings().weight.register_hook(lambda grad: grad * trainable)
+    embedding = model.get_input_embeddings().weight
+    opt = torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if p is not embedding]},
+         {"params": [embedding], "scale": a.embedding_lr_scale}],
+        lr=a.lr, weight_decay=0.0, betas=(0.9, a.beta2))
     regions = " then ".join(f"{lo}-{hi} regions ({n} steps)" for lo, hi, n in phases)
     print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
           f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, {regions} "
@@ -244,7 +280,7 @@ def main(argv=None) -> Dict[str, float]:
     start, window, summary = time.time(), [], {}
     for step in range(1, a.steps + 1):
         for group in opt.param_groups:
-            group["lr"] = a.lr * min(1.0, step / max(a.warmup, 1))
+            group["lr"] = a.lr * group.get("scale", 1.0) * min(1.0, step / max(a.warmup, 1))
         tasks = rng.choices(names, weights, k=a.batch_size)
         ids, labels, mask, is_caption = batch(
             [make_sample(t, rng, *phase_at(phases, step), a.prefix, a.fixed_prefix,
@@ -253,14 +289,14 @@ def main(argv=None) -> Dict[str, float]:
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
         if a.loss_on != "answer":
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
-        out = model(input_ids=ids, attention_mask=mask,
-                    labels=with_row_echo(ids, loss_labels) if a.row_echo else loss_labels)
-        out.loss.backward()
+        loss, pred = sparse_loss(model, ids, mask, labels,
+                                 with_row_echo(ids, loss_labels) if a.row_echo else loss_labels)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         with torch.no_grad():
-            window.append(dict(accuracies(out.logits, labels, is_caption), loss=out.loss.item()))
+            window.append(dict(accuracies(pred, labels, is_caption), loss=loss.item()))
         if step % a.log_every == 0 or step == a.steps:
             summary = {k: _nanmean([w[k] for w in window]) for k in window[0]}
             print(f"step {step:5d}  {time.time() - start:6.0f} s  "

@@ -43,7 +43,7 @@ def test_first_region_accuracy_ignores_later_regions_and_captions():
     # right first region (position of the label 1 is answer_start + 4), wrong second one
     logits[0, answer_start + 4 - 1, 1] = 1.0
     logits[0, answer_start + 6 - 1, 5] = 1.0
-    acc = accuracies(logits, labels, is_caption)
+    acc = accuracies(logits.argmax(-1), labels, is_caption)
     assert acc["first_region_acc"] == 1.0 and acc["region_acc"] == 0.5
     assert math.isnan(acc["word_acc"])
 
@@ -187,3 +187,30 @@ def test_loss_on_regions_or_choices_keeps_the_choices():
     assert region_choices_only(labels).tolist() == [[-100, -100, -100, -100, 7, NONE, -100]]
     assert region_choices_only(labels, words=True).tolist() == [
         [-100, -100, WORDS[3], -100, 7, NONE, -100]]
+
+
+def test_sparse_loss_equals_the_full_softmax_loss():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from benchmarks.probe_lookup import region_choices_only, sparse_loss
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, tie_word_embeddings=True))
+    rng = random.Random(11)
+    samples = [make_sample("detect_all", rng, 2, 3, prefix=2) for _ in range(3)]
+    ids, labels, mask, _ = batch(samples, ["detect_all"] * 3)
+    for loss_labels in (labels, region_choices_only(labels, words=True)):
+        loss, pred = sparse_loss(model, ids, mask, labels, loss_labels)
+        full = model(input_ids=ids, attention_mask=mask, labels=loss_labels)
+        torch.testing.assert_close(loss, full.loss)
+        scored = (labels[:, 1:] >= 0) & (labels[:, 1:] < len(REGIONS))
+        assert torch.equal(pred[:, :-1][scored], full.logits[:, :-1].argmax(-1)[scored])
+
+
+def test_main_runs_with_a_large_vocabulary_and_optimizer_options():
+    out = main(["--steps", "2", "--batch-size", "4", "--layers", "1", "--hidden", "32",
+                "--heads", "2", "--log-every", "2", "--vocab", "1000", "--beta2", "0.99",
+                "--embedding-lr-scale", "0.1", "--freeze-vocab", "--loss-on", "choices"])
+    assert 0 < out["loss"] < 20
