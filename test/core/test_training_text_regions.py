@@ -223,9 +223,9 @@ def test_make_text_regions_cli_and_a_short_training_run(train_model_dir, tmp_pat
     out = str(tmp_path / "run")
     assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
                  "--out", out, "--max-steps", "2", "--batch-size", "4", "--device", "cpu",
-                 "--loss-on", "regions", "--save-steps", "2"]) == 0
+                 "--loss-on", "regions", "--save-steps", "2", "--adam-beta2", "0.99"]) == 0
     info = json.load(open(f"{out}/vlxseek_training.json"))
-    assert info["loss_on"] == "regions"
+    assert info["loss_on"] == "regions" and info["adam_beta2"] == 0.99
     assert "6 of 12 records choose no region and are left out" in capsys.readouterr().err
     captions = str(tmp_path / "captions.jsonl")
     with open(captions, "w") as fh:
@@ -233,3 +233,7 @@ def test_make_text_regions_cli_and_a_short_training_run(train_model_dir, tmp_pat
     assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", captions,
                  "--out", out + "2", "--max-steps", "1", "--loss-on", "regions"]) == 2
     assert "no record's answer chooses a region" in capsys.readouterr().err
+    for beta2 in ("1.0", "-0.1"):
+        assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
+                     "--out", out + "3", "--max-steps", "1", "--adam-beta2", beta2]) == 2
+        assert "--adam-beta2 must be in [0, 1)" in capsys.readouterr().err

@@ -149,6 +149,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="warm-up steps (an integer) or fraction of all steps (below 1)")
     a("--scheduler", default="cosine", help="transformers scheduler name")
     a("--weight-decay", type=float, default=0.0)
+    a("--adam-beta2", type=float, default=0.999,
+      help="AdamW beta2 (0.99 when training the LLM from random initialisation: with 0.999 "
+           "the large gradients of the first steps, over a 151,936-token softmax, keep the "
+           "steps small for ~1000 steps and the region binding does not form; README)")
     a("--max-grad-norm", type=float, default=1.0)
     a("--lr-scale", action="append", default=[], metavar="GROUP=X",
       help="learning-rate multiplier of a module group: towers, hfre, connector or llm "
@@ -209,6 +213,8 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     if args.deepspeed and lr_scales:
         raise InvalidRequestError("--lr-scale needs the Trainer's own optimizer; with "
                                   "--deepspeed set per-group rates in the DeepSpeed config")
+    if not 0.0 <= args.adam_beta2 < 1.0:
+        raise InvalidRequestError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
     records = read_records(args.data, args.images)
     if args.loss_on != "answer":  # captions etc. choose no region: nothing to learn from
         kept = [r for r in records if has_region_choice(r)]
@@ -242,6 +248,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         learning_rate=args.lr or DEFAULT_LR[args.stage],
         num_train_epochs=args.epochs, max_steps=args.max_steps, warmup_steps=args.warmup,
         lr_scheduler_type=args.scheduler, weight_decay=args.weight_decay,
+        adam_beta2=args.adam_beta2,
         max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed, bf16=args.bf16,
         save_strategy="steps", save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
@@ -250,6 +257,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         deepspeed=args.deepspeed, fsdp=args.fsdp or "", disable_tqdm=False,
         ddp_find_unused_parameters=False)
     info = {"stage": args.stage, "lr_scales": lr_scales, "loss_on": args.loss_on,
+            "adam_beta2": args.adam_beta2,
             "command": " ".join(argv or sys.argv), "seed": args.seed,
             "data": " ".join(os.path.basename(d) for d in args.data),
             "data_sha256": " ".join(file_sha256(d) for d in args.data),
