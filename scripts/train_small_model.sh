@@ -5,8 +5,9 @@
 #   2. a random `small` VLM-FO1 (same code path as the 3B, sizes in vlxseek_core/tiny.py);
 #   3. stage 0 (vlxseek's extra stage: everything trains, from random initialisation) in three
 #      parts: 0t, the LLM's region binding on image-free text-region records
-#      (`make-text-regions`, loss on the region choices only: README "Binding without
-#      images"); 0a on detect/refer/count/caption records; 0b on a mix that adds one-region
+#      (`make-text-regions --tasks detect_all`, one list length at a time: 2 regions, 3, then
+#      2-4; loss on the grounded words and region choices; AdamW beta2 0.99: README "What
+#      forms it"); 0a on detect/refer/count/caption records; 0b on a mix that adds one-region
 #      records (caption / present-or-absent detect of a single box: no binding needed, so the
 #      region features and the query-region match can form first) and detect_all records (every
 #      object with its regions: several region tokens to bind per answer); then stage 1 (paper:
@@ -25,8 +26,8 @@ SCENES="${SCENES:-12000}"
 HELDOUT="${HELDOUT:-100}"
 SIZE="${SIZE:-112}"
 CANDIDATES="${CANDIDATES:-8}"
-TEXT_RECORDS="${TEXT_RECORDS:-200000}"
-STEPS0T="${STEPS0T:-3000}"
+TEXT_RECORDS="${TEXT_RECORDS:-80000}"  # per 0t phase
+STEPS0T=(${STEPS0T:-800 800 1000})  # steps of the 0t phases: 2 regions, 3, 2-4
 BATCH0T="${BATCH0T:-32}"
 LR0T="${LR0T:-3e-3}"
 STEPS0="${STEPS0:-1300}"
@@ -60,17 +61,27 @@ COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-steps 200
   "${CLI[@]}" make-scenes "${OUT}/scenes_mix" --train "${MIX_SCENES:-8000}" --heldout "${HELDOUT}" \
     --seed 0 --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet \
     --tasks detect detect_all refer count caption single
-[[ -f "${OUT}/text_regions.jsonl" ]] || \
-  "${CLI[@]}" make-text-regions "${OUT}/text_regions.jsonl" --num "${TEXT_RECORDS}" --seed 0 \
-    --min-regions 2 --max-regions 4
+PHASES0T=("2 2" "3 3" "2 4")
+for i in 0 1 2; do
+  read -r lo hi <<< "${PHASES0T[$i]}"
+  [[ -f "${OUT}/text_regions_${lo}${hi}.jsonl" ]] || \
+    "${CLI[@]}" make-text-regions "${OUT}/text_regions_${lo}${hi}.jsonl" --num "${TEXT_RECORDS}" \
+      --seed "$((i + 1))" --min-regions "${lo}" --max-regions "${hi}" --tasks detect_all
+done
 [[ -f "${OUT}/init/config.json" ]] || \
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
 # 0t: the binding circuit of the random LLM, on words (global batch 2 x BATCH0T)
-"${TRAIN[@]}" --stage 0 --model "${OUT}/init" --data "${OUT}/text_regions.jsonl" \
-  --out "${OUT}/stage0t" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
-  --max-steps "${STEPS0T}" --loss-on regions --batch-size "${BATCH0T}" --workers "${WORKERS}" \
-  --seed 0 --save-steps 250 --save-total-limit 1 --logging-steps 25 --device cpu ${PRECISION}
-"${TRAIN[@]}" --stage 0 --model "${OUT}/stage0t" "${DATA[@]}" --out "${OUT}/stage0" \
+prev="${OUT}/init"
+for i in 0 1 2; do
+  read -r lo hi <<< "${PHASES0T[$i]}"
+  "${TRAIN[@]}" --stage 0 --model "${prev}" --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
+    --out "${OUT}/stage0t_${lo}${hi}" --lr "${LR0T}" --scheduler constant_with_warmup \
+    --warmup 50 --max-steps "${STEPS0T[$i]}" --loss-on choices --adam-beta2 0.99 \
+    --batch-size "${BATCH0T}" --workers "${WORKERS}" --seed 0 --save-steps 250 \
+    --save-total-limit 1 --logging-steps 25 --device cpu ${PRECISION}
+  prev="${OUT}/stage0t_${lo}${hi}"
+done
+"${TRAIN[@]}" --stage 0 --model "${prev}" "${DATA[@]}" --out "${OUT}/stage0" \
   --lr "${LR0}" --scheduler cosine --warmup 100 --max-steps "${STEPS0}" \
   --stop-at-step "${STOP0}" "${SCALES0[@]}" "${COMMON[@]}"
 "${TRAIN[@]}" --stage 0 --model "${OUT}/stage0/checkpoint-${STOP0}" "${MIX[@]}" \
