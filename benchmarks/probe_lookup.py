@@ -171,9 +171,8 @@ def sparse_loss(model, ids, mask, labels, loss_labels):
     affordable (``--vocab``)."""
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     targets = loss_labels[:, 1:]
-    scored = labels[:, 1:]  # the positions accuracies() reads: regions, NONE, words
-    at = (targets != -100) | ((scored >= 0) & (scored < len(REGIONS))) | (scored == NONE) | (
-        (scored >= WORDS[0]) & (scored <= WORDS[-1]))
+    scored = region_choices_only(labels[:, 1:], words=True) != -100  # what accuracies() reads
+    at = (targets != -100) | scored
     logits = model.lm_head(hidden[at]).float()
     trained = targets[at] != -100
     loss = torch.nn.functional.cross_entropy(logits[trained], targets[at][trained])
@@ -257,12 +256,13 @@ def main(argv=None) -> Dict[str, float]:
     names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
-    config = Qwen2Config(vocab_size=max(a.vocab, VOCAB), hidden_size=a.hidden, intermediate_size=4 * a.hidden,
-                         num_hidden_layers=a.layers, num_attention_heads=a.heads,
+    config = Qwen2Config(vocab_size=max(a.vocab, VOCAB), hidden_size=a.hidden,
+                         intermediate_size=4 * a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
                          num_key_value_heads=a.heads, rope_theta=a.rope_theta,
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()
-    if a.freeze_vocab:  # like `vlxseek train --freeze-vocab`: only the added tokens' rows train
+    if a.freeze_vocab:  # like stage 1's row freezing (training/freezing.py): only the rows of
+        # the tokens FO1 adds (here the regions, NONE and the markup) train
         trainable = torch.zeros(config.vocab_size, 1)
         trainable[REGIONS + [GROUND, GROUND_END, OBJECTS, OBJECTS_END, NONE]] = 1
         model.get_input_embeddings().weight.register_hook(lambda grad: grad * trainable)

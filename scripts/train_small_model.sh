@@ -61,19 +61,17 @@ COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-steps 200
   "${CLI[@]}" make-scenes "${OUT}/scenes_mix" --train "${MIX_SCENES:-8000}" --heldout "${HELDOUT}" \
     --seed 0 --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet \
     --tasks detect detect_all refer count caption single
+[[ -f "${OUT}/init/config.json" ]] || \
+  "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
+# 0t: the binding circuit of the random LLM, on words (global batch 2 x BATCH0T), one list
+# length per phase
 PHASES0T=("2 2" "3 3" "2 4")
+prev="${OUT}/init"
 for i in 0 1 2; do
   read -r lo hi <<< "${PHASES0T[$i]}"
   [[ -f "${OUT}/text_regions_${lo}${hi}.jsonl" ]] || \
     "${CLI[@]}" make-text-regions "${OUT}/text_regions_${lo}${hi}.jsonl" --num "${TEXT_RECORDS}" \
       --seed "$((i + 1))" --min-regions "${lo}" --max-regions "${hi}" --tasks detect_all
-done
-[[ -f "${OUT}/init/config.json" ]] || \
-  "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
-# 0t: the binding circuit of the random LLM, on words (global batch 2 x BATCH0T)
-prev="${OUT}/init"
-for i in 0 1 2; do
-  read -r lo hi <<< "${PHASES0T[$i]}"
   "${TRAIN[@]}" --stage 0 --model "${prev}" --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
     --out "${OUT}/stage0t_${lo}${hi}" --lr "${LR0T}" --scheduler constant_with_warmup \
     --warmup 50 --max-steps "${STEPS0T[$i]}" --loss-on choices --adam-beta2 0.99 \

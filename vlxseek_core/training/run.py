@@ -150,9 +150,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--scheduler", default="cosine", help="transformers scheduler name")
     a("--weight-decay", type=float, default=0.0)
     a("--adam-beta2", type=float, default=0.999,
-      help="AdamW beta2 (0.99 when training the LLM from random initialisation: with 0.999 "
-           "the large gradients of the first steps, over a 151,936-token softmax, keep the "
-           "steps small for ~1000 steps and the region binding does not form; README)")
+      help="AdamW beta2 (0.99 when training the LLM from random initialisation: with the "
+           "default 0.999 and the 151,936-token softmax the region binding did not form; "
+           "README 'What forms it')")
     a("--max-grad-norm", type=float, default=1.0)
     a("--lr-scale", action="append", default=[], metavar="GROUP=X",
       help="learning-rate multiplier of a module group: towers, hfre, connector or llm "

@@ -137,7 +137,7 @@ class SampleBuilder:
             from scratch: the markup is learned in a few steps, and every other answer
             position costs a 151,936-way softmax. Choosing the phrase is what makes the
             answer attend to the rows by content; without it the reverse lookup did not
-            form (README "Binding without images").
+            form (README "What forms it").
 
     Raises:
         InvalidRequestError: another ``loss_on``.
@@ -230,7 +230,7 @@ class SampleBuilder:
         ids = self.region_choice_ids()
         out = [t if (t in ids.regions or (t == ids.none and k and answer[k - 1] == ids.objects))
                else IGNORE_INDEX for k, t in enumerate(answer)]
-        if not any(t != IGNORE_INDEX for t in out):
+        if all(t == IGNORE_INDEX for t in out):
             raise InvalidRequestError("with the loss on region choices, every answer "
                                       "needs a <regionK> or a rejection block")
         if self.loss_on == "choices":

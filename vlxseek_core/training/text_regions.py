@@ -132,7 +132,7 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     without naming any, answered with every row's block in a random order: each grounded word
     is a choice among the rows not named yet, which trains the answer to attend to the rows
     by content (with the answer loss, this forms the reverse lookup where the region choices
-    alone do not: README "Binding without images"). ``caption`` asks for one row (→ "a dog").
+    alone do not: README "What forms it"). ``caption`` asks for one row (→ "a dog").
 
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
