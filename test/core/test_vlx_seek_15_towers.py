@@ -156,6 +156,19 @@ def test_radio_10b_names_on_meta():
     assert RADIO_SO400M_AUX_CONFIG["version"] == "c-radio_v4-so400m"
 
 
+def test_radio_with_a_timm_lacking_the_architecture_names_the_version(monkeypatch):
+    # timm < 1.0.31 has no naflexvit_so400m_patch16_radio_v4 and would say "Unknown model".
+    import timm
+
+    from vlxseek_core.errors import CheckpointError
+
+    monkeypatch.setattr(timm, "list_models", lambda *a, **k: ["naflexvit_base_patch16_radio_v3"])
+    monkeypatch.setattr(timm, "__version__", "1.0.29")
+    with pytest.raises(CheckpointError, match=r"timm >= 1\.0\.31, found 1\.0\.29"):
+        with torch.device("meta"):
+            RadioAuxTower(VLXSeek15Config(**VLX_SEEK_15_10B_CONFIG))
+
+
 # ----------------------------------------------------------------------------- Qwen3.5 tower
 
 def tiny_qwen_config():

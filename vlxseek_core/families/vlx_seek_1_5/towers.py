@@ -83,11 +83,17 @@ def build_radio_vit(config: VLXSeek15Config, dims: Dict[str, int] = None) -> nn.
     """timm ``naflexvit_so400m_patch16_radio_v4`` sized from the config (§3.1, §3.6).
 
     Raises:
-        CheckpointError: sizes timm cannot build exactly (MLP width not reproduced).
+        CheckpointError: sizes timm cannot build exactly (MLP width not reproduced), or a
+            timm older than 1.0.31, which lacks this architecture.
     """
     import timm
 
     d = dims or radio_dims(config)
+    if "naflexvit_so400m_patch16_radio_v4" not in timm.list_models("naflexvit_*radio*"):
+        # timm < 1.0.31 would raise a bare "Unknown model"; say what to install instead.
+        raise CheckpointError(
+            f"the VLX-Seek 1.5 aux tower (C-RADIOv4) needs timm >= 1.0.31, found "
+            f"{timm.__version__}: pip install 'timm>=1.0.31'")
     vit = timm.create_model(
         "naflexvit_so400m_patch16_radio_v4", pretrained=False, num_classes=0,
         embed_dim=d["embed_dim"], depth=d["depth"], num_heads=d["num_heads"],
