@@ -222,3 +222,46 @@ def test_console_entry_point(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "train: 2/2 scenes" in proc.stderr and json.loads(proc.stdout)["heldout"]["scenes"] == 1
+
+
+def test_max_objects_and_max_distractors():
+    # the defaults are the scenes and records from before the options existed
+    for seed in range(40):
+        assert S.generate_scene(seed, "train", 112).objects == S.generate_scene(
+            seed, "train", 112, max_objects=6).objects
+        assert D.scene_sample(seed, "heldout", 112)[1] == D.scene_sample(
+            seed, "heldout", 112, max_objects=6, max_distractors=None)[1]
+    counts = set()
+    for seed in range(60):
+        for split in ("train", "heldout"):
+            scene, recs = D.scene_sample(seed, split, 112, max_objects=3, max_distractors=0,
+                                         tasks=("detect_all",), max_candidates=8)
+            counts.add(len(scene.objects))
+            assert 1 <= len(scene.objects) <= 3
+            # no distractors: every candidate is one of the objects' boxes, each once
+            assert sorted(map(tuple, recs[0].bbox_list)) == sorted(
+                tuple(map(float, o.box)) for o in scene.objects)
+            one = S.generate_scene(seed, split, 112, max_objects=1)
+            assert len(one.objects) == 1
+    assert {2, 3} <= counts
+    capped = D.scene_sample(5, "train", 112, max_candidates=12, max_distractors=2)
+    assert len(capped[1][0].bbox_list) <= len(capped[0].objects) + 2
+    for bad in (0, 7, 2.5, True):
+        with pytest.raises(InvalidRequestError, match="max_objects"):
+            S.generate_scene(1, "train", 112, max_objects=bad)
+    with pytest.raises(InvalidRequestError, match="max_distractors"):
+        D.scene_sample(1, "train", 112, max_distractors=-1)
+
+
+def test_make_scenes_cli_max_objects(tmp_path, capsys):
+    out = str(tmp_path / "few")
+    assert cli.main(["make-scenes", out, "--train", "6", "--heldout", "2", "--size", "112",
+                     "--max-objects", "2", "--max-distractors", "0", "--tasks", "detect_all",
+                     "--workers", "1", "--quiet"]) == 0
+    recs = read_records(os.path.join(out, "train.jsonl"))
+    assert len(recs) == 6 and all(1 <= len(r.bbox_list) <= 2 for r in recs)
+    capsys.readouterr()
+    for flag, value in (("--max-objects", "9"), ("--max-objects", "0"),
+                        ("--max-distractors", "-1")):
+        assert cli.main(["make-scenes", out, flag, value, "--quiet"]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err

@@ -38,10 +38,14 @@ def cmd_make_scenes(args) -> int:
     from .scene_data import make_scenes
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
-                    workers=args.workers)
+                    workers=args.workers, max_distractors=args.max_distractors)
+    if not 1 <= args.max_objects <= 6:
+        raise InvalidRequestError(f"--max-objects must be in 1-6, got {args.max_objects}")
     summary = make_scenes(args.out, args.train, args.heldout, seed=args.seed, size=args.size,
                           workers=args.workers, progress=not args.quiet,
                           max_candidates=args.max_candidates,
+                          max_distractors=args.max_distractors,
+                          max_objects=args.max_objects,
                           rejection_rate=_rate(args.rejection_rate),
                           refer_per_scene=args.refer_per_scene,
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
@@ -111,6 +115,11 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--size", type=int, default=224, help="image side in px (default 224)")
     m.add_argument("--max-candidates", type=int, default=12,
                    help="candidate regions per scene, GT + distractors (default 12)")
+    m.add_argument("--max-objects", type=int, default=6,
+                   help="objects per scene at most, 1-6 (default 6; fewer: a curriculum)")
+    m.add_argument("--max-distractors", type=int, default=None,
+                   help="distractor boxes per scene at most (default: fill --max-candidates; "
+                        "0: the candidates are the objects)")
     m.add_argument("--rejection-rate", default="0.2",
                    help="share of detect/refer/count samples about absent things (0.2)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")

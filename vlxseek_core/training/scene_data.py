@@ -16,8 +16,8 @@ from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
-from .scenes import (MIN_SIZE, SPLITS, SUPERLATIVES, Scene, load_assets, generate_scene,
-                     is_heldout_phrase)
+from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_max_objects,
+                     generate_scene, is_heldout_phrase, load_assets)
 
 
 def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
@@ -71,7 +71,7 @@ def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
 
 def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   rejection_rate: float = 0.2, max_candidates: int = 12,
-                  refer_per_scene: int = 2,
+                  max_distractors: Optional[int] = None, refer_per_scene: int = 2,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
                   heldout_preference: float = 0.7) -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
@@ -84,12 +84,20 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase`` and for
     refer the expression ``kind``.
 
+    Distractors fill the room left by the objects (at least 2 where there is room), at most
+    ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
+
     Raises:
-        InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100.
+        InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
+            ``max_distractors`` negative.
     """
+    if max_distractors is not None and max_distractors < 0:
+        raise InvalidRequestError(f"max_distractors must be >= 0, got {max_distractors}")
     gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
     room = max_candidates - len(gt)
     n_dis = int(rng.integers(min(2, max(room, 0)), max(room, 0) + 1))
+    if max_distractors is not None:  # drawn first, so the record stream is the same
+        n_dis = min(n_dis, max_distractors)
     size = (scene.image.shape[1], scene.image.shape[0])
     boxes, g2c = build_candidates(gt, jitter_distractors(gt, size, rng, n_dis), rng,
                                   max_candidates)
@@ -198,15 +206,16 @@ def scene_image_name(seed: int, split: str) -> str:
     return f"{split}_{int(seed):08d}.png"
 
 
-def scene_sample(seed: int, split: str = "train", size: int = 224, **record_kwargs
+def scene_sample(seed: int, split: str = "train", size: int = 224,
+                 max_objects: int = MAX_OBJECTS, **record_kwargs
                  ) -> Tuple[Scene, List[TrainingRecord]]:
     """A scene and its records from a seed, without touching the disk (infinite data).
 
     The records' randomness is its own stream of ``(seed, split)``, so the scene does not
     depend on ``record_kwargs`` (see :func:`scene_records`); the image name is
-    :func:`scene_image_name`.
+    :func:`scene_image_name`. ``max_objects``: see :func:`~.scenes.generate_scene`.
     """
-    scene = generate_scene(seed, split, size)
+    scene = generate_scene(seed, split, size, max_objects)
     rng = np.random.default_rng([int(seed), SPLITS[split], 1])
     return scene, scene_records(scene, scene_image_name(seed, split), rng, **record_kwargs)
 
@@ -232,7 +241,8 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     """Write ``images/*.png``, ``train.jsonl``, ``heldout.jsonl`` and ``scenes_heldout.json``.
 
     Scene ``i`` of a split has seed ``seed * 10_000_000 + i`` (so ``num_* < 10**7``);
-    ``record_kwargs`` go to :func:`scene_records` (``max_candidates``, ``rejection_rate``, …).
+    ``record_kwargs`` go to :func:`scene_sample` (``max_objects``) and :func:`scene_records`
+    (``max_candidates``, ``max_distractors``, ``rejection_rate``, …).
     Work is spread over ``workers`` processes (default: all CPU cores).
 
     Raises:
@@ -247,6 +257,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
         raise InvalidRequestError("scene counts must be in [0, 10**7) and the seed >= 0")
     if size < MIN_SIZE:  # checked here too, before any worker starts
         raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
+    check_max_objects(record_kwargs.get("max_objects", MAX_OBJECTS))
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     load_assets()  # load once before forking: workers inherit the decoded photos
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

@@ -57,6 +57,8 @@ ALL_CATEGORIES = tuple(PHOTOS) + tuple(f"{c} {s}" for c in COLOURS for s in SHAP
 SPLITS = {"train": 0, "heldout": 1}
 MIN_SIDE, MAX_SIDE = 28, 90
 MIN_SIZE = 112
+MAX_OBJECTS = 6
+"""Most objects a scene holds (``generate_scene``'s ``max_objects`` may lower it)."""
 """Smallest image side: room for a few objects of up to 90 px."""
 _HELDOUT_TEXTS = tuple(HELDOUT_COLOUR_SHAPES) + tuple(f"{s} {c}" for s, c in HELDOUT_SUPERLATIVES)
 
@@ -169,10 +171,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.stack([lut[crop] for lut in luts], axis=-1)
 
 
-def _choose_categories(rng: np.random.Generator, split: str) -> List[str]:
-    """2-6 categories; often one repeated (so superlatives exist)."""
+def _choose_categories(rng: np.random.Generator, split: str,
+                       max_objects: int = MAX_OBJECTS) -> List[str]:
+    """2-``max_objects`` categories (1 if it is 1); often one repeated (superlatives exist)."""
     vocab = split_categories(split)
-    n = int(rng.integers(2, 7))
+    # integers(2, 7) at the default, so scenes of the default are unchanged by the option
+    n = int(rng.integers(min(2, max_objects), max_objects + 1))
     cats: List[str] = []
     if split == "heldout" and rng.random() < 0.6:
         cats.append(HELDOUT_COLOUR_SHAPES[int(rng.integers(len(HELDOUT_COLOUR_SHAPES)))])
@@ -182,7 +186,16 @@ def _choose_categories(rng: np.random.Generator, split: str) -> List[str]:
         cats += [pool[int(rng.integers(len(pool)))]] * int(rng.integers(2, 4))
     while len(cats) < n:
         cats.append(vocab[int(rng.integers(len(vocab)))])
-    return cats  # at most 1 + 3 forced ones, so still 2-6
+    # at most 1 + 3 forced ones, so the cut only acts below the default
+    return cats[:max_objects]
+
+
+def check_max_objects(max_objects) -> None:
+    """Raise :class:`InvalidRequestError` unless ``max_objects`` is an int in 1-6."""
+    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
+            or not 1 <= max_objects <= MAX_OBJECTS:
+        raise InvalidRequestError(f"max_objects must be an integer in 1-{MAX_OBJECTS}, "
+                                  f"got {max_objects!r}")
 
 
 def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
@@ -204,24 +217,29 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
     return not (inside(cb[None], others).any() or inside(co, box[None]).any())
 
 
-def generate_scene(seed: int, split: str = "train", size: int = 224) -> Scene:
-    """One procedural scene, deterministic per ``(seed, split, size)``.
+def generate_scene(seed: int, split: str = "train", size: int = 224,
+                   max_objects: int = MAX_OBJECTS) -> Scene:
+    """One procedural scene, deterministic per ``(seed, split, size, max_objects)``.
 
     Args:
         seed: non-negative int. split: ``"train"`` or ``"heldout"``.
         size: image side in pixels (≥ 112 so that objects fit).
+        max_objects: at most this many objects, 1-6 (a curriculum knob: fewer rows to bind;
+            the default 6 gives the same scenes as before the option existed).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
-        InvalidRequestError: bad split or size. VLXSeekError: scikit-image missing.
+        InvalidRequestError: bad split, size or ``max_objects``. VLXSeekError: scikit-image
+            missing.
     """
     from PIL import Image
 
     _check_split(split)
     if size < MIN_SIZE:
         raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
+    check_max_objects(max_objects)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -230,7 +248,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224) -> Scene:
     # object sides scale with the image (28–90 px at 224 px), so smaller scenes look alike
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
-    for cat in _choose_categories(rng, split):
+    for cat in _choose_categories(rng, split, max_objects):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
