@@ -1,46 +1,46 @@
 #!/usr/bin/env bash
-# The recipe of the committed small scene model (models/vlm-fo1-small-scenes, README "A small
-# model that works"), end to end with the project's own commands:
-#   1. procedural scenes (train split + held-out split with held-out placements and phrasings);
-#   2. a random `small` VLM-FO1 (same code path as the 3B, sizes in vlxseek_core/tiny.py);
-#   3. stage 0 (vlxseek's extra stage: everything trains, from random initialisation) in three
-#      parts: 0t, the LLM's region binding on image-free text-region records
-#      (`make-text-regions --tasks detect_all`, one list length at a time: 2 regions, 3, then
-#      2-4; loss on the grounded words and region choices; AdamW beta2 0.99: README "What
-#      forms it"); 0a on detect/refer/count/caption records; 0b on a mix that adds one-region
-#      records (caption / present-or-absent detect of a single box: no binding needed, so the
-#      region features and the query-region match can form first) and detect_all records (every
-#      object with its regions: several region tokens to bind per answer); then stage 1 (paper:
-#      HFRE + connector + added-token rows) and stage 2 (paper: aux tower, HFRE, connector, LLM),
-#      all with `vlxseek train`;
-#   4. held-out accuracy (benchmarks/bench_training.py).
-# Sizes come from the environment (defaults = the committed model, trained on a 2-core CPU with
-# two data-parallel processes, LAUNCH below) so the recipe can be smoke-tested or scaled:
-#   SCENES (train scenes), HELDOUT, SIZE (px), CANDIDATES (boxes per scene), STEPS0/1/2
-#   (optimiser steps), MINUTES0 (time cap of stage 0), BATCH (per process), LR0, WORKERS,
-#   PRECISION (--bf16 on a GPU), LAUNCH (how `vlxseek` runs: one process or torchrun).
+# The recipe of the small scene model (README "Procedural scenes and the scene model"; it will
+# go to models/vlm-fo1-small-scenes once it reaches the targets), end to end with the
+# project's own commands:
+#   1. a random `small` VLM-FO1 (same code path as the 3B, sizes in vlxseek_core/tiny.py);
+#   2. stage 0 (vlxseek's extra stage: everything trains, from random initialisation):
+#      0t  the LLM's region binding on image-free text-region records
+#          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
+#          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
+#          (README "What forms it");
+#      0s1 the binding carried over to image regions: scenes of 2-3 objects and no
+#          distractors (every candidate is an object; `detect_all` and one-region records),
+#          with 2-4 word text records kept in; vision side at a tenth of the rate (at one
+#          rate the region features collapse);
+#      0s2 harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
+#          rejection, detect_all, refer, count, captions, one-region records), plus 2-6 word
+#          text records of detect_all and of detect with absent words;
+#      0s3 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
+#   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
+#      HFRE, connector, LLM): NOT YET MEASURED on this model;
+#   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
+# Steps of 0t, 0s1 and 0s2 are those of the measured runs (README). Sizes come from the
+# environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
+# STEPS0S (3 phases), STEPS1/2, BATCH (per process), LR0, SIZE (px), WORKERS, PRECISION
+# (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
+# runs: one process or torchrun).
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
 PY="${PYTHON:-python3}"
-SCENES="${SCENES:-12000}"
-HELDOUT="${HELDOUT:-100}"
-SIZE="${SIZE:-112}"
-CANDIDATES="${CANDIDATES:-8}"
-TEXT_RECORDS="${TEXT_RECORDS:-80000}"  # per 0t phase
-STEPS0T=(${STEPS0T:-800 800 1000})  # steps of the 0t phases: 2 regions, 3, 2-4
-BATCH0T="${BATCH0T:-32}"
-LR0T="${LR0T:-3e-3}"
-STEPS0="${STEPS0:-1300}"
-STOP0="${STOP0:-400}"
-STEPS0B="${STEPS0B:-550}"
+SCALE="${SCALE:-1}"
+n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
+TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
+STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
+STEPS0S=(${STEPS0S:-600 1000 1000})    # 0s1, 0s2, 0s3
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
-BATCH="${BATCH:-16}"
-LR0="${LR0:-2e-3}"
+HELDOUT="$(n "${HELDOUT:-300}")"
+SIZE="${SIZE:-112}"
+BATCH="${BATCH:-32}"
+LR0="${LR0:-3e-3}"
 WORKERS="${WORKERS:-0}"
 PRECISION="${PRECISION:-}"
 # vision side at a tenth of the rate in stage 0: at one rate the region features collapse
-# (README "Procedural scenes and the scene model")
 SCALES0=(--lr-scale towers=0.1 --lr-scale hfre=0.1 --lr-scale connector=0.1)
 # two CPU processes of one thread each: on 2 cores this beats one process with two threads
 # several times over (no OpenMP barrier per small op); gloo on the loopback interface
@@ -49,45 +49,65 @@ LAUNCH="${LAUNCH:-${PY} -m torch.distributed.run --nproc_per_node 2 --master_add
 export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo
 CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
-DATA=(--data "${OUT}/scenes/train.jsonl" --images "${OUT}/scenes/images")
-MIX=(--data "${OUT}/scenes_mix/train.jsonl" --images "${OUT}/scenes_mix/images")
-COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-steps 200
-        --save-total-limit 1 --logging-steps 10 --device cpu ${PRECISION})
+COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-total-limit 1
+        --logging-steps 25 --device cpu ${PRECISION})
+# stage 0 from random initialisation: constant rate after a short warm-up, AdamW beta2 0.99
+SCRATCH=(--stage 0 --lr "${LR0}" --scheduler constant_with_warmup --adam-beta2 0.99)
 
-[[ -f "${OUT}/scenes/train.jsonl" ]] || \
-  "${CLI[@]}" make-scenes "${OUT}/scenes" --train "${SCENES}" --heldout "${HELDOUT}" --seed 0 \
-    --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet
-[[ -f "${OUT}/scenes_mix/train.jsonl" ]] || \
-  "${CLI[@]}" make-scenes "${OUT}/scenes_mix" --train "${MIX_SCENES:-8000}" --heldout "${HELDOUT}" \
-    --seed 0 --size "${SIZE}" --max-candidates "${CANDIDATES}" --quiet \
-    --tasks detect detect_all refer count caption single
+text() {  # text(FILE LO HI TASK NUM SEED): text-region records, written once
+  [[ -f "${OUT}/$1" ]] || "${CLI[@]}" make-text-regions "${OUT}/$1" --num "$5" --seed "$6" \
+    --min-regions "$2" --max-regions "$3" --tasks "$4"
+}
+scenes() {  # scenes(DIR TRAIN_SCENES make-scenes options...): scenes + records, written once
+  local dir="$1" num="$2"
+  shift 2
+  [[ -f "${OUT}/${dir}/train.jsonl" ]] || "${CLI[@]}" make-scenes "${OUT}/${dir}" \
+    --train "$(n "${num}")" --heldout "${HELDOUT}" --seed 0 --size "${SIZE}" --quiet "$@"
+}
+
 [[ -f "${OUT}/init/config.json" ]] || \
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
-# 0t: the binding circuit of the random LLM, on words (global batch 2 x BATCH0T), one list
-# length per phase
-PHASES0T=("2 2" "3 3" "2 4")
+# 0t: the binding circuit of the random LLM, on words, one list length per phase
+PHASES0T=("2 2" "3 3" "2 4" "2 6")
 prev="${OUT}/init"
-for i in 0 1 2; do
+for i in 0 1 2 3; do
   read -r lo hi <<< "${PHASES0T[$i]}"
-  [[ -f "${OUT}/text_regions_${lo}${hi}.jsonl" ]] || \
-    "${CLI[@]}" make-text-regions "${OUT}/text_regions_${lo}${hi}.jsonl" --num "${TEXT_RECORDS}" \
-      --seed "$((i + 1))" --min-regions "${lo}" --max-regions "${hi}" --tasks detect_all
-  "${TRAIN[@]}" --stage 0 --model "${prev}" --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
-    --out "${OUT}/stage0t_${lo}${hi}" --lr "${LR0T}" --scheduler constant_with_warmup \
-    --warmup 50 --max-steps "${STEPS0T[$i]}" --loss-on choices --adam-beta2 0.99 \
-    --batch-size "${BATCH0T}" --workers "${WORKERS}" --seed 0 --save-steps 250 \
-    --save-total-limit 1 --logging-steps 25 --device cpu ${PRECISION}
+  text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
+    --out "${OUT}/stage0t_${lo}${hi}" --warmup 50 --max-steps "${STEPS0T[$i]}" \
+    --loss-on choices --save-steps 250 "${COMMON[@]}"
   prev="${OUT}/stage0t_${lo}${hi}"
 done
-"${TRAIN[@]}" --stage 0 --model "${prev}" "${DATA[@]}" --out "${OUT}/stage0" \
-  --lr "${LR0}" --scheduler cosine --warmup 100 --max-steps "${STEPS0}" \
-  --stop-at-step "${STOP0}" "${SCALES0[@]}" "${COMMON[@]}"
-"${TRAIN[@]}" --stage 0 --model "${OUT}/stage0/checkpoint-${STOP0}" "${MIX[@]}" \
-  --out "${OUT}/stage0b" --lr "${LR0}" --scheduler cosine --warmup 30 --max-steps "${STEPS0B}" \
-  "${SCALES0[@]}" "${COMMON[@]}"
-"${TRAIN[@]}" --stage 1 --model "${OUT}/stage0b" "${MIX[@]}" --out "${OUT}/stage1" \
-  --lr 1e-3 --scheduler cosine --warmup 5 --max-steps "${STEPS1}" "${COMMON[@]}"
-"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${MIX[@]}" --out "${OUT}/stage2" \
-  --lr 1e-4 --scheduler cosine --warmup 5 --max-steps "${STEPS2}" "${COMMON[@]}" \
-  --save-dtype bfloat16
+# 0s1: the same lookup over image regions (2-3 objects, no distractors), words kept in;
+# about a third each of detect_all scenes, one-region records and 2-4 word records
+scenes scenes_s1 20000 --max-objects 3 --max-distractors 0 --tasks detect_all
+scenes scenes_s1_single 4000 --max-objects 3 --max-distractors 0 --tasks single
+text text_s1.jsonl 2 4 detect_all "$(n 20000)" 11
+# 0s2: up to 4 objects and 6 candidates, every task, 2-6 word detect_all and detect records
+scenes scenes_s2 6000 --max-objects 4 --max-candidates 6 \
+  --tasks detect detect_all refer count caption single
+text text_s2_all.jsonl 2 6 detect_all "$(n 15000)" 12
+text text_s2_detect.jsonl 2 6 detect "$(n 15000)" 13
+# 0s3: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
+scenes scenes_s3 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
+text text_s3_all.jsonl 2 8 detect_all "$(n 15000)" 14
+text text_s3_detect.jsonl 2 8 detect "$(n 15000)" 15
+DATA_S1=(--data "${OUT}/scenes_s1/train.jsonl" "${OUT}/scenes_s1_single/train.jsonl"
+         "${OUT}/text_s1.jsonl"
+         --images "${OUT}/scenes_s1/images" "${OUT}/scenes_s1_single/images" .)
+DATA_S2=(--data "${OUT}/scenes_s2/train.jsonl" "${OUT}/text_s2_all.jsonl"
+         "${OUT}/text_s2_detect.jsonl" --images "${OUT}/scenes_s2/images" . .)
+DATA_S3=(--data "${OUT}/scenes_s3/train.jsonl" "${OUT}/text_s3_all.jsonl"
+         "${OUT}/text_s3_detect.jsonl" --images "${OUT}/scenes_s3/images" . .)
+for i in 0 1 2; do
+  case $i in 0) data=("${DATA_S1[@]}");; 1) data=("${DATA_S2[@]}");; 2) data=("${DATA_S3[@]}");; esac
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s$((i + 1))" \
+    --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
+  prev="${OUT}/stage0s$((i + 1))"
+done
+"${TRAIN[@]}" --stage 1 --model "${prev}" "${DATA_S3[@]}" --out "${OUT}/stage1" \
+  --lr 1e-3 --scheduler cosine --warmup 5 --max-steps "${STEPS1}" --save-steps 100 "${COMMON[@]}"
+"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${DATA_S3[@]}" --out "${OUT}/stage2" \
+  --lr 1e-4 --scheduler cosine --warmup 5 --max-steps "${STEPS2}" --save-steps 100 \
+  "${COMMON[@]}" --save-dtype bfloat16
 echo "final model: ${OUT}/stage2"
