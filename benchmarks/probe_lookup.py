@@ -257,7 +257,8 @@ def main(argv=None) -> Dict[str, float]:
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     config = Qwen2Config(vocab_size=max(a.vocab, VOCAB), hidden_size=a.hidden,
-                         intermediate_size=4 * a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                         intermediate_size=4 * a.hidden, num_hidden_layers=a.layers,
+                         num_attention_heads=a.heads,
                          num_key_value_heads=a.heads, rope_theta=a.rope_theta,
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()

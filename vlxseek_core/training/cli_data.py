@@ -36,11 +36,11 @@ def _check_positive(**values) -> None:
 def cmd_make_scenes(args) -> int:
     """Write procedural scenes (images, train/held-out JSONL, held-out ground truth)."""
     from .scene_data import make_scenes
+    from .scenes import check_max_objects
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
                     workers=args.workers, max_distractors=args.max_distractors)
-    if not 1 <= args.max_objects <= 6:
-        raise InvalidRequestError(f"--max-objects must be in 1-6, got {args.max_objects}")
+    check_max_objects(args.max_objects, "--max-objects")
     summary = make_scenes(args.out, args.train, args.heldout, seed=args.seed, size=args.size,
                           workers=args.workers, progress=not args.quiet,
                           max_candidates=args.max_candidates,

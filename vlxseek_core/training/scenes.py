@@ -57,9 +57,9 @@ ALL_CATEGORIES = tuple(PHOTOS) + tuple(f"{c} {s}" for c in COLOURS for s in SHAP
 SPLITS = {"train": 0, "heldout": 1}
 MIN_SIDE, MAX_SIDE = 28, 90
 MIN_SIZE = 112
+"""Smallest image side: room for a few objects of up to 90 px."""
 MAX_OBJECTS = 6
 """Most objects a scene holds (``generate_scene``'s ``max_objects`` may lower it)."""
-"""Smallest image side: room for a few objects of up to 90 px."""
 _HELDOUT_TEXTS = tuple(HELDOUT_COLOUR_SHAPES) + tuple(f"{s} {c}" for s, c in HELDOUT_SUPERLATIVES)
 
 
@@ -190,11 +190,12 @@ def _choose_categories(rng: np.random.Generator, split: str,
     return cats[:max_objects]
 
 
-def check_max_objects(max_objects) -> None:
-    """Raise :class:`InvalidRequestError` unless ``max_objects`` is an int in 1-6."""
+def check_max_objects(max_objects, name: str = "max_objects") -> None:
+    """Raise :class:`InvalidRequestError` naming ``name`` (the argument or CLI flag) unless
+    ``max_objects`` is an int in 1-:data:`MAX_OBJECTS`."""
     if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
             or not 1 <= max_objects <= MAX_OBJECTS:
-        raise InvalidRequestError(f"max_objects must be an integer in 1-{MAX_OBJECTS}, "
+        raise InvalidRequestError(f"{name} must be an integer in 1-{MAX_OBJECTS}, "
                                   f"got {max_objects!r}")
 
 
