@@ -15,7 +15,11 @@ This isolates the binding circuit (README "Procedural scenes and the scene model
 decoding; ``benchmarks/bench_training.py`` scores the answers the model generates.
 
     python -m benchmarks.probe_region_choice --models INIT_DIR CKPT_DIR \\
-        --data text_regions_heldout.jsonl [--images DIR] [--limit 200]
+        --data text_regions_heldout.jsonl [--images DIR] [--limit 200] [--by kind]
+
+``--by KEY`` adds a row per value of a record field (``task``) or of its ``meta`` (``kind``:
+category, colour, shape, superlative or absent for ``refer`` records), so that an average
+cannot hide an expression kind the model fails on.
 """
 from __future__ import annotations
 
@@ -80,8 +84,16 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
             "records": len(records)}
 
 
+def record_group(record: dict, key: str) -> str:
+    """The group of ``record`` for ``--by key``: ``record[key]``, else ``record["meta"][key]``,
+    else ``"-"`` (the record has no such field)."""
+    value = record.get(key, (record.get("meta") or {}).get(key, "-"))
+    return str(value)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
-    """Score every ``--models`` checkpoint; prints a table and returns ``{model: metrics}``."""
+    """Score every ``--models`` checkpoint; prints a table and returns
+    ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value)."""
     import json
 
     from vlxseek_core.training.run import read_records
@@ -90,15 +102,22 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     add_model_benchmark_args(parser, images_help="image directory of the records ('.' for "
                              "text-region records)", limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
+    parser.add_argument("--by", help="also score each value of this record field or meta "
+                        "field apart (e.g. task, kind)")
     args = parser.parse_args(argv)
     quiet_transformers()
     records = read_records([args.data], [args.images or "."])[: args.limit]
     print_header("probe_region_choice: teacher-forced region-token accuracy", args.device,
                  {"data": args.data, "records": len(records)})
-    results = {m: score_model(m, records, "", args.device) for m in args.models}
-    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance")
-    print(format_table(["model", *keys], [[m, *(f"{r[k]:.3f}" for k in keys)]
-                                          for m, r in results.items()]))
+    groups = {"all": records}
+    for record in records if args.by else ():
+        groups.setdefault(f"{args.by}={record_group(record, args.by)}", []).append(record)
+    results = {m: {g: score_model(m, part, "", args.device) for g, part in groups.items()}
+               for m in args.models}
+    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance", "records")
+    print(format_table(["model", "records of", *keys],
+                       [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
+                        for m, by_group in results.items() for g, r in by_group.items()]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

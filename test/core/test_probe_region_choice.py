@@ -51,3 +51,32 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
     assert out["chance"] == pytest.approx(
         sum(1 / len(r["text_regions"]) for r in with_regions) / len(with_regions))
     assert out["records"] == 7
+
+
+def test_by_field_scores_each_group_apart(train_model_dir, tmp_path):
+    """``--by task`` adds one row per task; each group's scores equal ``score_model`` on that
+    group's records alone, and the groups partition ``all``."""
+    import json
+
+    from benchmarks import probe_region_choice
+
+    records = make_text_region_records(8, seed=5, max_regions=3, tasks=("detect", "detect_all"))
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = probe_region_choice.main(["--models", train_model_dir, "--data", str(data),
+                                    "--images", ".", "--by", "task"])[train_model_dir]
+    tasks = sorted({r["task"] for r in records})
+    assert sorted(out) == sorted(["all"] + [f"task={t}" for t in tasks])
+    assert sum(out[f"task={t}"]["records"] for t in tasks) == out["all"]["records"] == 8
+    detect = [r for r in records if r["task"] == "detect"]
+    alone = probe_region_choice.score_model(train_model_dir, detect, ".")
+    for key in ("first_region_acc", "region_acc", "chance", "records"):
+        assert out["task=detect"][key] == pytest.approx(alone[key], nan_ok=True)
+
+
+def test_record_group_reads_the_field_then_meta():
+    from benchmarks.probe_region_choice import record_group
+
+    assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "task") == "refer"
+    assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "kind") == "colour"
+    assert record_group({"task": "refer"}, "kind") == "-"
