@@ -12,16 +12,19 @@
 #          distractors (every candidate is an object; `detect_all` and one-region records),
 #          with 2-4 word text records kept in; vision side at a tenth of the rate (at one
 #          rate the region features collapse);
-#      0s2 harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
+#      0s2 a query given in the prompt, on the same easy scenes: detect (absent categories
+#          answered None), refer and detect_all records, plus 2-4 word detect_all and
+#          detect records (0s1 alone finds a queried row but never answers None);
+#      0s3 harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
 #          rejection, detect_all, refer, count, captions, one-region records), plus 2-6 word
 #          text records of detect_all and of detect with absent words;
-#      0s3 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
+#      0s4 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# Steps of 0t, 0s1 and 0s2 are those of the measured runs (README). Sizes come from the
+# Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S (3 phases), STEPS1/2, BATCH (per process), LR0, SIZE (px), WORKERS, PRECISION
+# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, SIZE (px), WORKERS, PRECISION
 # (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
 # runs: one process or torchrun).
 set -euo pipefail
@@ -31,7 +34,7 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S=(${STEPS0S:-600 1000 1000})    # 0s1, 0s2, 0s3
+STEPS0S=(${STEPS0S:-600 1200 1000 1000})  # 0s1, 0s2, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"
@@ -83,31 +86,38 @@ done
 scenes scenes_s1 20000 --max-objects 3 --max-distractors 0 --tasks detect_all
 scenes scenes_s1_single 4000 --max-objects 3 --max-distractors 0 --tasks single
 text text_s1.jsonl 2 4 detect_all "$(n 20000)" 11
-# 0s2: up to 4 objects and 6 candidates, every task, 2-6 word detect_all and detect records
-scenes scenes_s2 6000 --max-objects 4 --max-candidates 6 \
+# 0s2: the query-given match on the same easy scenes (detect, refer, detect_all), with 2-4
+# word detect_all and detect records
+scenes scenes_s2 8000 --max-objects 3 --max-distractors 0 --tasks detect refer detect_all
+text text_s2_all.jsonl 2 4 detect_all "$(n 10000)" 16
+text text_s2_detect.jsonl 2 4 detect "$(n 15000)" 17
+# 0s3: up to 4 objects and 6 candidates, every task, 2-6 word detect_all and detect records
+scenes scenes_s3 6000 --max-objects 4 --max-candidates 6 \
   --tasks detect detect_all refer count caption single
-text text_s2_all.jsonl 2 6 detect_all "$(n 15000)" 12
-text text_s2_detect.jsonl 2 6 detect "$(n 15000)" 13
-# 0s3: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
-scenes scenes_s3 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
-text text_s3_all.jsonl 2 8 detect_all "$(n 15000)" 14
-text text_s3_detect.jsonl 2 8 detect "$(n 15000)" 15
+text text_s3_all.jsonl 2 6 detect_all "$(n 15000)" 12
+text text_s3_detect.jsonl 2 6 detect "$(n 15000)" 13
+# 0s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
+scenes scenes_s4 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
+text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
+text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
 DATA_S1=(--data "${OUT}/scenes_s1/train.jsonl" "${OUT}/scenes_s1_single/train.jsonl"
          "${OUT}/text_s1.jsonl"
          --images "${OUT}/scenes_s1/images" "${OUT}/scenes_s1_single/images" .)
-DATA_S2=(--data "${OUT}/scenes_s2/train.jsonl" "${OUT}/text_s2_all.jsonl"
-         "${OUT}/text_s2_detect.jsonl" --images "${OUT}/scenes_s2/images" . .)
-DATA_S3=(--data "${OUT}/scenes_s3/train.jsonl" "${OUT}/text_s3_all.jsonl"
-         "${OUT}/text_s3_detect.jsonl" --images "${OUT}/scenes_s3/images" . .)
-for i in 0 1 2; do
-  case $i in 0) data=("${DATA_S1[@]}");; 1) data=("${DATA_S2[@]}");; 2) data=("${DATA_S3[@]}");; esac
+# a later phase's scenes and its two word lists: data_of(PHASE) fills `data`
+data_of() {
+  data=(--data "${OUT}/scenes_s$1/train.jsonl" "${OUT}/text_s$1_all.jsonl"
+        "${OUT}/text_s$1_detect.jsonl" --images "${OUT}/scenes_s$1/images" . .)
+}
+for i in 0 1 2 3; do
+  if (( i == 0 )); then data=("${DATA_S1[@]}"); else data_of $((i + 1)); fi
   "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s$((i + 1))" \
     --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
   prev="${OUT}/stage0s$((i + 1))"
 done
-"${TRAIN[@]}" --stage 1 --model "${prev}" "${DATA_S3[@]}" --out "${OUT}/stage1" \
+data_of 4  # the paper's stages on the full scenes
+"${TRAIN[@]}" --stage 1 --model "${prev}" "${data[@]}" --out "${OUT}/stage1" \
   --lr 1e-3 --scheduler cosine --warmup 5 --max-steps "${STEPS1}" --save-steps 100 "${COMMON[@]}"
-"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${DATA_S3[@]}" --out "${OUT}/stage2" \
+"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${data[@]}" --out "${OUT}/stage2" \
   --lr 1e-4 --scheduler cosine --warmup 5 --max-steps "${STEPS2}" --save-steps 100 \
   "${COMMON[@]}" --save-dtype bfloat16
 echo "final model: ${OUT}/stage2"
