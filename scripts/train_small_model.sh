@@ -34,7 +34,7 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S=(${STEPS0S:-600 1200 1000 1000})  # 0s1, 0s2, 0s3, 0s4
+STEPS0S=(${STEPS0S:-600 1000 500 1000})  # 0s1, 0s2, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"
