@@ -38,6 +38,15 @@ from benchmarks.common import (add_model_benchmark_args, format_table,  # noqa: 
 def score_model(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
                 batch_size: int = 16) -> Dict[str, float]:
     """Teacher-forced region metrics of one checkpoint on ``records`` (see module doc)."""
+    return summarise(record_hits(model_dir, records, images_dir, device, batch_size))
+
+
+def record_hits(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
+                batch_size: int = 16) -> List[Dict[str, list]]:
+    """Run one checkpoint once over ``records``; per record, in order: ``first`` (the first
+    region choice right, ``[]`` or ``[bool]``), ``all`` (every region choice), ``reject``
+    (every ``None`` choice) and ``chance`` (``[1 / regions]`` for a record with a region
+    answer). :func:`summarise` turns any subset of them into the metrics."""
     import torch
     from transformers import Qwen2VLImageProcessorPil
 
@@ -56,8 +65,7 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
     choices = builder.region_choice_ids()
     region_ids = torch.tensor(sorted(choices.regions))
     model = TrainingModel(vlm)
-    hits = {"first": [], "all": [], "reject": []}
-    chance = []
+    hits: List[Dict[str, list]] = []
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         samples = [builder.build(r) for r in chunk]
@@ -70,18 +78,24 @@ def score_model(model_dir: str, records: List[dict], images_dir: str, device: st
         for row, record in enumerate(chunk):
             is_region = torch.isin(target[row], region_ids)
             right = (pred[row] == target[row])[is_region].tolist()
-            if right:
-                hits["first"].append(right[0])
-                hits["all"] += right
-                n = len(record.get("text_regions") or record.get("bbox_list") or ())
-                chance.append(1.0 / max(n, 1))
+            n = len(record.get("text_regions") or record.get("bbox_list") or ())
+            hit = {"first": right[:1], "all": right,
+                   "chance": [1.0 / max(n, 1)] if right else [], "reject": []}
             if choices.none is not None:
                 at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
-                hits["reject"] += (pred[row] == target[row])[at_none].tolist()
-    mean = lambda v: float(sum(v) / len(v)) if v else float("nan")  # noqa: E731
-    return {"first_region_acc": mean(hits["first"]), "region_acc": mean(hits["all"]),
-            "rejection_acc": mean(hits["reject"]), "chance": mean(chance),
-            "records": len(records)}
+                hit["reject"] = (pred[row] == target[row])[at_none].tolist()
+            hits.append(hit)
+    return hits
+
+
+def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
+    """The metrics of the module doc over per-record ``hits`` of :func:`record_hits`."""
+    def mean(key: str) -> float:
+        values = [v for hit in hits for v in hit[key]]
+        return float(sum(values) / len(values)) if values else float("nan")
+
+    return {"first_region_acc": mean("first"), "region_acc": mean("all"),
+            "rejection_acc": mean("reject"), "chance": mean("chance"), "records": len(hits)}
 
 
 def record_group(record: dict, key: str) -> str:
@@ -91,7 +105,7 @@ def record_group(record: dict, key: str) -> str:
     return str(value)
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Score every ``--models`` checkpoint; prints a table and returns
     ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value)."""
     import json
@@ -109,11 +123,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     records = read_records([args.data], [args.images or "."])[: args.limit]
     print_header("probe_region_choice: teacher-forced region-token accuracy", args.device,
                  {"data": args.data, "records": len(records)})
-    groups = {"all": records}
-    for record in records if args.by else ():
-        groups.setdefault(f"{args.by}={record_group(record, args.by)}", []).append(record)
-    results = {m: {g: score_model(m, part, "", args.device) for g, part in groups.items()}
-               for m in args.models}
+    groups = {"all": list(range(len(records)))}  # group -> record indices
+    for i, record in enumerate(records if args.by else ()):
+        groups.setdefault(f"{args.by}={record_group(record, args.by)}", []).append(i)
+    results = {}
+    for m in args.models:  # each checkpoint runs once; the groups are subsets of its hits
+        hits = record_hits(m, records, "", args.device)
+        results[m] = {g: summarise([hits[i] for i in part]) for g, part in groups.items()}
     keys = ("first_region_acc", "region_acc", "rejection_acc", "chance", "records")
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
