@@ -24,7 +24,7 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, SIZE (px), WORKERS, PRECISION
+# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, SIZE (px), WORKERS, PRECISION
 # (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
 # runs: one process or torchrun).
 set -euo pipefail
@@ -54,8 +54,10 @@ CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-total-limit 1
         --logging-steps 25 --device cpu ${PRECISION})
-# stage 0 from random initialisation: constant rate after a short warm-up, AdamW beta2 0.99
-SCRATCH=(--stage 0 --lr "${LR0}" --scheduler constant_with_warmup --adam-beta2 0.99)
+# stage 0 from random initialisation: constant rate after a short warm-up, AdamW beta2 0.99,
+# the loss's softmax over the data's tokens (half the step time; LOSS_VOCAB=full: all rows)
+SCRATCH=(--stage 0 --lr "${LR0}" --scheduler constant_with_warmup --adam-beta2 0.99
+         --loss-vocab "${LOSS_VOCAB:-data}")
 
 text() {  # text(FILE LO HI TASK NUM SEED): text-region records, written once
   [[ -f "${OUT}/$1" ]] || "${CLI[@]}" make-text-regions "${OUT}/$1" --num "$5" --seed "$6" \

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from ..modeling import EncodedFrame, VLMFO1ForCausalLM
 from ..tokens import IMAGE_PLACEHOLDER_ID
 from .samples import IGNORE_INDEX
+from .shortlist import shortlist_logits, shortlist_targets
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -31,13 +32,17 @@ class TrainingModel(nn.Module):
     Args:
         vlm: the model to train (its ``requires_grad`` flags say what trains; see
             :mod:`vlxseek_core.training.freezing`).
+        shortlist: long ``[V']`` sorted token ids: the loss's softmax runs over these rows
+            only (:mod:`~vlxseek_core.training.shortlist`); ``None`` = all rows.
 
     Frozen towers run under ``no_grad`` (no activations are kept for them).
     """
 
-    def __init__(self, vlm: VLMFO1ForCausalLM):
+    def __init__(self, vlm: VLMFO1ForCausalLM, shortlist: Optional[torch.Tensor] = None):
         super().__init__()
         self.vlm = vlm
+        # a buffer so that it follows .to(device); not persistent: checkpoints stay the model's
+        self.register_buffer("shortlist", shortlist, persistent=False)
 
     @property
     def config(self):
@@ -148,7 +153,7 @@ class TrainingModel(nn.Module):
         hidden, label_mat, frames = self.hidden_states(
             input_ids, answer_labels, pixel_values, image_grid_thw, aux_pixel_values,
             aux_boxes, vt_boxes)
-        out = answer_loss(self.vlm.lm_head, hidden, label_mat)
+        out = answer_loss(self.vlm.lm_head, hidden, label_mat, self.shortlist)
         if all(frame is None for frame in frames):
             out["loss"] = out["loss"] + self._unused_vision_term()
         return out
@@ -226,8 +231,8 @@ def set_activation_checkpointing(vlm, enabled: bool) -> None:
         (disable or llm.gradient_checkpointing_disable)()
 
 
-def answer_loss(lm_head: nn.Module, hidden: torch.Tensor,
-                labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+def answer_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor,
+                shortlist: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Per-sample mean next-token cross-entropy on labelled positions, averaged over samples.
 
     Logits are computed only where a label follows (the full ``[B, L, 151936]`` logits of a
@@ -237,20 +242,28 @@ def answer_loss(lm_head: nn.Module, hidden: torch.Tensor,
         lm_head: the output projection.
         hidden: ``[B, L, hidden]`` last hidden states.
         labels: long ``[B, L]``, :data:`IGNORE_INDEX` where there is no loss (not shifted).
+        shortlist: long ``[V']`` sorted token ids: the softmax runs over these rows only
+            (:mod:`~vlxseek_core.training.shortlist`); ``None`` = every row.
 
     Returns:
         ``{"loss": scalar, "num_answer_tokens": long scalar}``.
 
     Raises:
         ValueError: a sample without any labelled token.
+        InvalidRequestError: a label outside ``shortlist``.
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     per_sample = mask.sum(dim=1)
     if bool((per_sample == 0).any()):
         raise ValueError("every training sample needs at least one answer token")
-    logits = lm_head(hidden[:, :-1][mask]).float()
-    token_loss = F.cross_entropy(logits, targets[mask], reduction="none")
+    rows, wanted = hidden[:, :-1][mask], targets[mask]
+    if shortlist is None:
+        logits = lm_head(rows).float()
+    else:
+        logits = shortlist_logits(lm_head, rows, shortlist).float()
+        wanted = shortlist_targets(shortlist, wanted)
+    token_loss = F.cross_entropy(logits, wanted, reduction="none")
     sample_of = torch.arange(len(labels), device=labels.device)[:, None].expand_as(mask)[mask]
     sums = torch.zeros(len(labels), device=token_loss.device).index_add(0, sample_of, token_loss)
     loss = (sums / per_sample.to(sums.dtype)).mean()

@@ -57,6 +57,11 @@ def record_prompt_parts(record: dict) -> list:
     return [TemplateText(text)]
 
 
+def _boxes(record: dict) -> np.ndarray:
+    """The record's ``bbox_list`` as float32 ``[N, 4]`` (``[0, 4]`` when absent)."""
+    return np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
+
+
 def check_boxless(record: dict, answer: str) -> None:
     """A record without boxes must be one the model can answer from the image alone: its
     ``task`` runs without regions (:attr:`~vlxseek_core.prompts.TaskSpec.runs_without_regions`,
@@ -190,23 +195,32 @@ class SampleBuilder:
                 that needs them (see :func:`check_boxless`); a bad text-region record (see
                 :func:`~.text_regions.check_text_region_record`).
         """
-        answer_text = _turn(record, "gpt")
-        if is_text_region_record(record):
-            texts, parts = check_text_region_record(record)
-            prompt = text_region_prompt_ids(self.prompt_tokenizer, parts, texts)
-            prepared = None
-        else:
-            boxes = np.asarray(record.get("bbox_list") or [], dtype=np.float32).reshape(-1, 4)
-            if len(boxes) == 0:
-                check_boxless(record, answer_text)
-            prompt = self.prompt_ids(record)
+        prompt, answer = self.token_ids(record)
+        prepared = None
+        if not is_text_region_record(record):
             prepared = self.preprocessor(
-                image if image is not None else self.load_image(record), boxes)
-        answer = self.answer_ids(answer_text)
+                image if image is not None else self.load_image(record), _boxes(record))
         ids = torch.tensor(prompt + answer, dtype=torch.long)
         targets = answer if self.loss_on == "answer" else self._choices(answer)
         labels = torch.tensor([IGNORE_INDEX] * len(prompt) + targets, dtype=torch.long)
         return TrainingSample(ids, labels, prepared)
+
+    def token_ids(self, record: dict) -> Tuple[List[int], List[int]]:
+        """``(prompt ids, answer ids)`` of ``record``, as :meth:`build` makes them, without
+        reading the image (the prompt's image placeholder is one id here).
+
+        Raises:
+            InvalidRequestError: as :meth:`build`, except for image files.
+        """
+        answer_text = _turn(record, "gpt")
+        if is_text_region_record(record):
+            texts, parts = check_text_region_record(record)
+            prompt = text_region_prompt_ids(self.prompt_tokenizer, parts, texts)
+        else:
+            if len(_boxes(record)) == 0:
+                check_boxless(record, answer_text)
+            prompt = self.prompt_ids(record)
+        return prompt, self.answer_ids(answer_text)
 
     def region_choice_ids(self) -> "RegionChoiceIds":
         """The token ids that make up region choices in answers (see :class:`RegionChoiceIds`)."""
