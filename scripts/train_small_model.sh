@@ -24,7 +24,8 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, SIZE (px), WORKERS, PRECISION
+# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes:
+# small; tiny for smoke runs), SIZE (px), WORKERS, PRECISION
 # (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
 # runs: one process or torchrun).
 set -euo pipefail
@@ -71,7 +72,8 @@ scenes() {  # scenes(DIR TRAIN_SCENES make-scenes options...): scenes + records,
 }
 
 [[ -f "${OUT}/init/config.json" ]] || \
-  "${CLI[@]}" make-tiny-model "${OUT}/init" --preset small --aux-aspect dynamic --seed 0
+  "${CLI[@]}" make-tiny-model "${OUT}/init" --preset "${PRESET:-small}" --aux-aspect dynamic \
+    --seed 0
 # 0t: the binding circuit of the random LLM, on words, one list length per phase
 PHASES0T=("2 2" "3 3" "2 4" "2 6")
 prev="${OUT}/init"

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
 from .samples import LOSS_ON, SampleBuilder, collate_samples, has_region_choice
+from .shortlist import LOSS_VOCAB, data_shortlist
 
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
@@ -162,7 +163,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="answer: every answer token (paper); regions: only the <regionK> / None choices; "
            "choices: those and the grounded phrases "
            "(binding curriculum of models trained from scratch, README)")
-    a("--loss-vocab", default="full", choices=("full", "data"),
+    a("--loss-vocab", default="full", choices=LOSS_VOCAB,
       help="full: the loss's softmax over every vocabulary row (paper); data: over the "
            "tokens of the training records and the added tokens only (vocabulary shortlist: "
            "about half the step time of a small model trained from scratch; README)")
@@ -206,7 +207,6 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     from ..tokenizer import load_tokenizer
     from .freezing import apply_stage
     from .model import TrainingModel, set_activation_checkpointing
-    from .shortlist import data_shortlist
     from .trainer import VLXSeekTrainer, export_model
 
     from .trainer import parse_lr_scales
