@@ -21,7 +21,7 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from vision_msgs.msg import BoundingBox2D  # noqa: E402
 
-from vlxseek_ros import detector_node, service_queue  # noqa: E402
+from vlxseek_ros import detector_node, query_action, service_queue  # noqa: E402
 from vlxseek_ros.action import QueryRegions as QueryAction  # noqa: E402
 from vlxseek_ros.image_conversion import rgb_to_image_msg  # noqa: E402
 from vlxseek_ros.srv import QueryRegions  # noqa: E402
@@ -129,7 +129,11 @@ def setup(tiny_models):
     s.close()
 
 
-def test_goal_succeeds_with_the_services_answer_and_streams_feedback(setup):
+def test_goal_succeeds_with_the_services_answer_and_streams_feedback(setup, monkeypatch):
+    # every token reported: on an idle machine the tiny model decodes 12 tokens within one
+    # throttle period, so with the throttle the partials to check could be none (the
+    # throttle itself: test_token_feedback_is_throttled_and_stage_changes_are_not)
+    monkeypatch.setattr(query_action, "FEEDBACK_PERIOD_S", 0.0)
     setup.budget(12)
     handle, feedback = setup.send(image=_image(1))
     got = _wait(handle.get_result_async())
@@ -155,6 +159,35 @@ def test_goal_succeeds_with_the_services_answer_and_streams_feedback(setup):
     texts = [t for t, _ in partials]
     assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:]))
     assert feedback[-1].partial_answer == result.answer and feedback[-1].num_tokens == 12
+
+
+def test_token_feedback_is_throttled_and_stage_changes_are_not(monkeypatch):
+    """``_Goal`` on a fake clock: token feedback at most once per FEEDBACK_PERIOD_S, each
+    carrying the newest partial answer; stage feedback at once, whatever the clock."""
+    now = [100.0]
+    monkeypatch.setattr(query_action.time, "monotonic", lambda: now[0])
+
+    class Handle:
+        def __init__(self):
+            self.sent = []
+
+        def publish_feedback(self, msg):
+            self.sent.append((msg.stage, msg.partial_answer, msg.num_tokens))
+
+    class Node:
+        _closing = False
+
+    handle = Handle()
+    goal = query_action._Goal(handle, Node())
+    goal.stage("generate")
+    period = query_action.FEEDBACK_PERIOD_S
+    for k in range(1, 11):  # ten tokens, a fifth of a period apart: two periods in all
+        now[0] += period / 5
+        goal.token("a" * k, k)
+    goal.stage("done")
+    tokens = [s for s in handle.sent if s[2] > 0 and s[0] == "generate"]
+    assert tokens == [("generate", "aaaaa", 5), ("generate", "a" * 10, 10)]
+    assert handle.sent[0] == ("generate", "", 0) and handle.sent[-1] == ("done", "a" * 10, 10)
 
 
 def test_detect_goal_with_request_boxes_equals_the_service(setup):
