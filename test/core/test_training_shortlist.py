@@ -9,6 +9,7 @@ import torch
 from training_fixtures import IMAGE_SIZES, make_record, write_train_data
 
 from vlxseek_core.errors import InvalidRequestError
+from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
 from vlxseek_core.training.model import answer_loss
 from vlxseek_core.training.samples import IGNORE_INDEX
 from vlxseek_core.training.shortlist import (data_shortlist, off_shortlist_mass,
@@ -28,8 +29,15 @@ def test_data_shortlist_holds_every_token_of_the_records_and_the_added_tokens(bu
     shortlist = data_shortlist(records, builder, builder.prompt_tokenizer.tokenizer)
     ids = shortlist.tolist()
     assert ids == sorted(set(ids)) and shortlist.dtype == torch.long
+    # vocabulary rows only: the placeholders (-200, -300) would index lm_head from its end
+    assert ids[0] >= 0
+    placeholders = {IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID}
+    seen_placeholders = set()
     for record in records:
-        assert set(builder.build(record).input_ids.tolist()) <= set(ids)
+        record_ids = set(builder.build(record).input_ids.tolist())
+        seen_placeholders |= record_ids & placeholders
+        assert record_ids - placeholders <= set(ids)
+    assert seen_placeholders == placeholders  # the image records do carry both
     added = set(builder.prompt_tokenizer.tokenizer.get_added_vocab().values())
     assert added <= set(ids)
     # the added tokens (stock specials + region tokens + markup) and a few hundred words

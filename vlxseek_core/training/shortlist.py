@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import InvalidRequestError
-from .samples import IGNORE_INDEX, SampleBuilder
+from ..tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
+from .samples import SampleBuilder
 
 LOSS_VOCAB = ("full", "data")
 """``vlxseek train --loss-vocab`` choices: all rows, or the data's shortlist."""
@@ -38,8 +39,9 @@ NEGATIVES = 4096
 
 
 def data_shortlist(records: Iterable[dict], builder: SampleBuilder, tokenizer) -> torch.Tensor:
-    """The shortlist of ``records``: sorted unique token ids of their prompts and answers (as
-    :meth:`SampleBuilder.token_ids` builds them) and every added token of ``tokenizer``.
+    """The shortlist of ``records``: sorted unique vocabulary ids of their prompts and answers
+    (as :meth:`SampleBuilder.token_ids` builds them, without the image and region-feature
+    placeholders) and every added token of ``tokenizer``.
 
     Records that share their conversations, boxes count and region texts share their ids, so
     each distinct one is tokenized once.
@@ -62,7 +64,9 @@ def data_shortlist(records: Iterable[dict], builder: SampleBuilder, tokenizer) -
         prompt, answer = builder.token_ids(record)
         ids.update(prompt)
         ids.update(answer)
-    ids.discard(IGNORE_INDEX)
+    # the image and region-feature placeholders (negative ids) become feature rows in the
+    # splice, never vocabulary rows: as indices into lm_head they would pick rows from its end
+    ids.difference_update((IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID))
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
