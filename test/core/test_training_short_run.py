@@ -12,6 +12,7 @@ import math
 
 import pytest
 from PIL import Image
+from training_fixtures import make_builder
 
 from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scene_data import scene_sample
@@ -76,7 +77,7 @@ def test_shortlist_run_leaves_little_mass_off_the_shortlist(trained):
     if loss_vocab != "data":
         pytest.skip("the full-softmax run has no shortlist")
     vlm, _ = load_model(out)
-    builder = _builder(out, vlm, folder)
+    builder = make_builder(out, folder, vlm.config.aux_image_aspect_ratio)
     shortlist = data_shortlist(records, builder, load_tokenizer(out))
     with torch.no_grad():
         hidden, labels, _ = TrainingModel(vlm).hidden_states(
@@ -84,18 +85,6 @@ def test_shortlist_run_leaves_little_mass_off_the_shortlist(trained):
     answer = hidden[:, :-1][labels[:, 1:] != IGNORE_INDEX]
     mean, worst = off_shortlist_mass(vlm.lm_head, answer, shortlist)
     assert mean < 0.03 and worst < 0.1, (mean, worst)  # 0.92 without the sampled column
-
-
-def _builder(model_dir, vlm, images_dir):
-    from transformers import Qwen2VLImageProcessorPil
-
-    from vlxseek_core.preprocessing import ImagePreprocessor
-    from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.training.samples import SampleBuilder
-
-    pre = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(model_dir),
-                            vlm.config.aux_image_aspect_ratio)
-    return SampleBuilder(load_tokenizer(model_dir), pre, images_dir)
 
 
 def test_trained_answers_are_well_formed_and_right(trained):

@@ -77,13 +77,18 @@ def images_dir(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("train_images"))
 
 
-@pytest.fixture(scope="session")
-def builder(train_model_dir, images_dir):
+def make_builder(model_dir, images_dir, aux_aspect="dynamic"):
+    """The ``SampleBuilder`` of a checkpoint directory (its tokenizer and image processor)."""
     from transformers import Qwen2VLImageProcessorPil
 
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
     from vlxseek_core.training.samples import SampleBuilder
 
-    pre = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(train_model_dir), "dynamic")
-    return SampleBuilder(load_tokenizer(train_model_dir), pre, images_dir)
+    pre = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(model_dir), aux_aspect)
+    return SampleBuilder(load_tokenizer(model_dir), pre, images_dir)
+
+
+@pytest.fixture(scope="session")
+def builder(train_model_dir, images_dir):
+    return make_builder(train_model_dir, images_dir)
