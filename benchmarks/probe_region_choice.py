@@ -9,7 +9,11 @@ whose target is a ``<regionK>`` token the model's most likely next token is comp
 * ``region_acc``: every region token of the answers;
 * ``rejection_acc``: where the target after ``<objects>`` is ``None`` (an absent target), how
   often the model predicts ``None`` there;
-* ``chance``: the mean of 1 / regions over the records with a region answer.
+* ``chance``: the mean of 1 / regions over the records with a region answer;
+* ``region0_baseline``: how often the first region of an answer is ``<region0>``, i.e. the
+  ``first_region_acc`` of a model that always answers ``<region0>`` first. A block lists its
+  regions in ascending order, so in scenes where a category repeats this is far above
+  ``chance``: compare ``first_region_acc`` with the larger of the two.
 
 This isolates the binding circuit (README "Procedural scenes and the scene model") from
 decoding; ``benchmarks/bench_training.py`` scores the answers the model generates.
@@ -46,7 +50,8 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
     """Run one checkpoint once over ``records``; per record, in order: ``first`` (the first
     region choice right, ``[]`` or ``[bool]``), ``all`` (every region choice), ``reject``
     (every ``None`` choice) and ``chance`` (``[1 / regions]`` for a record with a region
-    answer). :func:`summarise` turns any subset of them into the metrics."""
+    answer), ``region0`` (``[first target is <region0>]``). :func:`summarise` turns any subset
+    of them into the metrics."""
     import torch
     from transformers import Qwen2VLImageProcessorPil
 
@@ -79,8 +84,10 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
             is_region = torch.isin(target[row], region_ids)
             right = (pred[row] == target[row])[is_region].tolist()
             n = len(record.get("text_regions") or record.get("bbox_list") or ())
+            first_target = target[row][is_region][:1].tolist()
             hit = {"first": right[:1], "all": right,
-                   "chance": [1.0 / max(n, 1)] if right else [], "reject": []}
+                   "chance": [1.0 / max(n, 1)] if right else [], "reject": [],
+                   "region0": [t == int(region_ids[0]) for t in first_target]}
             if choices.none is not None:
                 at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
                 hit["reject"] = (pred[row] == target[row])[at_none].tolist()
@@ -95,7 +102,8 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
         return float(sum(values) / len(values)) if values else float("nan")
 
     return {"first_region_acc": mean("first"), "region_acc": mean("all"),
-            "rejection_acc": mean("reject"), "chance": mean("chance"), "records": len(hits)}
+            "rejection_acc": mean("reject"), "chance": mean("chance"),
+            "region0_baseline": mean("region0"), "records": len(hits)}
 
 
 def record_group(record: dict, key: str) -> str:
@@ -130,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     for m in args.models:  # each checkpoint runs once; the groups are subsets of its hits
         hits = record_hits(m, records, "", args.device)
         results[m] = {g: summarise([hits[i] for i in part]) for g, part in groups.items()}
-    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance", "records")
+    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance", "region0_baseline",
+            "records")
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))

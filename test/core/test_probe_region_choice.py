@@ -50,6 +50,10 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
     assert out["rejection_acc"] == pytest.approx(1 - (0 if flipped_region else 1) / sum(nones))
     assert out["chance"] == pytest.approx(
         sum(1 / len(r["text_regions"]) for r in with_regions) / len(with_regions))
+    first_regions = [a.split("<region")[1].split(">")[0] for a in answers if "<region" in a]
+    assert out["region0_baseline"] == pytest.approx(
+        sum(k == "0" for k in first_regions) / len(first_regions))
+    assert 0 < out["region0_baseline"] < 1  # both cases occur, so the test can fail
     assert out["records"] == 7
 
 

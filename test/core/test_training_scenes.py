@@ -1,6 +1,7 @@
 """Procedural scenes: determinism, exact boxes, correct expressions, held-out phrasings."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -253,6 +254,37 @@ def test_max_objects_and_max_distractors():
         D.scene_sample(1, "train", 112, max_distractors=-1)
 
 
+def test_max_copies_removes_the_region0_bias():
+    # default: unchanged scenes; 1: every object its own category, and so the first region of
+    # a detect_all / detect answer is region 0 about as often as 1 / candidates (with repeats
+    # a block lists its regions ascending, and "always <region0>" is right far above chance)
+    for seed in range(40):
+        for split in ("train", "heldout"):
+            assert S.generate_scene(seed, split, 112).objects == S.generate_scene(
+                seed, split, 112, max_copies=None).objects
+    first0 = {None: [0, 0.0, 0], 1: [0, 0.0, 0]}  # hits of region 0, chance sum, answers
+    for cap in (None, 1):
+        for seed in range(300):
+            for split in ("train", "heldout"):
+                scene, recs = D.scene_sample(seed, split, 112, max_objects=3, max_copies=cap,
+                                             max_distractors=0, tasks=("detect_all", "detect"))
+                cats = [o.category for o in scene.objects]
+                if cap == 1:
+                    assert len(set(cats)) == len(cats) and 2 <= len(cats) <= 3
+                for r in recs:
+                    regions = re.findall(r"<region(\d+)>", r.answer)
+                    if regions:
+                        first0[cap][0] += regions[0] == "0"
+                        first0[cap][1] += 1 / len(r.bbox_list)
+                        first0[cap][2] += 1
+    rate = {cap: (h / n, c / n) for cap, (h, c, n) in first0.items()}
+    assert rate[None][0] > rate[None][1] + 0.2  # the bias this option exists to remove
+    assert abs(rate[1][0] - rate[1][1]) < 0.06
+    for bad in (0, 7, 1.5, True):
+        with pytest.raises(InvalidRequestError, match="max_copies"):
+            S.generate_scene(1, "train", 112, max_copies=bad)
+
+
 def test_make_scenes_cli_max_objects(tmp_path, capsys):
     out = str(tmp_path / "few")
     assert cli.main(["make-scenes", out, "--train", "6", "--heldout", "2", "--size", "112",
@@ -262,6 +294,6 @@ def test_make_scenes_cli_max_objects(tmp_path, capsys):
     assert len(recs) == 6 and all(1 <= len(r.bbox_list) <= 2 for r in recs)
     capsys.readouterr()
     for flag, value in (("--max-objects", "9"), ("--max-objects", "0"),
-                        ("--max-distractors", "-1")):
+                        ("--max-distractors", "-1"), ("--max-copies", "0")):
         assert cli.main(["make-scenes", out, flag, value, "--quiet"]) == 2
         assert f"{flag} must be" in capsys.readouterr().err

@@ -36,16 +36,17 @@ def _check_positive(**values) -> None:
 def cmd_make_scenes(args) -> int:
     """Write procedural scenes (images, train/held-out JSONL, held-out ground truth)."""
     from .scene_data import make_scenes
-    from .scenes import check_max_objects
+    from .scenes import check_max_copies, check_max_objects
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
                     workers=args.workers, max_distractors=args.max_distractors)
     check_max_objects(args.max_objects, "--max-objects")
+    check_max_copies(args.max_copies, "--max-copies")
     summary = make_scenes(args.out, args.train, args.heldout, seed=args.seed, size=args.size,
                           workers=args.workers, progress=not args.quiet,
                           max_candidates=args.max_candidates,
                           max_distractors=args.max_distractors,
-                          max_objects=args.max_objects,
+                          max_objects=args.max_objects, max_copies=args.max_copies,
                           rejection_rate=_rate(args.rejection_rate),
                           refer_per_scene=args.refer_per_scene,
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
@@ -117,6 +118,9 @@ def add_data_commands(subparsers) -> None:
                    help="candidate regions per scene, GT + distractors (default 12)")
     m.add_argument("--max-objects", type=int, default=6,
                    help="objects per scene at most, 1-6 (default 6; fewer: a curriculum)")
+    m.add_argument("--max-copies", type=int, default=None,
+                   help="each category at most N times per scene, 1-6 (default: no cap; 1: "
+                        "one block = one region, no bias towards <region0> in answers)")
     m.add_argument("--max-distractors", type=int, default=None,
                    help="distractor boxes per scene at most (default: fill --max-candidates; "
                         "0: the candidates are the objects)")

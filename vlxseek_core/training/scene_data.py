@@ -16,8 +16,8 @@ from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
-from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_max_objects,
-                     generate_scene, is_heldout_phrase, load_assets)
+from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_max_copies,
+                     check_max_objects, generate_scene, is_heldout_phrase, load_assets)
 
 
 def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
@@ -207,15 +207,16 @@ def scene_image_name(seed: int, split: str) -> str:
 
 
 def scene_sample(seed: int, split: str = "train", size: int = 224,
-                 max_objects: int = MAX_OBJECTS, **record_kwargs
-                 ) -> Tuple[Scene, List[TrainingRecord]]:
+                 max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
+                 **record_kwargs) -> Tuple[Scene, List[TrainingRecord]]:
     """A scene and its records from a seed, without touching the disk (infinite data).
 
     The records' randomness is its own stream of ``(seed, split)``, so the scene does not
     depend on ``record_kwargs`` (see :func:`scene_records`); the image name is
-    :func:`scene_image_name`. ``max_objects``: see :func:`~.scenes.generate_scene`.
+    :func:`scene_image_name`. ``max_objects``, ``max_copies``: see
+    :func:`~.scenes.generate_scene`.
     """
-    scene = generate_scene(seed, split, size, max_objects)
+    scene = generate_scene(seed, split, size, max_objects, max_copies)
     rng = np.random.default_rng([int(seed), SPLITS[split], 1])
     return scene, scene_records(scene, scene_image_name(seed, split), rng, **record_kwargs)
 
@@ -241,7 +242,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     """Write ``images/*.png``, ``train.jsonl``, ``heldout.jsonl`` and ``scenes_heldout.json``.
 
     Scene ``i`` of a split has seed ``seed * 10_000_000 + i`` (so ``num_* < 10**7``);
-    ``record_kwargs`` go to :func:`scene_sample` (``max_objects``) and :func:`scene_records`
+    ``record_kwargs`` go to :func:`scene_sample` (``max_objects``, ``max_copies``) and :func:`scene_records`
     (``max_candidates``, ``max_distractors``, ``rejection_rate``, …).
     Work is spread over ``workers`` processes (default: all CPU cores).
 
@@ -258,6 +259,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     if size < MIN_SIZE:  # checked here too, before any worker starts
         raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
     check_max_objects(record_kwargs.get("max_objects", MAX_OBJECTS))
+    check_max_copies(record_kwargs.get("max_copies"))
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     load_assets()  # load once before forking: workers inherit the decoded photos
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

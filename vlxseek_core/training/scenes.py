@@ -172,22 +172,42 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _choose_categories(rng: np.random.Generator, split: str,
-                       max_objects: int = MAX_OBJECTS) -> List[str]:
-    """2-``max_objects`` categories (1 if it is 1); often one repeated (superlatives exist)."""
+                       max_objects: int = MAX_OBJECTS,
+                       max_copies: Optional[int] = None) -> List[str]:
+    """2-``max_objects`` categories (1 if it is 1); often one repeated (superlatives exist).
+
+    ``max_copies``: each category at most this often (None: no cap, the default scenes). With
+    1 every object has its own category, so a block of the answer holds one region and the
+    first region of an answer is not biased towards the lowest index (a block lists its
+    regions in ascending order: with repeats, "always <region0>" is right far above chance).
+    """
     vocab = split_categories(split)
     # integers(2, 7) at the default, so scenes of the default are unchanged by the option
     n = int(rng.integers(min(2, max_objects), max_objects + 1))
+    cap = max_copies if max_copies is not None else max_objects
     cats: List[str] = []
     if split == "heldout" and rng.random() < 0.6:
         cats.append(HELDOUT_COLOUR_SHAPES[int(rng.integers(len(HELDOUT_COLOUR_SHAPES)))])
     if rng.random() < 0.6:
         pool = ([c for _, c in HELDOUT_SUPERLATIVES] if split == "heldout" and rng.random() < 0.7
                 else list(vocab))
-        cats += [pool[int(rng.integers(len(pool)))]] * int(rng.integers(2, 4))
+        cat = pool[int(rng.integers(len(pool)))]
+        cats += [cat] * min(int(rng.integers(2, 4)), cap - cats.count(cat))
     while len(cats) < n:
-        cats.append(vocab[int(rng.integers(len(vocab)))])
+        cat = vocab[int(rng.integers(len(vocab)))]
+        if cats.count(cat) < cap:  # never rejects at the default cap (no draw is lost)
+            cats.append(cat)
     # at most 1 + 3 forced ones, so the cut only acts below the default
     return cats[:max_objects]
+
+
+def check_max_copies(max_copies, name: str = "max_copies") -> None:
+    """Raise :class:`InvalidRequestError` naming ``name`` unless ``max_copies`` is None or an
+    int in 1-:data:`MAX_OBJECTS`."""
+    if max_copies is not None and (isinstance(max_copies, bool) or not isinstance(
+            max_copies, (int, np.integer)) or not 1 <= max_copies <= MAX_OBJECTS):
+        raise InvalidRequestError(f"{name} must be an integer in 1-{MAX_OBJECTS}, "
+                                  f"got {max_copies!r}")
 
 
 def check_max_objects(max_objects, name: str = "max_objects") -> None:
@@ -219,20 +239,23 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
 
 
 def generate_scene(seed: int, split: str = "train", size: int = 224,
-                   max_objects: int = MAX_OBJECTS) -> Scene:
-    """One procedural scene, deterministic per ``(seed, split, size, max_objects)``.
+                   max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None) -> Scene:
+    """One procedural scene, deterministic per ``(seed, split, size, max_objects, max_copies)``.
 
     Args:
         seed: non-negative int. split: ``"train"`` or ``"heldout"``.
         size: image side in pixels (≥ 112 so that objects fit).
         max_objects: at most this many objects, 1-6 (a curriculum knob: fewer rows to bind;
             the default 6 gives the same scenes as before the option existed).
+        max_copies: each category at most this often, 1-6 (None, the default: as before;
+            1: every object of its own category, a curriculum knob, see
+            :func:`_choose_categories`).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
-        InvalidRequestError: bad split, size or ``max_objects``. VLXSeekError: scikit-image
+        InvalidRequestError: bad split, size, ``max_objects`` or ``max_copies``. VLXSeekError: scikit-image
             missing.
     """
     from PIL import Image
@@ -241,6 +264,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     if size < MIN_SIZE:
         raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
     check_max_objects(max_objects)
+    check_max_copies(max_copies)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -249,7 +273,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     # object sides scale with the image (28–90 px at 224 px), so smaller scenes look alike
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
-    for cat in _choose_categories(rng, split, max_objects):
+    for cat in _choose_categories(rng, split, max_objects, max_copies):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
