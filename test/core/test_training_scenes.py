@@ -285,6 +285,27 @@ def test_max_copies_removes_the_region0_bias():
             S.generate_scene(1, "train", 112, max_copies=bad)
 
 
+def test_detect_all_order():
+    # leftmost (default): categories by their leftmost instance, records unchanged by the
+    # option; random: the same blocks in an order that is not always the leftmost one
+    kw = dict(max_objects=3, max_copies=1, max_distractors=0, tasks=("detect_all", "refer"))
+    not_leftmost = 0
+    for seed in range(60):
+        scene, base = D.scene_sample(seed, "train", 112, **kw)
+        assert D.scene_sample(seed, "train", 112, detect_all_order="leftmost", **kw)[1] == base
+        rand = D.scene_sample(seed, "train", 112, detect_all_order="random", **kw)[1][0]
+        blocks = lambda r: re.findall(r"<ground>([^<]*)</ground><objects>([^/]*)</objects>",
+                                      r.answer)  # noqa: E731
+        left = sorted(scene.objects, key=lambda o: o.box[0])
+        assert [c for c, _ in blocks(base[0])] == [o.category for o in left]
+        assert sorted(blocks(rand)) == sorted(blocks(base[0])) and rand.bbox_list == \
+            base[0].bbox_list
+        not_leftmost += blocks(rand) != blocks(base[0])
+    assert 20 < not_leftmost < 55
+    with pytest.raises(InvalidRequestError, match="detect_all_order"):
+        D.scene_sample(1, "train", 112, detect_all_order="sorted")
+
+
 def test_make_scenes_cli_max_objects(tmp_path, capsys):
     out = str(tmp_path / "few")
     assert cli.main(["make-scenes", out, "--train", "6", "--heldout", "2", "--size", "112",

@@ -49,6 +49,7 @@ def cmd_make_scenes(args) -> int:
                           max_objects=args.max_objects, max_copies=args.max_copies,
                           rejection_rate=_rate(args.rejection_rate),
                           refer_per_scene=args.refer_per_scene,
+                          detect_all_order=args.detect_all_order,
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
@@ -127,6 +128,9 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--rejection-rate", default="0.2",
                    help="share of detect/refer/count samples about absent things (0.2)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
+    m.add_argument("--detect-all-order", choices=("leftmost", "random"), default="leftmost",
+                   help="category order of detect_all answers: of the leftmost instance "
+                        "(default) or random (as in make-text-regions)")
     m.add_argument("--tasks", nargs="+", default=["detect", "refer", "count", "caption"],
                    help="record tasks per scene: detect, detect_all, refer, count, caption, "
                         "single (one-region curriculum records)")

@@ -20,6 +20,9 @@ from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_m
                      check_max_objects, generate_scene, is_heldout_phrase, load_assets)
 
 
+DETECT_ALL_ORDERS = ("leftmost", "random")
+
+
 def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
     """Superlative → index into ``scene.objects``, among the objects of ``category`` (≥ 2),
     only when the extreme is clear: centres ≥ 4 % of the image side apart, areas ≥ 1.4×."""
@@ -73,7 +76,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   rejection_rate: float = 0.2, max_candidates: int = 12,
                   max_distractors: Optional[int] = None, refer_per_scene: int = 2,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
-                  heldout_preference: float = 0.7) -> List[TrainingRecord]:
+                  heldout_preference: float = 0.7,
+                  detect_all_order: str = "leftmost") -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`), ``refer_per_scene``
@@ -84,13 +88,21 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase`` and for
     refer the expression ``kind``.
 
+    ``detect_all_order``: the order of the categories in a ``detect_all`` answer, ``leftmost``
+    (of their leftmost instance: the answer is a function of the scene) or ``random`` (as in
+    ``make-text-regions``: then the first word is any present category, and a model learns it
+    by reading whichever row it attends to, not by comparing every row's box first).
+
     Distractors fill the room left by the objects (at least 2 where there is room), at most
     ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
 
     Raises:
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
-            ``max_distractors`` negative.
+            ``max_distractors`` negative, an unknown ``detect_all_order``.
     """
+    if detect_all_order not in DETECT_ALL_ORDERS:
+        raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
+                                  f"got {detect_all_order!r}")
     if max_distractors is not None and max_distractors < 0:
         raise InvalidRequestError(f"max_distractors must be >= 0, got {max_distractors}")
     gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
@@ -120,7 +132,10 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             left = {}
             for o in scene.objects:
                 left[o.category] = min(left.get(o.category, o.box[0]), o.box[0])
-            blocks = [(c, sorted(present[c])) for c in sorted(left, key=left.get)]
+            order = sorted(left, key=left.get)
+            if detect_all_order == "random":  # drawn only here: leftmost records unchanged
+                order = [order[i] for i in rng.permutation(len(order))]
+            blocks = [(c, sorted(present[c])) for c in order]
             out.append(("detect_all", "", format_answer(blocks), [], {"rejection": False}))
         elif task == "caption" and scene.objects:
             i = int(rng.integers(len(scene.objects)))
