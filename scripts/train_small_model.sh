@@ -8,10 +8,10 @@
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
 #          (README "What forms it");
-#      0s1 the binding carried over to image regions: scenes of 2-3 objects of distinct
-#          categories and no distractors (every candidate is an object; `detect_all` and one-region records),
-#          with 2-4 word text records kept in; vision side at a tenth of the rate (at one
-#          rate the region features collapse);
+#      0s1 the binding carried over to image regions (not formed yet, README): scenes of
+#          2-3 objects of distinct categories and no distractors (every candidate is an
+#          object; `detect_all` and one-region records), with 2-4 word text records kept in;
+#          vision side at a tenth of the rate (at one rate the region features collapse);
 #      0s2 a query given in the prompt, on the same easy scenes: detect (absent categories
 #          answered None), refer and detect_all records, plus 2-4 word detect_all and
 #          detect records (0s1 alone finds a queried row but never answers None);

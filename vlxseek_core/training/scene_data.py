@@ -257,8 +257,8 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     """Write ``images/*.png``, ``train.jsonl``, ``heldout.jsonl`` and ``scenes_heldout.json``.
 
     Scene ``i`` of a split has seed ``seed * 10_000_000 + i`` (so ``num_* < 10**7``);
-    ``record_kwargs`` go to :func:`scene_sample` (``max_objects``, ``max_copies``) and :func:`scene_records`
-    (``max_candidates``, ``max_distractors``, ``rejection_rate``, …).
+    ``record_kwargs`` go to :func:`scene_sample` (``max_objects``, ``max_copies``) and
+    :func:`scene_records` (``max_candidates``, ``max_distractors``, ``rejection_rate``, …).
     Work is spread over ``workers`` processes (default: all CPU cores).
 
     Raises:
