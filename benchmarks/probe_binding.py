@@ -4,14 +4,15 @@ Emitting ``<regionK>`` needs two hops, because ``<regionK>`` comes *before* its 
 (1) each feature row copies the identity of the ``<regionK>`` token just before it (a
 previous-token head); (2) the answer position attends by content to the feature row that
 matches the query and reads that identity. For held-out ``refer`` records this script measures,
-per layer and head, with the answer teacher-forced:
+per layer and head, with the answer teacher-forced (``--task`` picks other records: the first
+``<objects>`` of the answer and its first region are scored):
 
 * ``prev``: mean attention of each region feature row to the ``<regionK>`` token before it;
 * ``target``: attention of the position that predicts the region token (``<objects>``) to the
   target's feature row, and ``others``: its mean attention to the other feature rows.
 
     python -m benchmarks.probe_binding --model DIR --data scenes/heldout.jsonl \\
-        --images scenes/images [--limit 50]
+        --images scenes/images [--limit 50] [--task refer|detect|detect_all]
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--data", required=True)
     parser.add_argument("--images", required=True)
     parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--task", default="refer",
+                        help="records of this task (refer, detect, detect_all: the first "
+                             "<objects> and the answer's first region)")
     args = parser.parse_args(argv)
     vlm, _ = load_model(args.model, attn_implementation="eager")
     tokenizer = load_tokenizer(args.model)
@@ -53,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         Qwen2VLImageProcessorPil.from_pretrained(args.model), vlm.config.aux_image_aspect_ratio),
         args.images)
     objects_id = tokenizer.convert_tokens_to_ids("<objects>")
-    records = [r for r in read_jsonl(args.data) if r.get("task") == "refer"
+    records = [r for r in read_jsonl(args.data) if r.get("task") == args.task
                and not (r.get("meta") or {}).get("rejection")][: args.limit]
     print_header("probe_binding: attention of the region-binding circuit", "cpu",
                  {"model": args.model, "records": len(records)})

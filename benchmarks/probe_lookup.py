@@ -30,7 +30,15 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
   attribute, like "the red one").
 
 ``--curriculum 2-2:800 3-3:800 2-4:1000`` runs phases of region counts one after another (fixed
-list lengths first form the reverse lookup far sooner than mixed ones; README). ``--region-ids``
+list lengths first form the reverse lookup far sooner than mixed ones; README). A phase may
+add ``:features`` or ``:mixed`` (``--rows``) and then a number of random "image" tokens after
+the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image block precedes
+the rows; text-region records have none): the rows of the prompt's list are then feature
+vectors instead of word tokens (all of them, or each with probability ``--mixed-p``), standing
+in for the region features of images. A row's feature is ``colour code + shape code + noise``
+(fixed random codes of ``--feature-dim``, noise ``--feature-noise``), read through a trainable
+two-layer MLP connector (FO1's ``mm_projector_aux``) into the LLM's embedding space, while the
+answer names the row by its word token: the cross-modal match that image rows need. ``--region-ids``
 numbers the rows ``<region0..n-1>`` in order (FO1, default), shuffled, or with any n of the 100.
 
 Printed every ``--log-every`` steps: ``first_region_acc`` — the first region token of each
@@ -58,6 +66,7 @@ COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
 RECALL, DETECT_COLOUR, ECHO, NONE = 205, 206, 207, 208  # NONE: the rejection answer
 TASK_TEXT = list(range(210, 240))  # stands in for the fixed task text after the query
 VOCAB = 240
+ROWS = ("words", "features", "mixed")
 
 
 REGION_IDS = ("ordered", "shuffled", "random")
@@ -66,12 +75,13 @@ REGION_IDS = ("ordered", "shuffled", "random")
 def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
                 prefix: int, fixed_prefix: bool = False,
                 region_ids: str = "ordered", absent: float = 0.0,
-                task_text: int = 0) -> Tuple[List[int], List[int]]:
+                task_text: int = 0, image_tokens: int = 0) -> Tuple[List[int], List[int]]:
     """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions, after
     ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
     same ones in every sample (like a system turn). ``region_ids``: the rows' index tokens are
     ``<region0..n-1>`` in order (FO1 prompts), a permutation of them, or any n of the 100
-    (the last two leave no shortcut through a row's ordinal). ``detect_all`` only: with
+    (the last two leave no shortcut through a row's ordinal). ``image_tokens`` random filler
+    tokens follow the prefix (the image block of a scene prompt). ``detect_all`` only: with
     probability ``absent`` one absent word is named too, answered ``<objects>NONE``, and
     ``task_text`` fixed tokens follow the query (FO1's "… in this image. Answer …")."""
     n = rng.randint(n_min, n_max)
@@ -84,6 +94,7 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         words = rng.sample(WORDS, n)
     prompt = (FILLER[:prefix] if fixed_prefix else
               [rng.choice(FILLER) for _ in range(prefix)])
+    prompt += [rng.choice(FILLER) for _ in range(image_tokens)]
     ids = {"ordered": lambda: REGIONS[:n], "shuffled": lambda: rng.sample(REGIONS[:n], n),
            "random": lambda: rng.sample(REGIONS, n)}[region_ids]()
     prompt += [t for i, w in enumerate(words) for t in (ids[i], w)]
@@ -139,6 +150,36 @@ def batch(samples, tasks):
     return ids, labels, mask, is_caption
 
 
+def list_rows(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, L]``: the prompt's rows (a word right after a ``<regionK>``, not answer)."""
+    rows = torch.zeros_like(ids, dtype=torch.bool)
+    rows[:, 1:] = ((ids[:, :-1] < len(REGIONS)) & (ids[:, 1:] >= WORDS[0])
+                   & (ids[:, 1:] <= WORDS[-1]) & (labels[:, 1:] == -100))
+    return rows
+
+
+class FeatureRows(torch.nn.Module):
+    """Stand-in region features: word w's row is ``colour[c(w)] + shape[s(w)] + noise``
+    (fixed random codes, float32 ``[feature_dim]``), mapped into the LLM's embedding space
+    by a trainable two-layer GELU MLP (FO1's region-language connector)."""
+
+    def __init__(self, feature_dim: int, hidden: int, noise: float, seed: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed + 1)
+        n_shapes = len(WORDS) // N_COLOURS
+        self.register_buffer("colour", torch.randn(N_COLOURS, feature_dim, generator=gen))
+        self.register_buffer("shape", torch.randn(n_shapes, feature_dim, generator=gen))
+        self.noise = noise
+        self.connector = torch.nn.Sequential(torch.nn.Linear(feature_dim, hidden),
+                                             torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        """Long ``[N]`` word ids → float ``[N, hidden]`` row embeddings."""
+        w = words - WORDS[0]
+        feat = self.colour[w % N_COLOURS] + self.shape[w // N_COLOURS]
+        return self.connector(feat + self.noise * torch.randn_like(feat))
+
+
 def with_row_echo(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``labels`` plus, at every row of the prompt's list (a word after a ``<regionK>``), the
     target ``<regionK>`` (the ``--row-echo`` curriculum: each row must hold the index before
@@ -164,12 +205,16 @@ def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
     return out
 
 
-def sparse_loss(model, ids, mask, labels, loss_labels):
+def sparse_loss(model, ids, mask, labels, loss_labels, rows=None, features=None):
     """Mean next-token cross-entropy on ``loss_labels`` and the most likely next tokens where
     ``loss_labels`` are set or ``labels`` name a region, NONE or a word (-1 elsewhere): the
     output projection runs only at those positions, which keeps a 151,936-token vocabulary
-    affordable (``--vocab``)."""
-    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    affordable (``--vocab``). ``rows`` (bool ``[B, L]``): positions whose embedding is
+    ``features`` (a FeatureRows) of their word instead of the word's own row."""
+    embeds = model.get_input_embeddings()(ids)
+    if rows is not None and rows.any():
+        embeds = embeds.masked_scatter(rows[..., None], features(ids[rows]).to(embeds.dtype))
+    hidden = model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, :-1]
     targets = loss_labels[:, 1:]
     scored = region_choices_only(labels[:, 1:], words=True) != -100  # what accuracies() reads
     at = (targets != -100) | scored
@@ -247,12 +292,20 @@ def main(argv=None) -> Dict[str, float]:
                    help="also predict each <regionK> of the prompt's list from the row before it")
     p.add_argument("--row-echo", action="store_true",
                    help="also predict, at every row of the list, the <regionK> before it")
+    p.add_argument("--rows", default="words", choices=ROWS,
+                   help="the prompt's rows: word tokens, feature vectors (all) or mixed (each "
+                        "with probability --mixed-p); a curriculum phase may override it")
+    p.add_argument("--mixed-p", type=float, default=0.5)
+    p.add_argument("--feature-dim", type=int, default=64)
+    p.add_argument("--feature-noise", type=float, default=0.3)
+    p.add_argument("--connector-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier of the feature rows' connector")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    phases = (parse_curriculum(a.curriculum) if a.curriculum
-              else [(a.min_regions, a.max_regions, a.steps)])
-    a.steps = sum(steps for _, _, steps in phases)
+    phases = (parse_curriculum(a.curriculum, a.rows) if a.curriculum
+              else [(a.min_regions, a.max_regions, a.steps, a.rows, 0)])
+    a.steps = sum(phase[2] for phase in phases)
     names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
@@ -262,6 +315,7 @@ def main(argv=None) -> Dict[str, float]:
                          num_key_value_heads=a.heads, rope_theta=a.rope_theta,
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()
+    features = FeatureRows(a.feature_dim, a.hidden, a.feature_noise, a.seed)
     if a.freeze_vocab:  # like stage 1's row freezing (training/freezing.py): only the rows of
         # the tokens FO1 adds (here the regions, NONE and the markup) train
         trainable = torch.zeros(config.vocab_size, 1)
@@ -270,9 +324,11 @@ def main(argv=None) -> Dict[str, float]:
     embedding = model.get_input_embeddings().weight
     opt = torch.optim.AdamW(
         [{"params": [p for p in model.parameters() if p is not embedding]},
+         {"params": list(features.parameters()), "scale": a.connector_lr_scale},
          {"params": [embedding], "scale": a.embedding_lr_scale}],
         lr=a.lr, weight_decay=0.0, betas=(0.9, a.beta2))
-    regions = " then ".join(f"{lo}-{hi} regions ({n} steps)" for lo, hi, n in phases)
+    regions = " then ".join(f"{lo}-{hi} regions as {rows} after {image} image tokens "
+                            f"({n} steps)" for lo, hi, n, rows, image in phases)
     print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
           f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, {regions} "
           f"({a.region_ids} ids) after {a.prefix} "
@@ -283,17 +339,25 @@ def main(argv=None) -> Dict[str, float]:
         for group in opt.param_groups:
             group["lr"] = a.lr * group.get("scale", 1.0) * min(1.0, step / max(a.warmup, 1))
         tasks = rng.choices(names, weights, k=a.batch_size)
+        lo, hi, rows_mode, image = phase_at(phases, step)
         ids, labels, mask, is_caption = batch(
-            [make_sample(t, rng, *phase_at(phases, step), a.prefix, a.fixed_prefix,
-                         a.region_ids, a.absent, a.task_text)
+            [make_sample(t, rng, lo, hi, a.prefix, a.fixed_prefix,
+                         a.region_ids, a.absent, a.task_text, image)
              for t in tasks], tasks)
+        rows = list_rows(ids, labels)
+        if rows_mode == "words":
+            rows[:] = False
+        elif rows_mode == "mixed":
+            rows &= torch.rand(rows.shape, generator=None) < a.mixed_p
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
         if a.loss_on != "answer":
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
         loss, pred = sparse_loss(model, ids, mask, labels,
-                                 with_row_echo(ids, loss_labels) if a.row_echo else loss_labels)
+                                 with_row_echo(ids, loss_labels) if a.row_echo else loss_labels,
+                                 rows, features)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(features.parameters()),
+                                       1.0)
         opt.step()
         opt.zero_grad()
         with torch.no_grad():
@@ -306,20 +370,30 @@ def main(argv=None) -> Dict[str, float]:
     return summary
 
 
-def parse_curriculum(specs: List[str]) -> List[Tuple[int, int, int]]:
-    """``["2-2:800", "2-4:1000"]`` → ``[(2, 2, 800), (2, 4, 1000)]``.
+Phase = Tuple[int, int, int, str, int]
+"""(min regions, max regions, steps, rows, image tokens) of a curriculum phase."""
+
+
+def parse_curriculum(specs: List[str], rows: str = "words") -> List[Phase]:
+    """``["2-2:800", "2-4:1000:features:16"]`` → ``[(2, 2, 800, rows, 0), (2, 4, 1000,
+    "features", 16)]`` (a phase without its own rows: ``rows``; without image tokens: 0).
 
     Raises:
-        ValueError: a phase not written MIN-MAX:STEPS with 1 <= MIN <= MAX and STEPS >= 1.
+        ValueError: a phase not written MIN-MAX:STEPS[:ROWS[:IMAGE]] with 1 <= MIN <= MAX,
+            STEPS >= 1, ROWS one of words, features, mixed, and IMAGE >= 0.
     """
     phases = []
     for spec in specs:
         try:
-            counts, steps = spec.split(":")
+            counts, steps, *own = spec.split(":")
             lo, hi = (int(v) for v in counts.split("-"))
-            phase = (lo, hi, int(steps))
+            phase = (lo, hi, int(steps), own[0] if own else rows,
+                     int(own[1]) if len(own) > 1 else 0)
+            if len(own) > 2 or phase[3] not in ROWS or phase[4] < 0:
+                raise ValueError
         except ValueError:
-            raise ValueError(f"curriculum phase {spec!r} is not MIN-MAX:STEPS") from None
+            raise ValueError(f"curriculum phase {spec!r} is not "
+                             f"MIN-MAX:STEPS[:ROWS[:IMAGE]]") from None
         if not (1 <= lo <= hi <= len(WORDS) and phase[2] >= 1):
             raise ValueError(f"curriculum phase {spec!r}: need 1 <= MIN <= MAX <= "
                              f"{len(WORDS)} and STEPS >= 1")
@@ -327,13 +401,14 @@ def parse_curriculum(specs: List[str]) -> List[Tuple[int, int, int]]:
     return phases
 
 
-def phase_at(phases: List[Tuple[int, int, int]], step: int) -> Tuple[int, int]:
-    """(min, max) region count of 1-based ``step`` in ``phases``."""
-    for lo, hi, steps in phases:
+def phase_at(phases: List[Phase], step: int) -> Tuple[int, int, str, int]:
+    """(min, max) region count, rows and image tokens of 1-based ``step`` in ``phases``."""
+    for lo, hi, steps, rows, image in phases:
         if step <= steps:
-            return lo, hi
+            return lo, hi, rows, image
         step -= steps
-    return phases[-1][:2]
+    lo, hi, _, rows, image = phases[-1]
+    return lo, hi, rows, image
 
 
 def _nanmean(values: List[float]) -> float:

@@ -128,11 +128,14 @@ def test_curriculum_phases_parse_and_cover_their_steps():
 
     from benchmarks.probe_lookup import parse_curriculum, phase_at
 
-    phases = parse_curriculum(["2-2:3", "3-5:2"])
-    assert phases == [(2, 2, 3), (3, 5, 2)]
-    assert [phase_at(phases, s) for s in range(1, 6)] == [(2, 2)] * 3 + [(3, 5)] * 2
-    assert phase_at(phases, 99) == (3, 5)  # past the end: the last phase
-    for bad in ("2-2", "2:10", "3-2:10", "0-2:10", "2-2:0", "a-b:c", f"2-{len(WORDS) + 1}:5"):
+    phases = parse_curriculum(["2-2:3", "3-5:2:features:16"])
+    assert phases == [(2, 2, 3, "words", 0), (3, 5, 2, "features", 16)]
+    assert [phase_at(phases, s) for s in range(1, 6)] == ([(2, 2, "words", 0)] * 3
+                                                         + [(3, 5, "features", 16)] * 2)
+    assert phase_at(phases, 99) == (3, 5, "features", 16)  # past the end: the last phase
+    assert parse_curriculum(["2-2:3"], rows="mixed") == [(2, 2, 3, "mixed", 0)]
+    for bad in ("2-2", "2:10", "3-2:10", "0-2:10", "2-2:0", "a-b:c", f"2-{len(WORDS) + 1}:5",
+                "2-2:5:pixels", "2-2:5:words:x", "2-2:5:words:-1", "2-2:5:words:3:1"):
         with pytest.raises(ValueError, match="curriculum phase"):
             parse_curriculum([bad])
 
@@ -141,6 +144,66 @@ def test_main_runs_a_curriculum():
     out = main(["--curriculum", "2-2:2", "3-3:1", "--batch-size", "4", "--layers", "1",
                 "--hidden", "32", "--heads", "2", "--log-every", "3"])
     assert 0 < out["loss"] < 20 and 0 <= out["first_region_acc"] <= 1
+
+
+def test_list_rows_are_the_prompt_words_after_a_region_token():
+    from benchmarks.probe_lookup import ECHO, list_rows
+
+    prompt = [150, 0, WORDS[3], 1, WORDS[4], ECHO, 1, WORDS[4]]
+    samples = [(prompt, [1, 137]), ([150, 0, WORDS[5], 136], [GROUND, WORDS[5]])]
+    ids, labels, _, _ = batch(samples, ["echo", "detect"])
+    rows = list_rows(ids, labels)
+    assert rows[0].nonzero().flatten().tolist() == [2, 4, 7]
+    # the answer's word follows no region token; a word in the answer is never a row
+    assert rows[1].nonzero().flatten().tolist() == [2]
+
+
+def test_feature_rows_share_codes_by_attribute_and_replace_the_row_embeddings():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from benchmarks.probe_lookup import N_COLOURS, FeatureRows, list_rows, sparse_loss
+
+    torch.manual_seed(0)
+    rows_of = FeatureRows(feature_dim=16, hidden=32, noise=0.0, seed=0)
+    same_colour = torch.tensor([WORDS[0], WORDS[0] + N_COLOURS])  # colour 0, shapes 0 and 1
+    out = rows_of(same_colour)
+    assert out.shape == (2, 32) and out.dtype == torch.float32
+    assert torch.equal(rows_of(same_colour), out)  # no noise: deterministic
+    assert not torch.allclose(out[0], out[1])  # the shape code differs
+    noisy = FeatureRows(feature_dim=16, hidden=32, noise=1.0, seed=0)
+    assert not torch.equal(noisy(same_colour[:1]), noisy(same_colour[:1]))
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, tie_word_embeddings=True))
+    rng = random.Random(3)
+    samples = [make_sample("detect_all", rng, 2, 3, prefix=2) for _ in range(2)]
+    ids, labels, mask, _ = batch(samples, ["detect_all"] * 2)
+    rows = list_rows(ids, labels)
+    plain, _ = sparse_loss(model, ids, mask, labels, labels)
+    as_words, _ = sparse_loss(model, ids, mask, labels, labels, rows & False, rows_of)
+    as_features, _ = sparse_loss(model, ids, mask, labels, labels, rows, rows_of)
+    torch.testing.assert_close(as_words, plain)
+    assert not torch.allclose(as_features, plain)
+    as_features.backward()  # the connector trains through the LLM's loss
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in rows_of.connector.parameters())
+
+
+def test_main_runs_feature_rows_after_words():
+    out = main(["--curriculum", "2-2:2", "2-2:2:features:5", "3-3:1:mixed", "--batch-size", "4",
+                "--layers", "1", "--hidden", "32", "--heads", "2", "--log-every", "5",
+                "--connector-lr-scale", "0.1", "--feature-noise", "1.0"])
+    assert 0 < out["loss"] < 20 and 0 <= out["first_region_acc"] <= 1
+
+
+def test_image_tokens_follow_the_prefix():
+    rng = random.Random(0)
+    prompt, _ = make_sample("detect", rng, 2, 2, prefix=3, fixed_prefix=True, image_tokens=5)
+    from benchmarks.probe_lookup import FILLER
+
+    assert prompt[:3] == FILLER[:3] and all(t in FILLER for t in prompt[3:8])
+    assert prompt[8] == REGIONS[0] and prompt[9] in WORDS  # the list starts after the image
 
 
 def test_region_ids_shuffled_or_random_keep_answers_consistent():
