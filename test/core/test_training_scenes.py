@@ -318,3 +318,39 @@ def test_make_scenes_cli_max_objects(tmp_path, capsys):
                         ("--max-distractors", "-1"), ("--max-copies", "0")):
         assert cli.main(["make-scenes", out, flag, value, "--quiet"]) == 2
         assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_min_objects_fixes_the_list_length():
+    # default: unchanged scenes (2 is the default least count, so the RNG stream is the same);
+    # min = max: one list length for a curriculum phase (a scene without room may lose one)
+    for seed in range(30):
+        for split in ("train", "heldout"):
+            assert S.generate_scene(seed, split, 112, max_objects=4).objects == \
+                S.generate_scene(seed, split, 112, max_objects=4, min_objects=2).objects
+    for n in (1, 3, 4):
+        counts = [len(S.generate_scene(seed, split, 112, max_objects=n, max_copies=1,
+                                       min_objects=n).objects)
+                  for seed in range(100) for split in ("train", "heldout")]
+        assert max(counts) == n and sum(c == n for c in counts) >= 0.95 * len(counts)
+    counts = [len(S.generate_scene(seed, "train", 112, max_objects=3).objects)
+              for seed in range(100)]
+    assert min(counts) == 2  # the default still draws shorter lists
+    for bad, why in ((0, "1-6"), (1.5, "1-6"), (True, "1-6"), (4, "<= the most objects")):
+        with pytest.raises(InvalidRequestError, match=f"min_objects must be.*{why}"):
+            S.generate_scene(1, "train", 112, max_objects=3, min_objects=bad)
+    with pytest.raises(InvalidRequestError, match="min_objects"):
+        D.make_scenes("/nonexistent/never", 1, 1, max_objects=2, min_objects=3)
+
+
+def test_make_scenes_cli_min_objects(tmp_path, capsys):
+    out = str(tmp_path / "three")
+    assert cli.main(["make-scenes", out, "--train", "8", "--heldout", "2", "--size", "112",
+                     "--min-objects", "3", "--max-objects", "3", "--max-copies", "1",
+                     "--max-distractors", "0", "--tasks", "detect_all", "--workers", "1",
+                     "--quiet"]) == 0
+    recs = read_records(os.path.join(out, "train.jsonl"))
+    assert len(recs) == 8 and sum(len(r.bbox_list) == 3 for r in recs) >= 7
+    capsys.readouterr()
+    for args in (["--min-objects", "0"], ["--min-objects", "4", "--max-objects", "3"]):
+        assert cli.main(["make-scenes", out, *args, "--quiet"]) == 2
+        assert "--min-objects must be" in capsys.readouterr().err

@@ -173,8 +173,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _choose_categories(rng: np.random.Generator, split: str,
                        max_objects: int = MAX_OBJECTS,
-                       max_copies: Optional[int] = None) -> List[str]:
-    """2-``max_objects`` categories (1 if it is 1); often one repeated (superlatives exist).
+                       max_copies: Optional[int] = None,
+                       min_objects: Optional[int] = None) -> List[str]:
+    """2-``max_objects`` categories (1 if it is 1; ``min_objects``-``max_objects`` if given);
+    often one repeated (superlatives exist).
 
     ``max_copies``: each category at most this often (None: no cap, the default scenes). With
     1 every object has its own category, so a block of the answer holds one region and the
@@ -182,8 +184,9 @@ def _choose_categories(rng: np.random.Generator, split: str,
     regions in ascending order: with repeats, "always <region0>" is right far above chance).
     """
     vocab = split_categories(split)
-    # integers(2, 7) at the default, so scenes of the default are unchanged by the option
-    n = int(rng.integers(min(2, max_objects), max_objects + 1))
+    # integers(2, 7) at the default, so scenes of the default are unchanged by the options
+    low = min(2, max_objects) if min_objects is None else min_objects
+    n = int(rng.integers(low, max_objects + 1))
     cap = max_copies if max_copies is not None else max_objects
     cats: List[str] = []
     if split == "heldout" and rng.random() < 0.6:
@@ -206,6 +209,16 @@ def check_max_copies(max_copies, name: str = "max_copies") -> None:
     cap) or, as :func:`check_max_objects` asks, an int in 1-:data:`MAX_OBJECTS`."""
     if max_copies is not None:
         check_max_objects(max_copies, name)
+
+
+def check_min_objects(min_objects, max_objects: int, name: str = "min_objects") -> None:
+    """Raise :class:`InvalidRequestError` naming ``name`` unless ``min_objects`` is None (the
+    default count) or an int in 1-``max_objects``."""
+    if min_objects is not None:
+        check_max_objects(min_objects, name)
+        if min_objects > max_objects:
+            raise InvalidRequestError(f"{name} must be <= the most objects ({max_objects}), "
+                                      f"got {min_objects!r}")
 
 
 def check_max_objects(max_objects, name: str = "max_objects") -> None:
@@ -237,7 +250,8 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
 
 
 def generate_scene(seed: int, split: str = "train", size: int = 224,
-                   max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None) -> Scene:
+                   max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
+                   min_objects: Optional[int] = None) -> Scene:
     """One procedural scene, deterministic per its arguments.
 
     Args:
@@ -248,12 +262,17 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
         max_copies: each category at most this often, 1-6 (None, the default: as before;
             1: every object of its own category, a curriculum knob, see
             :func:`_choose_categories`).
+        min_objects: at least this many categories are drawn, 1-``max_objects`` (None, the
+            default: 2, as before; ``max_objects`` too: one list length, a curriculum knob).
+            A scene without room left for an object still gets fewer (rare below 4 objects
+            at 112 px).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
-        InvalidRequestError: bad split, size, ``max_objects`` or ``max_copies``.
+        InvalidRequestError: bad split, size, ``max_objects``, ``max_copies`` or
+            ``min_objects``.
         VLXSeekError: scikit-image missing.
     """
     from PIL import Image
@@ -263,6 +282,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
         raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
     check_max_objects(max_objects)
     check_max_copies(max_copies)
+    check_min_objects(min_objects, max_objects)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -271,7 +291,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     # object sides scale with the image (28–90 px at 224 px), so smaller scenes look alike
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
-    for cat in _choose_categories(rng, split, max_objects, max_copies):
+    for cat in _choose_categories(rng, split, max_objects, max_copies, min_objects):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
