@@ -82,7 +82,11 @@ def test_detect_all_names_every_row_once_in_varied_orders(builder):
 @pytest.mark.parametrize("kwargs", [dict(num=-1), dict(min_regions=0), dict(min_regions=5,
                                     max_regions=4), dict(max_regions=len(DEFAULT_WORDS)),
                                     dict(tasks=("refer",)), dict(tasks=()),
-                                    dict(rejection_rate=1.5)])
+                                    dict(rejection_rate=1.5), dict(words=("cat", "cat", "dog")),
+                                    dict(words=("cat", "", "dog")),
+                                    dict(words=("cat", "a <b>", "dog")),
+                                    dict(words=("cat", "dog; cup", "dog")),
+                                    dict(words=("cat", " dog", "cup"))])
 def test_bad_generator_arguments_are_refused(kwargs):
     with pytest.raises(InvalidRequestError):
         make_text_region_records(**{"num": 3, **kwargs})
@@ -237,3 +241,33 @@ def test_make_text_regions_cli_and_a_short_training_run(train_model_dir, tmp_pat
         assert main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
                      "--out", out + "3", "--max-steps", "1", "--adam-beta2", beta2]) == 2
         assert "--adam-beta2 must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_phrase_rows_from_the_scene_categories(builder, tmp_path, capsys):
+    """--scene-categories: the rows are the train split's scene categories, phrases included
+    (the lookup must gather both tokens of "red circle"); the held-out combinations never
+    occur, and every record builds."""
+    from vlxseek_core.cli import main
+    from vlxseek_core.training.scenes import HELDOUT_COLOUR_SHAPES, split_categories
+
+    data = str(tmp_path / "phrases.jsonl")
+    assert main(["make-text-regions", data, "--num", "60", "--seed", "4", "--tasks",
+                 "detect_all", "--min-regions", "3", "--max-regions", "3",
+                 "--scene-categories"]) == 0
+    records = [json.loads(x) for x in open(data)]
+    used = {t for r in records for t in r["text_regions"]}
+    assert used <= set(split_categories("train")) and len(used) > 8
+    assert not used & set(HELDOUT_COLOUR_SHAPES)
+    assert any(" " in t for t in used)  # two-word phrases are rows
+    for r in records:
+        assert len(r["text_regions"]) == 3
+        builder.build(r)
+    capsys.readouterr()
+    assert main(["make-text-regions", data, "--num", "4", "--words", "red ball", "blue ball",
+                 "red cup", "--max-regions", "2"]) == 0
+    assert {t for x in open(data) for t in json.loads(x)["text_regions"]} <= {
+        "red ball", "blue ball", "red cup"}
+    capsys.readouterr()
+    assert main(["make-text-regions", data, "--num", "4", "--words", "a", "b", "c",
+                 "--scene-categories"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -36,17 +36,19 @@ def _check_positive(**values) -> None:
 def cmd_make_scenes(args) -> int:
     """Write procedural scenes (images, train/held-out JSONL, held-out ground truth)."""
     from .scene_data import make_scenes
-    from .scenes import check_max_copies, check_max_objects
+    from .scenes import check_max_copies, check_max_objects, check_min_objects
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
                     workers=args.workers, max_distractors=args.max_distractors)
     check_max_objects(args.max_objects, "--max-objects")
     check_max_copies(args.max_copies, "--max-copies")
+    check_min_objects(args.min_objects, args.max_objects, "--min-objects")
     summary = make_scenes(args.out, args.train, args.heldout, seed=args.seed, size=args.size,
                           workers=args.workers, progress=not args.quiet,
                           max_candidates=args.max_candidates,
                           max_distractors=args.max_distractors,
                           max_objects=args.max_objects, max_copies=args.max_copies,
+                          min_objects=args.min_objects,
                           rejection_rate=_rate(args.rejection_rate),
                           refer_per_scene=args.refer_per_scene,
                           detect_all_order=args.detect_all_order,
@@ -95,10 +97,18 @@ def _print_written(n: int, path: str, tasks_and_meta) -> None:
 
 def cmd_make_text_regions(args) -> int:
     """Write text-region records (the image-free binding curriculum, :mod:`.text_regions`)."""
-    from .text_regions import make_text_region_records, write_text_region_records
+    from .text_regions import (DEFAULT_WORDS, make_text_region_records,
+                               write_text_region_records)
 
+    words = args.words
+    if args.scene_categories:
+        if words:
+            raise InvalidRequestError("give --words or --scene-categories, not both")
+        from .scenes import split_categories
+        words = split_categories("train")
     records = make_text_region_records(
-        args.num, args.seed, min_regions=args.min_regions, max_regions=args.max_regions,
+        args.num, args.seed, words=words or DEFAULT_WORDS, min_regions=args.min_regions,
+        max_regions=args.max_regions,
         rejection_rate=_rate(args.rejection_rate),
         tasks=[t for item in args.tasks for t in item.split(",") if t])
     n = write_text_region_records(args.out, records)
@@ -119,6 +129,10 @@ def add_data_commands(subparsers) -> None:
                    help="candidate regions per scene, GT + distractors (default 12)")
     m.add_argument("--max-objects", type=int, default=6,
                    help="objects per scene at most, 1-6 (default 6; fewer: a curriculum)")
+    m.add_argument("--min-objects", type=int, default=None,
+                   help="objects per scene at least, 1 to --max-objects (default 2; equal to "
+                        "--max-objects: one list length for a curriculum; a scene without "
+                        "room left gets fewer, rare below 4 objects at 112 px)")
     m.add_argument("--max-copies", type=int, default=None,
                    help="each category at most N times per scene, 1-6 (default: no cap; 1: "
                         "one block = one region, no bias towards <region0> in answers)")
@@ -150,6 +164,13 @@ def add_data_commands(subparsers) -> None:
     r.add_argument("--rejection-rate", default="0.2",
                    help="share of detect records naming only absent words (0.2)")
     r.add_argument("--tasks", nargs="+", default=["detect"], help="detect, detect_all, caption")
+    r.add_argument("--words", nargs="+", default=None,
+                   help="region texts (default: 30 one-token words); a text may be a phrase "
+                        "such as 'red ball'")
+    r.add_argument("--scene-categories", action="store_true",
+                   help="region texts = the train split's make-scenes categories (photo "
+                        "names and colour-shape phrases such as 'red circle'; the held-out "
+                        "combinations are left out)")
     r.set_defaults(func=cmd_make_text_regions)
 
     t = subparsers.add_parser("make-train-data",

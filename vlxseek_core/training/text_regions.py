@@ -136,8 +136,14 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
 
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
-            or inverted, an unknown task, a rate outside [0, 1].
+            or inverted, an unknown task, a rate outside [0, 1], ``words`` not distinct
+            non-empty strings without ``<``/``>``.
     """
+    if (len(set(words)) != len(words)
+            or not all(isinstance(w, str) and w.strip() == w and w and "<" not in w
+                       and ">" not in w and ";" not in w for w in words)):
+        raise InvalidRequestError(f"text regions: words must be distinct non-empty strings "
+                                  f"without surrounding spaces, '<', '>' or ';', got {words!r}")
     if num < 0 or not 1 <= min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
         raise InvalidRequestError(
             f"text regions: need num >= 0 and 1 <= min_regions <= max_regions <= "
