@@ -8,11 +8,14 @@
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
 #          (README "What forms it");
-#      0s1 the binding carried over to image regions (not formed yet, README): scenes of
-#          2-3 objects of distinct categories and no distractors (every candidate is an
-#          object; `detect_all` and one-region records), with 2-4 word text records kept in;
-#          vision side at a tenth of the rate (at one rate the region features collapse);
-#      0s2 a query given in the prompt, on the same easy scenes: detect (absent categories
+#      0s1 the lookup carried over to image regions (README "The lookup on image rows
+#          forms"), one list length at a time like 0t: detect_all scenes of exactly 2, then
+#          exactly 3 objects of distinct categories without distractors (every candidate
+#          is an object), nothing else in the mix, loss on the grounded words and region
+#          choices; vision side at a tenth of the rate (at one rate the region features
+#          collapse);
+#      0s2 a query given in the prompt, on easy scenes (2-3 objects; measured after the
+#          earlier 0s1, not yet after this one): detect (absent categories
 #          answered None), refer and detect_all records, plus 2-4 word detect_all and
 #          detect records (0s1 alone finds a queried row but never answers None);
 #      0s3 harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
@@ -24,7 +27,7 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S (4 phases), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes:
+# STEPS0S1 (2 and 3 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes:
 # small; tiny for smoke runs), SIZE (px), WORKERS, PRECISION
 # (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
 # runs: one process or torchrun).
@@ -35,7 +38,8 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S=(${STEPS0S:-600 1000 500 1000})  # 0s1, 0s2, 0s3, 0s4
+STEPS0S1=(${STEPS0S1:-600 1800})  # 0s1: 2 objects, 3 objects
+STEPS0S=(${STEPS0S:-1000 500 1000})  # 0s2, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"
@@ -85,13 +89,13 @@ for i in 0 1 2 3; do
     --loss-on choices --save-steps 250 "${COMMON[@]}"
   prev="${OUT}/stage0t_${lo}${hi}"
 done
-# 0s1: the same lookup over image regions (2-3 objects, no distractors), words kept in;
-# about a third each of detect_all scenes, one-region records and 2-4 word records
-# every object of its own category (--max-copies 1): with repeats a block lists its regions
-# ascending, and "always <region0> first" was right 0.72 of the time (chance 0.39)
-scenes scenes_s1 20000 --max-objects 3 --max-copies 1 --max-distractors 0 --tasks detect_all
-scenes scenes_s1_single 4000 --max-objects 3 --max-copies 1 --max-distractors 0 --tasks single
-text text_s1.jsonl 2 4 detect_all "$(n 20000)" 11
+# 0s1: the same lookup over image regions, exactly 2 then exactly 3 objects, detect_all
+# only, every object of its own category (--max-copies 1: with repeats a block lists its
+# regions ascending, and "always <region0> first" was right 0.72 of the time, chance 0.39),
+# categories in a random order (as the text records list them)
+S1=(--max-copies 1 --max-distractors 0 --tasks detect_all --detect-all-order random)
+scenes scenes_s1_2 16000 --min-objects 2 --max-objects 2 "${S1[@]}"
+scenes scenes_s1_3 32000 --min-objects 3 --max-objects 3 "${S1[@]}"
 # 0s2: the query-given match on the same easy scenes (detect, refer, detect_all), with 2-4
 # word detect_all and detect records
 scenes scenes_s2 8000 --max-objects 3 --max-copies 1 --max-distractors 0 \
@@ -107,19 +111,23 @@ text text_s3_detect.jsonl 2 6 detect "$(n 15000)" 13
 scenes scenes_s4 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
-DATA_S1=(--data "${OUT}/scenes_s1/train.jsonl" "${OUT}/scenes_s1_single/train.jsonl"
-         "${OUT}/text_s1.jsonl"
-         --images "${OUT}/scenes_s1/images" "${OUT}/scenes_s1_single/images" .)
 # a later phase's scenes and its two word lists: data_of(PHASE) fills `data`
 data_of() {
   data=(--data "${OUT}/scenes_s$1/train.jsonl" "${OUT}/text_s$1_all.jsonl"
         "${OUT}/text_s$1_detect.jsonl" --images "${OUT}/scenes_s$1/images" . .)
 }
-for i in 0 1 2 3; do
-  if (( i == 0 )); then data=("${DATA_S1[@]}"); else data_of $((i + 1)); fi
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s$((i + 1))" \
+for n_objects in 2 3; do
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${OUT}/scenes_s1_${n_objects}/train.jsonl" \
+    --images "${OUT}/scenes_s1_${n_objects}/images" --out "${OUT}/stage0s1_${n_objects}" \
+    --loss-on choices --warmup 20 --max-steps "${STEPS0S1[$((n_objects - 2))]}" \
+    --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
+  prev="${OUT}/stage0s1_${n_objects}"
+done
+for i in 0 1 2; do
+  data_of $((i + 2))
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s$((i + 2))" \
     --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s$((i + 1))"
+  prev="${OUT}/stage0s$((i + 2))"
 done
 data_of 4  # the paper's stages on the full scenes
 "${TRAIN[@]}" --stage 1 --model "${prev}" "${data[@]}" --out "${OUT}/stage1" \
