@@ -158,9 +158,21 @@ def test_list_rows_are_the_prompt_words_after_a_region_token():
     assert rows[1].nonzero().flatten().tolist() == [2]
 
 
-def test_feature_rows_share_codes_by_attribute_and_replace_the_row_embeddings():
+def _tiny_llm_and_batch(seed: int, samples: int):
+    """A 1-layer random Qwen2 (300 tokens, tied) and a batch (ids, labels, mask) of
+    ``samples`` detect_all samples of 2-3 regions."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, tie_word_embeddings=True))
+    rng = random.Random(seed)
+    ids, labels, mask, _ = batch([make_sample("detect_all", rng, 2, 3, prefix=2)
+                                  for _ in range(samples)], ["detect_all"] * samples)
+    return model, (ids, labels, mask)
+
+
+def test_feature_rows_share_codes_by_attribute_and_replace_the_row_embeddings():
     from benchmarks.probe_lookup import N_COLOURS, FeatureRows, list_rows, sparse_loss
 
     torch.manual_seed(0)
@@ -173,12 +185,7 @@ def test_feature_rows_share_codes_by_attribute_and_replace_the_row_embeddings():
     noisy = FeatureRows(feature_dim=16, hidden=32, noise=1.0, seed=0)
     assert not torch.equal(noisy(same_colour[:1]), noisy(same_colour[:1]))
 
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2, tie_word_embeddings=True))
-    rng = random.Random(3)
-    samples = [make_sample("detect_all", rng, 2, 3, prefix=2) for _ in range(2)]
-    ids, labels, mask, _ = batch(samples, ["detect_all"] * 2)
+    model, (ids, labels, mask) = _tiny_llm_and_batch(seed=3, samples=2)
     rows = list_rows(ids, labels)
     plain, _ = sparse_loss(model, ids, mask, labels, labels)
     as_words, _ = sparse_loss(model, ids, mask, labels, labels, rows & False, rows_of)
@@ -253,17 +260,10 @@ def test_loss_on_regions_or_choices_keeps_the_choices():
 
 
 def test_sparse_loss_equals_the_full_softmax_loss():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from benchmarks.probe_lookup import region_choices_only, sparse_loss
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2, tie_word_embeddings=True))
-    rng = random.Random(11)
-    samples = [make_sample("detect_all", rng, 2, 3, prefix=2) for _ in range(3)]
-    ids, labels, mask, _ = batch(samples, ["detect_all"] * 3)
+    model, (ids, labels, mask) = _tiny_llm_and_batch(seed=11, samples=3)
     for loss_labels in (labels, region_choices_only(labels, words=True)):
         loss, pred = sparse_loss(model, ids, mask, labels, loss_labels)
         full = model(input_ids=ids, attention_mask=mask, labels=loss_labels)
