@@ -27,9 +27,9 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2 and 3 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes:
-# small; tiny for smoke runs), SIZE (px), WORKERS, PRECISION
-# (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
+# STEPS0S1 (2 and 3 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0,
+# LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
+# PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
 # runs: one process or torchrun).
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
@@ -117,8 +117,9 @@ data_of() {
         "${OUT}/text_s$1_detect.jsonl" --images "${OUT}/scenes_s$1/images" . .)
 }
 for n_objects in 2 3; do
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${OUT}/scenes_s1_${n_objects}/train.jsonl" \
-    --images "${OUT}/scenes_s1_${n_objects}/images" --out "${OUT}/stage0s1_${n_objects}" \
+  s1="${OUT}/scenes_s1_${n_objects}"
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${s1}/train.jsonl" \
+    --images "${s1}/images" --out "${OUT}/stage0s1_${n_objects}" \
     --loss-on choices --warmup 20 --max-steps "${STEPS0S1[$((n_objects - 2))]}" \
     --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
   prev="${OUT}/stage0s1_${n_objects}"

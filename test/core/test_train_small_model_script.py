@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
-               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1", STEPS0S="1 1 1", STEPS1="1", STEPS2="1",
-               BATCH="2", PYTHONPATH=str(ROOT))
+               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1", STEPS0S="1 1 1", STEPS1="1",
+               STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT))
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],
                           env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
