@@ -17,8 +17,8 @@ from ..errors import InvalidRequestError
 from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_max_copies,
-                     check_min_objects,
-                     check_max_objects, generate_scene, is_heldout_phrase, load_assets)
+                     check_max_objects, check_min_objects, generate_scene, is_heldout_phrase,
+                     load_assets)
 
 
 DETECT_ALL_ORDERS = ("leftmost", "random")
