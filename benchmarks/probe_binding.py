@@ -4,12 +4,13 @@ Emitting ``<regionK>`` needs two hops, because ``<regionK>`` comes *before* its 
 (1) each feature row copies the identity of the ``<regionK>`` token just before it (a
 previous-token head); (2) the answer position attends by content to the feature row that
 matches the query and reads that identity. For held-out ``refer`` records this script measures,
-per layer and head, with the answer teacher-forced (``--task`` picks other records: the first
-``<objects>`` of the answer and its first region are scored):
+per layer and head, with the answer teacher-forced (``--task`` picks ``detect`` or
+``detect_all`` records instead):
 
 * ``prev``: mean attention of each region feature row to the ``<regionK>`` token before it;
-* ``target``: attention of the position that predicts the region token (``<objects>``) to the
-  target's feature row, and ``others``: its mean attention to the other feature rows.
+* ``target``: attention of the position that predicts the answer's first region token (its
+  ``<objects>``; in a ``detect`` answer an absent category's ``None`` block may come first) to
+  the target's feature row, and ``others``: its mean attention to the other feature rows.
 
     python -m benchmarks.probe_binding --model DIR --data scenes/heldout.jsonl \\
         --images scenes/images [--limit 50] [--task refer|detect|detect_all]
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,10 +35,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from transformers import Qwen2VLImageProcessorPil
 
     from vlxseek_core.checkpoint import load_model
-    from vlxseek_core.parsing import parse_answer
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
+    from vlxseek_core.tokens import (IMAGE_PLACEHOLDER_ID, MAX_REGIONS,
+                                     REGION_FEATURE_PLACEHOLDER_ID, region_token)
     from vlxseek_core.training.model import TrainingModel
     from vlxseek_core.training.run import read_jsonl
     from vlxseek_core.training.samples import SampleBuilder, collate_samples
@@ -47,16 +48,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--data", required=True)
     parser.add_argument("--images", required=True)
     parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--task", default="refer",
-                        help="records of this task (refer, detect, detect_all: the first "
-                             "<objects> and the answer's first region)")
+    parser.add_argument("--task", default="refer", choices=("refer", "detect", "detect_all"),
+                        help="records of this task (the <objects> before the answer's first "
+                             "region is scored)")
     args = parser.parse_args(argv)
     vlm, _ = load_model(args.model, attn_implementation="eager")
     tokenizer = load_tokenizer(args.model)
     builder = SampleBuilder(tokenizer, ImagePreprocessor(
         Qwen2VLImageProcessorPil.from_pretrained(args.model), vlm.config.aux_image_aspect_ratio),
         args.images)
-    objects_id = tokenizer.convert_tokens_to_ids("<objects>")
+    region_of = {builder.prompt_tokenizer.token_id(region_token(k)): k  # id -> K
+                 for k in range(MAX_REGIONS)}
     records = [r for r in read_jsonl(args.data) if r.get("task") == args.task
                and not (r.get("meta") or {}).get("rejection")][: args.limit]
     print_header("probe_binding: attention of the region-binding circuit", "cpu",
@@ -87,9 +89,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         expand = [i if i < at else i + shift for i in range(len(ids))]
         feat = [expand[i] for i in (ids == REGION_FEATURE_PLACEHOLDER_ID).nonzero()[:, 0]]
         prompt_len = int((sample.labels == -100).sum())
-        ask = expand[prompt_len + sample.input_ids[prompt_len:].tolist().index(objects_id)]
-        truth = parse_answer(record["conversations"][1]["value"], len(feat)).region_indices
-        target = truth[0]
+        answer = sample.input_ids[prompt_len:].tolist()
+        offset, target = first_region_choice(answer, region_of)
+        ask = expand[prompt_len + offset]
         prev = torch.stack([attn[:, :, p, p - 1] for p in feat]).mean(0)
         tgt = attn[:, :, ask, feat[target]]
         others = torch.stack([attn[:, :, ask, p] for k, p in enumerate(feat) if k != target])
@@ -106,6 +108,20 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f"uniform attention over the ~{length:.0f} prompt positions gives "
           f"{1 / length:.3f} per position")
     return {"prev": mean[0], "target": mean[1], "others": mean[2]}
+
+
+def first_region_choice(answer: List[int], region_of: Dict[int, int]) -> Tuple[int, int]:
+    """The answer's first region choice: the offset in ``answer`` (token ids) of the position
+    that predicts it (the ``<objects>`` just before it, past any ``None`` block of an absent
+    category), and its index K. ``region_of`` maps each ``<regionK>`` token id to K.
+
+    Raises:
+        ValueError: the answer names no region.
+    """
+    for offset, token in enumerate(answer):
+        if token in region_of:
+            return offset - 1, region_of[token]
+    raise ValueError("the answer names no region")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ def test_detect_all_records_are_probed_per_layer_and_head(train_model_dir, tmp_p
     scenes = str(tmp_path / "scn")
     assert cli.main(["make-scenes", scenes, "--train", "1", "--heldout", "3", "--seed", "2",
                      "--size", "112", "--max-objects", "3", "--max-copies", "1",
-                     "--max-distractors", "0", "--tasks", "detect_all", "refer",
+                     "--max-distractors", "0", "--tasks", "detect_all", "refer", "detect",
                      "--workers", "1", "--quiet"]) == 0
     capsys.readouterr()
     data = os.path.join(scenes, "heldout.jsonl")
@@ -30,3 +30,32 @@ def test_detect_all_records_are_probed_per_layer_and_head(train_model_dir, tmp_p
     refer = probe_binding.main(["--model", train_model_dir, "--data", data, "--images",
                                 os.path.join(scenes, "images")])
     assert not np.allclose(refer["target"], out["target"])
+    detect = probe_binding.main(["--model", train_model_dir, "--data", data, "--images",
+                                 os.path.join(scenes, "images"), "--task", "detect"])
+    assert detect["target"].shape == shape
+    assert np.all(detect["target"] + detect["others"] <= 1 + 1e-5)
+
+
+def test_first_region_choice_skips_a_leading_none_block(train_model_dir):
+    """A detect answer may open with an absent category's ``None`` block: the scored position
+    is the ``<objects>`` before the first region token, and K comes from that token."""
+    import pytest
+
+    from benchmarks.probe_binding import first_region_choice
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.tokens import region_token
+
+    tok = load_tokenizer(train_model_dir)
+    region_of = {tok.convert_tokens_to_ids(region_token(k)): k for k in range(100)}
+    answer = "<ground>cup</ground><objects>None</objects><ground>cat</ground><objects>" \
+             "<region2><region4></objects>"
+    ids = tok.encode(answer, add_special_tokens=False)
+    offset, k = first_region_choice(ids, region_of)
+    assert k == 2 and ids[offset] == tok.convert_tokens_to_ids("<objects>")
+    assert ids[offset + 1] == tok.convert_tokens_to_ids(region_token(2))
+    assert ids[:offset].count(tok.convert_tokens_to_ids("<objects>")) == 1  # the None block
+    assert first_region_choice(tok.encode("<ground>cat</ground><objects><region0>",
+                                          add_special_tokens=False), region_of)[1] == 0
+    with pytest.raises(ValueError, match="no region"):
+        first_region_choice(tok.encode("<ground>cup</ground><objects>None</objects>",
+                                       add_special_tokens=False), region_of)
