@@ -150,12 +150,17 @@ def batch(samples, tasks):
     return ids, labels, mask, is_caption
 
 
-def list_rows(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """bool ``[B, L]``: the prompt's rows (a word right after a ``<regionK>``, not answer)."""
+def _after_region(ids: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, L]``: the words right after a ``<regionK>`` token."""
     rows = torch.zeros_like(ids, dtype=torch.bool)
     rows[:, 1:] = ((ids[:, :-1] < len(REGIONS)) & (ids[:, 1:] >= WORDS[0])
-                   & (ids[:, 1:] <= WORDS[-1]) & (labels[:, 1:] == -100))
+                   & (ids[:, 1:] <= WORDS[-1]))
     return rows
+
+
+def list_rows(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, L]``: the prompt's rows (a word right after a ``<regionK>``, not answer)."""
+    return _after_region(ids) & (labels == -100)
 
 
 class FeatureRows(torch.nn.Module):
@@ -186,10 +191,7 @@ def with_row_echo(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     it in a form the output head reads). Labels are next-token targets, so the label goes on
     the position after the row."""
     out = labels.clone()
-    is_row = torch.zeros_like(ids, dtype=torch.bool)
-    is_row[:, 1:] = (ids[:, :-1] < len(REGIONS)) & (ids[:, 1:] >= WORDS[0]) & (
-        ids[:, 1:] <= WORDS[-1])
-    rows = is_row[:, :-1].nonzero()  # label at row position + 1, if that is unlabelled
+    rows = _after_region(ids)[:, :-1].nonzero()  # label at row position + 1, if that is unlabelled
     for b, t in rows.tolist():
         if out[b, t + 1] == -100:
             out[b, t + 1] = ids[b, t - 1]
@@ -348,7 +350,7 @@ def main(argv=None) -> Dict[str, float]:
         if rows_mode == "words":
             rows[:] = False
         elif rows_mode == "mixed":
-            rows &= torch.rand(rows.shape, generator=None) < a.mixed_p
+            rows &= torch.rand(rows.shape) < a.mixed_p
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
         if a.loss_on != "answer":
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
