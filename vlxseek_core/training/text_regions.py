@@ -76,8 +76,7 @@ def check_text_region_record(record: Mapping[str, Any]) -> Tuple[List[str], list
             raise error(key, f"a text-region record has no {key} ({TEXT_REGIONS} replaces it)")
     texts = record.get(TEXT_REGIONS)
     if (not isinstance(texts, list) or not 1 <= len(texts) <= MAX_REGIONS
-            or not all(isinstance(t, str) and t.strip() and "<" not in t and ">" not in t
-                       for t in texts)):
+            or not all(_is_region_text(t) for t in texts)):
         raise error(TEXT_REGIONS, f"needs 1 to {MAX_REGIONS} non-empty strings without "
                                   f"'<' or '>', got {texts!r}")
     if record.get("task") not in TASKS:
@@ -96,6 +95,11 @@ def check_text_region_record(record: Mapping[str, Any]) -> Tuple[List[str], list
         raise error("conversations", f"the answer refers to <region{max(refs)}> but there "
                                      f"are {len(texts)} text regions")
     return texts, parts
+
+
+def _is_region_text(text) -> bool:
+    """A region text: a non-blank string that spells no special token (no ``<`` or ``>``)."""
+    return isinstance(text, str) and bool(text.strip()) and "<" not in text and ">" not in text
 
 
 def region_line_text(texts: Sequence[str]) -> str:
@@ -137,11 +141,12 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
             or inverted, an unknown task, a rate outside [0, 1], ``words`` not distinct
-            non-empty strings without ``<``/``>``.
+            non-empty strings without ``<``, ``>``, ``;`` or surrounding spaces.
     """
+    # beyond what a record allows: no ';' (it separates a detect query's categories) and no
+    # surrounding spaces (the answer's phrase would not match the row's tokens)
     if (len(set(words)) != len(words)
-            or not all(isinstance(w, str) and w.strip() == w and w and "<" not in w
-                       and ">" not in w and ";" not in w for w in words)):
+            or not all(_is_region_text(w) and w == w.strip() and ";" not in w for w in words)):
         raise InvalidRequestError(f"text regions: words must be distinct non-empty strings "
                                   f"without surrounding spaces, '<', '>' or ';', got {words!r}")
     if num < 0 or not 1 <= min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
