@@ -29,8 +29,8 @@
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
 # STEPS0S1 (2 and 3 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0,
 # LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
-# PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how `vlxseek train`
-# runs: one process or torchrun).
+# PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how
+# `vlxseek train` runs: one process or torchrun).
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
 PY="${PYTHON:-python3}"
