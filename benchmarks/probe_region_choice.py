@@ -23,7 +23,8 @@ decoding; ``benchmarks/bench_training.py`` scores the answers the model generate
 
 ``--by KEY`` adds a row per value of a record field (``task``) or of its ``meta`` (``kind``:
 category, colour, shape, superlative or absent for ``refer`` records), so that an average
-cannot hide an expression kind the model fails on.
+cannot hide an expression kind the model fails on. ``--by regions`` groups by the number of
+candidate regions, so that a lookup bound to one list length shows (chance differs per row).
 """
 from __future__ import annotations
 
@@ -108,7 +109,10 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
 
 def record_group(record: dict, key: str) -> str:
     """The group of ``record`` for ``--by key``: ``record[key]``, else ``record["meta"][key]``,
-    else ``"-"`` (the record has no such field)."""
+    else ``"-"`` (the record has no such field). ``regions`` (when the record has no such
+    field) is the number of its candidate regions, ``len(bbox_list)``: the list length."""
+    if key == "regions" and "regions" not in record:
+        return str(len(record.get("bbox_list") or ()))
     value = record.get(key, (record.get("meta") or {}).get(key, "-"))
     return str(value)
 
@@ -125,7 +129,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
                              "text-region records)", limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
     parser.add_argument("--by", help="also score each value of this record field or meta "
-                        "field apart (e.g. task, kind)")
+                        "field apart (e.g. task, kind; regions: by the number of candidate "
+                        "regions)")
     args = parser.parse_args(argv)
     quiet_transformers()
     records = read_records([args.data], [args.images or "."])[: args.limit]

@@ -84,3 +84,6 @@ def test_record_group_reads_the_field_then_meta():
     assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "task") == "refer"
     assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "kind") == "colour"
     assert record_group({"task": "refer"}, "kind") == "-"
+    # regions: the list length, derived from the candidates
+    assert record_group({"bbox_list": [[0, 0, 1, 1]] * 3, "task": "refer"}, "regions") == "3"
+    assert record_group({"bbox_list": []}, "regions") == "0"
