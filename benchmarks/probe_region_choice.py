@@ -9,6 +9,9 @@ whose target is a ``<regionK>`` token the model's most likely next token is comp
 * ``region_acc``: every region token of the answers;
 * ``rejection_acc``: where the target after ``<objects>`` is ``None`` (an absent target), how
   often the model predicts ``None`` there;
+* ``false_rejection``: where the target after ``<objects>`` is a region (a present target),
+  how often the model predicts ``None`` there (a model that always rejects has
+  ``rejection_acc`` 1 and ``false_rejection`` 1: read the two together);
 * ``chance``: the mean of 1 / regions over the records with a region answer;
 * ``region0_baseline``: how often the first region of an answer is ``<region0>``, i.e. the
   ``first_region_acc`` of a model that always answers ``<region0>`` first. A block lists its
@@ -50,7 +53,8 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
                 batch_size: int = 16) -> List[Dict[str, list]]:
     """Run one checkpoint once over ``records``; per record, in order: ``first`` (the first
     region choice right, ``[]`` or ``[bool]``), ``all`` (every region choice), ``reject``
-    (every ``None`` choice) and ``chance`` (``[1 / regions]`` for a record with a region
+    (every ``None`` choice), ``false_none`` (per block with a region target: ``None``
+    predicted there) and ``chance`` (``[1 / regions]`` for a record with a region
     answer), ``region0`` (``[first target is <region0>]``). :func:`summarise` turns any subset
     of them into the metrics."""
     import torch
@@ -87,11 +91,13 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
             n = len(record.get("text_regions") or record.get("bbox_list") or ())
             first_target = target[row][is_region][:1].tolist()
             hit = {"first": right[:1], "all": right,
-                   "chance": [1.0 / max(n, 1)] if right else [], "reject": [],
+                   "chance": [1.0 / max(n, 1)] if right else [], "reject": [], "false_none": [],
                    "region0": [t == int(region_ids[0]) for t in first_target]}
             if choices.none is not None:
                 at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
                 hit["reject"] = (pred[row] == target[row])[at_none].tolist()
+                at_block = (prev[row] == choices.objects) & is_region
+                hit["false_none"] = (pred[row] == choices.none)[at_block].tolist()
             hits.append(hit)
     return hits
 
@@ -103,7 +109,8 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
         return float(sum(values) / len(values)) if values else float("nan")
 
     return {"first_region_acc": mean("first"), "region_acc": mean("all"),
-            "rejection_acc": mean("reject"), "chance": mean("chance"),
+            "rejection_acc": mean("reject"), "false_rejection": mean("false_none"),
+            "chance": mean("chance"),
             "region0_baseline": mean("region0"), "records": len(hits)}
 
 
@@ -143,8 +150,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     for m in args.models:  # each checkpoint runs once; the groups are subsets of its hits
         hits = record_hits(m, records, "", args.device)
         results[m] = {g: summarise([hits[i] for i in part]) for g, part in groups.items()}
-    keys = ("first_region_acc", "region_acc", "rejection_acc", "chance", "region0_baseline",
-            "records")
+    keys = ("first_region_acc", "region_acc", "rejection_acc", "false_rejection", "chance",
+            "region0_baseline", "records")
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))

@@ -5,16 +5,16 @@ import torch
 from vlxseek_core.training.text_regions import make_text_region_records
 
 
-def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
-    """The model is replaced by an oracle whose output head gives every answer token right,
-    except the first choice after ``<objects>`` of record 0: the scores must count exactly."""
+def _oracle_scores(model_dir, monkeypatch, records, edit):
+    """``score_model`` with the model replaced by an oracle whose output head gives every
+    answer token right, except that ``edit(target, at)`` changes record 0's first choice after
+    ``<objects>`` (``target``: the oracle's next-token ids ``[B, L]``, ``at``: its position)."""
     import vlxseek_core.checkpoint as checkpoint
     from benchmarks import probe_region_choice
     from vlxseek_core.tokenizer import load_tokenizer
     from vlxseek_core.training.model import TrainingModel
 
-    objects_id = load_tokenizer(train_model_dir).convert_tokens_to_ids("<objects>")
-    records = make_text_region_records(7, seed=3, max_regions=4)
+    objects_id = load_tokenizer(model_dir).convert_tokens_to_ids("<objects>")
     real_hidden, real_load = TrainingModel.hidden_states, checkpoint.load_model
 
     def oracle_hidden(self, *args, **kwargs):
@@ -22,8 +22,7 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
         target = labels[:, 1:].clamp(min=0).clone()
         if not getattr(self, "_flipped", False):  # the first batch holds record 0
             choice = (labels[0, :-1] == objects_id) & (labels[0, 1:] >= 0)
-            at = int(choice.nonzero()[0, 0])
-            target[0, at] += 1
+            edit(target, int(choice.nonzero()[0, 0]))
             self._flipped = True
         vocab = self.vlm.model.embed_tokens.num_embeddings + 2
         fake = torch.nn.functional.one_hot(target, vocab).float()
@@ -36,7 +35,18 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
 
     monkeypatch.setattr(TrainingModel, "hidden_states", oracle_hidden)
     monkeypatch.setattr(checkpoint, "load_model", load_with_identity_head)
-    out = probe_region_choice.score_model(train_model_dir, records, ".", batch_size=4)
+    return probe_region_choice.score_model(model_dir, records, ".", batch_size=4)
+
+
+def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
+    """The oracle is right everywhere but the first choice after ``<objects>`` of record 0
+    (the next token id instead): the scores must count exactly."""
+    records = make_text_region_records(7, seed=3, max_regions=4)
+
+    def shift(target, at):
+        target[0, at] += 1
+
+    out = _oracle_scores(train_model_dir, monkeypatch, records, shift)
 
     answers = [r["conversations"][1]["value"] for r in records]
     regions = [a.count("<region") for a in answers]
@@ -48,6 +58,7 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
     assert out["region_acc"] == pytest.approx(1 - first_miss / sum(regions))
     assert sum(nones) > 0
     assert out["rejection_acc"] == pytest.approx(1 - (0 if flipped_region else 1) / sum(nones))
+    assert out["false_rejection"] == 0.0  # a wrong region is not a rejection
     assert out["chance"] == pytest.approx(
         sum(1 / len(r["text_regions"]) for r in with_regions) / len(with_regions))
     first_regions = [a.split("<region")[1].split(">")[0] for a in answers if "<region" in a]
@@ -55,6 +66,29 @@ def test_scores_are_exact_with_an_oracle_head(train_model_dir, monkeypatch):
         sum(k == "0" for k in first_regions) / len(first_regions))
     assert 0 < out["region0_baseline"] < 1  # both cases occur, so the test can fail
     assert out["records"] == 7
+
+
+def test_false_rejection_counts_none_answered_for_a_present_target(train_model_dir,
+                                                                   monkeypatch):
+    """The oracle answers ``None`` at record 0's first block, whose target is a region: one
+    false rejection among all blocks with a region target, and rejection stays exact."""
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    none_id = load_tokenizer(train_model_dir).convert_tokens_to_ids("None")
+    records = make_text_region_records(12, seed=3, max_regions=4)
+    answers = [r["conversations"][1]["value"] for r in records]
+    first = next(i for i, a in enumerate(answers) if a.split("<objects>")[1].startswith("<region"))
+    records.insert(0, records.pop(first))
+    answers.insert(0, answers.pop(first))
+
+    def reject(target, at):
+        target[0, at] = none_id
+
+    out = _oracle_scores(train_model_dir, monkeypatch, records, reject)
+    region_blocks = sum(a.count("<objects><region") for a in answers)
+    assert out["false_rejection"] == pytest.approx(1 / region_blocks)
+    assert out["rejection_acc"] == 1.0
+    assert out["first_region_acc"] < 1.0
 
 
 def test_by_field_scores_each_group_apart(train_model_dir, tmp_path):
