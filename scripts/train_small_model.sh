@@ -10,10 +10,10 @@
 #          (README "What forms it");
 #      0s1 the lookup carried over to image regions (README "The lookup on image rows
 #          forms"), one list length at a time like 0t: detect_all scenes of exactly 2, then
-#          exactly 3 objects of distinct categories without distractors (every candidate
-#          is an object), nothing else in the mix, loss on the grounded words and region
-#          choices; vision side at a tenth of the rate (at one rate the region features
-#          collapse);
+#          exactly 3, then 2-4 objects (what forms on one length is bound to it) of
+#          distinct categories without distractors (every candidate is an object), nothing
+#          else in the mix, loss on the grounded words and region choices; vision side at a
+#          tenth of the rate (at one rate the region features collapse);
 #      0s2 a query given in the prompt, on easy scenes (2-3 objects; measured after the
 #          earlier 0s1, not yet after this one): detect (absent categories
 #          answered None), refer and detect_all records, plus 2-4 word detect_all and
@@ -27,7 +27,7 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2 and 3 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0,
+# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0,
 # LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
 # PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how
 # `vlxseek train` runs: one process or torchrun).
@@ -38,7 +38,7 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S1=(${STEPS0S1:-600 1800})  # 0s1: 2 objects, 3 objects
+STEPS0S1=(${STEPS0S1:-600 1700 1500})  # 0s1: 2 objects, 3, 2-4
 STEPS0S=(${STEPS0S:-1000 500 1000})  # 0s2, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
@@ -89,13 +89,16 @@ for i in 0 1 2 3; do
     --loss-on choices --save-steps 250 "${COMMON[@]}"
   prev="${OUT}/stage0t_${lo}${hi}"
 done
-# 0s1: the same lookup over image regions, exactly 2 then exactly 3 objects, detect_all
+# 0s1: the same lookup over image regions, exactly 2, then 3, then 2-4 objects, detect_all
 # only, every object of its own category (--max-copies 1: with repeats a block lists its
 # regions ascending, and "always <region0> first" was right 0.72 of the time, chance 0.39),
 # categories in a random order (as the text records list them)
 S1=(--max-copies 1 --max-distractors 0 --tasks detect_all --detect-all-order random)
-scenes scenes_s1_2 16000 --min-objects 2 --max-objects 2 "${S1[@]}"
-scenes scenes_s1_3 32000 --min-objects 3 --max-objects 3 "${S1[@]}"
+PHASES0S1=("2 2 16000" "3 3 32000" "2 4 48000")  # objects at least, at most; scenes
+for phase in "${PHASES0S1[@]}"; do
+  read -r lo hi num <<< "${phase}"
+  scenes "scenes_s1_${lo}${hi}" "${num}" --min-objects "${lo}" --max-objects "${hi}" "${S1[@]}"
+done
 # 0s2: the query-given match on the same easy scenes (detect, refer, detect_all), with 2-4
 # word detect_all and detect records
 scenes scenes_s2 8000 --max-objects 3 --max-copies 1 --max-distractors 0 \
@@ -116,13 +119,14 @@ data_of() {
   data=(--data "${OUT}/scenes_s$1/train.jsonl" "${OUT}/text_s$1_all.jsonl"
         "${OUT}/text_s$1_detect.jsonl" --images "${OUT}/scenes_s$1/images" . .)
 }
-for n_objects in 2 3; do
-  s1="${OUT}/scenes_s1_${n_objects}"
+for i in 0 1 2; do
+  read -r lo hi _ <<< "${PHASES0S1[$i]}"
+  s1="${OUT}/scenes_s1_${lo}${hi}"
   "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${s1}/train.jsonl" \
-    --images "${s1}/images" --out "${OUT}/stage0s1_${n_objects}" \
-    --loss-on choices --warmup 20 --max-steps "${STEPS0S1[$((n_objects - 2))]}" \
+    --images "${s1}/images" --out "${OUT}/stage0s1_${lo}${hi}" \
+    --loss-on choices --warmup 20 --max-steps "${STEPS0S1[$i]}" \
     --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s1_${n_objects}"
+  prev="${OUT}/stage0s1_${lo}${hi}"
 done
 for i in 0 1 2; do
   data_of $((i + 2))
