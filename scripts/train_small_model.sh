@@ -38,7 +38,7 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S1=(${STEPS0S1:-600 1700 1500})  # 0s1: 2 objects, 3, 2-4
+STEPS0S1=(${STEPS0S1:-600 1700 2700})  # 0s1: 2 objects, 3, 2-4 (measured as 1500 + 1200)
 STEPS0S=(${STEPS0S:-1000 500 1000})  # 0s2, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
