@@ -46,11 +46,6 @@ SHUTDOWN_GRACE_S = 1.0
 # An inference still running after the grace is abandoned: its caller answers busy at once,
 # and the process waits this long more for that answer to be sent, seconds.
 ABANDON_ANSWER_S = 0.3
-# Answers (and messages) handed to DDS just before the node is destroyed can go down with it:
-# Fast DDS may still be sending them from its own thread, and the process then ends with
-# os._exit. A CI run saw a node count 240 answered calls while its clients received 236 at a
-# double SIGINT. The teardown waits this long after the last answers before destroying, seconds.
-DELIVERY_LINGER_S = 0.25
 # Logger of the process-level messages (start-up interrupted, abandoned inference).
 PROCESS_LOGGER = f"{NODE_NAME}.process"
 M_ARENA_MAX = -8  # glibc mallopt parameter number
@@ -115,7 +110,9 @@ def spin_until_shutdown(node: Any) -> None:
     :data:`SHUTDOWN_GRACE_S` seconds after the shutdown request is abandoned: its caller
     answers ``busy`` (sent within :data:`ABANDON_ANSWER_S`), and the process exits with status
     0 (``os._exit``, after flushing the console) instead of waiting for it; likewise start-up
-    work of a managed node's interrupted ``configure``.
+    work of a managed node's interrupted ``configure``. Either way the node is destroyed
+    only once the answers are out (``answer_queued_calls`` waits
+    :data:`~vlxseek_ros.service_queue.DELIVERY_LINGER_S` for them).
     """
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
@@ -147,7 +144,6 @@ def spin_until_shutdown(node: Any) -> None:
             what = "an inference in flight" if node.inference_in_flight() else "start-up work"
             process_logger().warning(f"shutting down with {what}: abandoning it; at exit: "
                                      + node.load_summary())
-            time.sleep(DELIVERY_LINGER_S)
             _exit_now(0, node)
         # rclpy's Executor.shutdown does not wait for callbacks already running, and the first
         # call above left the worker threads alone (an inference might have been in flight):
@@ -156,7 +152,6 @@ def spin_until_shutdown(node: Any) -> None:
         executor.shutdown(timeout_sec=SHUTDOWN_GRACE_S, wait_for_threads=True)
         node.answer_queued_calls()
         process_logger().info("at exit: " + node.load_summary())
-        time.sleep(DELIVERY_LINGER_S)
         node.destroy_node()
 
 

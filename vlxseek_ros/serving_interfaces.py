@@ -20,7 +20,7 @@ from vision_msgs.msg import Detection2DArray
 from vlxseek_ros.debug_image import draw_result
 from vlxseek_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 from vlxseek_ros.query_action import QueryAction
-from vlxseek_ros.service_queue import drain_requests, service_qos
+from vlxseek_ros.service_queue import DELIVERY_LINGER_S, drain_requests, service_qos
 from vlxseek_ros.spatial_outputs import SpatialOutputs
 from vlxseek_ros.srv import QueryRegions
 from vlxseek_ros.startup import create_unless_stopping, resolved_device
@@ -121,13 +121,20 @@ class ServingInterfaces:
             destroy(entity)
 
     def answer_queued_calls(self) -> int:
-        """Answer ``busy`` to the calls still queued (no executor taking them); returns count."""
+        """Answer ``busy`` to the calls still queued (no executor taking them); returns count.
+
+        The last step before the service is destroyed (deactivate, shutdown): with a service,
+        it then waits :data:`~vlxseek_ros.service_queue.DELIVERY_LINGER_S`, so that these
+        answers and those just sent by the callbacks reach their callers first."""
         busy = QueryRegions.Response(
             success=False, message=f"busy: {self._closing or 'the node is shutting down'}")
         service = self._service
-        answered = 0 if service is None else drain_requests(service, lambda _: busy)
+        if service is None:
+            return 0
+        answered = drain_requests(service, lambda _: busy)
         for name in ("requests_received", "requests_busy", "requests_answered"):
             self._stats.count(name, answered)
+        time.sleep(DELIVERY_LINGER_S)
         return answered
 
     def _publish(self, rgb: np.ndarray, result: Any, header: Any,

@@ -116,6 +116,50 @@ def test_wait_for_lock_gives_up_when_closing():
     assert service_queue.wait_for_lock(lock, 0.0, lambda: False)
 
 
+def test_queued_calls_are_answered_busy_then_given_time_to_arrive(monkeypatch):
+    """The last step before a service is destroyed: every queued call is answered busy, the
+    counters count them, and only then the node waits DELIVERY_LINGER_S (answers destroyed
+    with their writer were lost: a node counted 240 answered, its clients got 236)."""
+    from types import SimpleNamespace
+
+    from vlxseek_ros import serving_interfaces
+    from vlxseek_ros.serving_stats import ServingStats
+
+    events = []
+    queue = [("req-a", "hdr-a"), ("req-b", "hdr-b")]
+
+    class Handle:  # rclpy's service handle: a context manager that takes queued requests
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def service_take_request(self, _request_type):
+            return queue.pop(0) if queue else (None, None)
+
+    service = SimpleNamespace(
+        handle=Handle(), srv_type=QueryRegions,
+        send_response=lambda resp, hdr: events.append(("sent", hdr, resp.success, resp.message)))
+    monkeypatch.setattr(serving_interfaces.time, "sleep", lambda s: events.append(("sleep", s)))
+    fake = SimpleNamespace(_closing="the node is shutting down", _service=service,
+                           _stats=ServingStats())
+    answered = serving_interfaces.ServingInterfaces.answer_queued_calls(fake)
+    assert answered == 2
+    busy = "busy: the node is shutting down"
+    assert events == [("sent", "hdr-a", False, busy), ("sent", "hdr-b", False, busy),
+                      ("sleep", service_queue.DELIVERY_LINGER_S)]
+    assert service_queue.DELIVERY_LINGER_S > 0
+    counts = fake._stats.counts
+    assert (counts["requests_received"], counts["requests_busy"],
+            counts["requests_answered"]) == (2, 2, 2)
+    # no service (a managed node never activated, or already deactivated): nothing to wait for
+    events.clear()
+    fake._service = None
+    assert serving_interfaces.ServingInterfaces.answer_queued_calls(fake) == 0
+    assert events == []
+
+
 def test_run_interruptibly_returns_raises_or_abandons():
     assert startup.run_interruptibly(lambda: 7, lambda: False, "adding") == 7
     with pytest.raises(ValueError, match="bad"):
