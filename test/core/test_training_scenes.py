@@ -354,3 +354,49 @@ def test_make_scenes_cli_min_objects(tmp_path, capsys):
     for args in (["--min-objects", "0"], ["--min-objects", "4", "--max-objects", "3"]):
         assert cli.main(["make-scenes", out, *args, "--quiet"]) == 2
         assert "--min-objects must be" in capsys.readouterr().err
+
+
+def test_detect_extra_absent_controls_absent_names_in_present_queries():
+    """`detect_extra_absent` is the chance that a query of present categories also names an
+    absent one (answered None); 0 with rejection 0 leaves no absent target in any record, and
+    the other records of the scene do not change (the draw is still made)."""
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, tasks=("detect", "detect_all"))
+
+    def none_blocks(rate, seed):
+        recs = D.scene_sample(seed, "train", 112, rejection_rate=0.0,
+                              detect_extra_absent=rate, **kw)[1]
+        det = [r for r in recs if r.task == "detect"]
+        assert len(det) == 1 and not det[0].meta["rejection"]
+        answer = det[0].answer
+        return answer.count("<objects>None</objects>"), answer.count("<ground>"), recs
+
+    counts = {rate: [none_blocks(rate, s)[0] for s in range(120)] for rate in (0.0, 0.5, 1.0)}
+    assert sum(counts[0.0]) == 0
+    assert 0.3 < np.mean(counts[0.5]) < 0.7, np.mean(counts[0.5])
+    assert np.mean(counts[1.0]) > np.mean(counts[0.5]) + 0.2
+    for seed in range(20):  # present blocks still name the right regions; detect_all unchanged
+        scene = D.scene_sample(seed, "train", 112, rejection_rate=0.0, **kw)[0]
+        n_none, n, recs = none_blocks(0.0, seed)
+        assert n >= 1 and recs[1].answer == none_blocks(1.0, seed)[2][1].answer
+        groundings = parse_answer(recs[0].answer, len(recs[0].bbox_list)).groundings
+        assert len(groundings) == n
+        for g in groundings:
+            box = tuple(int(v) for v in recs[0].bbox_list[g.region_indices[0]])
+            assert len(g.region_indices) == 1
+            assert [o.category for o in scene.objects if o.box == box] == [g.phrase]
+    with pytest.raises(InvalidRequestError, match="detect_extra_absent"):
+        D.scene_sample(1, "train", 112, detect_extra_absent=1.5)
+
+
+def test_make_scenes_cli_detect_extra_absent(tmp_path, capsys):
+    out = str(tmp_path / "q")
+    assert cli.main(["make-scenes", out, "--train", "12", "--heldout", "2", "--size", "112",
+                     "--max-objects", "3", "--max-copies", "1", "--tasks", "detect",
+                     "--rejection-rate", "0", "--detect-extra-absent", "0", "--workers", "1",
+                     "--quiet"]) == 0
+    recs = read_records(os.path.join(out, "train.jsonl"))
+    assert len(recs) == 12 and all("None" not in r.answer for r in recs)
+    capsys.readouterr()
+    for bad in ("1.5", "x"):
+        assert cli.main(["make-scenes", out, "--detect-extra-absent", bad, "--quiet"]) == 2
+        assert "--detect-extra-absent must be" in capsys.readouterr().err

@@ -20,10 +20,13 @@ from collections import Counter
 from ..errors import InvalidRequestError
 
 
-def _rate(text: str) -> float:
-    value = float(text)
+def _rate(text: str, option: str = "--rejection-rate") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidRequestError(f"{option} must be a number in [0, 1], got {text!r}") from None
     if not 0.0 <= value <= 1.0:
-        raise InvalidRequestError(f"--rejection-rate must be in [0, 1], got {value}")
+        raise InvalidRequestError(f"{option} must be in [0, 1], got {value}")
     return value
 
 
@@ -50,6 +53,8 @@ def cmd_make_scenes(args) -> int:
                           max_objects=args.max_objects, max_copies=args.max_copies,
                           min_objects=args.min_objects,
                           rejection_rate=_rate(args.rejection_rate),
+                          detect_extra_absent=_rate(args.detect_extra_absent,
+                                                    "--detect-extra-absent"),
                           refer_per_scene=args.refer_per_scene,
                           detect_all_order=args.detect_all_order,
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
@@ -141,6 +146,10 @@ def add_data_commands(subparsers) -> None:
                         "0: the candidates are the objects)")
     m.add_argument("--rejection-rate", default="0.2",
                    help="share of detect/refer/count samples about absent things (0.2)")
+    m.add_argument("--detect-extra-absent", default="0.5",
+                   help="probability that a detect query naming present categories also "
+                        "names one absent one, answered None (0.5; 0 with --rejection-rate 0: "
+                        "no absent target anywhere, a curriculum step before rejection)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
     m.add_argument("--detect-all-order", choices=("leftmost", "random"), default="leftmost",
                    help="category order of detect_all answers: of the leftmost instance "

@@ -74,14 +74,16 @@ def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
 
 
 def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
-                  rejection_rate: float = 0.2, max_candidates: int = 12,
-                  max_distractors: Optional[int] = None, refer_per_scene: int = 2,
+                  rejection_rate: float = 0.2, detect_extra_absent: float = 0.5,
+                  max_candidates: int = 12, max_distractors: Optional[int] = None, refer_per_scene: int = 2,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
                   heldout_preference: float = 0.7,
                   detect_all_order: str = "leftmost") -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
-    Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`), ``refer_per_scene``
+    Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
+    categories names one absent category too with probability ``detect_extra_absent``),
+    ``refer_per_scene``
     ``refer`` (distinct expressions; absent with probability ``rejection_rate``; in the
     held-out split a held-out phrasing is preferred with probability ``heldout_preference``),
     one ``count`` (plural category, blocks + number, ``0`` with the rejection block when
@@ -99,8 +101,12 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
 
     Raises:
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
-            ``max_distractors`` negative, an unknown ``detect_all_order``.
+            ``max_distractors`` negative, an unknown ``detect_all_order``,
+            ``detect_extra_absent`` outside [0, 1].
     """
+    if not 0.0 <= detect_extra_absent <= 1.0:
+        raise InvalidRequestError(
+            f"detect_extra_absent must be in [0, 1], got {detect_extra_absent}")
     if detect_all_order not in DETECT_ALL_ORDERS:
         raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
                                   f"got {detect_all_order!r}")
@@ -122,8 +128,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     out: List[Tuple[str, str, str, List[int], Dict[str, Any]]] = []
     for task in tasks:
         if task == "detect":
-            out.append(("detect",) + _with_list(detect_sample(present, absent, rng,
-                                                              rejection_rate)))
+            out.append(("detect",) + _with_list(detect_sample(
+                present, absent, rng, rejection_rate, extra_absent_prob=detect_extra_absent)))
         elif task == "count":
             out.append(("count",) + _with_list(count_sample(present, absent, rng,
                                                             rejection_rate)))
