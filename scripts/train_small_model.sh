@@ -14,20 +14,21 @@
 #          distinct categories without distractors (every candidate is an object), nothing
 #          else in the mix, loss on the grounded words and region choices; vision side at a
 #          tenth of the rate (at one rate the region features collapse);
-#      0s2 a query given in the prompt, on easy scenes (2-3 objects; measured after the
-#          earlier 0s1, not yet after this one): detect (absent categories
-#          answered None), refer and detect_all records, plus 2-4 word detect_all and
-#          detect records (0s1 alone finds a queried row but never answers None);
-#      0s3 harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
+#      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
+#          target anywhere (absent targets this early made detect a coin-flip None and undid
+#          the lookup; README "A query in the prompt"): 0s2q detect + detect_all, then 0s2r
+#          with refer records too (category, colour-only and shape-only expressions); loss on
+#          the region choices;
+#      0s3 (NOT YET MEASURED after 0s2q/0s2r) harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
 #          rejection, detect_all, refer, count, captions, one-region records), plus 2-6 word
 #          text records of detect_all and of detect with absent words;
 #      0s4 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
+# Steps of 0t, 0s1 and 0s2 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2-0s4), STEPS1/2, BATCH (per process), LR0,
+# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q, 0s2r, 0s3, 0s4), STEPS1/2, BATCH (per process), LR0,
 # LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
 # PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how
 # `vlxseek train` runs: one process or torchrun).
@@ -39,7 +40,7 @@ n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
 STEPS0S1=(${STEPS0S1:-600 1700 2700})  # 0s1: 2 objects, 3, 2-4 (measured as 1500 + 1200)
-STEPS0S=(${STEPS0S:-1000 500 1000})  # 0s2, 0s3, 0s4
+STEPS0S=(${STEPS0S:-1500 1500 500 1000})  # 0s2q, 0s2r, 0s3, 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"
@@ -68,11 +69,11 @@ text() {  # text(FILE LO HI TASK NUM SEED): text-region records, written once
   [[ -f "${OUT}/$1" ]] || "${CLI[@]}" make-text-regions "${OUT}/$1" --num "$5" --seed "$6" \
     --min-regions "$2" --max-regions "$3" --tasks "$4"
 }
-scenes() {  # scenes(DIR TRAIN_SCENES make-scenes options...): scenes + records, written once
-  local dir="$1" num="$2"
-  shift 2
+scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + records, written
+  local dir="$1" seed="$2" num="$3"  # once; sets of the same kind need their own seeds
+  shift 3
   [[ -f "${OUT}/${dir}/train.jsonl" ]] || "${CLI[@]}" make-scenes "${OUT}/${dir}" \
-    --train "$(n "${num}")" --heldout "${HELDOUT}" --seed 0 --size "${SIZE}" --quiet "$@"
+    --train "$(n "${num}")" --heldout "${HELDOUT}" --seed "${seed}" --size "${SIZE}" --quiet "$@"
 }
 
 [[ -f "${OUT}/init/config.json" ]] || \
@@ -97,21 +98,21 @@ S1=(--max-copies 1 --max-distractors 0 --tasks detect_all --detect-all-order ran
 PHASES0S1=("2 2 16000" "3 3 32000" "2 4 48000")  # objects at least, at most; scenes
 for phase in "${PHASES0S1[@]}"; do
   read -r lo hi num <<< "${phase}"
-  scenes "scenes_s1_${lo}${hi}" "${num}" --min-objects "${lo}" --max-objects "${hi}" "${S1[@]}"
+  scenes "scenes_s1_${lo}${hi}" 0 "${num}" --min-objects "${lo}" --max-objects "${hi}" "${S1[@]}"
 done
-# 0s2: the query-given match on the same easy scenes (detect, refer, detect_all), with 2-4
-# word detect_all and detect records
-scenes scenes_s2 8000 --max-objects 3 --max-copies 1 --max-distractors 0 \
-  --tasks detect refer detect_all
-text text_s2_all.jsonl 2 4 detect_all "$(n 10000)" 16
-text text_s2_detect.jsonl 2 4 detect "$(n 15000)" 17
+# 0s2: the query given in the prompt, 2-4 objects as 0s1's last phase, no absent target
+# (neither a rejection record nor an absent name beside present ones)
+S2=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
+    --detect-all-order random --rejection-rate 0 --detect-extra-absent 0)
+scenes scenes_s2q 1 40000 "${S2[@]}" --tasks detect detect_all
+scenes scenes_s2r 2 30000 "${S2[@]}" --tasks detect refer detect_all --refer-per-scene 1
 # 0s3: up to 4 objects and 6 candidates, every task, 2-6 word detect_all and detect records
-scenes scenes_s3 6000 --max-objects 4 --max-candidates 6 \
+scenes scenes_s3 0 6000 --max-objects 4 --max-candidates 6 \
   --tasks detect detect_all refer count caption single
 text text_s3_all.jsonl 2 6 detect_all "$(n 15000)" 12
 text text_s3_detect.jsonl 2 6 detect "$(n 15000)" 13
 # 0s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
-scenes scenes_s4 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
+scenes scenes_s4 0 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
 # a later phase's scenes and its two word lists: data_of(PHASE) fills `data`
@@ -128,11 +129,21 @@ for i in 0 1 2; do
     --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
   prev="${OUT}/stage0s1_${lo}${hi}"
 done
-for i in 0 1 2; do
-  data_of $((i + 2))
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s$((i + 2))" \
+i=0
+for phase in 2q 2r; do
+  s2="${OUT}/scenes_s${phase}"
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${s2}/train.jsonl" \
+    --images "${s2}/images" --out "${OUT}/stage0s${phase}" --loss-on choices --warmup 20 \
+    --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
+  prev="${OUT}/stage0s${phase}"
+  i=$((i + 1))
+done
+for phase in 3 4; do
+  data_of "${phase}"
+  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s${phase}" \
     --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s$((i + 2))"
+  prev="${OUT}/stage0s${phase}"
+  i=$((i + 1))
 done
 data_of 4  # the paper's stages on the full scenes
 "${TRAIN[@]}" --stage 1 --model "${prev}" "${data[@]}" --out "${OUT}/stage1" \

@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
-               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1", STEPS1="1",
+               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1", STEPS1="1",
                STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT))
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],
                           env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith(f"final model: {out}/stage2")
     phases = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22",
-              "stage0s1_33", "stage0s1_24", "stage0s2", "stage0s3", "stage0s4", "stage1",
+              "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s3", "stage0s4", "stage1",
               "stage2"]
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in phases}
     for phase, info in infos.items():
@@ -36,9 +36,9 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # the paper (full softmax, default beta2)
         assert info["loss_vocab"] == ("data" if scratch else "full"), phase
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
-    assert all(infos[p]["loss_on"] == "choices" for p in phases[:7])
-    assert all(infos[p]["loss_on"] == "answer" for p in phases[7:])
-    for phase in phases[4:10]:
+    assert all(infos[p]["loss_on"] == "choices" for p in phases[:9])
+    assert all(infos[p]["loss_on"] == "answer" for p in phases[9:])
+    for phase in phases[4:11]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # 0s1: one list length per phase (then 2-4), detect_all only, distinct categories
     for lo, hi in ((2, 2), (3, 3), (2, 4)):
@@ -51,6 +51,18 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
             labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
                       .split("<ground>")[1:]]
             assert len(labels) == len(set(labels)) == len(r["bbox_list"])
+    # 0s2: 2-4 objects with a query in the prompt and no absent target, then refer records too
+    for name, tasks in (("s2q", {"detect", "detect_all"}),
+                        ("s2r", {"detect", "detect_all", "refer"})):
+        records = [json.loads(line) for line in
+                   (out / f"scenes_{name}" / "train.jsonl").read_text().splitlines()]
+        assert {r["task"] for r in records} == tasks, name
+        assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
+                       for r in records), name
+    images = {json.loads(line)["image"] for line in
+              (out / "scenes_s2q" / "train.jsonl").read_text().splitlines()}
+    first = json.loads((out / "scenes_s1_24" / "train.jsonl").read_text().splitlines()[0])
+    assert first["image"] not in images  # its own seed: other scenes than 0s1's
     # each phase starts from the one before it
     for before, after in zip(phases, phases[1:]):
         assert infos[after]["start_model"] == str(out / before), after
