@@ -17,8 +17,8 @@
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
 #          the lookup; README "A query in the prompt"): 0s2q detect + detect_all, then 0s2r
-#          with refer records too (category, colour-only and shape-only expressions); loss on
-#          the region choices;
+#          with refer records too (category, colour-only and shape-only expressions: still
+#          near chance after 1,200 of its steps); loss on the region choices;
 #      0s3 (NOT YET MEASURED after 0s2q/0s2r) harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
 #          rejection, detect_all, refer, count, captions, one-region records), plus 2-6 word
 #          text records of detect_all and of detect with absent words;
