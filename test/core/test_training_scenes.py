@@ -342,18 +342,28 @@ def test_min_objects_fixes_the_list_length():
         D.make_scenes("/nonexistent/never", 1, 1, max_objects=2, min_objects=3)
 
 
+def _cli_scenes(out, train, *args):
+    """``vlxseek make-scenes`` on a few small scenes (one worker): the train records."""
+    assert cli.main(["make-scenes", out, "--train", str(train), "--heldout", "2", "--size",
+                     "112", *args, "--workers", "1", "--quiet"]) == 0
+    return read_records(os.path.join(out, "train.jsonl"))
+
+
+def _cli_refuses(out, capsys, message, *bad_args):
+    """Each argument list of ``bad_args`` exits 2 with ``message`` on stderr."""
+    capsys.readouterr()
+    for args in bad_args:
+        assert cli.main(["make-scenes", out, *args, "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_make_scenes_cli_min_objects(tmp_path, capsys):
     out = str(tmp_path / "three")
-    assert cli.main(["make-scenes", out, "--train", "8", "--heldout", "2", "--size", "112",
-                     "--min-objects", "3", "--max-objects", "3", "--max-copies", "1",
-                     "--max-distractors", "0", "--tasks", "detect_all", "--workers", "1",
-                     "--quiet"]) == 0
-    recs = read_records(os.path.join(out, "train.jsonl"))
+    recs = _cli_scenes(out, 8, "--min-objects", "3", "--max-objects", "3", "--max-copies", "1",
+                       "--max-distractors", "0", "--tasks", "detect_all")
     assert len(recs) == 8 and sum(len(r.bbox_list) == 3 for r in recs) >= 7
-    capsys.readouterr()
-    for args in (["--min-objects", "0"], ["--min-objects", "4", "--max-objects", "3"]):
-        assert cli.main(["make-scenes", out, *args, "--quiet"]) == 2
-        assert "--min-objects must be" in capsys.readouterr().err
+    _cli_refuses(out, capsys, "--min-objects must be", ["--min-objects", "0"],
+                 ["--min-objects", "4", "--max-objects", "3"])
 
 
 def test_detect_extra_absent_controls_absent_names_in_present_queries():
@@ -390,13 +400,8 @@ def test_detect_extra_absent_controls_absent_names_in_present_queries():
 
 def test_make_scenes_cli_detect_extra_absent(tmp_path, capsys):
     out = str(tmp_path / "q")
-    assert cli.main(["make-scenes", out, "--train", "12", "--heldout", "2", "--size", "112",
-                     "--max-objects", "3", "--max-copies", "1", "--tasks", "detect",
-                     "--rejection-rate", "0", "--detect-extra-absent", "0", "--workers", "1",
-                     "--quiet"]) == 0
-    recs = read_records(os.path.join(out, "train.jsonl"))
+    recs = _cli_scenes(out, 12, "--max-objects", "3", "--max-copies", "1", "--tasks", "detect",
+                       "--rejection-rate", "0", "--detect-extra-absent", "0")
     assert len(recs) == 12 and all("None" not in r.answer for r in recs)
-    capsys.readouterr()
-    for bad in ("1.5", "x"):
-        assert cli.main(["make-scenes", out, "--detect-extra-absent", bad, "--quiet"]) == 2
-        assert "--detect-extra-absent must be" in capsys.readouterr().err
+    _cli_refuses(out, capsys, "--detect-extra-absent must be",
+                 ["--detect-extra-absent", "1.5"], ["--detect-extra-absent", "x"])
