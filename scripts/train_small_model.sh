@@ -19,17 +19,18 @@
 #          the lookup; README "A query in the prompt"): 0s2q detect + detect_all, then 0s2r
 #          with refer records too (category, colour-only and shape-only expressions: still
 #          near chance after 1,200 of its steps); loss on the region choices;
-#      0s3 (NOT YET MEASURED after 0s2q/0s2r) harder scenes (up to 4 objects, 6 candidates) with every task (detect with 20 %
-#          rejection, detect_all, refer, count, captions, one-region records), plus 2-6 word
-#          text records of detect_all and of detect with absent words;
+#      0s3 (NOT YET MEASURED after 0s2q/0s2r) harder scenes (up to 4 objects, 6
+#          candidates) with every task (detect with 20 % rejection, detect_all, refer, count,
+#          captions, one-region records), plus 2-6 word text records of detect_all and of
+#          detect with absent words;
 #      0s4 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # Steps of 0t, 0s1 and 0s2 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q, 0s2r, 0s3, 0s4), STEPS1/2, BATCH (per process), LR0,
-# LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
+# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q, 0s2r, 0s3, 0s4), STEPS1/2, BATCH (per
+# process), LR0, LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
 # PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how
 # `vlxseek train` runs: one process or torchrun).
 set -euo pipefail
@@ -129,21 +130,18 @@ for i in 0 1 2; do
     --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
   prev="${OUT}/stage0s1_${lo}${hi}"
 done
-i=0
-for phase in 2q 2r; do
-  s2="${OUT}/scenes_s${phase}"
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${s2}/train.jsonl" \
-    --images "${s2}/images" --out "${OUT}/stage0s${phase}" --loss-on choices --warmup 20 \
-    --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s${phase}"
-  i=$((i + 1))
-done
-for phase in 3 4; do
-  data_of "${phase}"
+PHASES0S=(2q 2r 3 4)  # 0s2q and 0s2r: their scenes alone, loss on the choices (as measured)
+for i in 0 1 2 3; do
+  phase="${PHASES0S[$i]}"
+  if [[ "${phase}" == 2? ]]; then
+    data=(--data "${OUT}/scenes_s${phase}/train.jsonl" --images "${OUT}/scenes_s${phase}/images"
+          --loss-on choices)
+  else
+    data_of "${phase}"
+  fi
   "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s${phase}" \
     --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
   prev="${OUT}/stage0s${phase}"
-  i=$((i + 1))
 done
 data_of 4  # the paper's stages on the full scenes
 "${TRAIN[@]}" --stage 1 --model "${prev}" "${data[@]}" --out "${OUT}/stage1" \

@@ -25,8 +25,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith(f"final model: {out}/stage2")
     phases = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22",
-              "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s3", "stage0s4", "stage1",
-              "stage2"]
+              "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s3", "stage0s4",
+              "stage1", "stage2"]
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in phases}
     for phase, info in infos.items():
         assert info["global_step"] == 1, phase

@@ -75,7 +75,8 @@ def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
 
 def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   rejection_rate: float = 0.2, detect_extra_absent: float = 0.5,
-                  max_candidates: int = 12, max_distractors: Optional[int] = None, refer_per_scene: int = 2,
+                  max_candidates: int = 12, max_distractors: Optional[int] = None,
+                  refer_per_scene: int = 2,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
                   heldout_preference: float = 0.7,
                   detect_all_order: str = "leftmost") -> List[TrainingRecord]:
@@ -83,9 +84,9 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
     categories names one absent category too with probability ``detect_extra_absent``),
-    ``refer_per_scene``
-    ``refer`` (distinct expressions; absent with probability ``rejection_rate``; in the
-    held-out split a held-out phrasing is preferred with probability ``heldout_preference``),
+    ``refer_per_scene`` ``refer`` (distinct expressions; absent with probability
+    ``rejection_rate``; in the held-out split a held-out phrasing is preferred with probability
+    ``heldout_preference``),
     one ``count`` (plural category, blocks + number, ``0`` with the rejection block when
     absent) and one ``caption`` (one object → ``"a red circle"``). Records of the train split
     never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase`` and for
