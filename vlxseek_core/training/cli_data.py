@@ -57,6 +57,8 @@ def cmd_make_scenes(args) -> int:
                                                     "--detect-extra-absent"),
                           refer_per_scene=args.refer_per_scene,
                           detect_all_order=args.detect_all_order,
+                          detect_all_article=_rate(args.detect_all_article,
+                                                   "--detect-all-article"),
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
@@ -154,6 +156,10 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--detect-all-order", choices=("leftmost", "random"), default="leftmost",
                    help="category order of detect_all answers: of the leftmost instance "
                         "(default) or random (as in make-text-regions)")
+    m.add_argument("--detect-all-article", default="0",
+                   help="probability that a detect_all label is written 'the <label>' (0; a "
+                        "curriculum step: the label's first word then has the space-prefixed "
+                        "token that refer expressions use)")
     m.add_argument("--tasks", nargs="+", default=["detect", "refer", "count", "caption"],
                    help="record tasks per scene: detect, detect_all, refer, count, caption, "
                         "single (one-region curriculum records)")

@@ -79,7 +79,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   refer_per_scene: int = 2,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
                   heldout_preference: float = 0.7,
-                  detect_all_order: str = "leftmost") -> List[TrainingRecord]:
+                  detect_all_order: str = "leftmost",
+                  detect_all_article: float = 0.0) -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
@@ -96,6 +97,11 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     (of their leftmost instance: the answer is a function of the scene) or ``random`` (as in
     ``make-text-regions``: then the first word is any present category, and a model learns it
     by reading whichever row it attends to, not by comparing every row's box first).
+    ``detect_all_article``: probability that a ``detect_all`` label is written with an article
+    (``<ground>the red circle</ground>``). A curriculum option: the label's first word then is
+    the space-prefixed BPE token (`` red``), as in every ``refer`` expression, whereas a bare
+    label starts with ``red``; a lookup trained on bare labels alone keys on the bare token and
+    misses `` red`` (README "The lookup keys on the bare token").
 
     Distractors fill the room left by the objects (at least 2 where there is room), at most
     ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
@@ -103,11 +109,12 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     Raises:
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
             ``max_distractors`` negative, an unknown ``detect_all_order``,
-            ``detect_extra_absent`` outside [0, 1].
+            ``detect_extra_absent`` or ``detect_all_article`` outside [0, 1].
     """
-    if not 0.0 <= detect_extra_absent <= 1.0:
-        raise InvalidRequestError(
-            f"detect_extra_absent must be in [0, 1], got {detect_extra_absent}")
+    for name, rate in (("detect_extra_absent", detect_extra_absent),
+                       ("detect_all_article", detect_all_article)):
+        if not 0.0 <= rate <= 1.0:
+            raise InvalidRequestError(f"{name} must be in [0, 1], got {rate}")
     if detect_all_order not in DETECT_ALL_ORDERS:
         raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
                                   f"got {detect_all_order!r}")
@@ -143,7 +150,11 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             order = sorted(left, key=left.get)
             if detect_all_order == "random":  # drawn only here: leftmost records unchanged
                 order = [order[i] for i in rng.permutation(len(order))]
-            blocks = [(c, sorted(present[c])) for c in order]
+            labels = list(order)
+            if detect_all_article > 0:  # drawn only here: records without it unchanged
+                labels = [f"the {c}" if rng.random() < detect_all_article else c
+                          for c in order]
+            blocks = [(lab, sorted(present[c])) for lab, c in zip(labels, order)]
             out.append(("detect_all", "", format_answer(blocks), [], {"rejection": False}))
         elif task == "caption" and scene.objects:
             i = int(rng.integers(len(scene.objects)))

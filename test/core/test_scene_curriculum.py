@@ -1,0 +1,234 @@
+"""Curriculum options of ``make-scenes`` (issue 9): fewer objects, capped copies, one list
+length, the detect_all order and article, no absent targets; library and CLI."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+from vlxseek_core import cli
+from vlxseek_core.errors import InvalidRequestError
+from vlxseek_core.parsing import parse_answer
+from vlxseek_core.training import scene_data as D
+from vlxseek_core.training import scenes as S
+from vlxseek_core.training.records import read_records
+
+
+def test_max_objects_and_max_distractors():
+    # the defaults are the scenes and records from before the options existed
+    for seed in range(40):
+        assert S.generate_scene(seed, "train", 112).objects == S.generate_scene(
+            seed, "train", 112, max_objects=6).objects
+        assert D.scene_sample(seed, "heldout", 112)[1] == D.scene_sample(
+            seed, "heldout", 112, max_objects=6, max_distractors=None)[1]
+    counts = set()
+    for seed in range(60):
+        for split in ("train", "heldout"):
+            scene, recs = D.scene_sample(seed, split, 112, max_objects=3, max_distractors=0,
+                                         tasks=("detect_all",), max_candidates=8)
+            counts.add(len(scene.objects))
+            assert 1 <= len(scene.objects) <= 3
+            # no distractors: every candidate is one of the objects' boxes, each once
+            assert sorted(map(tuple, recs[0].bbox_list)) == sorted(
+                tuple(map(float, o.box)) for o in scene.objects)
+            one = S.generate_scene(seed, split, 112, max_objects=1)
+            assert len(one.objects) == 1
+    assert {2, 3} <= counts
+    capped = D.scene_sample(5, "train", 112, max_candidates=12, max_distractors=2)
+    assert len(capped[1][0].bbox_list) <= len(capped[0].objects) + 2
+    for bad in (0, 7, 2.5, True):
+        with pytest.raises(InvalidRequestError, match="max_objects"):
+            S.generate_scene(1, "train", 112, max_objects=bad)
+    with pytest.raises(InvalidRequestError, match="max_distractors"):
+        D.scene_sample(1, "train", 112, max_distractors=-1)
+
+
+def test_max_copies_removes_the_region0_bias():
+    # default: unchanged scenes; 1: every object its own category, and so the first region of
+    # a detect_all / detect answer is region 0 about as often as 1 / candidates (with repeats
+    # a block lists its regions ascending, and "always <region0>" is right far above chance)
+    for seed in range(40):
+        for split in ("train", "heldout"):
+            assert S.generate_scene(seed, split, 112).objects == S.generate_scene(
+                seed, split, 112, max_copies=None).objects
+    first0 = {None: [0, 0.0, 0], 1: [0, 0.0, 0]}  # hits of region 0, chance sum, answers
+    for cap in (None, 1):
+        for seed in range(300):
+            for split in ("train", "heldout"):
+                scene, recs = D.scene_sample(seed, split, 112, max_objects=3, max_copies=cap,
+                                             max_distractors=0, tasks=("detect_all", "detect"))
+                cats = [o.category for o in scene.objects]
+                if cap == 1:
+                    assert len(set(cats)) == len(cats) and 2 <= len(cats) <= 3
+                for r in recs:
+                    regions = re.findall(r"<region(\d+)>", r.answer)
+                    if regions:
+                        first0[cap][0] += regions[0] == "0"
+                        first0[cap][1] += 1 / len(r.bbox_list)
+                        first0[cap][2] += 1
+    rate = {cap: (h / n, c / n) for cap, (h, c, n) in first0.items()}
+    assert rate[None][0] > rate[None][1] + 0.2  # the bias this option exists to remove
+    assert abs(rate[1][0] - rate[1][1]) < 0.06
+    for bad in (0, 7, 1.5, True):
+        with pytest.raises(InvalidRequestError, match="max_copies"):
+            S.generate_scene(1, "train", 112, max_copies=bad)
+
+
+def _blocks(answer):
+    """``[(label, regions text)]`` of the ground/objects blocks of an answer."""
+    return re.findall(r"<ground>([^<]*)</ground><objects>([^/]*)</objects>", answer)
+
+
+def test_detect_all_order():
+    # leftmost (default): categories by their leftmost instance, records unchanged by the
+    # option; random: the same blocks in an order that is not always the leftmost one
+    kw = dict(max_objects=3, max_copies=1, max_distractors=0, tasks=("detect_all", "refer"))
+    not_leftmost = 0
+    for seed in range(60):
+        scene, base = D.scene_sample(seed, "train", 112, **kw)
+        assert D.scene_sample(seed, "train", 112, detect_all_order="leftmost", **kw)[1] == base
+        rand = D.scene_sample(seed, "train", 112, detect_all_order="random", **kw)[1][0]
+        left = sorted(scene.objects, key=lambda o: o.box[0])
+        assert [c for c, _ in _blocks(base[0].answer)] == [o.category for o in left]
+        assert sorted(_blocks(rand.answer)) == sorted(_blocks(base[0].answer))
+        assert rand.bbox_list == base[0].bbox_list
+        not_leftmost += _blocks(rand.answer) != _blocks(base[0].answer)
+    assert 20 < not_leftmost < 55
+    with pytest.raises(InvalidRequestError, match="detect_all_order"):
+        D.scene_sample(1, "train", 112, detect_all_order="sorted")
+
+
+def test_make_scenes_cli_max_objects(tmp_path, capsys):
+    out = str(tmp_path / "few")
+    assert cli.main(["make-scenes", out, "--train", "6", "--heldout", "2", "--size", "112",
+                     "--max-objects", "2", "--max-distractors", "0", "--tasks", "detect_all",
+                     "--workers", "1", "--quiet"]) == 0
+    recs = read_records(os.path.join(out, "train.jsonl"))
+    assert len(recs) == 6 and all(1 <= len(r.bbox_list) <= 2 for r in recs)
+    capsys.readouterr()
+    for flag, value in (("--max-objects", "9"), ("--max-objects", "0"),
+                        ("--max-distractors", "-1"), ("--max-copies", "0")):
+        assert cli.main(["make-scenes", out, flag, value, "--quiet"]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
+
+
+def test_min_objects_fixes_the_list_length():
+    # default: unchanged scenes (2 is the default least count, so the RNG stream is the same);
+    # min = max: one list length for a curriculum phase (a scene without room may lose one)
+    for seed in range(30):
+        for split in ("train", "heldout"):
+            assert S.generate_scene(seed, split, 112, max_objects=4).objects == \
+                S.generate_scene(seed, split, 112, max_objects=4, min_objects=2).objects
+    for n in (1, 3, 4):
+        counts = [len(S.generate_scene(seed, split, 112, max_objects=n, max_copies=1,
+                                       min_objects=n).objects)
+                  for seed in range(100) for split in ("train", "heldout")]
+        assert max(counts) == n and sum(c == n for c in counts) >= 0.95 * len(counts)
+    counts = [len(S.generate_scene(seed, "train", 112, max_objects=3).objects)
+              for seed in range(100)]
+    assert min(counts) == 2  # the default still draws shorter lists
+    for bad, why in ((0, "1-6"), (1.5, "1-6"), (True, "1-6"), (4, "<= the most objects")):
+        with pytest.raises(InvalidRequestError, match=f"min_objects must be.*{why}"):
+            S.generate_scene(1, "train", 112, max_objects=3, min_objects=bad)
+    with pytest.raises(InvalidRequestError, match="min_objects"):
+        D.make_scenes("/nonexistent/never", 1, 1, max_objects=2, min_objects=3)
+
+
+def _cli_scenes(out, train, *args):
+    """``vlxseek make-scenes`` on a few small scenes (one worker): the train records."""
+    assert cli.main(["make-scenes", out, "--train", str(train), "--heldout", "2", "--size",
+                     "112", *args, "--workers", "1", "--quiet"]) == 0
+    return read_records(os.path.join(out, "train.jsonl"))
+
+
+def _cli_refuses(out, capsys, message, *bad_args):
+    """Each argument list of ``bad_args`` exits 2 with ``message`` on stderr."""
+    capsys.readouterr()
+    for args in bad_args:
+        assert cli.main(["make-scenes", out, *args, "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_make_scenes_cli_min_objects(tmp_path, capsys):
+    out = str(tmp_path / "three")
+    recs = _cli_scenes(out, 8, "--min-objects", "3", "--max-objects", "3", "--max-copies", "1",
+                       "--max-distractors", "0", "--tasks", "detect_all")
+    assert len(recs) == 8 and sum(len(r.bbox_list) == 3 for r in recs) >= 7
+    _cli_refuses(out, capsys, "--min-objects must be", ["--min-objects", "0"],
+                 ["--min-objects", "4", "--max-objects", "3"])
+
+
+def test_detect_extra_absent_controls_absent_names_in_present_queries():
+    """`detect_extra_absent` is the chance that a query of present categories also names an
+    absent one (answered None); 0 with rejection 0 leaves no absent target in any record, and
+    the other records of the scene do not change (the draw is still made)."""
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, tasks=("detect", "detect_all"))
+
+    def none_blocks(rate, seed):
+        recs = D.scene_sample(seed, "train", 112, rejection_rate=0.0,
+                              detect_extra_absent=rate, **kw)[1]
+        det = [r for r in recs if r.task == "detect"]
+        assert len(det) == 1 and not det[0].meta["rejection"]
+        answer = det[0].answer
+        return answer.count("<objects>None</objects>"), answer.count("<ground>"), recs
+
+    counts = {rate: [none_blocks(rate, s)[0] for s in range(120)] for rate in (0.0, 0.5, 1.0)}
+    assert sum(counts[0.0]) == 0
+    assert 0.3 < np.mean(counts[0.5]) < 0.7, np.mean(counts[0.5])
+    assert np.mean(counts[1.0]) > np.mean(counts[0.5]) + 0.2
+    for seed in range(20):  # present blocks still name the right regions; detect_all unchanged
+        scene = D.scene_sample(seed, "train", 112, rejection_rate=0.0, **kw)[0]
+        n_none, n, recs = none_blocks(0.0, seed)
+        assert n >= 1 and recs[1].answer == none_blocks(1.0, seed)[2][1].answer
+        groundings = parse_answer(recs[0].answer, len(recs[0].bbox_list)).groundings
+        assert len(groundings) == n
+        for g in groundings:
+            box = tuple(int(v) for v in recs[0].bbox_list[g.region_indices[0]])
+            assert len(g.region_indices) == 1
+            assert [o.category for o in scene.objects if o.box == box] == [g.phrase]
+    with pytest.raises(InvalidRequestError, match="detect_extra_absent"):
+        D.scene_sample(1, "train", 112, detect_extra_absent=1.5)
+
+
+def test_make_scenes_cli_detect_extra_absent(tmp_path, capsys):
+    out = str(tmp_path / "q")
+    recs = _cli_scenes(out, 12, "--max-objects", "3", "--max-copies", "1", "--tasks", "detect",
+                       "--rejection-rate", "0", "--detect-extra-absent", "0")
+    assert len(recs) == 12 and all("None" not in r.answer for r in recs)
+    _cli_refuses(out, capsys, "--detect-extra-absent must be",
+                 ["--detect-extra-absent", "1.5"], ["--detect-extra-absent", "x"])
+
+
+def test_detect_all_article_writes_some_labels_with_the_space_token():
+    """`detect_all_article` is the chance that a detect_all label reads "the <label>"; the
+    regions and their order stay those of the bare answer, and 0 changes no record."""
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, detect_all_order="random",
+              tasks=("detect_all", "refer"))
+    with_article, labels = 0, 0
+    for seed in range(80):
+        base = D.scene_sample(seed, "train", 112, **kw)[1]
+        assert D.scene_sample(seed, "train", 112, detect_all_article=0.0, **kw)[1] == base
+        for rate in (0.5, 1.0):
+            rec = D.scene_sample(seed, "train", 112, detect_all_article=rate, **kw)[1][0]
+            got, bare = _blocks(rec.answer), _blocks(base[0].answer)
+            assert rec.task == "detect_all" and rec.bbox_list == base[0].bbox_list
+            assert [g for _, g in got] == [g for _, g in bare]
+            for (label, _), (category, _) in zip(got, bare):
+                assert label in (category, "the " + category)
+                assert rate < 1 or label == "the " + category
+            if rate == 0.5:
+                with_article += sum(lab.startswith("the ") for lab, _ in got)
+                labels += len(got)
+    assert 0.4 < with_article / labels < 0.6, with_article / labels
+    with pytest.raises(InvalidRequestError, match="detect_all_article"):
+        D.scene_sample(1, "train", 112, detect_all_article=-0.1)
+
+
+def test_make_scenes_cli_detect_all_article(tmp_path, capsys):
+    out = str(tmp_path / "a")
+    recs = _cli_scenes(out, 6, "--max-objects", "3", "--tasks", "detect_all",
+                       "--detect-all-article", "1")
+    assert len(recs) == 6 and all(lab.startswith("the ") for r in recs
+                                  for lab, _ in _blocks(r.answer))
+    _cli_refuses(out, capsys, "--detect-all-article must be",
+                 ["--detect-all-article", "2"], ["--detect-all-article", "some"])
