@@ -1,0 +1,132 @@
+"""Held-out records with the query's phrasing edited: which tokens does the lookup key on?
+
+A model trained on ``detect`` / ``detect_all`` labels ("red circle") may answer "the red
+circle" at chance. The byte-level BPE writes the colour word of the two differently: ``red``
+right after ``<ground>``, `` red`` (a leading space, another token) after ``the``. This tool
+takes held-out ``make-scenes`` records and writes variants that separate the prompt from the
+``<ground>`` text, and a token's identity from its position (README "The lookup keys on the
+bare token"); ``benchmarks/probe_region_choice.py`` then scores each file:
+
+* ``refer_P_G.jsonl`` (``P``, ``G`` in ``the`` / ``bare``): ``refer`` records of kind
+  ``category`` ("the red circle"), with the article kept or dropped in the prompt query (P)
+  and in the ``<ground>`` text (G);
+* ``refer_space.jsonl``: bare prompt, ``<ground> red circle``: the spaced token where the bare
+  one sits;
+* ``refer_star.jsonl``: bare prompt, ``<ground>*red circle``: the bare token one position
+  later (only records whose words then tokenize as in the bare form, which needs
+  ``--model`` for the tokenizer);
+* ``detect_all_bare.jsonl`` / ``detect_all_the.jsonl``: ``detect_all`` records as written /
+  with every label "the <label>".
+
+    python -m benchmarks.phrase_variants heldout.jsonl OUT_DIR [--model CKPT] [--limit 300]
+    python -m benchmarks.probe_region_choice --models CKPT --data OUT_DIR/refer_the_bare.jsonl \\
+        --images IMAGES_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from typing import Callable, Dict, List, Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+GROUND, END = "<ground>", "</ground>"
+
+
+def _edited(record: dict, prompt: str, ground: str) -> dict:
+    """A copy of a one-block record whose prompt query reads ``prompt`` and whose
+    ``<ground>`` text reads ``ground``."""
+    out = copy.deepcopy(record)
+    human, gpt = out["conversations"][0], out["conversations"][1]
+    query = record["query"]
+    old_ground = f"{GROUND}{query}{END}"
+    if f" {query} " not in human["value"] or old_ground not in gpt["value"]:
+        raise ValueError(f"record {record.get('id')!r} does not name {query!r} as expected")
+    human["value"] = human["value"].replace(f" {query} ", f" {prompt} ", 1)
+    gpt["value"] = gpt["value"].replace(old_ground, f"{GROUND}{ground}{END}", 1)
+    return out
+
+
+def variants(records: List[dict], keeps_bare_token: Optional[Callable[[str], bool]] = None
+             ) -> Dict[str, List[dict]]:
+    """The variant files of the module doc, as ``{name: records}``.
+
+    ``records``: held-out ``make-scenes`` records (JSON dicts). ``keeps_bare_token(phrase)``:
+    whether ``*`` + phrase tokenizes as ``*`` then the bare phrase's tokens; without it there
+    is no ``refer_star`` variant.
+
+    Raises:
+        ValueError: a ``refer`` record of kind ``category`` whose query is not "the …" or is
+            not written in its prompt and ``<ground>`` text.
+    """
+    refer = [r for r in records if r.get("task") == "refer"
+             and (r.get("meta") or {}).get("kind") == "category"]
+    out: Dict[str, List[dict]] = {}
+    for prompt_form in ("the", "bare"):
+        for ground_form in ("the", "bare"):
+            out[f"refer_{prompt_form}_{ground_form}"] = [
+                _edited(r, _form(r["query"], prompt_form), _form(r["query"], ground_form))
+                for r in refer]
+    out["refer_space"] = [_edited(r, _bare(r["query"]), " " + _bare(r["query"]))
+                          for r in refer]
+    if keeps_bare_token is not None:
+        out["refer_star"] = [_edited(r, _bare(r["query"]), "*" + _bare(r["query"]))
+                             for r in refer if keeps_bare_token(_bare(r["query"]))]
+    detect_all = [r for r in records if r.get("task") == "detect_all"]
+    out["detect_all_bare"] = copy.deepcopy(detect_all)
+    out["detect_all_the"] = copy.deepcopy(detect_all)
+    for r in out["detect_all_the"]:
+        gpt = r["conversations"][1]
+        gpt["value"] = gpt["value"].replace(GROUND, GROUND + "the ")
+    return out
+
+
+def _bare(query: str) -> str:
+    if not query.startswith("the "):
+        raise ValueError(f"a category expression starts with 'the ': {query!r}")
+    return query[len("the "):]
+
+
+def _form(query: str, form: str) -> str:
+    return query if form == "the" else _bare(query)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
+    """Write the variant files; returns ``{name: records written}``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", help="held-out make-scenes records (JSONL)")
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--model", help="checkpoint whose tokenizer decides refer_star")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="at most N records per variant file")
+    args = parser.parse_args(argv)
+    with open(args.data, encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    keeps = None
+    if args.model:
+        from vlxseek_core.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.model)
+
+        def keeps(phrase: str) -> bool:
+            bare = tok(GROUND + phrase)["input_ids"]
+            star = tok(GROUND + "*" + phrase)["input_ids"]
+            return star[2:] == bare[1:]
+
+    os.makedirs(args.out, exist_ok=True)
+    written = {}
+    for name, recs in variants(records, keeps).items():
+        recs = recs[: args.limit]
+        with open(os.path.join(args.out, f"{name}.jsonl"), "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in recs)
+        written[name] = len(recs)
+    print(json.dumps(written))
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""benchmarks/phrase_variants.py: held-out records with the query's phrasing edited."""
+import json
+import re
+
+import pytest
+
+from benchmarks import phrase_variants as P
+from vlxseek_core.training import scene_data as D
+
+KW = dict(max_objects=4, max_copies=1, max_distractors=0, detect_all_order="random",
+          tasks=("detect", "refer", "detect_all"), refer_per_scene=2, rejection_rate=0.0,
+          detect_extra_absent=0.0)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [r.to_json() for seed in range(40)
+            for r in D.scene_sample(seed, "heldout", 112, **KW)[1]]
+
+
+def _turns(record):
+    return [t["value"] for t in record["conversations"]]
+
+
+def test_refer_variants_edit_only_the_named_text(records):
+    out = P.variants(records, keeps_bare_token=lambda phrase: phrase != "cup")
+    refer = [r for r in records if r["task"] == "refer" and r["meta"]["kind"] == "category"]
+    assert len(refer) > 10 and all(len(out[f"refer_{p}_{g}"]) == len(refer)
+                                   for p in ("the", "bare") for g in ("the", "bare"))
+    for k, rec in enumerate(refer):
+        bare = rec["query"][len("the "):]
+        human, gpt = _turns(rec)
+        for p in ("the", "bare"):
+            for g in ("the", "bare"):
+                h, a = _turns(out[f"refer_{p}_{g}"][k])
+                words = rec["query"] if p == "the" else bare
+                assert h == human.replace(rec["query"], words)
+                label = rec["query"] if g == "the" else bare
+                assert a == gpt.replace(f"<ground>{rec['query']}<", f"<ground>{label}<")
+                assert re.findall(r"<region\d+>", a) == re.findall(r"<region\d+>", gpt)
+                assert out[f"refer_{p}_{g}"][k]["bbox_list"] == rec["bbox_list"]
+        assert _turns(out["refer_space"][k])[1].startswith(f"<ground> {bare}</ground>")
+    star = out["refer_star"]
+    assert len(star) == sum(r["query"] != "the cup" for r in refer)
+    assert all(_turns(r)[1].startswith("<ground>*") for r in star)
+    assert [_turns(r) for r in out["refer_the_the"]] == [_turns(r) for r in refer]
+
+
+def test_detect_all_variants(records):
+    out = P.variants(records)
+    assert "refer_star" not in out
+    detect_all = [r for r in records if r["task"] == "detect_all"]
+    assert out["detect_all_bare"] == detect_all
+    for rec, edited in zip(detect_all, out["detect_all_the"]):
+        labels = re.findall(r"<ground>([^<]*)</ground>", _turns(rec)[1])
+        assert re.findall(r"<ground>([^<]*)</ground>", _turns(edited)[1]) == [
+            "the " + lab for lab in labels]
+    assert "the " not in _turns(detect_all[0])[1]  # the input is not edited in place
+
+
+def test_refuses_records_that_do_not_name_their_query(records):
+    rec = next(r for r in records if r["task"] == "refer" and r["meta"]["kind"] == "category")
+    broken = json.loads(json.dumps(rec))
+    broken["conversations"][1]["value"] = "<ground>something else</ground>"
+    with pytest.raises(ValueError, match="does not name"):
+        P.variants([broken])
+    broken = json.loads(json.dumps(rec).replace(rec["query"], rec["query"][len("the "):]))
+    with pytest.raises(ValueError, match="starts with 'the '"):
+        P.variants([broken])
+
+
+def test_main_writes_files_with_the_real_tokenizer(records, tmp_path, tiny_model_dir):
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    written = P.main([str(data), str(tmp_path / "out"), "--model", tiny_model_dir,
+                      "--limit", "5"])
+    assert set(written) == {"refer_the_the", "refer_the_bare", "refer_bare_the",
+                            "refer_bare_bare", "refer_space", "refer_star", "detect_all_bare",
+                            "detect_all_the"}
+    assert all(n == 5 for n in written.values())
+    star = [json.loads(line) for line in open(tmp_path / "out" / "refer_star.jsonl")]
+    assert all(_turns(r)[1].startswith("<ground>*") for r in star)
