@@ -18,9 +18,15 @@ bare token"); ``benchmarks/probe_region_choice.py`` then scores each file:
 * ``detect_all_bare.jsonl`` / ``detect_all_the.jsonl``: ``detect_all`` records as written /
   with every label "the <label>".
 
+``--share-rows OUT_CKPT`` (with ``--model``) also writes a copy of the checkpoint in which the
+embedding row of each scene word's spaced token (`` red``) is that of its bare token (``red``),
+as a pretrained LLM would have them close: if the lookup keys on the token's embedding, the
+copy answers "the red circle" as the model answers "red circle", without training.
+
     python -m benchmarks.phrase_variants heldout.jsonl OUT_DIR [--model CKPT] [--limit 300]
     python -m benchmarks.probe_region_choice --models CKPT --data OUT_DIR/refer_the_bare.jsonl \\
         --images IMAGES_DIR
+    python -m benchmarks.phrase_variants heldout.jsonl OUT_DIR --model CKPT --share-rows SHARED
 """
 from __future__ import annotations
 
@@ -85,6 +91,52 @@ def variants(records: List[dict], keeps_bare_token: Optional[Callable[[str], boo
     return out
 
 
+def scene_words() -> List[str]:
+    """The words of ``make-scenes`` phrases: colours, shapes, photo categories, "shape"."""
+    from vlxseek_core.training.scenes import COLOURS, PHOTOS, SHAPES
+
+    return [*COLOURS, *SHAPES, *PHOTOS, "shape"]
+
+
+def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = None
+                    ) -> List[str]:
+    """Copy the checkpoint ``model_dir`` to ``out_dir`` with, for each word of ``words``
+    (default :func:`scene_words`) that is one token both bare and with a leading space, the
+    spaced token's row of the input embedding (and of an untied ``lm_head``) set to the bare
+    token's row. Returns the words whose rows were shared.
+
+    Raises:
+        ValueError: ``model_dir`` has no ``model.safetensors`` with an ``embed_tokens``
+            weight, or ``out_dir`` exists.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    weights = os.path.join(model_dir, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise ValueError(f"{model_dir} has no model.safetensors")
+    if os.path.exists(out_dir):
+        raise ValueError(f"{out_dir} exists; give a new directory")
+    state = load_file(weights)
+    keys = [k for k in state if k.endswith(("embed_tokens.weight", "lm_head.weight"))]
+    if not any(k.endswith("embed_tokens.weight") for k in keys):
+        raise ValueError(f"{weights} has no embed_tokens weight")
+    tok = load_tokenizer(model_dir)
+    shared = []
+    for word in words or scene_words():
+        bare, spaced = tok(word)["input_ids"], tok(" " + word)["input_ids"]
+        if len(bare) == 1 and len(spaced) == 1:
+            for key in keys:
+                state[key][spaced[0]] = state[key][bare[0]]
+            shared.append(word)
+    shutil.copytree(model_dir, out_dir)
+    save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    return shared
+
+
 def _bare(query: str) -> str:
     if not query.startswith("the "):
         raise ValueError(f"a category expression starts with 'the ': {query!r}")
@@ -103,7 +155,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
     parser.add_argument("--model", help="checkpoint whose tokenizer decides refer_star")
     parser.add_argument("--limit", type=int, default=None,
                         help="at most N records per variant file")
+    parser.add_argument("--share-rows", metavar="OUT_CKPT",
+                        help="also write a copy of --model whose spaced scene words share the "
+                             "bare words' embedding rows")
     args = parser.parse_args(argv)
+    if args.share_rows and not args.model:
+        parser.error("--share-rows needs --model")
     with open(args.data, encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
     keeps = None
@@ -124,6 +181,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
         with open(os.path.join(args.out, f"{name}.jsonl"), "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in recs)
         written[name] = len(recs)
+    if args.share_rows:
+        written["shared_words"] = len(share_word_rows(args.model, args.share_rows))
     print(json.dumps(written))
     return written
 

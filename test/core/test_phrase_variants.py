@@ -80,3 +80,29 @@ def test_main_writes_files_with_the_real_tokenizer(records, tmp_path, tiny_model
     assert all(n == 5 for n in written.values())
     star = [json.loads(line) for line in open(tmp_path / "out" / "refer_star.jsonl")]
     assert all(_turns(r)[1].startswith("<ground>*") for r in star)
+
+
+def test_share_word_rows_copies_only_the_spaced_rows(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    out = str(tmp_path / "shared")
+    words = P.share_word_rows(tiny_model_dir, out)
+    assert {"red", "blue", "cat", "circle"} <= set(words)
+    assert "astronaut" not in words  # two tokens without the space: nothing to share
+    tok = load_tokenizer(out)
+    before = load_file(f"{tiny_model_dir}/model.safetensors")
+    after = load_file(f"{out}/model.safetensors")
+    key = next(k for k in after if k.endswith("embed_tokens.weight"))
+    spaced = [tok(" " + w)["input_ids"][0] for w in words]
+    for w, s in zip(words, spaced):
+        assert after[key][s].equal(before[key][tok(w)["input_ids"][0]])
+        assert not after[key][s].equal(before[key][s])
+    keep = [i for i in range(after[key].shape[0]) if i not in set(spaced)]
+    assert after[key][keep].equal(before[key][keep])
+    assert all(after[k].equal(before[k]) for k in before if k != key)
+    with pytest.raises(ValueError, match="exists"):
+        P.share_word_rows(tiny_model_dir, out)
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        P.share_word_rows(str(tmp_path), str(tmp_path / "other"))
