@@ -98,12 +98,13 @@ def scene_words() -> List[str]:
     return [*COLOURS, *SHAPES, *PHOTOS, "shape"]
 
 
-def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = None
-                    ) -> List[str]:
+def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = None,
+                    tokenizer=None) -> List[str]:
     """Copy the checkpoint ``model_dir`` to ``out_dir`` with, for each word of ``words``
     (default :func:`scene_words`) that is one token both bare and with a leading space, the
     spaced token's row of the input embedding (and of an untied ``lm_head``) set to the bare
-    token's row. Returns the words whose rows were shared.
+    token's row. ``tokenizer``: that of ``model_dir``, if the caller has it loaded already.
+    Returns the words whose rows were shared.
 
     Raises:
         ValueError: ``model_dir`` has no ``model.safetensors`` with an ``embed_tokens``
@@ -124,7 +125,7 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
     keys = [k for k in state if k.endswith(("embed_tokens.weight", "lm_head.weight"))]
     if not any(k.endswith("embed_tokens.weight") for k in keys):
         raise ValueError(f"{weights} has no embed_tokens weight")
-    tok = load_tokenizer(model_dir)
+    tok = tokenizer or load_tokenizer(model_dir)
     shared = []
     for word in words or scene_words():
         bare, spaced = tok(word)["input_ids"], tok(" " + word)["input_ids"]
@@ -161,18 +162,21 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
     args = parser.parse_args(argv)
     if args.share_rows and not args.model:
         parser.error("--share-rows needs --model")
-    with open(args.data, encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
-    keeps = None
+    from vlxseek_core.training.run import read_jsonl
+
+    records = read_jsonl(args.data)
+    keeps, tok = None, None
     if args.model:
         from vlxseek_core.tokenizer import load_tokenizer
 
         tok = load_tokenizer(args.model)
 
-        def keeps(phrase: str) -> bool:
+        def star_keeps_bare(phrase: str) -> bool:
             bare = tok(GROUND + phrase)["input_ids"]
             star = tok(GROUND + "*" + phrase)["input_ids"]
             return star[2:] == bare[1:]
+
+        keeps = star_keeps_bare
 
     os.makedirs(args.out, exist_ok=True)
     written = {}
@@ -182,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, int]:
             fh.writelines(json.dumps(r) + "\n" for r in recs)
         written[name] = len(recs)
     if args.share_rows:
-        written["shared_words"] = len(share_word_rows(args.model, args.share_rows))
+        written["shared_words"] = len(share_word_rows(args.model, args.share_rows,
+                                                      tokenizer=tok))
     print(json.dumps(written))
     return written
 

@@ -73,11 +73,16 @@ def test_main_writes_files_with_the_real_tokenizer(records, tmp_path, tiny_model
     data = tmp_path / "heldout.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     written = P.main([str(data), str(tmp_path / "out"), "--model", tiny_model_dir,
-                      "--limit", "5"])
+                      "--limit", "5", "--share-rows", str(tmp_path / "shared")])
+    assert written.pop("shared_words") == 11  # 13 scene words; 2 are two tokens bare
     assert set(written) == {"refer_the_the", "refer_the_bare", "refer_bare_the",
                             "refer_bare_bare", "refer_space", "refer_star", "detect_all_bare",
                             "detect_all_the"}
     assert all(n == 5 for n in written.values())
+    assert (tmp_path / "shared" / "model.safetensors").is_file()
+    with pytest.raises(SystemExit):  # argparse: "--share-rows needs --model"
+        P.main([str(data), str(tmp_path / "out2"), "--share-rows", str(tmp_path / "s2")])
+    assert not (tmp_path / "s2").exists()
     star = [json.loads(line) for line in open(tmp_path / "out" / "refer_star.jsonl")]
     assert all(_turns(r)[1].startswith("<ground>*") for r in star)
 
