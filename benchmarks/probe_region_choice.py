@@ -13,6 +13,11 @@ whose target is a ``<regionK>`` token the model's most likely next token is comp
   how often the model predicts ``None`` there (a model that always rejects has
   ``rejection_acc`` 1 and ``false_rejection`` 1: read the two together);
 * ``chance``: the mean of 1 / regions over the records with a region answer;
+* ``ground_acc``: every token inside ``<ground>…</ground>`` (the model's copy of the query,
+  or its own label for ``detect_all``), argmax over all rows; ``ground_first_acc``: the first
+  token of each phrase only (the word the lookup keys on, README "The lookup keys on the bare
+  token"). In free generation the lookup reads the model's own words, so these cap what
+  ``bench_training`` can score;
 * ``region0_baseline``: how often the first region of an answer is ``<region0>``, i.e. the
   ``first_region_acc`` of a model that always answers ``<region0>`` first. A block lists its
   regions in ascending order, so in scenes where a category repeats this is far above
@@ -87,15 +92,18 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
         target, prev = labels[:, 1:].cpu(), labels[:, :-1].cpu()
         for row, record in enumerate(chunk):
             is_region = torch.isin(target[row], region_ids)
-            right = (pred[row] == target[row])[is_region].tolist()
+            correct = pred[row] == target[row]
+            right = correct[is_region].tolist()
             n = len(record.get("text_regions") or record.get("bbox_list") or ())
             first_target = target[row][is_region][:1].tolist()
-            hit = {"first": right[:1], "all": right,
+            inside, first_word = ground_positions(target[row], choices.ground)
+            hit = {"first": right[:1], "all": right, "ground": correct[inside].tolist(),
+                   "ground_first": correct[first_word].tolist(),
                    "chance": [1.0 / max(n, 1)] if right else [], "reject": [], "false_none": [],
                    "region0": [t == int(region_ids[0]) for t in first_target]}
             if choices.none is not None:
                 at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
-                hit["reject"] = (pred[row] == target[row])[at_none].tolist()
+                hit["reject"] = correct[at_none].tolist()
                 at_block = (prev[row] == choices.objects) & is_region
                 hit["false_none"] = (pred[row] == choices.none)[at_block].tolist()
             hits.append(hit)
@@ -111,7 +119,29 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
     return {"first_region_acc": mean("first"), "region_acc": mean("all"),
             "rejection_acc": mean("reject"), "false_rejection": mean("false_none"),
             "chance": mean("chance"),
-            "region0_baseline": mean("region0"), "records": len(hits)}
+            "region0_baseline": mean("region0"), "ground_acc": mean("ground"),
+            "ground_first_acc": mean("ground_first"), "records": len(hits)}
+
+
+def ground_positions(target, ground_ids):
+    """Masks over the next-token targets ``target`` ``[L]`` (int64, ``IGNORE_INDEX`` outside
+    the answer): ``inside`` (a token of a ``<ground>…</ground>`` phrase) and ``first`` (the
+    first token of a phrase). ``ground_ids``: the ids of ``<ground>`` and ``</ground>``."""
+    import torch
+
+    opening, closing = ground_ids
+    inside = torch.zeros(target.shape, dtype=torch.bool)
+    first = torch.zeros(target.shape, dtype=torch.bool)
+    offset = None  # position inside the open phrase, None outside one
+    for j, token in enumerate(target.tolist()):
+        if token == closing:
+            offset = None
+        elif offset is not None:
+            inside[j], first[j] = True, offset == 0
+            offset += 1
+        if token == opening:
+            offset = 0
+    return inside, first
 
 
 def record_group(record: dict, key: str) -> str:
@@ -151,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
         hits = record_hits(m, records, "", args.device)
         results[m] = {g: summarise([hits[i] for i in part]) for g, part in groups.items()}
     keys = ("first_region_acc", "region_acc", "rejection_acc", "false_rejection", "chance",
-            "region0_baseline", "records")
+            "region0_baseline", "ground_first_acc", "ground_acc", "records")
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))

@@ -91,6 +91,39 @@ def test_false_rejection_counts_none_answered_for_a_present_target(train_model_d
     assert out["first_region_acc"] < 1.0
 
 
+def test_ground_word_scores_count_every_phrase_token(train_model_dir, monkeypatch):
+    """The oracle misses record 0's first ``<ground>`` word (and every region choice stays
+    right): ``ground_first_acc`` misses one phrase of all, ``ground_acc`` one token of all
+    phrase tokens, counted with the real tokenizer."""
+    import re
+
+    from benchmarks.probe_region_choice import ground_positions
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(train_model_dir)
+    opening = tok.convert_tokens_to_ids("<ground>")
+    records = make_text_region_records(9, seed=4, max_regions=4, tasks=("detect", "detect_all"),
+                                       words=("red circle", "cat", "blue cup", "rocket", "astronaut"))
+
+    def miss_first_word(target, at):
+        first = int((target[0] == opening).nonzero()[0, 0]) + 1
+        target[0, first] += 1
+
+    out = _oracle_scores(train_model_dir, monkeypatch, records, miss_first_word)
+    phrases = [p for r in records
+               for p in re.findall("<ground>(.*?)</ground>", r["conversations"][1]["value"])]
+    tokens = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in phrases)
+    assert tokens > len(phrases)  # multi-token phrases occur, so the two scores differ
+    assert out["ground_first_acc"] == pytest.approx(1 - 1 / len(phrases))
+    assert out["ground_acc"] == pytest.approx(1 - 1 / tokens)
+    assert out["first_region_acc"] == 1.0
+
+    ids = torch.tensor([-100, opening, 7, 8, opening + 1, 9, opening, 5, opening + 1])
+    inside, first = ground_positions(ids, (opening, opening + 1))
+    assert inside.tolist() == [False, False, True, True, False, False, False, True, False]
+    assert first.tolist() == [False, False, True, False, False, False, False, True, False]
+
+
 def test_by_field_scores_each_group_apart(train_model_dir, tmp_path):
     """``--by task`` adds one row per task; each group's scores equal ``score_model`` on that
     group's records alone, and the groups partition ``all``."""
