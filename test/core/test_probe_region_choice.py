@@ -102,8 +102,9 @@ def test_ground_word_scores_count_every_phrase_token(train_model_dir, monkeypatc
 
     tok = load_tokenizer(train_model_dir)
     opening = tok.convert_tokens_to_ids("<ground>")
+    words = ("red circle", "cat", "blue cup", "rocket", "astronaut")  # some of several tokens
     records = make_text_region_records(9, seed=4, max_regions=4, tasks=("detect", "detect_all"),
-                                       words=("red circle", "cat", "blue cup", "rocket", "astronaut"))
+                                       words=words)
 
     def miss_first_word(target, at):
         first = int((target[0] == opening).nonzero()[0, 0]) + 1
