@@ -86,7 +86,8 @@ def cmd_make_tiny_model(args) -> int:
 
     family = family_for_model_type(FAMILY_KEYS[args.family])
     path = family.make_tiny_model(args.directory, seed=args.seed, preset=args.preset,
-                                  aux_image_aspect_ratio=args.aux_aspect)
+                                  aux_image_aspect_ratio=args.aux_aspect,
+                                  space_variant_similarity=args.space_variant_similarity)
     print(f"wrote {args.preset} random {family.name} checkpoint to {path}")
     return 0
 
@@ -258,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: test sizes; small: the trainable scene model (issue 9)")
     t.add_argument("--family", default="vlm_fo1", choices=("vlm_fo1", "vlx_seek_1_5"),
                    help="model family of the checkpoint (default VLM-FO1)")
+    t.add_argument("--space-variant-similarity", type=float, default=0.0, metavar="C",
+                   help="initialise each space-prefixed word's embedding row (' red') at "
+                   "cosine ~C to the bare word's ('red'); 0 (default): independent rows "
+                   "(issue 9, training from scratch)")
     t.set_defaults(func=cmd_make_tiny_model)
 
     p = sub.add_parser("make-tiny-proposer",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -93,22 +93,81 @@ def tiny_config_dict(aux_image_aspect_ratio: str = "squash",
     }
 
 
-def make_tiny_model(directory: str, seed: int = 0,
-                    aux_image_aspect_ratio: str = "squash", preset: str = "tiny") -> str:
+def space_variant_pairs(tokenizer) -> List[Tuple[int, int]]:
+    """Every ``(spaced, bare)`` pair of token ids of ``tokenizer``'s byte-level BPE vocabulary
+    where the bare token's text with a leading space (``Ġ``) is itself a token: ``(" red",
+    "red")``, ``(" cat", "cat")``. The added tokens (``<ground>``, ``<region0>``, …) are not in
+    the BPE vocabulary and never pair."""
+    vocab = tokenizer.get_vocab()
+    added = set(tokenizer.get_added_vocab())
+    return sorted((i, vocab[t[1:]]) for t, i in vocab.items()
+                  if t.startswith("\u0120") and len(t) > 1 and t[1:] in vocab
+                  and t not in added and t[1:] not in added)
+
+
+def relate_space_variants(weight: torch.Tensor, pairs: List[Tuple[int, int]],
+                          similarity: float) -> None:
+    """Set, in place, each spaced row of the embedding ``weight`` ``[V, H]`` to
+    ``similarity * bare + sqrt(1 - similarity²) * spaced`` (``pairs`` from
+    :func:`space_variant_pairs`). For independent random rows of equal scale the two then have
+    a cosine of about ``similarity`` and the spaced row keeps its scale; 1 makes them equal.
+
+    Why (README "Shared embedding rows carry the lookup over without training"): a random
+    LLM's rows of ``red`` and `` red`` are unrelated, so a lookup learnt on one never serves the
+    other, and a copy from a prompt's `` red`` into an answer's ``red`` has nothing to match;
+    a pretrained LLM brings such pairs close. Tied output rows stay apart by the remainder.
+
+    Raises:
+        ValueError: ``similarity`` outside [0, 1].
+    """
+    if not 0.0 <= similarity <= 1.0:
+        raise ValueError(f"space-variant similarity must be in [0, 1], got {similarity}")
+    if not pairs or similarity == 0.0:
+        return
+    spaced, bare = (torch.tensor(ids) for ids in zip(*pairs))
+    with torch.no_grad():
+        weight[spaced] = (similarity * weight[bare]
+                          + (1.0 - similarity ** 2) ** 0.5 * weight[spaced])
+
+
+def make_tiny_model(directory: str, seed: int = 0, aux_image_aspect_ratio: str = "squash",
+                    preset: str = "tiny", space_variant_similarity: float = 0.0) -> str:
     """Write a random VLM-FO1 checkpoint (``preset`` sizes, see :func:`tiny_config_dict`) in
-    the real on-disk format to ``directory`` and return its path."""
+    the real on-disk format to ``directory`` and return its path.
+
+    ``space_variant_similarity`` (0: rows independent, as any random init) relates the
+    embedding rows of each word and its space-prefixed form (:func:`relate_space_variants`;
+    an initialisation for training from scratch, issue 9; recorded in ``config.json`` as
+    ``vlxseek_space_variant_similarity`` when non-zero).
+
+    Raises:
+        ValueError: unknown preset, or ``space_variant_similarity`` outside [0, 1].
+    """
     from transformers import GenerationConfig
 
     from .checkpoint import save_model
     from .modeling import VLMFO1ForCausalLM
     from .tokenizer import build_qwen25_vl_tokenizer
 
+    if not 0.0 <= space_variant_similarity <= 1.0:
+        raise ValueError("space-variant similarity must be in [0, 1], got "
+                         f"{space_variant_similarity}")
+    config_dict = tiny_config_dict(aux_image_aspect_ratio, preset)
+    if space_variant_similarity:
+        config_dict["vlxseek_space_variant_similarity"] = space_variant_similarity
     os.makedirs(directory, exist_ok=True)
     torch.manual_seed(seed)
-    config = VLMFO1Config(**tiny_config_dict(aux_image_aspect_ratio, preset))
-    model = VLMFO1ForCausalLM(config).eval()
+    model = VLMFO1ForCausalLM(VLMFO1Config(**config_dict)).eval()
+    tokenizer = build_qwen25_vl_tokenizer()
+    if space_variant_similarity:
+        pairs = space_variant_pairs(tokenizer)
+        relate_space_variants(model.get_input_embeddings().weight, pairs,
+                              space_variant_similarity)
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not model.get_input_embeddings().weight:
+            relate_space_variants(output.weight, pairs, space_variant_similarity)
     save_model(model, directory)
-    build_qwen25_vl_tokenizer().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     with open(os.path.join(directory, "preprocessor_config.json"), "w", encoding="utf-8") as fh:
         json.dump(QWEN25_VL_PREPROCESSOR, fh, indent=2)
     GenerationConfig(do_sample=False, bos_token_id=151643, eos_token_id=[151645, 151643],

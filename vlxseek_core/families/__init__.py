@@ -179,9 +179,11 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def make_tiny_model(self, directory: str, seed: int = 0, preset: str = "tiny",
-                        aux_image_aspect_ratio: str = "squash") -> str:
+                        aux_image_aspect_ratio: str = "squash",
+                        space_variant_similarity: float = 0.0) -> str:
         """Write a random checkpoint of the family in the real on-disk format (tests, demos)
-        and return its path.
+        and return its path. ``space_variant_similarity``: see
+        :func:`vlxseek_core.tiny.make_tiny_model`.
 
         Raises:
             CheckpointError: a preset or option the family does not have.

@@ -98,12 +98,18 @@ class VLMFO1Family(ModelFamily):
     def prompts(self, tokenizer, model) -> FO1Prompts:
         return FO1Prompts(tokenizer)
 
-    def make_tiny_model(self, directory, seed=0, preset="tiny", aux_image_aspect_ratio="squash"):
+    def make_tiny_model(self, directory, seed=0, preset="tiny", aux_image_aspect_ratio="squash",
+                        space_variant_similarity=0.0):
         """:func:`vlxseek_core.tiny.make_tiny_model` (presets ``tiny``, ``small``)."""
+        from ..errors import CheckpointError
         from ..tiny import make_tiny_model
 
-        return make_tiny_model(directory, seed=seed, aux_image_aspect_ratio=aux_image_aspect_ratio,
-                               preset=preset)
+        try:
+            return make_tiny_model(directory, seed=seed, preset=preset,
+                                   aux_image_aspect_ratio=aux_image_aspect_ratio,
+                                   space_variant_similarity=space_variant_similarity)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
 
     def inspect(self, directory, spec_path):
         from ..inspect_checkpoint import inspect_fo1_checkpoint

@@ -171,7 +171,8 @@ class VLXSeek15Family(ModelFamily):
         family_task(task)
         return task
 
-    def make_tiny_model(self, directory, seed=0, preset="tiny", aux_image_aspect_ratio="squash"):
+    def make_tiny_model(self, directory, seed=0, preset="tiny", aux_image_aspect_ratio="squash",
+                        space_variant_similarity=0.0):
         """:func:`.tiny.make_tiny_model`; only the ``tiny`` preset (the aux image has no
         aspect option: it is the original image)."""
         from ...errors import CheckpointError
@@ -179,6 +180,9 @@ class VLXSeek15Family(ModelFamily):
 
         if preset != "tiny":
             raise CheckpointError(f"{self.name} has only the tiny preset, not {preset!r}")
+        if space_variant_similarity:
+            raise CheckpointError(f"{self.name} tiny checkpoints have no space-variant "
+                                  "similarity option (VLM-FO1 only)")
         return make_tiny_model(directory, seed=seed)
 
     def inspect(self, directory, spec_path):
