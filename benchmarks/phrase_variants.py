@@ -16,7 +16,10 @@ bare token"); ``benchmarks/probe_region_choice.py`` then scores each file:
   later (only records whose words then tokenize as in the bare form, which needs
   ``--model`` for the tokenizer);
 * ``detect_all_bare.jsonl`` / ``detect_all_the.jsonl``: ``detect_all`` records as written /
-  with every label "the <label>".
+  with every label "the <label>";
+* ``detect_single.jsonl``: one ``detect`` record per object of each ``detect_all`` record,
+  naming its bare label alone (``meta.label``, ``meta.heldout_phrase``): ``probe_region_choice
+  --by label`` then scores every category apart, held-out colour–shape combinations included.
 
 ``--share-rows OUT_CKPT`` (with ``--model``) also writes a copy of the checkpoint in which the
 embedding row of each scene word's spaced token (`` red``) is that of its bare token (``red``),
@@ -88,6 +91,28 @@ def variants(records: List[dict], keeps_bare_token: Optional[Callable[[str], boo
     for r in out["detect_all_the"]:
         gpt = r["conversations"][1]
         gpt["value"] = gpt["value"].replace(GROUND, GROUND + "the ")
+    out["detect_single"] = [single for r in detect_all for single in _single_labels(r)]
+    return out
+
+
+def _single_labels(record: dict) -> List[dict]:
+    """One single-label ``detect`` record (built as ``make-scenes`` builds one) per grounded
+    block of the ``detect_all`` ``record``, its label without an article."""
+    from vlxseek_core.answer_format import format_answer
+    from vlxseek_core.parsing import parse_answer
+    from vlxseek_core.training.records import TrainingRecord
+    from vlxseek_core.training.scenes import is_heldout_phrase
+
+    parsed = parse_answer(record["conversations"][1]["value"], len(record["bbox_list"]))
+    out = []
+    for grounding in parsed.groundings:
+        label = grounding.phrase[len("the "):] if grounding.phrase.startswith("the ") \
+            else grounding.phrase
+        out.append(TrainingRecord(
+            id=f"{record['id']}:{label}", image=record["image"], task="detect", query=label,
+            answer=format_answer([(label, grounding.region_indices)]),
+            bbox_list=record["bbox_list"],
+            meta={"label": label, "heldout_phrase": is_heldout_phrase(label)}).to_json())
     return out
 
 
@@ -114,6 +139,7 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
 
     from safetensors.torch import load_file, save_file
 
+    from vlxseek_core.tiny import relate_space_variants
     from vlxseek_core.tokenizer import load_tokenizer
 
     weights = os.path.join(model_dir, "model.safetensors")
@@ -126,13 +152,14 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
     if not any(k.endswith("embed_tokens.weight") for k in keys):
         raise ValueError(f"{weights} has no embed_tokens weight")
     tok = tokenizer or load_tokenizer(model_dir)
-    shared = []
+    shared, pairs = [], []
     for word in words or scene_words():
         bare, spaced = tok(word)["input_ids"], tok(" " + word)["input_ids"]
         if len(bare) == 1 and len(spaced) == 1:
-            for key in keys:
-                state[key][spaced[0]] = state[key][bare[0]]
+            pairs.append((spaced[0], bare[0]))
             shared.append(word)
+    for key in keys:
+        relate_space_variants(state[key], pairs, 1.0)
     shutil.copytree(model_dir, out_dir)
     save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     return shared

@@ -58,6 +58,25 @@ def test_detect_all_variants(records):
     assert "the " not in _turns(detect_all[0])[1]  # the input is not edited in place
 
 
+def test_detect_single_names_each_object_alone_as_make_scenes_would(records):
+    out = P.variants(records)["detect_single"]
+    one_name = next(r for r in records if r["task"] == "detect" and ";" not in r["query"])
+    template = _turns(one_name)[0].replace(f" {one_name['query']} ", " {} ")
+    detect_all = [r for r in records if r["task"] == "detect_all"]
+    expected = [(rec["image"], lab[len("the "):] if lab.startswith("the ") else lab, regions)
+                for rec in detect_all
+                for lab, regions in re.findall(r"<ground>([^<]*)</ground><objects>(.*?)"
+                                               r"</objects>", _turns(rec)[1])]
+    assert len(out) == len(expected) > len(detect_all)
+    for single, (image, label, regions) in zip(out, expected):
+        assert (single["image"], single["task"], single["query"]) == (image, "detect", label)
+        assert _turns(single)[1] == f"<ground>{label}</ground><objects>{regions}</objects>"
+        assert single["meta"]["label"] == label
+        assert _turns(single)[0] == template.format(label)  # as make-scenes writes it
+    heldout = [s["meta"]["heldout_phrase"] for s in out]
+    assert any(heldout) and not all(heldout)  # both kinds occur in the held-out scenes
+
+
 def test_refuses_records_that_do_not_name_their_query(records):
     rec = next(r for r in records if r["task"] == "refer" and r["meta"]["kind"] == "category")
     broken = json.loads(json.dumps(rec))
@@ -77,7 +96,7 @@ def test_main_writes_files_with_the_real_tokenizer(records, tmp_path, tiny_model
     assert written.pop("shared_words") == 11  # 13 scene words; 2 are two tokens bare
     assert set(written) == {"refer_the_the", "refer_the_bare", "refer_bare_the",
                             "refer_bare_bare", "refer_space", "refer_star", "detect_all_bare",
-                            "detect_all_the"}
+                            "detect_all_the", "detect_single"}
     assert all(n == 5 for n in written.values())
     assert (tmp_path / "shared" / "model.safetensors").is_file()
     with pytest.raises(SystemExit):  # argparse: "--share-rows needs --model"
