@@ -105,6 +105,11 @@ def space_variant_pairs(tokenizer) -> List[Tuple[int, int]]:
                   and t not in added and t[1:] not in added)
 
 
+def _check_similarity(similarity: float) -> None:
+    if not 0.0 <= similarity <= 1.0:
+        raise ValueError(f"space-variant similarity must be in [0, 1], got {similarity}")
+
+
 def relate_space_variants(weight: torch.Tensor, pairs: List[Tuple[int, int]],
                           similarity: float) -> None:
     """Set, in place, each spaced row of the embedding ``weight`` ``[V, H]`` to
@@ -120,8 +125,7 @@ def relate_space_variants(weight: torch.Tensor, pairs: List[Tuple[int, int]],
     Raises:
         ValueError: ``similarity`` outside [0, 1].
     """
-    if not 0.0 <= similarity <= 1.0:
-        raise ValueError(f"space-variant similarity must be in [0, 1], got {similarity}")
+    _check_similarity(similarity)
     if not pairs or similarity == 0.0:
         return
     spaced, bare = (torch.tensor(ids) for ids in zip(*pairs))
@@ -149,9 +153,7 @@ def make_tiny_model(directory: str, seed: int = 0, aux_image_aspect_ratio: str =
     from .modeling import VLMFO1ForCausalLM
     from .tokenizer import build_qwen25_vl_tokenizer
 
-    if not 0.0 <= space_variant_similarity <= 1.0:
-        raise ValueError("space-variant similarity must be in [0, 1], got "
-                         f"{space_variant_similarity}")
+    _check_similarity(space_variant_similarity)  # before anything is written
     config_dict = tiny_config_dict(aux_image_aspect_ratio, preset)
     if space_variant_similarity:
         config_dict["vlxseek_space_variant_similarity"] = space_variant_similarity
