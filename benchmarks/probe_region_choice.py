@@ -18,6 +18,9 @@ whose target is a ``<regionK>`` token the model's most likely next token is comp
   token of each phrase only (the word the lookup keys on, README "The lookup keys on the bare
   token"). In free generation the lookup reads the model's own words, so these cap what
   ``bench_training`` can score;
+* ``stop_acc``: after each ``</objects>``, whether the model picks the right next token
+  (``<ground>`` for another block, or the end of the answer). A model that ends after its
+  first block scores well teacher-forced and misses every later target in free generation;
 * ``region0_baseline``: how often the first region of an answer is ``<region0>``, i.e. the
   ``first_region_acc`` of a model that always answers ``<region0>`` first. A block lists its
   regions in ascending order, so in scenes where a category repeats this is far above
@@ -59,8 +62,9 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
     """Run one checkpoint once over ``records``; per record, in order: ``first`` (the first
     region choice right, ``[]`` or ``[bool]``), ``all`` (every region choice), ``reject``
     (every ``None`` choice), ``false_none`` (per block with a region target: ``None``
-    predicted there) and ``chance`` (``[1 / regions]`` for a record with a region
-    answer), ``region0`` (``[first target is <region0>]``). :func:`summarise` turns any subset
+    predicted there), ``chance`` (``[1 / regions]`` for a record with a region answer),
+    ``region0`` (``[first target is <region0>]``) and ``stop`` (the token after every
+    ``</objects>`` right). :func:`summarise` turns any subset
     of them into the metrics."""
     import torch
     from transformers import Qwen2VLImageProcessorPil
@@ -79,6 +83,7 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
         images_dir)
     choices = builder.region_choice_ids()
     region_ids = torch.tensor(sorted(choices.regions))
+    close_objects = builder.prompt_tokenizer.token_id("</objects>")
     model = TrainingModel(vlm)
     hits: List[Dict[str, list]] = []
     for start in range(0, len(records), batch_size):
@@ -100,7 +105,8 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
             hit = {"first": right[:1], "all": right, "ground": correct[inside].tolist(),
                    "ground_first": correct[first_word].tolist(),
                    "chance": [1.0 / max(n, 1)] if right else [], "reject": [], "false_none": [],
-                   "region0": [t == int(region_ids[0]) for t in first_target]}
+                   "region0": [t == int(region_ids[0]) for t in first_target],
+                   "stop": correct[prev[row] == close_objects].tolist()}
             if choices.none is not None:
                 at_none = (prev[row] == choices.objects) & (target[row] == choices.none)
                 hit["reject"] = correct[at_none].tolist()
@@ -120,7 +126,8 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
             "rejection_acc": mean("reject"), "false_rejection": mean("false_none"),
             "chance": mean("chance"),
             "region0_baseline": mean("region0"), "ground_acc": mean("ground"),
-            "ground_first_acc": mean("ground_first"), "records": len(hits)}
+            "ground_first_acc": mean("ground_first"), "stop_acc": mean("stop"),
+            "records": len(hits)}
 
 
 def ground_positions(target, ground_ids):
@@ -181,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
         hits = record_hits(m, records, "", args.device)
         results[m] = {g: summarise([hits[i] for i in part]) for g, part in groups.items()}
     keys = ("first_region_acc", "region_acc", "rejection_acc", "false_rejection", "chance",
-            "region0_baseline", "ground_first_acc", "ground_acc", "records")
+            "region0_baseline", "ground_first_acc", "ground_acc", "stop_acc", "records")
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))

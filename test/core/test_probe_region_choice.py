@@ -125,6 +125,28 @@ def test_ground_word_scores_count_every_phrase_token(train_model_dir, monkeypatc
     assert first.tolist() == [False, False, True, False, False, False, False, True, False]
 
 
+def test_stop_decision_counts_the_token_after_every_objects_block(train_model_dir,
+                                                                  monkeypatch):
+    """The oracle misses what follows record 0's first ``</objects>`` (another block or the
+    end): ``stop_acc`` misses one decision of all ``</objects>`` of the answers, and the region
+    choices stay exact."""
+    from vlxseek_core.tokenizer import load_tokenizer
+
+    close = load_tokenizer(train_model_dir).convert_tokens_to_ids("</objects>")
+    records = make_text_region_records(8, seed=5, min_regions=2, max_regions=4,
+                                       tasks=("detect_all",))
+
+    def miss_stop(target, at):
+        after = int((target[0, at:] == close).nonzero()[0, 0]) + at + 1
+        target[0, after] += 1
+
+    out = _oracle_scores(train_model_dir, monkeypatch, records, miss_stop)
+    blocks = sum(r["conversations"][1]["value"].count("</objects>") for r in records)
+    assert blocks > len(records)  # several blocks per answer: both decisions occur
+    assert out["stop_acc"] == pytest.approx(1 - 1 / blocks)
+    assert out["first_region_acc"] == 1.0 and out["region_acc"] == 1.0
+
+
 def test_by_field_scores_each_group_apart(train_model_dir, tmp_path):
     """``--by task`` adds one row per task; each group's scores equal ``score_model`` on that
     group's records alone, and the groups partition ``all``."""
