@@ -64,14 +64,14 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
     (every ``None`` choice), ``false_none`` (per block with a region target: ``None``
     predicted there), ``chance`` (``[1 / regions]`` for a record with a region answer),
     ``region0`` (``[first target is <region0>]``) and ``stop`` (the token after every
-    ``</objects>`` right). :func:`summarise` turns any subset
-    of them into the metrics."""
+    ``</objects>`` right). :func:`summarise` turns any subset of them into the metrics."""
     import torch
     from transformers import Qwen2VLImageProcessorPil
 
     from vlxseek_core.checkpoint import load_model
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.tokens import OBJECTS_CLOSE
     from vlxseek_core.training.model import TrainingModel
     from vlxseek_core.training.samples import SampleBuilder, collate_samples
 
@@ -83,7 +83,7 @@ def record_hits(model_dir: str, records: List[dict], images_dir: str, device: st
         images_dir)
     choices = builder.region_choice_ids()
     region_ids = torch.tensor(sorted(choices.regions))
-    close_objects = builder.prompt_tokenizer.token_id("</objects>")
+    close_objects = builder.prompt_tokenizer.token_id(OBJECTS_CLOSE)
     model = TrainingModel(vlm)
     hits: List[Dict[str, list]] = []
     for start in range(0, len(records), batch_size):
