@@ -8,7 +8,12 @@ match. Chance levels are printed beside them. Training cost (steps/s, peak memor
 read from each model's ``vlxseek_training.json``, written by ``vlxseek train``.
 
     python -m benchmarks.bench_training --models UNTRAINED_DIR TRAINED_DIR \\
-        --data scenes/heldout.jsonl --images scenes/images [--limit 600] [--device cuda]
+        --data scenes/heldout.jsonl --images scenes/images [--limit 600] [--device cuda] \\
+        [--by objects]
+
+``--by KEY`` adds a table per group of records (as ``probe_region_choice``): ``objects`` splits
+the held-out records into those naming a colour-shape kind that no train image shows (unseen:
+composition) and the rest (seen kinds in new placements and phrasings).
 """
 from __future__ import annotations
 
@@ -22,8 +27,8 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (add_model_benchmark_args, flush, format_table,  # noqa: E402
-                               print_header, quiet_transformers)
+from benchmarks.common import (add_by_arg, add_model_benchmark_args, flush,  # noqa: E402
+                               format_table, print_header, quiet_transformers, record_group)
 
 METRICS = ("det_precision", "det_recall", "det_f1", "rec_acc50", "count_exact", "rejection_acc",
            "false_rejection", "caption_exact", "format_ok")
@@ -39,6 +44,14 @@ def chance_levels(records: List[dict]) -> Dict[str, float]:
 
 def _fmt(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def metrics_table(names: List[str], metrics: List[dict], chance: Dict[str, float]) -> str:
+    """One row per metric (and per REC expression kind), one column per model."""
+    kinds = sorted({k for m in metrics for k in m if k.startswith("rec_acc50[")})
+    rows = [[name] + [_fmt(m.get(name)) for m in metrics] + [_fmt(chance.get(name))]
+            for name in (*METRICS, *kinds)]
+    return format_table(["metric", *names, "chance"], rows)
 
 
 def training_info(model_dir: str) -> dict:
@@ -60,26 +73,29 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
                              limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    add_by_arg(parser)
     args = parser.parse_args(argv)
     records = read_jsonl(args.data)[: args.limit]
     print_header("bench_training: held-out accuracy of scene models", args.device,
                  {"data": args.data, "records": len(records), "models": args.models})
     results: Dict[str, dict] = {}
+    group = (lambda r: f"{args.by}={record_group(r, args.by)}") if args.by else None
     for model in args.models:
         with quiet_transformers():
             pipe = VLXSeek.from_pretrained(model, device=args.device, proposal_source="none",
                                            max_new_tokens=args.max_new_tokens)
         start = time.perf_counter()
-        metrics = evaluate_records(pipe, records, args.images, args.max_new_tokens)
+        metrics = evaluate_records(pipe, records, args.images, args.max_new_tokens, group)
         metrics["seconds"] = time.perf_counter() - start
         metrics["training"] = training_info(model)
         results[model] = metrics
-    chance = chance_levels(records)
-    kinds = sorted({k for m in results.values() for k in m if k.startswith("rec_acc50[")})
-    rows = [[name] + [_fmt(results[m].get(name)) for m in args.models]
-            + [_fmt(chance.get(name))] for name in (*METRICS, *kinds)]
     names = [os.path.basename(os.path.normpath(m)) for m in args.models]
-    print(format_table(["metric", *names, "chance"], rows))
+    print(metrics_table(names, [results[m] for m in args.models], chance_levels(records)))
+    for part in sorted({g for m in results.values() for g in m.get("groups", {})}):
+        print(f"records of {part}:")
+        chance = chance_levels([r for r in records if group(r) == part])
+        print(metrics_table(names, [results[m]["groups"].get(part, {}) for m in args.models],
+                            chance))
     cost_rows = []
     for model, name in zip(args.models, names):
         info = results[model]["training"]

@@ -271,6 +271,36 @@ def add_model_benchmark_args(parser: argparse.ArgumentParser, *,
     parser.add_argument("--json", help="also write the results to this file")
 
 
+BY_HELP = ("also score each value of this record field or meta field apart (e.g. task, kind; "
+           "regions: by the number of candidate regions; objects: records naming an object "
+           "kind no train image shows, unseen, against the rest, seen)")
+
+
+def add_by_arg(parser: argparse.ArgumentParser) -> None:
+    """``--by KEY``: the per-group rows of the scene benchmarks (see :func:`record_group`)."""
+    parser.add_argument("--by", help=BY_HELP)
+
+
+def record_group(record: dict, key: str) -> str:
+    """The group of a training-format ``record`` for ``--by key``: ``record[key]``, else
+    ``record["meta"][key]``, else ``"-"`` (the record has no such field).
+
+    Two keys are computed when the record has no such field: ``regions``, the number of
+    candidate regions (``len(bbox_list)``: the list length), and ``objects``, ``unseen`` when
+    the record's question or answer names a colour-shape kind that no train image shows
+    (:func:`vlxseek_core.training.scenes.names_unseen_object`: composition), else ``seen``
+    (new placements and phrasings of seen kinds)."""
+    if key == "regions" and "regions" not in record:
+        return str(len(record.get("bbox_list") or ()))
+    if key == "objects" and "objects" not in record:
+        from vlxseek_core.training.scenes import names_unseen_object
+
+        text = " ".join(t.get("value", "") for t in record.get("conversations") or ())
+        return "unseen" if names_unseen_object(text) else "seen"
+    value = record.get(key, (record.get("meta") or {}).get(key, "-"))
+    return str(value)
+
+
 @contextmanager
 def torch_threads(num: Optional[int]) -> Iterator[None]:
     """Run the block with ``num`` torch CPU threads (``None``: unchanged), then restore."""

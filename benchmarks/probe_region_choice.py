@@ -47,8 +47,8 @@ from typing import Dict, List, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import (add_model_benchmark_args, format_table,  # noqa: E402
-                               print_header, quiet_transformers)
+from benchmarks.common import (add_by_arg, add_model_benchmark_args,  # noqa: E402
+                               format_table, print_header, quiet_transformers, record_group)
 
 
 def score_model(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
@@ -151,16 +151,6 @@ def ground_positions(target, ground_ids):
     return inside, first
 
 
-def record_group(record: dict, key: str) -> str:
-    """The group of ``record`` for ``--by key``: ``record[key]``, else ``record["meta"][key]``,
-    else ``"-"`` (the record has no such field). ``regions`` (when the record has no such
-    field) is the number of its candidate regions, ``len(bbox_list)``: the list length."""
-    if key == "regions" and "regions" not in record:
-        return str(len(record.get("bbox_list") or ()))
-    value = record.get(key, (record.get("meta") or {}).get(key, "-"))
-    return str(value)
-
-
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Score every ``--models`` checkpoint; prints a table and returns
     ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value)."""
@@ -172,9 +162,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     add_model_benchmark_args(parser, images_help="image directory of the records ('.' for "
                              "text-region records)", limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
-    parser.add_argument("--by", help="also score each value of this record field or meta "
-                        "field apart (e.g. task, kind; regions: by the number of candidate "
-                        "regions)")
+    add_by_arg(parser)
     args = parser.parse_args(argv)
     quiet_transformers()
     records = read_records([args.data], [args.images or "."])[: args.limit]

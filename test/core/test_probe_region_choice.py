@@ -169,7 +169,7 @@ def test_by_field_scores_each_group_apart(train_model_dir, tmp_path):
 
 
 def test_record_group_reads_the_field_then_meta():
-    from benchmarks.probe_region_choice import record_group
+    from benchmarks.common import record_group
 
     assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "task") == "refer"
     assert record_group({"task": "refer", "meta": {"kind": "colour"}}, "kind") == "colour"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -128,8 +128,8 @@ def score_answer(tally: Tally, record: dict, answer: str) -> None:
         tally.add("cap_ok", float(_norm(answer) == _norm(truth_text)))
 
 
-def evaluate_records(pipe, records: Iterable[dict], images_dir: str,
-                     max_new_tokens: int = 64) -> Dict[str, Optional[float]]:
+def evaluate_records(pipe, records: Iterable[dict], images_dir: str, max_new_tokens: int = 64,
+                     group: Optional[Callable[[dict], str]] = None) -> Dict[str, object]:
     """Ask ``pipe`` every record and score the answers (see the module docstring).
 
     Args:
@@ -137,11 +137,15 @@ def evaluate_records(pipe, records: Iterable[dict], images_dir: str,
         records: training-format records (JSON objects) with ``task``/``query``.
         images_dir: directory the record ``image`` paths are relative to.
         max_new_tokens: decoding budget per query.
+        group: optional ``record -> name``; each record's answer is then also scored in
+            its group's tally (each record is asked once).
 
     Returns:
-        the metrics of :meth:`Tally.metrics`.
+        the metrics of :meth:`Tally.metrics`; with ``group``, also ``groups``: ``{name:
+        metrics of that group's records}``, names sorted.
     """
     tally = Tally()
+    groups: Dict[str, Tally] = defaultdict(Tally)
     images: Dict[str, np.ndarray] = {}
     for record in records:
         name = record["image"]
@@ -154,4 +158,9 @@ def evaluate_records(pipe, records: Iterable[dict], images_dir: str,
                             boxes=np.asarray(record["bbox_list"], dtype=np.float32),
                             region_indices=regions, max_new_tokens=max_new_tokens)
         score_answer(tally, record, result.answer)
-    return tally.metrics()
+        if group is not None:
+            score_answer(groups[group(record)], record, result.answer)
+    out: Dict[str, object] = dict(tally.metrics())
+    if group is not None:
+        out["groups"] = {name: groups[name].metrics() for name in sorted(groups)}
+    return out

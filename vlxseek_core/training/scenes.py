@@ -75,6 +75,13 @@ def is_heldout_phrase(text: str) -> bool:
     return any(t in text for t in _HELDOUT_TEXTS)
 
 
+def names_unseen_object(text: str) -> bool:
+    """Whether ``text`` names one of :data:`HELDOUT_COLOUR_SHAPES`: object kinds that no
+    train-split image shows, so a record naming one tests composition (colour and shape
+    learnt apart), beyond the held-out placements and phrasings of the split."""
+    return any(t in text for t in HELDOUT_COLOUR_SHAPES)
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise InvalidRequestError(f"split must be 'train' or 'heldout', got {split!r}")
