@@ -16,23 +16,29 @@
 #          tenth of the rate (at one rate the region features collapse);
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
-#          the lookup; README "A query in the prompt"): 0s2q detect + detect_all, then 0s2r
-#          with refer records too (category, colour-only and shape-only expressions: still
-#          near chance after 1,200 of its steps); loss on the region choices;
-#      0s3 (NOT YET MEASURED after 0s2q/0s2r) harder scenes (up to 4 objects, 6
-#          candidates) with every task (detect with 20 % rejection, detect_all, refer, count,
-#          captions, one-region records), plus 2-6 word text records of detect_all and of
-#          detect with absent words;
-#      0s4 the full scenes (up to 6 objects, 8 candidates) the same way: NOT YET MEASURED;
+#          the lookup; README "A query in the prompt"): 0s2q detect + detect_all; 0s2r with
+#          refer records too and half of the detect_all labels written "the red circle" (the
+#          space-prefixed words of refer expressions need a lookup of their own); 0s2f the
+#          same with the rate falling to 0 (README "A decaying rate"); 0s2t with 2-4 word
+#          text-region detect records beside the scenes; loss on the choices;
+#      0s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
+#          absent name beside present ones in 10 % of detect records): 0s3r on the choices,
+#          then the whole answer (0s3a; generated answers need it), then the whole answer with
+#          the text-region detect records (0s3t: the stop decision after each </objects>;
+#          README "The stop decision");
+#      0s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
+#          records: NOT YET MEASURED;
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# Steps of 0t, 0s1 and 0s2 are those of the measured runs (README). Sizes come from the
+# Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q, 0s2r, 0s3, 0s4), STEPS1/2, BATCH (per
-# process), LR0, LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE (px), WORKERS,
-# PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count), LAUNCH (how
-# `vlxseek train` runs: one process or torchrun).
+# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4), STEPS1/2,
+# BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE
+# (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count),
+# LAUNCH (how `vlxseek train` runs: one process or torchrun), UNTIL (stop after that phase).
+# The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
+# from its latest checkpoint-N, and data sets already written are kept.
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
 PY="${PYTHON:-python3}"
@@ -41,7 +47,7 @@ n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
 STEPS0S1=(${STEPS0S1:-600 1700 2700})  # 0s1: 2 objects, 3, 2-4 (measured as 1500 + 1200)
-STEPS0S=(${STEPS0S:-1500 1500 500 1000})  # 0s2q, 0s2r, 0s3, 0s4
+STEPS0S=(${STEPS0S:-1500 800 400 400 500 500 600 1000})  # 0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"
@@ -61,10 +67,13 @@ CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-total-limit 1
         --logging-steps 25 --device cpu ${PRECISION})
-# stage 0 from random initialisation: constant rate after a short warm-up, AdamW beta2 0.99,
-# the loss's softmax over the data's tokens (half the step time; LOSS_VOCAB=full: all rows)
-SCRATCH=(--stage 0 --lr "${LR0}" --scheduler constant_with_warmup --adam-beta2 0.99
-         --loss-vocab "${LOSS_VOCAB:-data}")
+# stage 0 from random initialisation: AdamW beta2 0.99, the loss's softmax over the data's
+# tokens (half the step time; LOSS_VOCAB=full: all rows)
+SCRATCH=(--stage 0 --adam-beta2 0.99 --loss-vocab "${LOSS_VOCAB:-data}")
+# stage-0 rates: constant after a short warm-up; falling linearly to 0; cosine from a peak
+CONST=(--lr "${LR0}" --scheduler constant_with_warmup)
+FALL=(--lr "${LR0}" --scheduler linear --warmup 0)
+cosine() { echo --lr "$1" --scheduler cosine; }
 
 text() {  # text(FILE LO HI TASK NUM SEED): text-region records, written once
   [[ -f "${OUT}/$1" ]] || "${CLI[@]}" make-text-regions "${OUT}/$1" --num "$5" --seed "$6" \
@@ -76,20 +85,27 @@ scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + rec
   [[ -f "${OUT}/${dir}/train.jsonl" ]] || "${CLI[@]}" make-scenes "${OUT}/${dir}" \
     --train "$(n "${num}")" --heldout "${HELDOUT}" --seed "${seed}" --size "${SIZE}" --quiet "$@"
 }
+prev="${OUT}/init"
+phase() {  # phase(NAME STEPS train options...): one `vlxseek train` run from ${prev}
+  local name="$1" steps="$2"
+  shift 2
+  # skipped once its final model is saved; otherwise resumed from its latest checkpoint-N
+  [[ -f "${OUT}/${name}/vlxseek_training.json" ]] || "${TRAIN[@]}" --model "${prev}" \
+    --out "${OUT}/${name}" --max-steps "${steps}" --resume "$@" "${COMMON[@]}"
+  prev="${OUT}/${name}"
+  if [[ "${UNTIL:-}" == "${name}" ]]; then echo "stopped after ${prev}"; exit 0; fi
+}
 
 [[ -f "${OUT}/init/config.json" ]] || \
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset "${PRESET:-small}" --aux-aspect dynamic \
-    --seed 0
+    --space-variant-similarity 0.9 --seed 0
 # 0t: the binding circuit of the random LLM, on words, one list length per phase
 PHASES0T=("2 2" "3 3" "2 4" "2 6")
-prev="${OUT}/init"
 for i in 0 1 2 3; do
   read -r lo hi <<< "${PHASES0T[$i]}"
   text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
-    --out "${OUT}/stage0t_${lo}${hi}" --warmup 50 --max-steps "${STEPS0T[$i]}" \
-    --loss-on choices --save-steps 250 "${COMMON[@]}"
-  prev="${OUT}/stage0t_${lo}${hi}"
+  phase "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
+    --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
 # 0s1: the same lookup over image regions, exactly 2, then 3, then 2-4 objects, detect_all
 # only, every object of its own category (--max-copies 1: with repeats a block lists its
@@ -104,49 +120,57 @@ done
 # 0s2: the query given in the prompt, 2-4 objects as 0s1's last phase, no absent target
 # (neither a rejection record nor an absent name beside present ones)
 S2=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
-    --detect-all-order random --rejection-rate 0 --detect-extra-absent 0)
-scenes scenes_s2q 1 40000 "${S2[@]}" --tasks detect detect_all
-scenes scenes_s2r 2 30000 "${S2[@]}" --tasks detect refer detect_all --refer-per-scene 1
-# 0s3: up to 4 objects and 6 candidates, every task, 2-6 word detect_all and detect records
-scenes scenes_s3 0 6000 --max-objects 4 --max-candidates 6 \
-  --tasks detect detect_all refer count caption single
-text text_s3_all.jsonl 2 6 detect_all "$(n 15000)" 12
-text text_s3_detect.jsonl 2 6 detect "$(n 15000)" 13
+    --detect-all-order random --detect-all-article 0.5)
+scenes scenes_s2q 1 40000 "${S2[@]}" --rejection-rate 0 --detect-extra-absent 0 \
+  --detect-all-article 0 --tasks detect detect_all
+scenes scenes_s2r 2 30000 "${S2[@]}" --rejection-rate 0 --detect-extra-absent 0 \
+  --tasks detect refer detect_all --refer-per-scene 1
+text text_detect_24.jsonl 2 4 detect "$(n 40000)" 16
+# 0s3: rejection at 10 %
+scenes scenes_s3 3 30000 "${S2[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1 \
+  --tasks detect refer detect_all --refer-per-scene 1
 # 0s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
 scenes scenes_s4 0 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
-# a later phase's scenes and its two word lists: data_of(PHASE) fills `data`
-data_of() {
-  data=(--data "${OUT}/scenes_s$1/train.jsonl" "${OUT}/text_s$1_all.jsonl"
-        "${OUT}/text_s$1_detect.jsonl" --images "${OUT}/scenes_s$1/images" . .)
+on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region record files
+  local dir="${OUT}/$1"
+  shift
+  data=(--data "${dir}/train.jsonl")
+  local images=(--images "${dir}/images")
+  for file in "$@"; do data+=("${OUT}/${file}"); images+=(.); done
+  data+=("${images[@]}")
 }
 for i in 0 1 2; do
   read -r lo hi _ <<< "${PHASES0S1[$i]}"
-  s1="${OUT}/scenes_s1_${lo}${hi}"
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" --data "${s1}/train.jsonl" \
-    --images "${s1}/images" --out "${OUT}/stage0s1_${lo}${hi}" \
-    --loss-on choices --warmup 20 --max-steps "${STEPS0S1[$i]}" \
-    --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s1_${lo}${hi}"
+  on "scenes_s1_${lo}${hi}"
+  phase "stage0s1_${lo}${hi}" "${STEPS0S1[$i]}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 20 \
+    "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
 done
-PHASES0S=(2q 2r 3 4)  # 0s2q and 0s2r: their scenes alone, loss on the choices (as measured)
-for i in 0 1 2 3; do
-  phase="${PHASES0S[$i]}"
-  if [[ "${phase}" == 2? ]]; then
-    data=(--data "${OUT}/scenes_s${phase}/train.jsonl" --images "${OUT}/scenes_s${phase}/images"
-          --loss-on choices)
-  else
-    data_of "${phase}"
-  fi
-  "${TRAIN[@]}" "${SCRATCH[@]}" --model "${prev}" "${data[@]}" --out "${OUT}/stage0s${phase}" \
-    --warmup 20 --max-steps "${STEPS0S[$i]}" --save-steps 100 "${SCALES0[@]}" "${COMMON[@]}"
-  prev="${OUT}/stage0s${phase}"
-done
-data_of 4  # the paper's stages on the full scenes
-"${TRAIN[@]}" --stage 1 --model "${prev}" "${data[@]}" --out "${OUT}/stage1" \
-  --lr 1e-3 --scheduler cosine --warmup 5 --max-steps "${STEPS1}" --save-steps 100 "${COMMON[@]}"
-"${TRAIN[@]}" --stage 2 --model "${OUT}/stage1" "${data[@]}" --out "${OUT}/stage2" \
-  --lr 1e-4 --scheduler cosine --warmup 5 --max-steps "${STEPS2}" --save-steps 100 \
-  "${COMMON[@]}" --save-dtype bfloat16
+S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
+on scenes_s2q
+phase stage0s2q "${STEPS0S[0]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
+  --loss-on choices
+on scenes_s2r
+phase stage0s2r "${STEPS0S[1]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
+  --loss-on choices
+phase stage0s2f "${STEPS0S[2]}" "${S0[@]}" "${FALL[@]}" "${data[@]}" --loss-on choices
+on scenes_s2r text_detect_24.jsonl
+phase stage0s2t "${STEPS0S[3]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+  --loss-on choices
+on scenes_s3
+phase stage0s3r "${STEPS0S[4]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+  --loss-on choices
+phase stage0s3a "${STEPS0S[5]}" "${S0[@]}" $(cosine 1e-3) --warmup 10 "${data[@]}" \
+  --loss-on answer
+on scenes_s3 text_detect_24.jsonl
+phase stage0s3t "${STEPS0S[6]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+  --loss-on answer
+on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl  # also the paper's stages' data
+phase stage0s4 "${STEPS0S[7]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+  --loss-on answer
+phase stage1 "${STEPS1}" --stage 1 "${data[@]}" --lr 1e-3 --scheduler cosine --warmup 5 \
+  --save-steps 100
+phase stage2 "${STEPS2}" --stage 2 "${data[@]}" --lr 1e-4 --scheduler cosine --warmup 5 \
+  --save-steps 100 --save-dtype bfloat16
 echo "final model: ${OUT}/stage2"

@@ -15,19 +15,40 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
-    out = tmp_path / "run"
+PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22", "stage0s1_33",
+          "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t", "stage0s3r",
+          "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _scheduler(info):
+    """The last ``--scheduler`` of the phase's recorded command (later options win)."""
+    words = info["command"].split()
+    return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
+
+
+def _run(out, **extra):
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
-               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1", STEPS1="1",
-               STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT))
+               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
+               STEPS1="1", STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT), **extra)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],
                           env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith(f"final model: {out}/stage2")
-    phases = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22",
-              "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s3", "stage0s4",
-              "stage1", "stage2"]
-    infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in phases}
+    return proc.stdout
+
+
+def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
+    out = tmp_path / "run"
+    # stopped after a phase, then resumed: finished phases are skipped, not trained again
+    assert _run(out, UNTIL="stage0s2q").strip().endswith(f"stopped after {out}/stage0s2q")
+    assert not (out / "stage0s2r").exists()
+    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]}
+    assert _run(out).strip().endswith(f"final model: {out}/stage2")
+    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]} == first
+    infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
         assert info["global_step"] == 1, phase
         scratch = phase.startswith("stage0")
@@ -36,14 +57,20 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # the paper (full softmax, default beta2)
         assert info["loss_vocab"] == ("data" if scratch else "full"), phase
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
-    assert all(infos[p]["loss_on"] == "choices" for p in phases[:9])
-    assert all(infos[p]["loss_on"] == "answer" for p in phases[9:])
-    for phase in phases[4:11]:
+    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:12])
+    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[12:])
+    for phase in PHASES[4:15]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
+    # the rate: constant through 0s2r, falling to 0 in 0s2f, cosine from there
+    assert {_scheduler(infos[p]) for p in PHASES[:9]} == {"constant_with_warmup"}
+    assert _scheduler(infos["stage0s2f"]) == "linear"
+    assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
+    # the spaced words start near the bare ones (README "A decaying rate ...")
+    init = json.loads((out / "init" / "config.json").read_text())
+    assert init["vlxseek_space_variant_similarity"] == 0.9
     # 0s1: one list length per phase (then 2-4), detect_all only, distinct categories
     for lo, hi in ((2, 2), (3, 3), (2, 4)):
-        records = [json.loads(line) for line in
-                   (out / f"scenes_s1_{lo}{hi}" / "train.jsonl").read_text().splitlines()]
+        records = _records(out / f"scenes_s1_{lo}{hi}" / "train.jsonl")
         assert records and all(r["task"] == "detect_all" for r in records)
         assert sum(lo <= len(r["bbox_list"]) <= hi for r in records) >= 0.9 * len(records)
         assert lo == hi or len({len(r["bbox_list"]) for r in records}) > 1
@@ -54,17 +81,21 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # 0s2: 2-4 objects with a query in the prompt and no absent target, then refer records too
     for name, tasks in (("s2q", {"detect", "detect_all"}),
                         ("s2r", {"detect", "detect_all", "refer"})):
-        records = [json.loads(line) for line in
-                   (out / f"scenes_{name}" / "train.jsonl").read_text().splitlines()]
+        records = _records(out / f"scenes_{name}" / "train.jsonl")
         assert {r["task"] for r in records} == tasks, name
         assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
                        for r in records), name
-    images = {json.loads(line)["image"] for line in
-              (out / "scenes_s2q" / "train.jsonl").read_text().splitlines()}
-    first = json.loads((out / "scenes_s1_24" / "train.jsonl").read_text().splitlines()[0])
+    # 0s3: the same tasks with absent targets; 0s2t and 0s3t add the text-region records
+    assert {r["task"] for r in _records(out / "scenes_s3" / "train.jsonl")} == \
+        {"detect", "detect_all", "refer"}
+    for phase, scenes in (("stage0s2t", "scenes_s2r"), ("stage0s3t", "scenes_s3")):
+        assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl"], phase
+        assert infos[phase]["start_model"] == str(out / PHASES[PHASES.index(phase) - 1])
+    images = {r["image"] for r in _records(out / "scenes_s2q" / "train.jsonl")}
+    first = _records(out / "scenes_s1_24" / "train.jsonl")[0]
     assert first["image"] not in images  # its own seed: other scenes than 0s1's
     # each phase starts from the one before it
-    for before, after in zip(phases, phases[1:]):
+    for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
     assert infos["stage0t_22"]["start_model"] == str(out / "init")
     with safe_open(str(out / "stage2" / "model.safetensors"), "pt") as fh:  # --save-dtype
