@@ -232,3 +232,65 @@ def test_make_scenes_cli_detect_all_article(tmp_path, capsys):
                                   for lab, _ in _blocks(r.answer))
     _cli_refuses(out, capsys, "--detect-all-article must be",
                  ["--detect-all-article", "2"], ["--detect-all-article", "some"])
+
+
+def _scene(*objects, absent):
+    return S.Scene(image=np.zeros((112, 112, 3), np.uint8), split="train", seed=0,
+                   objects=[S.SceneObject(c, col, shape, (0, 0, 10, 10))
+                            for c, col, shape in objects], absent_categories=list(absent))
+
+
+def test_near_miss_categories_share_a_colour_or_a_shape_with_a_present_object():
+    scene = _scene(("red circle", "red", "circle"), ("cat", None, "cat"),
+                   absent=["red square", "green circle", "green square", "rocket", "cup"])
+    assert D.near_miss_categories(scene) == ["red square", "green circle"]
+    # photos have neither colour nor shape: no near miss
+    assert D.near_miss_categories(_scene(("cat", None, "cat"), absent=["cup", "red circle"])) \
+        == []
+
+
+def _absent_categories(answer):
+    """The categories of the rejection blocks of an answer ("the leftmost red square" →
+    "red square")."""
+    out = []
+    for label, regions in _blocks(answer):
+        if regions == "None":
+            words = label.split()
+            words = words[1:] if words[0] == "the" else words
+            out.append(" ".join(words[1:] if words[0] in S.SUPERLATIVES else words))
+    return out
+
+
+def test_absent_near_names_near_misses_in_detect_and_refer():
+    """With `absent_near` 1 every absent name of a detect record and every absent refer
+    expression is a near miss wherever the scene has one (without it, about as often as near
+    misses are among the absent categories); 0 changes no record."""
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, rejection_rate=0.5,
+              detect_extra_absent=1.0, tasks=("detect", "refer", "detect_all"),
+              refer_per_scene=2)
+    near_share = {}
+    for rate in (0.0, 1.0):
+        names, near_names = 0, 0
+        for seed in range(60):
+            base = D.scene_sample(seed, "train", 112, **kw)[1]
+            scene, recs = D.scene_sample(seed, "train", 112, absent_near=rate, **kw)
+            if rate == 0.0:
+                assert recs == base
+            near = D.near_miss_categories(scene)
+            for rec in recs:
+                for category in _absent_categories(rec.answer):
+                    assert category in scene.absent_categories
+                    names += bool(near)
+                    near_names += category in near
+        near_share[rate] = near_names / names
+    assert near_share[1.0] == 1.0 and near_share[0.0] < 0.7, near_share
+    with pytest.raises(InvalidRequestError, match="absent_near"):
+        D.scene_sample(1, "train", 112, absent_near=1.5)
+
+
+def test_make_scenes_cli_absent_near(tmp_path, capsys):
+    out = str(tmp_path / "n")
+    recs = _cli_scenes(out, 8, "--max-objects", "3", "--tasks", "detect", "--absent-near", "1",
+                       "--rejection-rate", "1")
+    assert len(recs) == 8 and all(r.meta["rejection"] for r in recs)
+    _cli_refuses(out, capsys, "--absent-near must be", ["--absent-near", "-1"])

@@ -59,6 +59,7 @@ def cmd_make_scenes(args) -> int:
                           detect_all_order=args.detect_all_order,
                           detect_all_article=_rate(args.detect_all_article,
                                                    "--detect-all-article"),
+                          absent_near=_rate(args.absent_near, "--absent-near"),
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
@@ -160,6 +161,10 @@ def add_data_commands(subparsers) -> None:
                    help="probability that a detect_all label is written 'the <label>' (0; a "
                         "curriculum step: the label's first word then has the space-prefixed "
                         "token that refer expressions use)")
+    m.add_argument("--absent-near", default="0",
+                   help="probability that the absent names of a detect record and an absent "
+                        "refer expression are near misses, sharing a colour or shape with a "
+                        "present object (hard negatives; 0)")
     m.add_argument("--tasks", nargs="+", default=["detect", "refer", "count", "caption"],
                    help="record tasks per scene: detect, detect_all, refer, count, caption, "
                         "single (one-region curriculum records)")

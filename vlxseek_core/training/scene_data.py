@@ -80,7 +80,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
                   heldout_preference: float = 0.7,
                   detect_all_order: str = "leftmost",
-                  detect_all_article: float = 0.0) -> List[TrainingRecord]:
+                  detect_all_article: float = 0.0,
+                  absent_near: float = 0.0) -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
@@ -103,16 +104,22 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     label starts with ``red``; a lookup trained on bare labels alone keys on the bare token and
     misses `` red`` (README "The lookup keys on the bare token").
 
+    ``absent_near``: probability that the absent names of a ``detect`` record, and an absent
+    ``refer`` expression, are near misses (:func:`near_miss_categories`: "red square" beside a
+    red circle, "blue circle" beside a green one), where the scene has any; the hard negatives
+    of OVDEval. Then the scene alone does not tell a phrase of the query: a model that writes
+    the colour-shape it sees instead of the one asked is wrong.
+
     Distractors fill the room left by the objects (at least 2 where there is room), at most
     ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
 
     Raises:
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
             ``max_distractors`` negative, an unknown ``detect_all_order``,
-            ``detect_extra_absent`` or ``detect_all_article`` outside [0, 1].
+            ``detect_extra_absent``, ``detect_all_article`` or ``absent_near`` outside [0, 1].
     """
     for name, rate in (("detect_extra_absent", detect_extra_absent),
-                       ("detect_all_article", detect_all_article)):
+                       ("detect_all_article", detect_all_article), ("absent_near", absent_near)):
         if not 0.0 <= rate <= 1.0:
             raise InvalidRequestError(f"{name} must be in [0, 1], got {rate}")
     if detect_all_order not in DETECT_ALL_ORDERS:
@@ -133,11 +140,14 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         present.setdefault(o.category, []).append(g2c[i])
     train = scene.split == "train"
     absent = list(scene.absent_categories)
+    near = near_miss_categories(scene) if absent_near > 0 else []
     out: List[Tuple[str, str, str, List[int], Dict[str, Any]]] = []
     for task in tasks:
         if task == "detect":
+            # drawn only with near misses: records without them unchanged
+            names = near if near and rng.random() < absent_near else absent
             out.append(("detect",) + _with_list(detect_sample(
-                present, absent, rng, rejection_rate, extra_absent_prob=detect_extra_absent)))
+                present, names, rng, rejection_rate, extra_absent_prob=detect_extra_absent)))
         elif task == "count":
             out.append(("count",) + _with_list(count_sample(present, absent, rng,
                                                             rejection_rate)))
@@ -161,7 +171,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             out.append(("caption", "", with_article(scene.objects[i].category), [g2c[i]], {}))
         elif task == "refer":
             out += [("refer", e, a, [], m) for e, a, m in _refers(
-                scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference)]
+                scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference,
+                near, absent_near)]
         elif task not in ("caption", "refer", "detect_all", "single"):
             raise InvalidRequestError(
                 f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
@@ -210,8 +221,17 @@ def _with_list(sample):
     return query, answer, [], meta
 
 
-def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference):
-    """``n`` distinct ``(expression, answer, meta)`` refer samples of a scene."""
+def near_miss_categories(scene: Scene) -> List[str]:
+    """The scene's absent categories that share a colour or a shape with a present object
+    ("red square", "blue circle" beside a red circle): hard negatives. Photo objects have
+    neither, so a scene of photos alone has none."""
+    words = {w for o in scene.objects for w in (o.colour, o.colour and o.shape) if w}
+    return [c for c in scene.absent_categories if words & set(c.split())]
+
+
+def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference, near=(), absent_near=0.0):
+    """``n`` distinct ``(expression, answer, meta)`` refer samples of a scene; an absent one
+    names a near miss (``near``) with probability ``absent_near``."""
     options = [(e, i, k) for e, i, k in referring_expressions(scene)
                if not (scene.split == "train" and is_heldout_phrase(e))]
     chosen = []
@@ -221,6 +241,10 @@ def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference):
         pool = absent if (rng.random() < rejection_rate or not found) else found
         if not pool:
             break
+        if pool is absent and near and absent_near > 0:  # drawn only with near misses
+            close = [o for o in pool if any(o[0].endswith(f" {c}") for c in near)]
+            if close and rng.random() < absent_near:
+                pool = close
         held = [o for o in pool if is_heldout_phrase(o[0])]
         if held and rng.random() < heldout_preference:
             pool = held
