@@ -116,17 +116,11 @@ def _single_labels(record: dict) -> List[dict]:
     return out
 
 
-def scene_words() -> List[str]:
-    """The words of ``make-scenes`` phrases: colours, shapes, photo categories, "shape"."""
-    from vlxseek_core.training.scenes import COLOURS, PHOTOS, SHAPES
-
-    return [*COLOURS, *SHAPES, *PHOTOS, "shape"]
-
-
 def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = None,
                     tokenizer=None) -> List[str]:
     """Copy the checkpoint ``model_dir`` to ``out_dir`` with, for each word of ``words``
-    (default :func:`scene_words`) that is one token both bare and with a leading space, the
+    (default ``SCENE_WORDS`` of ``make-scenes``) that is one token both bare and with a leading
+    space, the
     spaced token's row of the input embedding (and of an untied ``lm_head``) set to the bare
     token's row. ``tokenizer``: that of ``model_dir``, if the caller has it loaded already.
     Returns the words whose rows were shared.
@@ -139,8 +133,9 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
 
     from safetensors.torch import load_file, save_file
 
-    from vlxseek_core.tiny import relate_space_variants
+    from vlxseek_core.tiny import relate_space_variants, word_pairs
     from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.scenes import SCENE_WORDS
 
     weights = os.path.join(model_dir, "model.safetensors")
     if not os.path.isfile(weights):
@@ -152,12 +147,7 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
     if not any(k.endswith("embed_tokens.weight") for k in keys):
         raise ValueError(f"{weights} has no embed_tokens weight")
     tok = tokenizer or load_tokenizer(model_dir)
-    shared, pairs = [], []
-    for word in words or scene_words():
-        bare, spaced = tok(word)["input_ids"], tok(" " + word)["input_ids"]
-        if len(bare) == 1 and len(spaced) == 1:
-            pairs.append((spaced[0], bare[0]))
-            shared.append(word)
+    pairs, shared = word_pairs(tok, words or SCENE_WORDS)
     for key in keys:
         relate_space_variants(state[key], pairs, 1.0)
     shutil.copytree(model_dir, out_dir)

@@ -17,8 +17,10 @@
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
 #          the lookup; README "A query in the prompt"): 0s2q detect + detect_all; 0s2r with
-#          refer records too and half of the detect_all labels written "the red circle" (the
-#          space-prefixed words of refer expressions need a lookup of their own); 0s2f the
+#          refer records too and half of the detect_all labels written "the red circle", from
+#          the scene words' space-prefixed embedding rows set to the bare ones (the lookup
+#          keys on the bare token's row, and 0t pushes the two rows apart whatever their
+#          initialisation: README "Shared embedding rows carry the lookup over"); 0s2f the
 #          same with the rate falling to 0 (README "A decaying rate"); 0s2t with 2-4 word
 #          text-region detect records beside the scenes; loss on the choices;
 #      0s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
@@ -153,7 +155,7 @@ phase stage0s2q "${STEPS0S[0]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}
   --loss-on choices
 on scenes_s2r
 phase stage0s2r "${STEPS0S[1]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
-  --loss-on choices
+  --loss-on choices --share-word-rows scene
 phase stage0s2f "${STEPS0S[2]}" "${S0[@]}" "${FALL[@]}" "${data[@]}" --loss-on choices
 on scenes_s2r text_detect_24.jsonl
 phase stage0s2t "${STEPS0S[3]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \

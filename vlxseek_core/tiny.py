@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -105,6 +105,19 @@ def space_variant_pairs(tokenizer) -> List[Tuple[int, int]]:
                   and t not in added and t[1:] not in added)
 
 
+def word_pairs(tokenizer, words: Sequence[str]) -> Tuple[List[Tuple[int, int]], List[str]]:
+    """``(spaced, bare)`` token-id pairs of those ``words`` that are one token both bare and
+    with a leading space (``"red"`` → ``(id(" red"), id("red"))``; ``"astronaut"``, two
+    tokens bare, has none), and the words that paired, in order."""
+    pairs, paired = [], []
+    for word in words:
+        bare, spaced = tokenizer(word)["input_ids"], tokenizer(" " + word)["input_ids"]
+        if len(bare) == 1 and len(spaced) == 1:
+            pairs.append((spaced[0], bare[0]))
+            paired.append(word)
+    return pairs, paired
+
+
 def _check_similarity(similarity: float) -> None:
     if not 0.0 <= similarity <= 1.0:
         raise ValueError(f"space-variant similarity must be in [0, 1], got {similarity}")
@@ -132,6 +145,16 @@ def relate_space_variants(weight: torch.Tensor, pairs: List[Tuple[int, int]],
     with torch.no_grad():
         weight[spaced] = (similarity * weight[bare]
                           + (1.0 - similarity ** 2) ** 0.5 * weight[spaced])
+
+
+def relate_model_rows(model, pairs: List[Tuple[int, int]], similarity: float) -> None:
+    """:func:`relate_space_variants` on ``model``'s input embedding, and on its output
+    embedding when that is not tied to it (a tied one shares the weight, edited once)."""
+    weight = model.get_input_embeddings().weight
+    relate_space_variants(weight, pairs, similarity)
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not weight:
+        relate_space_variants(output.weight, pairs, similarity)
 
 
 def make_tiny_model(directory: str, seed: int = 0, aux_image_aspect_ratio: str = "squash",
@@ -162,12 +185,7 @@ def make_tiny_model(directory: str, seed: int = 0, aux_image_aspect_ratio: str =
     model = VLMFO1ForCausalLM(VLMFO1Config(**config_dict)).eval()
     tokenizer = build_qwen25_vl_tokenizer()
     if space_variant_similarity:
-        pairs = space_variant_pairs(tokenizer)
-        relate_space_variants(model.get_input_embeddings().weight, pairs,
-                              space_variant_similarity)
-        output = model.get_output_embeddings()
-        if output is not None and output.weight is not model.get_input_embeddings().weight:
-            relate_space_variants(output.weight, pairs, space_variant_similarity)
+        relate_model_rows(model, space_variant_pairs(tokenizer), space_variant_similarity)
     save_model(model, directory)
     tokenizer.save_pretrained(directory)
     with open(os.path.join(directory, "preprocessor_config.json"), "w", encoding="utf-8") as fh:

@@ -277,3 +277,41 @@ def test_lr_scale_bad_values(extra, message, train_model_dir, images_dir, tmp_pa
     assert code != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_share_word_rows_sets_each_spaced_row_to_the_bare_one(train_model_dir):
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.run import share_word_rows
+    from vlxseek_core.training.scenes import SCENE_WORDS
+
+    vlm, _ = load_model(train_model_dir)
+    tok = load_tokenizer(train_model_dir)
+    before = vlm.get_input_embeddings().weight.detach().clone()
+    # "scene" expands to the make-scenes words; repeats count once; two-token words are left
+    shared = share_word_rows(vlm, tok, ["red", "scene", "red"])
+    assert shared[0] == "red" and len(shared) == len(set(shared))
+    assert set(shared) == {w for w in SCENE_WORDS if w not in ("astronaut", "motorcycle")}
+    after = vlm.get_input_embeddings().weight.detach()
+    ids = {w: (tok(" " + w)["input_ids"][0], tok(w)["input_ids"][0]) for w in shared}
+    for spaced, bare in ids.values():
+        assert torch.equal(after[spaced], before[bare]) and torch.equal(after[bare], before[bare])
+    changed = (after != before).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(s for s, _ in ids.values())
+    assert vlm.get_output_embeddings().weight is vlm.get_input_embeddings().weight  # tied
+
+
+def test_cli_share_word_rows_is_recorded_and_stage_0_only(train_model_dir, images_dir,
+                                                          tmp_path, capsys):
+    from vlxseek_core.cli import main
+
+    data = write_train_data(tmp_path / "train.jsonl", 2)
+    out = str(tmp_path / "out")
+    base = ["train", "--model", train_model_dir, "--data", data, "--images", images_dir,
+            "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
+            "--share-word-rows", "red", "astronaut", "cat"]
+    assert main([*base, "--stage", "0", "--out", out]) == 0
+    info = json.load(open(f"{out}/vlxseek_training.json"))
+    assert info["shared_word_rows"] == ["red", "cat"]
+    assert main([*base, "--stage", "1", "--out", out + "1"]) == 2
+    assert "--share-word-rows edits vocabulary rows: stage 0 only" in capsys.readouterr().err

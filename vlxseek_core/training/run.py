@@ -167,6 +167,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="full: the loss's softmax over every vocabulary row (paper); data: over the "
            "tokens of the training records and the added tokens only (vocabulary shortlist: "
            "about half the step time of a small model trained from scratch; README)")
+    a("--share-word-rows", nargs="+", default=[], metavar="WORD",
+      help="stage 0: before training, set the embedding row of each word's space-prefixed "
+           "token (' red') to its bare token's row ('red'), as a pretrained LLM has them "
+           "close; 'scene' stands for every make-scenes word (README 'Shared embedding rows "
+           "carry the lookup over'); a resumed run takes its checkpoint's rows")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
@@ -185,6 +190,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--fsdp", default="", help='FSDP mode string, e.g. "full_shard auto_wrap"')
     a("--save-dtype", default="float32", choices=("float32", "bfloat16"),
       help="dtype of the saved final model")
+
+
+def share_word_rows(vlm, tokenizer, words: List[str]) -> List[str]:
+    """``--share-word-rows``: give each word's spaced token the bare token's embedding row
+    (``"scene"`` expands to :data:`~.scenes.SCENE_WORDS`); returns the words that are one token
+    both ways, whose rows were set (the others are left as they are)."""
+    from ..tiny import relate_model_rows, word_pairs
+    from .scenes import SCENE_WORDS
+
+    expanded = [w for word in words for w in (SCENE_WORDS if word == "scene" else (word,))]
+    pairs, shared = word_pairs(tokenizer, list(dict.fromkeys(expanded)))
+    relate_model_rows(vlm, pairs, 1.0)
+    return shared
 
 
 def _latest_checkpoint(out: str) -> Optional[str]:
@@ -221,6 +239,9 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     if args.loss_vocab == "data" and (args.deepspeed or args.fsdp):
         raise InvalidRequestError("--loss-vocab data reads lm_head's rows directly, which "
                                   "sharded parameters (--deepspeed, --fsdp) do not allow")
+    if args.share_word_rows and args.stage != 0:
+        raise InvalidRequestError("--share-word-rows edits vocabulary rows: stage 0 only (the "
+                                  "paper's stages keep the original rows as trained)")
     if not 0.0 <= args.adam_beta2 < 1.0:
         raise InvalidRequestError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
     records = read_records(args.data, args.images)
@@ -237,6 +258,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     vlm, _ = load_model(args.model, dtype=torch.float32, device="cpu",
                         attn_implementation="sdpa")
     tokenizer = load_tokenizer(args.model)
+    shared_words = share_word_rows(vlm, tokenizer, args.share_word_rows)
     preprocessor = ImagePreprocessor(Qwen2VLImageProcessorPil.from_pretrained(args.model),
                                      vlm.config.aux_image_aspect_ratio)
     builder = SampleBuilder(tokenizer, preprocessor, "",  # read_records joined the dirs
@@ -276,6 +298,8 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
             "data": " ".join(os.path.basename(d) for d in args.data),
             "data_sha256": " ".join(file_sha256(d) for d in args.data),
             "num_records": len(records), "start_model": os.path.abspath(args.model)}
+    if shared_words:
+        info["shared_word_rows"] = shared_words
     trainer = VLXSeekTrainer(model=TrainingModel(vlm, shortlist), args=training_args,
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,

@@ -53,6 +53,9 @@ HELDOUT_COLOUR_SHAPES = ("yellow triangle", "blue circle")
 HELDOUT_SUPERLATIVES = (("leftmost", "cat"), ("largest", "cup"), ("rightmost", "astronaut"),
                         ("topmost", "red square"), ("smallest", "green circle"),
                         ("bottommost", "blue triangle"))
+SCENE_WORDS = (*COLOURS, *SHAPES, *PHOTOS, "shape")
+"""The words of every ``make-scenes`` phrase's objects (colours, shapes, photo categories and
+"shape" of "the red shape"), for ``vlxseek train --share-word-rows scene``."""
 ALL_CATEGORIES = tuple(PHOTOS) + tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
 SPLITS = {"train": 0, "heldout": 1}
 MIN_SIDE, MAX_SIDE = 28, 90
