@@ -65,6 +65,9 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {_scheduler(infos[p]) for p in PHASES[:9]} == {"constant_with_warmup"}
     assert _scheduler(infos["stage0s2f"]) == "linear"
     assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
+    # the scene words' spaced rows are set to the bare ones where refer expressions come in
+    assert "red" in infos["stage0s2r"]["shared_word_rows"]
+    assert not any("shared_word_rows" in infos[p] for p in PHASES if p != "stage0s2r")
     # the spaced words start near the bare ones (README "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9

@@ -79,9 +79,35 @@ def test_detect_all_names_every_row_once_in_varied_orders(builder):
     assert firsts == {0, 1, 2}  # a random order, not the rows' order
 
 
+def test_refer_asks_for_the_word_of_one_row_or_an_absent_one(builder):
+    """`refer` records: "the <word>" of one row (its region) or of an absent word (the
+    rejection form), with the prompt of an image refer record."""
+    records = make_text_region_records(200, seed=3, tasks=("refer",), max_regions=4)
+    rejections, words = 0, set()
+    for r in records:
+        texts, query = r["text_regions"], r["query"]
+        assert query.startswith("the ") and r["task"] == "refer"
+        word = query[len("the "):]
+        words.add(word)
+        assert r["conversations"][0]["value"] == (
+            f"{region_line_text(texts)}\nPlease detect {query} in this image. Answer the "
+            "question with object indexes.")
+        parsed = parse_answer(r["conversations"][1]["value"], len(texts))
+        assert not parsed.malformed
+        if r["meta"]["rejection"]:
+            rejections += 1
+            assert word not in texts and parsed.rejected == [query] and not parsed.groundings
+        else:
+            (g,) = parsed.groundings
+            assert g.phrase == query and [texts[i] for i in g.region_indices] == [word]
+        builder.build(r)  # valid: the prompt checks pass
+    assert 0.1 < rejections / len(records) < 0.3
+    assert len(words) > 20  # any word, so that no word-specific head can do the copy
+
+
 @pytest.mark.parametrize("kwargs", [dict(num=-1), dict(min_regions=0), dict(min_regions=5,
                                     max_regions=4), dict(max_regions=len(DEFAULT_WORDS)),
-                                    dict(tasks=("refer",)), dict(tasks=()),
+                                    dict(tasks=("count",)), dict(tasks=()),
                                     dict(rejection_rate=1.5), dict(words=("cat", "cat", "dog")),
                                     dict(words=("cat", "", "dog")),
                                     dict(words=("cat", "a <b>", "dog")),

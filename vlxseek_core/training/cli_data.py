@@ -182,8 +182,10 @@ def add_data_commands(subparsers) -> None:
     r.add_argument("--min-regions", type=int, default=2)
     r.add_argument("--max-regions", type=int, default=6)
     r.add_argument("--rejection-rate", default="0.2",
-                   help="share of detect records naming only absent words (0.2)")
-    r.add_argument("--tasks", nargs="+", default=["detect"], help="detect, detect_all, caption")
+                   help="share of detect records naming only absent words, and of refer "
+                        "records naming an absent one (0.2)")
+    r.add_argument("--tasks", nargs="+", default=["detect"],
+                   help="detect, detect_all, caption, refer")
     r.add_argument("--words", nargs="+", default=None,
                    help="region texts (default: 30 one-token words); a text may be a phrase "
                         "such as 'red ball'")

@@ -40,7 +40,7 @@ from .records import REGION_REF
 
 TEXT_REGIONS = "text_regions"
 """Record key of the region texts (its presence makes a record a text-region record)."""
-TEXT_TASKS = ("detect", "detect_all", "caption")
+TEXT_TASKS = ("detect", "detect_all", "caption", "refer")
 """Tasks :func:`make_text_region_records` writes."""
 DEFAULT_WORDS = ("cat", "cup", "rocket", "coin", "bike", "red", "blue", "green", "yellow",
                  "circle", "square", "triangle", "dog", "book", "chair", "apple", "car", "tree",
@@ -137,6 +137,10 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     is a choice among the rows not named yet, which trains the answer to attend to the rows
     by content (with the answer loss, this forms the reverse lookup where the region choices
     alone do not: README "What forms it"). ``caption`` asks for one row (→ "a dog").
+    ``refer`` asks for "the <word>" of one row (with probability ``rejection_rate`` an absent
+    word, answered with the rejection form): the word after ``<ground>the`` can only be copied
+    from the query, whatever it is (scene models learnt that copy for colour words alone:
+    README "The copy into <ground> is a colour-word head").
 
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
@@ -180,6 +184,13 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
         elif task == "detect_all":
             blocks = [(texts[j], [int(j)]) for j in rng.permutation(n)]
             query, answer, meta = "", format_answer(blocks), {"rejection": False}
+        elif task == "refer":
+            reject = rng.random() < rejection_rate
+            word = words[int(pick[n + rng.integers(len(words) - n)])] if reject else \
+                texts[int(rng.integers(n))]
+            query = f"the {word}"
+            answer = format_answer([(query, [] if reject else [texts.index(word)])])
+            meta = {"rejection": reject}
         else:
             k = int(rng.integers(n))
             query, answer, meta, regions = "", with_article(texts[k]), {}, [k]
