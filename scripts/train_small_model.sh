@@ -8,6 +8,11 @@
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
 #          (README "What forms it");
+#      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
+#          the default words and 400 random one-token words, loss on the grounded words and
+#          region choices (with the scene's dozen words a head per word class forms instead
+#          of one copy; README "The copy into <ground> is a colour-word head"); kept in the
+#          text mixes of 0s2t and 0s3t (NOT YET MEASURED past 0c);
 #      0s1 the lookup carried over to image regions (README "The lookup on image rows
 #          forms"), one list length at a time like 0t: detect_all scenes of exactly 2, then
 #          exactly 3, then 2-4 objects (what forms on one length is bound to it) of
@@ -33,12 +38,13 @@
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# Steps of 0t, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from the
-# environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4), STEPS1/2,
-# BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small; tiny for smoke runs), SIZE
-# (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides every record and scene count),
-# LAUNCH (how `vlxseek train` runs: one process or torchrun), UNTIL (stop after that phase).
+# Steps of 0t, 0c, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
+# the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
+# phases), STEPS0C, STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
+# 0s3t 0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small;
+# tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
+# every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
+# torchrun), UNTIL (stop after that phase).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest checkpoint-N, and data sets already written are kept.
 set -euo pipefail
@@ -77,9 +83,11 @@ CONST=(--lr "${LR0}" --scheduler constant_with_warmup)
 FALL=(--lr "${LR0}" --scheduler linear --warmup 0)
 cosine() { echo --lr "$1" --scheduler cosine; }
 
-text() {  # text(FILE LO HI TASK NUM SEED): text-region records, written once
-  [[ -f "${OUT}/$1" ]] || "${CLI[@]}" make-text-regions "${OUT}/$1" --num "$5" --seed "$6" \
-    --min-regions "$2" --max-regions "$3" --tasks "$4"
+text() {  # text(FILE LO HI TASK NUM SEED [options...]): text-region records, written once
+  local file="$1" lo="$2" hi="$3" task="$4" num="$5" seed="$6"
+  shift 6
+  [[ -f "${OUT}/${file}" ]] || "${CLI[@]}" make-text-regions "${OUT}/${file}" --num "${num}" \
+    --seed "${seed}" --min-regions "${lo}" --max-regions "${hi}" --tasks "${task}" "$@"
 }
 scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + records, written
   local dir="$1" seed="$2" num="$3"  # once; sets of the same kind need their own seeds
@@ -109,6 +117,10 @@ for i in 0 1 2 3; do
   phase "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
+# 0c: the copy of "the <word>" from the query, over many words
+text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
+phase stage0c "${STEPS0C:-600}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
+  --data "${OUT}/text_refer_24.jsonl" --loss-on choices --save-steps 200
 # 0s1: the same lookup over image regions, exactly 2, then 3, then 2-4 objects, detect_all
 # only, every object of its own category (--max-copies 1: with repeats a block lists its
 # regions ascending, and "always <region0> first" was right 0.72 of the time, chance 0.39),
@@ -157,7 +169,7 @@ on scenes_s2r
 phase stage0s2r "${STEPS0S[1]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices --share-word-rows scene
 phase stage0s2f "${STEPS0S[2]}" "${S0[@]}" "${FALL[@]}" "${data[@]}" --loss-on choices
-on scenes_s2r text_detect_24.jsonl
+on scenes_s2r text_detect_24.jsonl text_refer_24.jsonl
 phase stage0s2t "${STEPS0S[3]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
   --loss-on choices
 on scenes_s3
@@ -165,7 +177,7 @@ phase stage0s3r "${STEPS0S[4]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]
   --loss-on choices
 phase stage0s3a "${STEPS0S[5]}" "${S0[@]}" $(cosine 1e-3) --warmup 10 "${data[@]}" \
   --loss-on answer
-on scenes_s3 text_detect_24.jsonl
+on scenes_s3 text_detect_24.jsonl text_refer_24.jsonl
 phase stage0s3t "${STEPS0S[6]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
   --loss-on answer
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl  # also the paper's stages' data

@@ -15,9 +15,9 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[2]
 
 
-PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22", "stage0s1_33",
-          "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t", "stage0s3r",
-          "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
+PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0c", "stage0s1_22",
+          "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t",
+          "stage0s3r", "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
 
 
 def _records(path):
@@ -33,7 +33,7 @@ def _scheduler(info):
 def _run(out, **extra):
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
-               STEPS1="1", STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT), **extra)
+               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT), **extra)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],
                           env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,9 +45,9 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
     assert _run(out, UNTIL="stage0s2q").strip().endswith(f"stopped after {out}/stage0s2q")
     assert not (out / "stage0s2r").exists()
-    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]}
+    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]}
     assert _run(out).strip().endswith(f"final model: {out}/stage2")
-    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]} == first
+    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
         assert info["global_step"] == 1, phase
@@ -57,20 +57,25 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # the paper (full softmax, default beta2)
         assert info["loss_vocab"] == ("data" if scratch else "full"), phase
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
-    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:12])
-    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[12:])
-    for phase in PHASES[4:15]:
+    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:13])
+    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[13:])
+    for phase in PHASES[5:16]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant through 0s2r, falling to 0 in 0s2f, cosine from there
-    assert {_scheduler(infos[p]) for p in PHASES[:9]} == {"constant_with_warmup"}
+    assert {_scheduler(infos[p]) for p in PHASES[:10]} == {"constant_with_warmup"}
     assert _scheduler(infos["stage0s2f"]) == "linear"
-    assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
+    assert {_scheduler(infos[p]) for p in PHASES[11:]} == {"cosine"}
     # the scene words' spaced rows are set to the bare ones where refer expressions come in
     assert "red" in infos["stage0s2r"]["shared_word_rows"]
     assert not any("shared_word_rows" in infos[p] for p in PHASES if p != "stage0s2r")
     # the spaced words start near the bare ones (README "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9
+    # 0c: "the <word>" refer records over many words (the copy forms for any word)
+    refer = _records(out / "text_refer_24.jsonl")
+    assert {r["task"] for r in refer} == {"refer"} and infos["stage0c"]["data"] == \
+        "text_refer_24.jsonl"
+    assert len({r["query"] for r in refer}) >= 0.8 * len(refer)
     # 0s1: one list length per phase (then 2-4), detect_all only, distinct categories
     for lo, hi in ((2, 2), (3, 3), (2, 4)):
         records = _records(out / f"scenes_s1_{lo}{hi}" / "train.jsonl")
@@ -92,7 +97,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {r["task"] for r in _records(out / "scenes_s3" / "train.jsonl")} == \
         {"detect", "detect_all", "refer"}
     for phase, scenes in (("stage0s2t", "scenes_s2r"), ("stage0s3t", "scenes_s3")):
-        assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl"], phase
+        assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl",
+                                                "text_refer_24.jsonl"], phase
         assert infos[phase]["start_model"] == str(out / PHASES[PHASES.index(phase) - 1])
     images = {r["image"] for r in _records(out / "scenes_s2q" / "train.jsonl")}
     first = _records(out / "scenes_s1_24" / "train.jsonl")[0]

@@ -297,3 +297,31 @@ def test_phrase_rows_from_the_scene_categories(builder, tmp_path, capsys):
     assert main(["make-text-regions", data, "--num", "4", "--words", "a", "b", "c",
                  "--scene-categories"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_random_words_are_one_token_both_ways_and_reproducible(builder):
+    from vlxseek_core.training.text_regions import random_words
+
+    words = random_words(300, seed=4)
+    assert words == random_words(300, seed=4) and words != random_words(300, seed=5)
+    assert len(set(words)) == 300
+    tok = builder.prompt_tokenizer
+    assert all(len(tok.text_ids(w)) == 1 and len(tok.text_ids(" " + w)) == 1 for w in words)
+    with pytest.raises(InvalidRequestError):
+        random_words(-1)
+    with pytest.raises(InvalidRequestError):
+        random_words(10**6)
+
+
+def test_make_text_regions_cli_random_words(tmp_path, capsys):
+    from vlxseek_core.cli import main
+    from vlxseek_core.training.text_regions import random_words
+
+    data = str(tmp_path / "r.jsonl")
+    assert main(["make-text-regions", data, "--num", "400", "--seed", "6", "--tasks", "refer",
+                 "--random-words", "200"]) == 0
+    used = {w for line in open(data) for w in json.loads(line)["text_regions"]}
+    allowed = set(DEFAULT_WORDS) | set(random_words(200, 6))
+    assert used <= allowed and len(used - set(DEFAULT_WORDS)) > 100
+    assert main(["make-text-regions", data, "--num", "2", "--random-words", "-3"]) == 2
+    assert "--random-words must be >= 0" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def _print_written(n: int, path: str, tasks_and_meta) -> None:
 
 def cmd_make_text_regions(args) -> int:
     """Write text-region records (the image-free binding curriculum, :mod:`.text_regions`)."""
-    from .text_regions import (DEFAULT_WORDS, make_text_region_records,
+    from .text_regions import (DEFAULT_WORDS, make_text_region_records, random_words,
                                write_text_region_records)
 
     words = args.words
@@ -114,8 +114,12 @@ def cmd_make_text_regions(args) -> int:
             raise InvalidRequestError("give --words or --scene-categories, not both")
         from .scenes import split_categories
         words = split_categories("train")
+    words = list(words or DEFAULT_WORDS)
+    if args.random_words:
+        _check_positive(random_words=args.random_words)
+        words += [w for w in random_words(args.random_words, args.seed) if w not in words]
     records = make_text_region_records(
-        args.num, args.seed, words=words or DEFAULT_WORDS, min_regions=args.min_regions,
+        args.num, args.seed, words=words, min_regions=args.min_regions,
         max_regions=args.max_regions,
         rejection_rate=_rate(args.rejection_rate),
         tasks=[t for item in args.tasks for t in item.split(",") if t])
@@ -186,6 +190,9 @@ def add_data_commands(subparsers) -> None:
                         "records naming an absent one (0.2)")
     r.add_argument("--tasks", nargs="+", default=["detect"],
                    help="detect, detect_all, caption, refer")
+    r.add_argument("--random-words", type=int, default=0, metavar="N",
+                   help="add N random one-token words (drawn with --seed) to the region texts: "
+                        "many words make a copy general instead of word by word")
     r.add_argument("--words", nargs="+", default=None,
                    help="region texts (default: 30 one-token words); a text may be a phrase "
                         "such as 'red ball'")

@@ -122,6 +122,29 @@ def text_region_prompt_ids(tokenizer: PromptTokenizer, parts: Sequence, texts: S
     return ids + tokenizer.text_ids("\n") + tokenizer.build_suffix(parts)
 
 
+def random_words(n: int, seed: int = 0) -> List[str]:
+    """``n`` distinct lowercase words (3-8 letters) that the Qwen2 BPE vocabulary holds as one
+    token both bare and with a leading space (``cat``, `` cat``), drawn reproducibly from
+    ``seed``. Many words keep a copy from being learnt word by word: with the dozen words of
+    the scenes a head per word class forms instead (README "The copy into <ground> is a
+    colour-word head").
+
+    Raises:
+        InvalidRequestError: ``n`` negative or more than the vocabulary holds.
+    """
+    import re
+
+    from ..tokenizer import build_qwen25_vl_tokenizer
+
+    vocab = build_qwen25_vl_tokenizer().get_vocab()
+    pool = sorted(t[1:] for t in vocab if t.startswith("\u0120")
+                  and re.fullmatch(r"[a-z]{3,8}", t[1:]) and t[1:] in vocab)
+    if not 0 <= n <= len(pool):
+        raise InvalidRequestError(f"random words: need 0 <= n <= {len(pool)}, got {n}")
+    rng = np.random.default_rng([int(seed), 11])
+    return [pool[i] for i in sorted(rng.choice(len(pool), n, replace=False))]
+
+
 def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEFAULT_WORDS,
                              min_regions: int = 2, max_regions: int = 6,
                              rejection_rate: float = 0.2,
