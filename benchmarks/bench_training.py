@@ -28,7 +28,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (add_by_arg, add_model_benchmark_args, flush,  # noqa: E402
-                               format_table, print_header, quiet_transformers, record_group)
+                               format_table, print_header, quiet_transformers, record_group,
+                               write_json)
 
 METRICS = ("det_precision", "det_recall", "det_f1", "rec_acc50", "count_exact", "rejection_acc",
            "false_rejection", "caption_exact", "format_ok")
@@ -107,9 +108,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         print(format_table(["model", "stage", "steps", "steps/s", "peak memory (GiB)",
                             "device"], cost_rows))
     flush()
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2, default=str)
+    write_json(args.json, results)
     return results
 
 

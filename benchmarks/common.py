@@ -271,6 +271,16 @@ def add_model_benchmark_args(parser: argparse.ArgumentParser, *,
     parser.add_argument("--json", help="also write the results to this file")
 
 
+def write_json(path: Optional[str], results: object) -> None:
+    """``--json PATH``: write a benchmark's results as indented JSON (nothing without a path;
+    values JSON cannot hold are written as their ``str``)."""
+    if path:
+        import json
+
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2, default=str)
+
+
 BY_HELP = ("also score each value of this record field or meta field apart (e.g. task, kind; "
            "regions: by the number of candidate regions; objects: records naming an object "
            "kind no train image shows, unseen, against the rest, seen)")

@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (add_model_benchmark_args, format_table,  # noqa: E402
-                               print_header, quiet_transformers)
+                               print_header, quiet_transformers, write_json)
 from benchmarks.probe_region_choice import ground_positions  # noqa: E402
 
 
@@ -138,8 +138,6 @@ def best_head(attention) -> str:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, dict]]:
     """Probe every ``--models`` checkpoint; prints a table per model, returns summaries."""
-    import json
-
     from vlxseek_core.training.run import read_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -169,9 +167,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, dict]]:
         results[m] = {"copy_head": head, "words": {
             w: {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in s.items()}
             for w, s in summary.items()}}
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return results
 
 

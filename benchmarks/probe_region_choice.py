@@ -48,7 +48,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import (add_by_arg, add_model_benchmark_args,  # noqa: E402
-                               format_table, print_header, quiet_transformers, record_group)
+                               format_table, print_header, quiet_transformers, record_group,
+                               write_json)
 
 
 def score_model(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
@@ -154,8 +155,6 @@ def ground_positions(target, ground_ids):
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Score every ``--models`` checkpoint; prints a table and returns
     ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value)."""
-    import json
-
     from vlxseek_core.training.run import read_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -180,9 +179,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     print(format_table(["model", "records of", *keys],
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return results
 
 

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (add_model_benchmark_args, format_table, print_header,  # noqa: E402
-                               quiet_transformers)
+                               quiet_transformers, write_json)
 
 RIDGE = 1e-2  # ridge strength of the linear probes, relative to the mean squared row norm
 
@@ -128,9 +128,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
     rows = [[k] + ["—" if results[m][k] is None else f"{results[m][k]:.3f}"
                    for m in args.models] for k in keys]
     print(format_table(["measure", *names], rows))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return results
 
 

@@ -1,6 +1,7 @@
 """benchmarks/probe_copy.py: the copy of the query into <ground>, per word and per head."""
 import pytest
 import torch
+from training_fixtures import patch_oracle_head
 
 from vlxseek_core.training.text_regions import make_text_region_records
 
@@ -20,25 +21,9 @@ def test_every_copyable_position_is_found_and_scored(train_model_dir):
 
 
 def test_an_oracle_head_copies_every_word(train_model_dir, monkeypatch):
-    import vlxseek_core.checkpoint as checkpoint
     from benchmarks import probe_copy
-    from vlxseek_core.training.model import TrainingModel
 
-    real_hidden, real_load = TrainingModel.hidden_states, checkpoint.load_model
-
-    def oracle_hidden(self, *args, **kwargs):
-        hidden, labels, frames = real_hidden(self, *args, **kwargs)
-        vocab = self.vlm.model.embed_tokens.num_embeddings + 2
-        fake = torch.nn.functional.one_hot(labels[:, 1:].clamp(min=0), vocab).float()
-        return torch.cat([fake, fake[:, -1:]], 1), labels, frames
-
-    def load_with_identity_head(path, *args, **kwargs):
-        vlm, extra = real_load(path, *args, **kwargs)
-        vlm.lm_head = torch.nn.Identity()
-        return vlm, extra
-
-    monkeypatch.setattr(TrainingModel, "hidden_states", oracle_hidden)
-    monkeypatch.setattr(checkpoint, "load_model", load_with_identity_head)
+    patch_oracle_head(monkeypatch)
     records = make_text_region_records(5, seed=1, tasks=("refer",), max_regions=3)
     summary = probe_copy.summarise(probe_copy.copy_hits(train_model_dir, records, "."))
     assert summary["all"]["n"] == 5 and summary["all"]["copy_acc"] == 1.0

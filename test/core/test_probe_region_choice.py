@@ -1,6 +1,7 @@
 """benchmarks/probe_region_choice.py: teacher-forced region-token accuracy."""
 import pytest
 import torch
+from training_fixtures import patch_oracle_head
 
 from vlxseek_core.training.text_regions import make_text_region_records
 
@@ -9,32 +10,16 @@ def _oracle_scores(model_dir, monkeypatch, records, edit):
     """``score_model`` with the model replaced by an oracle whose output head gives every
     answer token right, except that ``edit(target, at)`` changes record 0's first choice after
     ``<objects>`` (``target``: the oracle's next-token ids ``[B, L]``, ``at``: its position)."""
-    import vlxseek_core.checkpoint as checkpoint
     from benchmarks import probe_region_choice
     from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.training.model import TrainingModel
 
     objects_id = load_tokenizer(model_dir).convert_tokens_to_ids("<objects>")
-    real_hidden, real_load = TrainingModel.hidden_states, checkpoint.load_model
 
-    def oracle_hidden(self, *args, **kwargs):
-        hidden, labels, frames = real_hidden(self, *args, **kwargs)
-        target = labels[:, 1:].clamp(min=0).clone()
-        if not getattr(self, "_flipped", False):  # the first batch holds record 0
-            choice = (labels[0, :-1] == objects_id) & (labels[0, 1:] >= 0)
-            edit(target, int(choice.nonzero()[0, 0]))
-            self._flipped = True
-        vocab = self.vlm.model.embed_tokens.num_embeddings + 2
-        fake = torch.nn.functional.one_hot(target, vocab).float()
-        return torch.cat([fake, fake[:, -1:]], 1), labels, frames
+    def edit_first_choice(target, labels):  # the first batch holds record 0
+        choice = (labels[0, :-1] == objects_id) & (labels[0, 1:] >= 0)
+        edit(target, int(choice.nonzero()[0, 0]))
 
-    def load_with_identity_head(path, *args, **kwargs):
-        vlm, extra = real_load(path, *args, **kwargs)
-        vlm.lm_head = torch.nn.Identity()
-        return vlm, extra
-
-    monkeypatch.setattr(TrainingModel, "hidden_states", oracle_hidden)
-    monkeypatch.setattr(checkpoint, "load_model", load_with_identity_head)
+    patch_oracle_head(monkeypatch, edit_first_choice)
     return probe_region_choice.score_model(model_dir, records, ".", batch_size=4)
 
 

@@ -92,3 +92,34 @@ def make_builder(model_dir, images_dir, aux_aspect="dynamic"):
 @pytest.fixture(scope="session")
 def builder(train_model_dir, images_dir):
     return make_builder(train_model_dir, images_dir)
+
+
+def patch_oracle_head(monkeypatch, edit=None):
+    """Make every checkpoint that ``vlxseek_core.checkpoint.load_model`` loads an oracle whose
+    most likely next token is always the answer's target: ``lm_head`` becomes the identity
+    and ``TrainingModel.hidden_states`` returns one-hot rows of the targets. ``edit(target,
+    labels)`` (optional) may change the first batch's targets (``[B, L - 1]`` ids) in place."""
+    import torch
+
+    import vlxseek_core.checkpoint as checkpoint
+    from vlxseek_core.training.model import TrainingModel
+
+    real_hidden, real_load = TrainingModel.hidden_states, checkpoint.load_model
+
+    def oracle_hidden(self, *args, **kwargs):
+        hidden, labels, frames = real_hidden(self, *args, **kwargs)
+        target = labels[:, 1:].clamp(min=0).clone()
+        if edit is not None and not getattr(self, "_edited", False):
+            edit(target, labels)
+            self._edited = True
+        vocab = self.vlm.model.embed_tokens.num_embeddings + 2
+        fake = torch.nn.functional.one_hot(target, vocab).float()
+        return torch.cat([fake, fake[:, -1:]], 1), labels, frames
+
+    def load_with_identity_head(path, *args, **kwargs):
+        vlm, extra = real_load(path, *args, **kwargs)
+        vlm.lm_head = torch.nn.Identity()
+        return vlm, extra
+
+    monkeypatch.setattr(TrainingModel, "hidden_states", oracle_hidden)
+    monkeypatch.setattr(checkpoint, "load_model", load_with_identity_head)
