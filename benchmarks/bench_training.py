@@ -92,11 +92,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         results[model] = metrics
     names = [os.path.basename(os.path.normpath(m)) for m in args.models]
     print(metrics_table(names, [results[m] for m in args.models], chance_levels(records)))
-    for part in sorted({g for m in results.values() for g in m.get("groups", {})}):
+    parts: Dict[str, List[dict]] = {}  # group name -> its records, for the chance levels
+    for record in records if group else ():
+        parts.setdefault(group(record), []).append(record)
+    for part in sorted(parts):
         print(f"records of {part}:")
-        chance = chance_levels([r for r in records if group(r) == part])
         print(metrics_table(names, [results[m]["groups"].get(part, {}) for m in args.models],
-                            chance))
+                            chance_levels(parts[part])))
     cost_rows = []
     for model, name in zip(args.models, names):
         info = results[model]["training"]

@@ -51,7 +51,7 @@ def copy_hits(model_dir: str, records: List[dict], images_dir: str, device: str 
     from vlxseek_core.modeling import IMAGE_PLACEHOLDER_ID
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
-    from vlxseek_core.training.model import TrainingModel
+    from vlxseek_core.training.model import TrainingModel, expand_image_placeholder
     from vlxseek_core.training.samples import IGNORE_INDEX, SampleBuilder, collate_samples
 
     vlm, _ = load_model(model_dir, attn_implementation="eager")
@@ -78,10 +78,8 @@ def copy_hits(model_dir: str, records: List[dict], images_dir: str, device: str 
                 pred = vlm.lm_head(hidden[0, :-1]).argmax(-1).cpu()
             ids = batch["input_ids"][0].cpu()
             if frames[0] is not None:  # the image placeholder stands for its rows
-                at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
-                rows = frames[0].image_embeds.shape[0]
-                ids = torch.cat([ids[:at], ids.new_full((rows,), IMAGE_PLACEHOLDER_ID),
-                                 ids[at + 1:]])
+                ids = expand_image_placeholder(ids, ids, frames[0].image_embeds.shape[0],
+                                               IMAGE_PLACEHOLDER_ID)
             target = labels[0, 1:].cpu()
             start = int((labels[0] != IGNORE_INDEX).nonzero()[0, 0])
             prompt = ids[:start]

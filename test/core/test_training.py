@@ -197,3 +197,15 @@ def test_bad_training_data_is_a_clean_error(train_model_dir, tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "cannot read training data" in capsys.readouterr().err
+
+
+def test_expand_image_placeholder_aligns_values_with_the_spliced_sequence():
+    from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID
+    from vlxseek_core.training.model import expand_image_placeholder
+
+    ids = torch.tensor([5, 6, IMAGE_PLACEHOLDER_ID, 7, 8])
+    labels = torch.tensor([-100, -100, -100, 7, 8])
+    out = expand_image_placeholder(labels, ids, 3, -100)
+    assert out.tolist() == [-100, -100, -100, -100, -100, 7, 8] and out.dtype == labels.dtype
+    assert expand_image_placeholder(ids, ids, 2, IMAGE_PLACEHOLDER_ID).tolist() == \
+        [5, 6, IMAGE_PLACEHOLDER_ID, IMAGE_PLACEHOLDER_ID, 7, 8]

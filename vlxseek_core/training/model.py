@@ -181,10 +181,9 @@ class TrainingModel(nn.Module):
                 continue
             seq, types = vlm.splice(ids, emb, frame)
             pos, _ = vlm.rope_index(types[None], frame.image_grid_thw)
-            at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
-            pad = lab.new_full((frame.image_embeds.shape[0],), IGNORE_INDEX)
             rows.append(seq)
-            labels.append(torch.cat([lab[:at], pad, lab[at + 1:]]))
+            labels.append(expand_image_placeholder(lab, ids, frame.image_embeds.shape[0],
+                                                   IGNORE_INDEX))
             positions.append(pos[:, 0])
         embeds = nn.utils.rnn.pad_sequence(rows, batch_first=True)
         label_mat = nn.utils.rnn.pad_sequence(labels, batch_first=True,
@@ -208,6 +207,16 @@ class TrainingModel(nn.Module):
                   for p in module.parameters() if p.requires_grad]
         zero = self.vlm.lm_head.weight.new_zeros(())
         return zero + sum((p.sum() * 0.0 for p in params), zero)
+
+
+def expand_image_placeholder(values: torch.Tensor, ids: torch.Tensor, rows: int,
+                             fill: int) -> torch.Tensor:
+    """``values`` aligned with the prompt ids ``ids`` (``[L_ids]``, one image placeholder)
+    made aligned with the spliced sequence of :meth:`VLMFO1ForCausalLM.splice`: the
+    placeholder's entry becomes ``rows`` entries of ``fill`` (``[L_ids - 1 + rows]``, dtype of
+    ``values``)."""
+    at = int((ids == IMAGE_PLACEHOLDER_ID).nonzero()[0, 0])
+    return torch.cat([values[:at], values.new_full((rows,), fill), values[at + 1:]])
 
 
 def set_activation_checkpointing(vlm, enabled: bool) -> None:

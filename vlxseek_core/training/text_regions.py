@@ -134,11 +134,12 @@ def random_words(n: int, seed: int = 0) -> List[str]:
     """
     import re
 
+    from ..tiny import space_variant_pairs
     from ..tokenizer import build_qwen25_vl_tokenizer
 
-    vocab = build_qwen25_vl_tokenizer().get_vocab()
-    pool = sorted(t[1:] for t in vocab if t.startswith("\u0120")
-                  and re.fullmatch(r"[a-z]{3,8}", t[1:]) and t[1:] in vocab)
+    tokenizer = build_qwen25_vl_tokenizer()
+    bare = tokenizer.convert_ids_to_tokens([b for _, b in space_variant_pairs(tokenizer)])
+    pool = sorted(w for w in bare if re.fullmatch(r"[a-z]{3,8}", w))
     if not 0 <= n <= len(pool):
         raise InvalidRequestError(f"random words: need 0 <= n <= {len(pool)}, got {n}")
     rng = np.random.default_rng([int(seed), 11])
