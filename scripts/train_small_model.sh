@@ -11,8 +11,10 @@
 #      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
 #          the default words and 400 random one-token words, loss on the grounded words and
 #          region choices (with the scene's dozen words a head per word class forms instead
-#          of one copy; README "The copy into <ground> is a colour-word head"); kept in the
-#          text mixes of 0s2t and 0s3t (NOT YET MEASURED past 0c);
+#          of one copy; README "The copy into <ground> is a colour-word head"). 0s1 hides
+#          that copy (1.00 -> 0.00) and 50 text steps bring it back, but these records beside
+#          the scenes leave the scenes' copy as it is, so later mixes go without them (README
+#          "The general copy and the scene copy");
 #      0s1 the lookup carried over to image regions (README "The lookup on image rows
 #          forms"), one list length at a time like 0t: detect_all scenes of exactly 2, then
 #          exactly 3, then 2-4 objects (what forms on one length is bound to it) of
@@ -169,7 +171,7 @@ on scenes_s2r
 phase stage0s2r "${STEPS0S[1]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices --share-word-rows scene
 phase stage0s2f "${STEPS0S[2]}" "${S0[@]}" "${FALL[@]}" "${data[@]}" --loss-on choices
-on scenes_s2r text_detect_24.jsonl text_refer_24.jsonl
+on scenes_s2r text_detect_24.jsonl
 phase stage0s2t "${STEPS0S[3]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
   --loss-on choices
 on scenes_s3
@@ -177,7 +179,7 @@ phase stage0s3r "${STEPS0S[4]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]
   --loss-on choices
 phase stage0s3a "${STEPS0S[5]}" "${S0[@]}" $(cosine 1e-3) --warmup 10 "${data[@]}" \
   --loss-on answer
-on scenes_s3 text_detect_24.jsonl text_refer_24.jsonl
+on scenes_s3 text_detect_24.jsonl
 phase stage0s3t "${STEPS0S[6]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
   --loss-on answer
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl  # also the paper's stages' data
