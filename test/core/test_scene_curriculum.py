@@ -294,3 +294,48 @@ def test_make_scenes_cli_absent_near(tmp_path, capsys):
                        "--rejection-rate", "1")
     assert len(recs) == 8 and all(r.meta["rejection"] for r in recs)
     _cli_refuses(out, capsys, "--absent-near must be", ["--absent-near", "-1"])
+
+
+def _shares_a_colour(scene) -> bool:
+    colours = [o.colour for o in scene.objects if o.colour]
+    return any(colours.count(c) > 1 for c in set(colours))
+
+
+def test_shared_colour_makes_the_colour_ambiguous(tmp_path, capsys):
+    """`shared_colour` is the chance that a coloured shape gets a mate of its colour and
+    another shape: the object count stays, the split's categories and the copy cap hold, and
+    at 0 the scenes are those of before (no extra draw)."""
+    kw = dict(max_objects=4, max_copies=1, min_objects=2)
+    for seed in range(40):
+        assert S.generate_scene(seed, "train", 112, **kw).objects == \
+            S.generate_scene(seed, "train", 112, shared_colour=0.0, **kw).objects
+    rates = {}
+    for rate in (0.0, 1.0):
+        shared = 0
+        for seed in range(150):
+            base = S.generate_scene(seed, "train", 112, **kw)
+            scene = S.generate_scene(seed, "train", 112, shared_colour=rate, **kw)
+            cats = [o.category for o in scene.objects]
+            assert len(cats) == len(set(cats))  # max_copies=1 still holds
+            assert not any(S.names_unseen_object(c) for c in cats)  # train split only
+            assert abs(len(scene.objects) - len(base.objects)) <= 1  # one swap, room aside
+            mated = [o for o in scene.objects if o.colour and any(
+                p is not o and p.colour == o.colour and p.shape != o.shape
+                for p in scene.objects)]
+            shared += bool(mated)
+        rates[rate] = shared / 150
+    # by chance some scenes share a colour already; the knob makes nearly all of them do
+    assert rates[0.0] < 0.4 and rates[1.0] >= 0.9, rates
+    held = [_shares_a_colour(S.generate_scene(s, "heldout", 112, shared_colour=1.0, **kw))
+            for s in range(100)]
+    assert sum(held) >= 85
+    for bad in (-0.1, 1.5, True, "0.5", float("nan")):
+        with pytest.raises(InvalidRequestError, match="shared_colour"):
+            S.generate_scene(1, "train", 112, shared_colour=bad)
+    with pytest.raises(InvalidRequestError, match="shared_colour"):
+        D.make_scenes(str(tmp_path / "never"), 1, 1, shared_colour=2.0)
+    recs = _cli_scenes(str(tmp_path / "mates"), 6, "--shared-colour", "1", "--max-objects",
+                       "4", "--max-copies", "1", "--tasks", "detect_all")
+    assert len(recs) == 6
+    _cli_refuses(str(tmp_path / "mates"), capsys, "--shared-colour must be",
+                 ["--shared-colour", "2"], ["--shared-colour", "x"])

@@ -52,6 +52,7 @@ def cmd_make_scenes(args) -> int:
                           max_distractors=args.max_distractors,
                           max_objects=args.max_objects, max_copies=args.max_copies,
                           min_objects=args.min_objects,
+                          shared_colour=_rate(args.shared_colour, "--shared-colour"),
                           rejection_rate=_rate(args.rejection_rate),
                           detect_extra_absent=_rate(args.detect_extra_absent,
                                                     "--detect-extra-absent"),
@@ -148,6 +149,10 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--max-copies", type=int, default=None,
                    help="each category at most N times per scene, 1-6 (default: no cap; 1: "
                         "one block = one region, no bias towards <region0> in answers)")
+    m.add_argument("--shared-colour", default="0",
+                   help="probability that one coloured shape of a scene shares its colour with "
+                        "another shape of the scene, so that the colour alone does not pick it "
+                        "(a curriculum knob for shape in the lookup; 0)")
     m.add_argument("--max-distractors", type=int, default=None,
                    help="distractor boxes per scene at most (default: fill --max-candidates; "
                         "0: the candidates are the objects)")

@@ -184,7 +184,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _choose_categories(rng: np.random.Generator, split: str,
                        max_objects: int = MAX_OBJECTS,
                        max_copies: Optional[int] = None,
-                       min_objects: Optional[int] = None) -> List[str]:
+                       min_objects: Optional[int] = None,
+                       shared_colour: float = 0.0) -> List[str]:
     """2-``max_objects`` categories (1 if it is 1; ``min_objects``-``max_objects`` if given);
     often one repeated (superlatives exist).
 
@@ -192,6 +193,10 @@ def _choose_categories(rng: np.random.Generator, split: str,
     1 every object has its own category, so a block of the answer holds one region and the
     first region of an answer is not biased towards the lowest index (a block lists its
     regions in ascending order: with repeats, "always <region0>" is right far above chance).
+
+    ``shared_colour``: probability that one coloured shape of the scene gets a mate of its
+    colour and another shape (it takes the place of another object, so the count stays), so
+    that its colour alone does not pick it out (see :func:`_colour_mate`).
     """
     vocab = split_categories(split)
     # integers(2, 7) at the default, so scenes of the default are unchanged by the options
@@ -211,7 +216,33 @@ def _choose_categories(rng: np.random.Generator, split: str,
         if cats.count(cat) < cap:  # never rejects at the default cap (no draw is lost)
             cats.append(cat)
     # at most 1 + 3 forced ones, so the cut only acts below the default
-    return cats[:max_objects]
+    cats = cats[:max_objects]
+    if shared_colour > 0 and rng.random() < shared_colour:  # no draw at 0: scenes as before
+        _colour_mate(rng, cats, vocab, cap)
+    return cats
+
+
+def _colour_mate(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> None:
+    """Replace, in place, one object of ``cats`` by a shape of the same colour as one of its
+    coloured shapes and another shape (a category the split shows, under the ``cap``).
+
+    A curriculum knob for the shape in the lookup: where every colour is unique in the scene
+    a model can pick "red circle" by its colour alone, and shape-only expressions ("the
+    triangle") then fail (README "The lookup per expression kind"). Nothing changes when the
+    scene has fewer than two objects, no coloured shape, or no mate is allowed.
+    """
+    coloured = [i for i, c in enumerate(cats) if c not in PHOTOS]
+    if len(cats) < 2 or not coloured:
+        return
+    anchor = coloured[int(rng.integers(len(coloured)))]
+    colour, shape = cats[anchor].split(" ")
+    others = [i for i in range(len(cats)) if i != anchor]
+    slot = others[int(rng.integers(len(others)))]
+    kept = cats[:slot] + cats[slot + 1:]
+    mates = [f"{colour} {s}" for s in SHAPES
+             if s != shape and f"{colour} {s}" in vocab and kept.count(f"{colour} {s}") < cap]
+    if mates:
+        cats[slot] = mates[int(rng.integers(len(mates)))]
 
 
 def check_max_copies(max_copies, name: str = "max_copies") -> None:
@@ -240,6 +271,14 @@ def check_max_objects(max_objects, name: str = "max_objects") -> None:
                                   f"got {max_objects!r}")
 
 
+def check_shared_colour(shared_colour, name: str = "shared_colour") -> None:
+    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a probability."""
+    if isinstance(shared_colour, bool) or not isinstance(shared_colour, (int, float)) \
+            or not 0.0 <= shared_colour <= 1.0:
+        raise InvalidRequestError(f"{name} must be a probability in [0, 1], got "
+                                  f"{shared_colour!r}")
+
+
 def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
     """IoU < 0.1, intersection < 20 % of the smaller box, no box over another's centre."""
     if not placed:
@@ -261,7 +300,7 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
 
 def generate_scene(seed: int, split: str = "train", size: int = 224,
                    max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
-                   min_objects: Optional[int] = None) -> Scene:
+                   min_objects: Optional[int] = None, shared_colour: float = 0.0) -> Scene:
     """One procedural scene, deterministic per its arguments.
 
     Args:
@@ -276,13 +315,16 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
             default: 2, as before; ``max_objects`` too: one list length, a curriculum knob).
             A scene without room left for an object still gets fewer (rare below 4 objects
             at 112 px).
+        shared_colour: probability in [0, 1] that a coloured shape shares its colour with
+            another shape of the scene (0, the default: as before; a curriculum knob, see
+            :func:`_choose_categories`).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
-        InvalidRequestError: bad split, size, ``max_objects``, ``max_copies`` or
-            ``min_objects``.
+        InvalidRequestError: bad split, size, ``max_objects``, ``max_copies``,
+            ``min_objects`` or ``shared_colour``.
         VLXSeekError: scikit-image missing.
     """
     from PIL import Image
@@ -293,6 +335,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     check_max_objects(max_objects)
     check_max_copies(max_copies)
     check_min_objects(min_objects, max_objects)
+    check_shared_colour(shared_colour)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -301,7 +344,8 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     # object sides scale with the image (28–90 px at 224 px), so smaller scenes look alike
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
-    for cat in _choose_categories(rng, split, max_objects, max_copies, min_objects):
+    for cat in _choose_categories(rng, split, max_objects, max_copies, min_objects,
+                                  shared_colour):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
