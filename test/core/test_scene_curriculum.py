@@ -296,9 +296,11 @@ def test_make_scenes_cli_absent_near(tmp_path, capsys):
     _cli_refuses(out, capsys, "--absent-near must be", ["--absent-near", "-1"])
 
 
-def _shares_a_colour(scene) -> bool:
-    colours = [o.colour for o in scene.objects if o.colour]
-    return any(colours.count(c) > 1 for c in set(colours))
+def _shares_a_colour(categories) -> bool:
+    """Two coloured shapes of ``categories`` ("red circle", "cat", …) share a colour and not a
+    shape."""
+    shapes = [c.split(" ") for c in set(categories) if c not in S.PHOTOS]
+    return any(a[0] == b[0] and a[1] != b[1] for a in shapes for b in shapes)
 
 
 def test_shared_colour_makes_the_colour_ambiguous(tmp_path, capsys):
@@ -319,23 +321,25 @@ def test_shared_colour_makes_the_colour_ambiguous(tmp_path, capsys):
             assert len(cats) == len(set(cats))  # max_copies=1 still holds
             assert not any(S.names_unseen_object(c) for c in cats)  # train split only
             assert abs(len(scene.objects) - len(base.objects)) <= 1  # one swap, room aside
-            mated = [o for o in scene.objects if o.colour and any(
-                p is not o and p.colour == o.colour and p.shape != o.shape
-                for p in scene.objects)]
-            shared += bool(mated)
+            shared += _shares_a_colour(cats)
         rates[rate] = shared / 150
     # by chance some scenes share a colour already; the knob makes nearly all of them do
     assert rates[0.0] < 0.4 and rates[1.0] >= 0.9, rates
-    held = [_shares_a_colour(S.generate_scene(s, "heldout", 112, shared_colour=1.0, **kw))
-            for s in range(100)]
+    held = [_shares_a_colour(o.category for o in S.generate_scene(
+        s, "heldout", 112, shared_colour=1.0, **kw).objects) for s in range(100)]
     assert sum(held) >= 85
     for bad in (-0.1, 1.5, True, "0.5", float("nan")):
         with pytest.raises(InvalidRequestError, match="shared_colour"):
             S.generate_scene(1, "train", 112, shared_colour=bad)
     with pytest.raises(InvalidRequestError, match="shared_colour"):
         D.make_scenes(str(tmp_path / "never"), 1, 1, shared_colour=2.0)
+    # the record rates go through the same check: a wrong type is a clear error too
+    for name in ("detect_extra_absent", "detect_all_article", "absent_near"):
+        with pytest.raises(InvalidRequestError, match=f"{name} must be in"):
+            D.scene_sample(1, "train", 112, **{name: "0.5"})
     recs = _cli_scenes(str(tmp_path / "mates"), 6, "--shared-colour", "1", "--max-objects",
                        "4", "--max-copies", "1", "--tasks", "detect_all")
-    assert len(recs) == 6
+    labels = [re.findall(r"<ground>(.*?)</ground>", r.answer) for r in recs]
+    assert len(recs) == 6 and sum(_shares_a_colour(found) for found in labels) >= 5, labels
     _cli_refuses(str(tmp_path / "mates"), capsys, "--shared-colour must be",
                  ["--shared-colour", "2"], ["--shared-colour", "x"])

@@ -17,7 +17,7 @@ from ..errors import InvalidRequestError
 from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_max_copies,
-                     check_max_objects, check_min_objects, check_shared_colour, generate_scene,
+                     check_max_objects, check_min_objects, check_rate, generate_scene,
                      is_heldout_phrase, load_assets)
 
 
@@ -120,8 +120,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     """
     for name, rate in (("detect_extra_absent", detect_extra_absent),
                        ("detect_all_article", detect_all_article), ("absent_near", absent_near)):
-        if not 0.0 <= rate <= 1.0:
-            raise InvalidRequestError(f"{name} must be in [0, 1], got {rate}")
+        check_rate(rate, name)
     if detect_all_order not in DETECT_ALL_ORDERS:
         raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
                                   f"got {detect_all_order!r}")
@@ -323,7 +322,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     check_max_copies(record_kwargs.get("max_copies"))
     check_min_objects(record_kwargs.get("min_objects"),
                       record_kwargs.get("max_objects", MAX_OBJECTS))
-    check_shared_colour(record_kwargs.get("shared_colour", 0.0))
+    check_rate(record_kwargs.get("shared_colour", 0.0), "shared_colour")
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     load_assets()  # load once before forking: workers inherit the decoded photos
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

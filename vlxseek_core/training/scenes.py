@@ -271,12 +271,11 @@ def check_max_objects(max_objects, name: str = "max_objects") -> None:
                                   f"got {max_objects!r}")
 
 
-def check_shared_colour(shared_colour, name: str = "shared_colour") -> None:
-    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a probability."""
-    if isinstance(shared_colour, bool) or not isinstance(shared_colour, (int, float)) \
-            or not 0.0 <= shared_colour <= 1.0:
-        raise InvalidRequestError(f"{name} must be a probability in [0, 1], got "
-                                  f"{shared_colour!r}")
+def check_rate(rate, name: str) -> None:
+    """Raise :class:`InvalidRequestError` unless ``rate`` is a probability: an int or float
+    in [0, 1] (not a bool, not NaN). Shared by the scene and record options."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise InvalidRequestError(f"{name} must be in [0, 1], got {rate!r}")
 
 
 def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
@@ -335,7 +334,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     check_max_objects(max_objects)
     check_max_copies(max_copies)
     check_min_objects(min_objects, max_objects)
-    check_shared_colour(shared_colour)
+    check_rate(shared_colour, "shared_colour")
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
