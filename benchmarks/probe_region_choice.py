@@ -36,6 +36,11 @@ decoding; ``benchmarks/bench_training.py`` scores the answers the model generate
 category, colour, shape, superlative or absent for ``refer`` records), so that an average
 cannot hide an expression kind the model fails on. ``--by regions`` groups by the number of
 candidate regions, so that a lookup bound to one list length shows (chance differs per row).
+
+``--formed LIFT`` (one model) is the recipe's test that a forming phase has formed its lookup
+(README "The fresh run never formed the lookup"): the first region's lift over chance,
+``(first_region_acc - chance) / (1 - chance)`` (0 at chance, 1 when always right), must reach
+``LIFT``; the command exits 0 when it does and 3 (:data:`NOT_FORMED`) when it does not.
 """
 from __future__ import annotations
 
@@ -50,6 +55,9 @@ if __package__ in (None, ""):
 from benchmarks.common import (add_by_arg, add_model_benchmark_args,  # noqa: E402
                                format_table, print_header, quiet_transformers, record_group,
                                write_json)
+
+
+NOT_FORMED = 3  # exit status of ``--formed`` when the lookup has not formed (errors exit 1/2)
 
 
 def score_model(model_dir: str, records: List[dict], images_dir: str, device: str = "cpu",
@@ -131,6 +139,15 @@ def summarise(hits: List[Dict[str, list]]) -> Dict[str, float]:
             "records": len(hits)}
 
 
+def lookup_lift(metrics: Dict[str, float]) -> float:
+    """How far the first region choice has left chance towards always right:
+    ``(first_region_acc - chance) / (1 - chance)`` of :func:`summarise`'s ``metrics`` (0 at
+    chance, 1 when every first region is right, negative below chance; NaN without region
+    answers or when chance is 1, i.e. one region per record: nothing to choose)."""
+    first, chance = metrics["first_region_acc"], metrics["chance"]
+    return (first - chance) / (1 - chance) if chance < 1 else float("nan")
+
+
 def ground_positions(target, ground_ids):
     """Masks over the next-token targets ``target`` ``[L]`` (int64, ``IGNORE_INDEX`` outside
     the answer): ``inside`` (a token of a ``<ground>…</ground>`` phrase) and ``first`` (the
@@ -154,15 +171,24 @@ def ground_positions(target, ground_ids):
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Score every ``--models`` checkpoint; prints a table and returns
-    ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value)."""
+    ``{model: {group: metrics}}`` (group ``all``, and with ``--by`` one per field value).
+
+    Raises:
+        SystemExit: ``--formed LIFT`` given and the model's :func:`lookup_lift` (all records)
+            is below ``LIFT`` (code :data:`NOT_FORMED`), or bad arguments (code 2)."""
     from vlxseek_core.training.run import read_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_benchmark_args(parser, images_help="image directory of the records ('.' for "
                              "text-region records)", limit_help="first N records only")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
+    parser.add_argument("--formed", type=float, metavar="LIFT",
+                        help="exit 0 when the first region's lift over chance, (first - chance)"
+                        " / (1 - chance), reaches LIFT, else exit 3 (one model only)")
     add_by_arg(parser)
     args = parser.parse_args(argv)
+    if args.formed is not None and len(args.models) != 1:
+        parser.error("--formed takes exactly one model")
     quiet_transformers()
     records = read_records([args.data], [args.images or "."])[: args.limit]
     print_header("probe_region_choice: teacher-forced region-token accuracy", args.device,
@@ -180,6 +206,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
                        [[m, g, *(f"{r[k]:.3f}" if k != "records" else str(r[k]) for k in keys)]
                         for m, by_group in results.items() for g, r in by_group.items()]))
     write_json(args.json, results)
+    if args.formed is not None:
+        lift = lookup_lift(results[args.models[0]]["all"])
+        formed = lift >= args.formed  # NaN (nothing to choose) never counts as formed
+        print(f"lookup {'formed' if formed else 'NOT formed'}: lift over chance {lift:.3f} "
+              f"({'>=' if formed else 'below'} {args.formed})")
+        if not formed:
+            raise SystemExit(NOT_FORMED)
     return results
 
 

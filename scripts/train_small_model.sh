@@ -40,18 +40,30 @@
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
+# The forming phases (0t, 0s1) train until their lookup has formed, not for a fixed number of
+# steps: the lookup forms as a late transition whose step varies between runs, and a phase that
+# ends before it leaves every later phase without one (README "The fresh run never formed the
+# lookup"). After its steps, a forming phase's model is probed on held-out records of its list
+# length (benchmarks/probe_region_choice.py --formed: teacher-forced first region, lift over
+# chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2 regions, 0.73
+# on 3); below it the phase trains FORM_STEPS more (--resume with a larger --max-steps), up to
+# FORM_CAP times its steps, where the script stops with exit status 3 and says so (raise
+# FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json, the
+# passing one also as PHASE/lookup_formed.json.
 # Steps of 0t, 0c, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
 # phases), STEPS0C, STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
 # 0s3t 0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
-# torchrun), UNTIL (stop after that phase).
+# torchrun), UNTIL (stop after that phase), FORMED, FORM_STEPS, FORM_CAP (above; FORMED=-1
+# passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest checkpoint-N, and data sets already written are kept.
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
 PY="${PYTHON:-python3}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # benchmarks/ is not installed
 SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
@@ -60,7 +72,10 @@ STEPS0S1=(${STEPS0S1:-600 1700 2700})  # 0s1: 2 objects, 3, 2-4 (measured as 150
 STEPS0S=(${STEPS0S:-1500 800 400 400 500 500 600 1000})  # 0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
-HELDOUT="$(n "${HELDOUT:-300}")"
+HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
+FORMED="${FORMED:-0.6}"
+FORM_STEPS="${FORM_STEPS:-200}"
+FORM_CAP="${FORM_CAP:-4}"
 SIZE="${SIZE:-112}"
 BATCH="${BATCH:-32}"
 LR0="${LR0:-3e-3}"
@@ -98,14 +113,48 @@ scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + rec
     --train "$(n "${num}")" --heldout "${HELDOUT}" --seed "${seed}" --size "${SIZE}" --quiet "$@"
 }
 prev="${OUT}/init"
-phase() {  # phase(NAME STEPS train options...): one `vlxseek train` run from ${prev}
-  local name="$1" steps="$2"
+train() {  # train(NAME STEPS train options...): `vlxseek train` from ${prev} to STEPS steps,
+  local name="$1" steps="$2"  # from the phase's latest checkpoint-N if it has one
   shift 2
-  # skipped once its final model is saved; otherwise resumed from its latest checkpoint-N
-  [[ -f "${OUT}/${name}/vlxseek_training.json" ]] || "${TRAIN[@]}" --model "${prev}" \
-    --out "${OUT}/${name}" --max-steps "${steps}" --resume "$@" "${COMMON[@]}"
-  prev="${OUT}/${name}"
-  if [[ "${UNTIL:-}" == "${name}" ]]; then echo "stopped after ${prev}"; exit 0; fi
+  "${TRAIN[@]}" --model "${prev}" --out "${OUT}/${name}" --max-steps "${steps}" --resume "$@" \
+    "${COMMON[@]}"
+}
+next() {  # next(NAME): the phase is done; the next one starts from it
+  prev="${OUT}/$1"
+  if [[ "${UNTIL:-}" == "$1" ]]; then echo "stopped after ${prev}"; exit 0; fi
+}
+phase() {  # phase(NAME STEPS train options...): skipped once its final model is saved
+  [[ -f "${OUT}/$1/vlxseek_training.json" ]] || train "$@"
+  next "$1"
+}
+forming() {  # forming(NAME STEPS HELDOUT IMAGES train options...): a phase trained until the
+  local name="$1" steps="$2" heldout="$3" images="$4"  # lookup has formed (top of the file)
+  shift 4
+  local dir="${OUT}/${name}" cap=$(( steps * FORM_CAP )) trained rc
+  until [[ -f "${dir}/lookup_formed.json" ]]; do
+    if [[ -f "${dir}/vlxseek_training.json" ]]; then  # trained to its last --max-steps
+      trained="$("${PY}" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+        "${dir}/vlxseek_training.json" global_step)"
+      rc=0
+      PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}" "${PY}" -m benchmarks.probe_region_choice \
+        --models "${dir}" --data "${heldout}" --images "${images}" --limit 300 \
+        --formed "${FORMED}" --json "${dir}/lookup_${trained}.json" || rc=$?
+      if (( rc == 0 )); then
+        cp "${dir}/lookup_${trained}.json" "${dir}/lookup_formed.json"
+        break
+      fi
+      (( rc == 3 )) || { echo "${name}: the lookup probe failed (exit ${rc})" >&2; exit "${rc}"; }
+      if (( trained >= cap )); then
+        echo "${name}: the lookup has not formed in ${trained} steps (FORMED=${FORMED} on" \
+          "${heldout}; ${dir}/lookup_${trained}.json); stopped at FORM_CAP=${FORM_CAP} times" \
+          "$(( cap / FORM_CAP )) steps: raise FORM_CAP and run again to train on" >&2
+        exit 3
+      fi
+      steps=$(( trained + FORM_STEPS < cap ? trained + FORM_STEPS : cap ))
+    fi
+    train "${name}" "${steps}" "$@"
+  done
+  next "${name}"
 }
 
 [[ -f "${OUT}/init/config.json" ]] || \
@@ -116,8 +165,11 @@ PHASES0T=("2 2" "3 3" "2 4" "2 6")
 for i in 0 1 2 3; do
   read -r lo hi <<< "${PHASES0T[$i]}"
   text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
-  phase "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
-    --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
+  text "text_regions_${lo}${hi}_heldout.jsonl" "${lo}" "${hi}" detect_all "${HELDOUT}" \
+    "$((i + 101))"
+  forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${OUT}/text_regions_${lo}${hi}_heldout.jsonl" \
+    . "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
+    --loss-on choices --save-steps 250
 done
 # 0c: the copy of "the <word>" from the query, over many words
 text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
@@ -160,7 +212,8 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
 for i in 0 1 2; do
   read -r lo hi _ <<< "${PHASES0S1[$i]}"
   on "scenes_s1_${lo}${hi}"
-  phase "stage0s1_${lo}${hi}" "${STEPS0S1[$i]}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 20 \
+  forming "stage0s1_${lo}${hi}" "${STEPS0S1[$i]}" "${OUT}/scenes_s1_${lo}${hi}/heldout.jsonl" \
+    "${OUT}/scenes_s1_${lo}${hi}/images" "${SCRATCH[@]}" "${CONST[@]}" --warmup 20 \
     "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
 done
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")

@@ -6,11 +6,10 @@ from training_fixtures import patch_oracle_head
 from vlxseek_core.training.text_regions import make_text_region_records
 
 
-def _oracle_scores(model_dir, monkeypatch, records, edit):
-    """``score_model`` with the model replaced by an oracle whose output head gives every
-    answer token right, except that ``edit(target, at)`` changes record 0's first choice after
-    ``<objects>`` (``target``: the oracle's next-token ids ``[B, L]``, ``at``: its position)."""
-    from benchmarks import probe_region_choice
+def _patch_oracle(model_dir, monkeypatch, edit):
+    """Replace the model by an oracle whose output head gives every answer token right, except
+    that ``edit(target, at)`` changes record 0's first choice after ``<objects>`` (``target``:
+    the oracle's next-token ids ``[B, L]``, ``at``: its position)."""
     from vlxseek_core.tokenizer import load_tokenizer
 
     objects_id = load_tokenizer(model_dir).convert_tokens_to_ids("<objects>")
@@ -20,6 +19,13 @@ def _oracle_scores(model_dir, monkeypatch, records, edit):
         edit(target, int(choice.nonzero()[0, 0]))
 
     patch_oracle_head(monkeypatch, edit_first_choice)
+
+
+def _oracle_scores(model_dir, monkeypatch, records, edit):
+    """``score_model`` of the oracle of :func:`_patch_oracle`."""
+    from benchmarks import probe_region_choice
+
+    _patch_oracle(model_dir, monkeypatch, edit)
     return probe_region_choice.score_model(model_dir, records, ".", batch_size=4)
 
 
@@ -162,3 +168,46 @@ def test_record_group_reads_the_field_then_meta():
     # regions: the list length, derived from the candidates
     assert record_group({"bbox_list": [[0, 0, 1, 1]] * 3, "task": "refer"}, "regions") == "3"
     assert record_group({"bbox_list": []}, "regions") == "0"
+
+
+def test_formed_exits_3_below_the_lift_and_0_at_it(train_model_dir, monkeypatch, tmp_path,
+                                                    capsys):
+    """``--formed LIFT``: the oracle misses record 0's first region, so the lift over chance is
+    ``(first - chance) / (1 - chance)`` of the scores; a threshold just above it exits with
+    ``NOT_FORMED``, one at it returns the scores (the recipe's test of a forming phase)."""
+    import json
+
+    from benchmarks import probe_region_choice
+    from benchmarks.probe_region_choice import NOT_FORMED, lookup_lift
+
+    records = make_text_region_records(10, seed=6, min_regions=2, max_regions=3,
+                                       tasks=("detect_all",))
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def shift(target, at):
+        target[0, at] += 1
+
+    args = ["--models", train_model_dir, "--data", str(data), "--images", "."]
+    _patch_oracle(train_model_dir, monkeypatch, shift)
+    scores = probe_region_choice.main(args)[train_model_dir]["all"]
+    chance = sum(1 / len(r["text_regions"]) for r in records) / len(records)
+    lift = (0.9 - chance) / (1 - chance)  # 9 of 10 first regions right
+    assert scores["first_region_acc"] == pytest.approx(0.9)
+    assert lookup_lift(scores) == pytest.approx(lift)
+    for threshold, formed in ((lift + 0.01, False), (lift - 0.01, True)):
+        if formed:  # each run loads the model anew: the oracle misses record 0 again
+            assert probe_region_choice.main(args + ["--formed", str(threshold)])
+        else:
+            with pytest.raises(SystemExit) as exc:
+                probe_region_choice.main(args + ["--formed", str(threshold)])
+            assert exc.value.code == NOT_FORMED
+        assert ("lookup formed" if formed else "lookup NOT formed") in capsys.readouterr().out
+    # nothing to choose (one region per record) is never formed; a model's lift below chance
+    # is negative
+    assert lookup_lift({"first_region_acc": 1.0, "chance": 1.0}) != 0.0
+    assert lookup_lift({"first_region_acc": 0.25, "chance": 0.5}) == pytest.approx(-0.5)
+    with pytest.raises(SystemExit) as exc:
+        probe_region_choice.main(args + ["--models", train_model_dir, train_model_dir,
+                                         "--formed", "0.5"])
+    assert exc.value.code == 2

@@ -30,23 +30,31 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-def _run(out, **extra):
+FORMING = PHASES[:4] + PHASES[5:8]  # 0t and 0s1: trained until the lookup has formed
+
+
+def _run(out, status=0, **extra):
+    """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``: any lookup
+    passes unless ``extra`` says otherwise); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
-               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", PYTHONPATH=str(ROOT), **extra)
+               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", FORMED="-1")
+    env.update(extra)
+    # from another directory: the script finds benchmarks/ (not installed) by itself
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],
-                          env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+                          env=env, cwd=str(out.parent), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == status, proc.stderr[-3000:]
+    return proc.stdout, proc.stderr
 
 
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
-    assert _run(out, UNTIL="stage0s2q").strip().endswith(f"stopped after {out}/stage0s2q")
+    assert _run(out, UNTIL="stage0s2q")[0].strip().endswith(f"stopped after {out}/stage0s2q")
     assert not (out / "stage0s2r").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]}
-    assert _run(out).strip().endswith(f"final model: {out}/stage2")
+    assert _run(out)[0].strip().endswith(f"final model: {out}/stage2")
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
@@ -107,5 +115,38 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
     assert infos["stage0t_22"]["start_model"] == str(out / "init")
+    # each forming phase was probed on held-out records of its list length, and passed
+    for phase in FORMING:
+        probe = json.loads((out / phase / "lookup_formed.json").read_text())
+        assert probe == json.loads((out / phase / "lookup_1.json").read_text()), phase
+        assert probe[str(out / phase)]["all"]["records"] > 0, phase
+    assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
+    for lo, hi in ((2, 2), (3, 3), (2, 4), (2, 6)):
+        held = _records(out / f"text_regions_{lo}{hi}_heldout.jsonl")
+        assert held and all(lo <= len(r["text_regions"]) <= hi for r in held)
+        assert held != _records(out / f"text_regions_{lo}{hi}.jsonl")[:len(held)]
     with safe_open(str(out / "stage2" / "model.safetensors"), "pt") as fh:  # --save-dtype
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
+
+
+def test_a_forming_phase_trains_on_until_its_lookup_forms_or_the_cap(tmp_path):
+    """A lookup that never forms (``FORMED`` above any lift): the first 0t phase is probed
+    after each step and trained one step more (``--resume``, a larger ``--max-steps``) up to
+    ``FORM_CAP`` times its steps, then the script stops with status 3 and says why; run
+    again with a larger cap, it goes on from the step it reached."""
+    out = tmp_path / "run"
+    _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="2")
+    assert "stage0t_22: the lookup has not formed in 2 steps" in err
+    assert "FORM_CAP=2 times 1 steps" in err
+    phase = out / "stage0t_22"
+    assert json.loads((phase / "vlxseek_training.json").read_text())["global_step"] == 2
+    assert sorted(p.name for p in phase.glob("lookup_*.json")) == ["lookup_1.json",
+                                                                    "lookup_2.json"]
+    probe = json.loads((phase / "lookup_2.json").read_text())[str(phase)]["all"]
+    assert 0 <= probe["first_region_acc"] <= 1 and probe["chance"] == 0.5
+    assert not (phase / "lookup_formed.json").exists() and not (out / "stage0t_33").exists()
+    # run again with a larger cap: it trains on from the step it reached, to the new cap
+    _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3")
+    assert "stage0t_22: the lookup has not formed in 3 steps" in err
+    assert json.loads((phase / "vlxseek_training.json").read_text())["global_step"] == 3
+    assert (phase / "lookup_3.json").exists() and not (phase / "lookup_formed.json").exists()
