@@ -296,12 +296,13 @@ def record_group(record: dict, key: str) -> str:
     ``record["meta"][key]``, else ``"-"`` (the record has no such field).
 
     Two keys are computed when the record has no such field: ``regions``, the number of
-    candidate regions (``len(bbox_list)``: the list length), and ``objects``, ``unseen`` when
+    candidate regions (``len(bbox_list)``, or ``len(text_regions)`` of an image-free record of
+    ``make-text-regions``: the list length), and ``objects``, ``unseen`` when
     the record's question or answer names a colour-shape kind that no train image shows
     (:func:`vlxseek_core.training.scenes.names_unseen_object`: composition), else ``seen``
     (new placements and phrasings of seen kinds)."""
     if key == "regions" and "regions" not in record:
-        return str(len(record.get("bbox_list") or ()))
+        return str(len(record.get("bbox_list") or record.get("text_regions") or ()))
     if key == "objects" and "objects" not in record:
         from vlxseek_core.training.scenes import names_unseen_object
 

@@ -168,6 +168,8 @@ def test_record_group_reads_the_field_then_meta():
     # regions: the list length, derived from the candidates
     assert record_group({"bbox_list": [[0, 0, 1, 1]] * 3, "task": "refer"}, "regions") == "3"
     assert record_group({"bbox_list": []}, "regions") == "0"
+    text = make_text_region_records(1, seed=1, min_regions=3, max_regions=3)[0]
+    assert record_group(text, "regions") == "3"  # image-free records: their word regions
 
 
 def test_formed_exits_3_below_the_lift_and_0_at_it(train_model_dir, monkeypatch, tmp_path,
