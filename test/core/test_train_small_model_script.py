@@ -65,6 +65,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # the paper (full softmax, default beta2)
         assert info["loss_vocab"] == ("data" if scratch else "full"), phase
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
+        assert info["optim"] == "adamw_torch_fused", phase
     assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:13])
     assert all(infos[p]["loss_on"] == "answer" for p in PHASES[13:])
     for phase in PHASES[5:16]:

@@ -105,6 +105,25 @@ def test_lora_training_and_merged_export(train_model_dir, builder):
                            after["model.layers.0.self_attn.q_proj.lora_B.default.weight"])
 
 
+def test_cli_fused_adamw_is_the_same_update(cli_runs):
+    """``--optim adamw_torch_fused`` (split into ``--lr-scale`` groups) gives the loop's losses
+    and weights up to float rounding, and is recorded."""
+    from safetensors.torch import load_file
+
+    loop, fused = cli_runs["lr_scale"], cli_runs["fused"]
+    assert _losses(fused) == pytest.approx(_losses(loop), rel=1e-4)
+    a, b = load_file(str(loop / "model.safetensors")), load_file(str(fused / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        # a key bias adds the same to every score of a query: its true gradient is 0, and
+        # Adam's normalisation turns the rounding noise that stands for it into whole steps
+        if not key.endswith("k_proj.bias"):
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
+    info = {n: json.load(open(cli_runs[n] / "vlxseek_training.json")) for n in ("plain", "fused")}
+    assert info["plain"]["optim"] == "adamw_torch" and info["fused"]["optim"] == \
+        "adamw_torch_fused"
+
+
 @pytest.mark.filterwarnings("error::FutureWarning")  # no deprecated checkpointing API
 def test_gradient_checkpointing_gives_same_loss_and_gradients(train_model_dir, builder):
     from vlxseek_core.training.model import TrainingModel
@@ -130,7 +149,7 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(train_model_dir, b
 @pytest.fixture(scope="module")
 def cli_runs(train_model_dir, images_dir, tmp_path_factory):
     """``vlxseek train`` (2 steps, stage 2) as is, with --gradient-checkpointing, with --bf16
-    with --lora 4 and with --lr-scale: ``{name: output dir}``."""
+    with --lora 4, with --lr-scale and with fused AdamW: ``{name: output dir}``."""
     from vlxseek_core.cli import main
 
     tmp = tmp_path_factory.mktemp("train_options")
@@ -138,7 +157,9 @@ def cli_runs(train_model_dir, images_dir, tmp_path_factory):
     runs = {}
     for name, extra in {"plain": [], "checkpointing": ["--gradient-checkpointing"],
                         "bf16": ["--bf16"], "lora": ["--lora", "4"],
-                        "lr_scale": ["--lr-scale", "towers=0.1", "--lr-scale", "llm=2"]}.items():
+                        "lr_scale": ["--lr-scale", "towers=0.1", "--lr-scale", "llm=2"],
+                        "fused": ["--optim", "adamw_torch_fused", "--lr-scale", "towers=0.1",
+                                  "--lr-scale", "llm=2"]}.items():
         out = tmp / name
         assert main(["train", "--stage", "2", "--model", train_model_dir, "--data", data,
                      "--images", images_dir, "--out", str(out), "--batch-size", "2",
@@ -152,6 +173,25 @@ def cli_runs(train_model_dir, images_dir, tmp_path_factory):
 def _losses(out):
     state = json.load(open(out / "checkpoint-2" / "trainer_state.json"))
     return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
+def test_cli_fused_adamw_is_the_same_update(cli_runs):
+    """``--optim adamw_torch_fused`` (split into ``--lr-scale`` groups) gives the loop's losses
+    and weights up to float rounding, and is recorded."""
+    from safetensors.torch import load_file
+
+    loop, fused = cli_runs["lr_scale"], cli_runs["fused"]
+    assert _losses(fused) == pytest.approx(_losses(loop), rel=1e-4)
+    a, b = load_file(str(loop / "model.safetensors")), load_file(str(fused / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        # a key bias adds the same to every score of a query: its true gradient is 0, and
+        # Adam's normalisation turns the rounding noise that stands for it into whole steps
+        if not key.endswith("k_proj.bias"):
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), key
+    info = {n: json.load(open(cli_runs[n] / "vlxseek_training.json")) for n in ("plain", "fused")}
+    assert info["plain"]["optim"] == "adamw_torch" and info["fused"]["optim"] == \
+        "adamw_torch_fused"
 
 
 @pytest.mark.filterwarnings("error::FutureWarning")  # no deprecated checkpointing API
@@ -221,10 +261,11 @@ def test_export_from_an_engine_state_dict(lora_rank, train_model_dir, builder, t
         trainer._export_vlm({k: v for k, v in engine_state.items() if "layers.1." not in k})
 
 
-def test_lr_scales_split_every_optimizer_group(train_model_dir, builder, tmp_path):
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_torch_fused"])
+def test_lr_scales_split_every_optimizer_group(optim, train_model_dir, builder, tmp_path):
     """``--lr-scale``: every module group gets its scaled rate (unnamed groups the base rate);
-    weight-decay groups and the trainable set are unchanged (stage 2: aux tower, HFRE,
-    connector and LLM train, the primary ViT is frozen)."""
+    weight-decay groups, the trainable set and the fused kernel are unchanged (stage 2: aux
+    tower, HFRE, connector and LLM train, the primary ViT is frozen)."""
     from transformers import TrainingArguments
 
     from vlxseek_core.training.model import TrainingModel
@@ -234,7 +275,7 @@ def test_lr_scales_split_every_optimizer_group(train_model_dir, builder, tmp_pat
     trainer = VLXSeekTrainer(
         model=TrainingModel(vlm), args=TrainingArguments(
             str(tmp_path), use_cpu=True, report_to="none", learning_rate=1e-3,
-            weight_decay=0.1), freeze_plan=plan, source_dir=train_model_dir,
+            weight_decay=0.1, optim=optim), freeze_plan=plan, source_dir=train_model_dir,
         lr_scales={"towers": 0.25, "hfre": 0.5, "connector": 0.0})
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in trainer.model.named_parameters()}
@@ -246,6 +287,7 @@ def test_lr_scales_split_every_optimizer_group(train_model_dir, builder, tmp_pat
         assert len(kind) == 1
         kind = kind.pop()
         assert group["lr"] == pytest.approx(expected[kind])
+        assert bool(group.get("fused")) == (optim == "adamw_torch_fused")
         kinds.add((kind, group["weight_decay"]))
         seen += group_names
     assert sorted(seen) == sorted(n for n, p in trainer.model.named_parameters()
@@ -315,3 +357,27 @@ def test_cli_share_word_rows_is_recorded_and_stage_0_only(train_model_dir, image
     assert info["shared_word_rows"] == ["red", "cat"]
     assert main([*base, "--stage", "1", "--out", out + "1"]) == 2
     assert "--share-word-rows edits vocabulary rows: stage 0 only" in capsys.readouterr().err
+
+
+def test_fused_adamw_resumes_a_checkpoint_of_the_loop(train_model_dir, images_dir, tmp_path):
+    """The optimiser state of ``adamw_torch`` and ``adamw_torch_fused`` is the same: a run
+    switched to the fused kernel goes on from the loop's checkpoint (the forming phases of the
+    recipe resume runs of earlier sessions)."""
+    from vlxseek_core.cli import main
+
+    data = write_train_data(tmp_path / "train.jsonl", 4)
+    out = tmp_path / "out"
+    base = ["train", "--stage", "0", "--model", train_model_dir, "--data", data, "--images",
+            images_dir, "--out", str(out), "--batch-size", "2", "--device", "cpu",
+            "--save-steps", "2", "--logging-steps", "1", "--resume"]
+    assert main([*base, "--max-steps", "2"]) == 0
+    moments = torch.load(out / "checkpoint-2" / "optimizer.pt", weights_only=False)["state"]
+    assert main([*base, "--max-steps", "3", "--optim", "adamw_torch_fused"]) == 0
+    info = json.load(open(out / "vlxseek_training.json"))
+    assert info["global_step"] == 3 and info["optim"] == "adamw_torch_fused"
+    state = json.load(open(out / "checkpoint-3" / "trainer_state.json"))
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) == 3  # steps 1-2 of the loop, step 3 fused from its moments
+    resumed = torch.load(out / "checkpoint-3" / "optimizer.pt", weights_only=False)["state"]
+    assert resumed.keys() == moments.keys()
+    assert all(float(resumed[k]["step"]) == 3 for k in resumed)

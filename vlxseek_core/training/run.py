@@ -22,6 +22,8 @@ from ..errors import InvalidRequestError
 from .samples import LOSS_ON, SampleBuilder, collate_samples, has_region_choice
 from .shortlist import LOSS_VOCAB, data_shortlist
 
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
+"""``vlxseek train --optim`` choices (transformers ``TrainingArguments.optim`` names)."""
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
 
@@ -155,6 +157,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
            "default 0.999 and the 151,936-token softmax the region binding did not form; "
            "README 'What forms it')")
     a("--max-grad-norm", type=float, default=1.0)
+    a("--optim", default="adamw_torch", choices=OPTIMIZERS,
+      help="AdamW as one loop over the parameters (adamw_torch), or as one fused kernel per "
+           "step (adamw_torch_fused: the same update, several times faster on a CPU when the "
+           "151,936-row embedding trains; README 'Fused AdamW')")
     a("--lr-scale", action="append", default=[], metavar="GROUP=X",
       help="learning-rate multiplier of a module group: towers, hfre, connector or llm "
            "(repeatable; e.g. towers=0.1 hfre=0.1 connector=0.1 when training from random "
@@ -283,7 +289,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         learning_rate=args.lr or DEFAULT_LR[args.stage],
         num_train_epochs=args.epochs, max_steps=args.max_steps, warmup_steps=args.warmup,
         lr_scheduler_type=args.scheduler, weight_decay=args.weight_decay,
-        adam_beta2=args.adam_beta2,
+        adam_beta2=args.adam_beta2, optim=args.optim,
         max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed, bf16=args.bf16,
         save_strategy="steps", save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
@@ -292,7 +298,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         deepspeed=args.deepspeed, fsdp=args.fsdp or "", disable_tqdm=False,
         ddp_find_unused_parameters=False)
     info = {"stage": args.stage, "lr_scales": lr_scales, "loss_on": args.loss_on,
-            "adam_beta2": args.adam_beta2, "loss_vocab": args.loss_vocab,
+            "adam_beta2": args.adam_beta2, "optim": args.optim, "loss_vocab": args.loss_vocab,
             "loss_vocab_rows": None if shortlist is None else len(shortlist),
             "command": " ".join(argv or sys.argv), "seed": args.seed,
             "data": " ".join(os.path.basename(d) for d in args.data),
