@@ -9,7 +9,8 @@ source "${REPO}/scripts/ros_env.sh" "${REPO}/.venv" || exit 1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${VLXSEEK_TEST_DOMAIN_ID:-$(( 20 + $$ % 80 ))}"
 export PYTHONUNBUFFERED=1
-python -m pytest test -q -p no:cacheprovider "$@"
+# --durations: the slowest tests, where to look when the run grows past its ~20 minutes
+python -m pytest test -q -p no:cacheprovider --durations=20 "$@"
 rc=$?
 # pytest exits 5 when it collected nothing: that is a failure of this script, not a pass.
 [[ ${rc} -eq 5 ]] && echo "test.sh: no tests were collected" >&2
