@@ -58,15 +58,19 @@ def _mixed_data(path):
     return str(path)
 
 
-@pytest.mark.parametrize("data_kind", ["images", "text_and_images"])
+@pytest.mark.parametrize("data_kind", ["images", "text_and_images", "shortlist"])
 def test_two_processes_equal_one_process_with_the_global_batch(train_model_dir, images_dir,
                                                                tmp_path, data_kind):
+    """``shortlist``: stage 0 with ``--loss-vocab data`` (the recipe's): the sampled softmax
+    draws the same rows in every process and in the single one (same seed, same calls)."""
     from vlxseek_core.checkpoint import iter_reference_tensors
     from vlxseek_core.cli import main
 
     data = (write_train_data(tmp_path / "train.jsonl", 16) if data_kind == "images"
             else _mixed_data(tmp_path / "train.jsonl"))
-    common = ["train", "--stage", "2", "--model", train_model_dir, "--data", data,
+    stage = ["--stage", "0", "--loss-vocab", "data"] if data_kind == "shortlist" else [
+        "--stage", "2"]
+    common = ["train", *stage, "--model", train_model_dir, "--data", data,
               "--images", images_dir, "--lr", "1e-3", "--warmup", "0", "--scheduler",
               "constant", "--logging-steps", "1", "--save-steps", str(STEPS), "--max-steps",
               str(STEPS), "--seed", "3", "--device", "cpu"]
