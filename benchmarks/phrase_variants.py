@@ -4,8 +4,8 @@ A model trained on ``detect`` / ``detect_all`` labels ("red circle") may answer 
 circle" at chance. The byte-level BPE writes the colour word of the two differently: ``red``
 right after ``<ground>``, `` red`` (a leading space, another token) after ``the``. This tool
 takes held-out ``make-scenes`` records and writes variants that separate the prompt from the
-``<ground>`` text, and a token's identity from its position (README "The lookup keys on the
-bare token"); ``benchmarks/probe_region_choice.py`` then scores each file:
+``<ground>`` text, and a token's identity from its position (docs/scene-model-notes.md "The
+lookup keys on the bare token"); ``benchmarks/probe_region_choice.py`` then scores each file:
 
 * ``refer_P_G.jsonl`` (``P``, ``G`` in ``the`` / ``bare``): ``refer`` records of kind
   ``category`` ("the red circle"), with the article kept or dropped in the prompt query (P)

@@ -15,9 +15,9 @@ whose target is a ``<regionK>`` token the model's most likely next token is comp
 * ``chance``: the mean of 1 / regions over the records with a region answer;
 * ``ground_acc``: every token inside ``<ground>…</ground>`` (the model's copy of the query,
   or its own label for ``detect_all``), argmax over all rows; ``ground_first_acc``: the first
-  token of each phrase only (the word the lookup keys on, README "The lookup keys on the bare
-  token"). In free generation the lookup reads the model's own words, so these cap what
-  ``bench_training`` can score;
+  token of each phrase only (the word the lookup keys on, docs/scene-model-notes.md "The
+  lookup keys on the bare token"). In free generation the lookup reads the model's own words, so
+  these cap what ``bench_training`` can score;
 * ``stop_acc``: after each ``</objects>``, whether the model picks the right next token
   (``<ground>`` for another block, or the end of the answer). A model that ends after its
   first block scores well teacher-forced and misses every later target in free generation;
@@ -38,9 +38,9 @@ cannot hide an expression kind the model fails on. ``--by regions`` groups by th
 candidate regions, so that a lookup bound to one list length shows (chance differs per row).
 
 ``--formed LIFT`` (one model) is the recipe's test that a forming phase has formed its lookup
-(README "The fresh run never formed the lookup"): the first region's lift over chance,
-``(first_region_acc - chance) / (1 - chance)`` (0 at chance, 1 when always right), must reach
-``LIFT``; the command exits 0 when it does and 3 (:data:`NOT_FORMED`) when it does not.
+(docs/scene-model-notes.md "The fresh run never formed the lookup"): the first region's lift
+over chance, ``(first_region_acc - chance) / (1 - chance)`` (0 at chance, 1 when always right),
+must reach ``LIFT``; the command exits 0 when it does and 3 (:data:`NOT_FORMED`) when it does not.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The committed scene model (models/vlm-fo1-small-scenes, trained from scratch with
-# `vlxseek train`, see README "A small model that works") answers a held-out scene it has never
-# seen: `vlxseek query` finds "the red circle" among the scene's candidate boxes, and answers
-# "absent" for a category that is not in the picture. Nothing is trained or downloaded here.
+# `vlxseek train`, see README "Procedural scenes and the scene model") answers a held-out
+# scene it has never seen: `vlxseek query` finds "the red circle" among the scene's candidate
+# boxes, and answers "absent" for a category that is not in the picture. Nothing is trained
+# or downloaded here.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${REPO}/.venv/bin/python"

@@ -7,34 +7,36 @@
 #      0t  the LLM's region binding on image-free text-region records
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
-#          (README "What forms it");
+#          (docs/scene-model-notes.md "What forms it");
 #      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
 #          the default words and 400 random one-token words, loss on the grounded words and
 #          region choices (with the scene's dozen words a head per word class forms instead
 #          of one copy; README "The copy into <ground> is a colour-word head"). 0s1 hides
 #          that copy (1.00 -> 0.00) and 50 text steps bring it back, but these records beside
-#          the scenes leave the scenes' copy as it is, so later mixes go without them (README
-#          "The general copy and the scene copy");
-#      0s1 the lookup carried over to image regions (README "The lookup on image rows
-#          forms"), one list length at a time like 0t: detect_all scenes of exactly 2, then
-#          exactly 3, then 2-4 objects (what forms on one length is bound to it) of
+#          the scenes leave the scenes' copy as it is, so later mixes go without them
+#          (docs/scene-model-notes.md "The general copy and the scene copy");
+#      0s1 the lookup carried over to image regions (docs/scene-model-notes.md "The lookup
+#          on image rows forms"), one list length at a time like 0t: detect_all scenes of exactly
+#          2, then exactly 3, then 2-4 objects (what forms on one length is bound to it) of
 #          distinct categories without distractors (every candidate is an object), nothing
 #          else in the mix, loss on the grounded words and region choices; vision side at a
 #          tenth of the rate (at one rate the region features collapse);
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
-#          the lookup; README "A query in the prompt"): 0s2q detect + detect_all; 0s2r with
+#          the lookup; docs/scene-model-notes.md "A query in the prompt"): 0s2q detect +
+#          detect_all; 0s2r with
 #          refer records too and half of the detect_all labels written "the red circle", from
 #          the scene words' space-prefixed embedding rows set to the bare ones (the lookup
 #          keys on the bare token's row, and 0t pushes the two rows apart whatever their
-#          initialisation: README "Shared embedding rows carry the lookup over"); 0s2f the
-#          same with the rate falling to 0 (README "A decaying rate"); 0s2t with 2-4 word
+#          initialisation: docs/scene-model-notes.md "Shared embedding rows carry the lookup
+#          over"); 0s2f the same with the rate falling to 0 (docs/scene-model-notes.md "A
+#          decaying rate"); 0s2t with 2-4 word
 #          text-region detect records beside the scenes; loss on the choices;
 #      0s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
 #          absent name beside present ones in 10 % of detect records): 0s3r on the choices,
 #          then the whole answer (0s3a; generated answers need it), then the whole answer with
 #          the text-region detect records (0s3t: the stop decision after each </objects>;
-#          README "The stop decision");
+#          docs/scene-model-notes.md "The stop decision");
 #      0s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
 #          records: NOT YET MEASURED;
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
@@ -42,14 +44,14 @@
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # The forming phases (0t, 0s1) train until their lookup has formed, not for a fixed number of
 # steps: the lookup forms as a late transition whose step varies between runs, and a phase that
-# ends before it leaves every later phase without one (README "The fresh run never formed the
-# lookup"). After its steps, a forming phase's model is probed on held-out records of its list
-# length (benchmarks/probe_region_choice.py --formed: teacher-forced first region, lift over
-# chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2 regions, 0.73
-# on 3); below it the phase trains FORM_STEPS more (--resume with a larger --max-steps), up to
-# FORM_CAP times its steps, where the script stops with exit status 3 and says so (raise
-# FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json, the
-# passing one also as PHASE/lookup_formed.json.
+# ends before it leaves every later phase without one (docs/scene-model-notes.md "The fresh
+# run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
+# records of its list length (benchmarks/probe_region_choice.py --formed: teacher-forced first
+# region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
+# regions, 0.73 on 3); below it the phase trains FORM_STEPS more (--resume with a larger
+# --max-steps), up to FORM_CAP times its steps, where the script stops with exit status 3 and says
+# so (raise FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json,
+# the passing one also as PHASE/lookup_formed.json.
 # Steps of 0t, 0c, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
 # phases), STEPS0C, STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
@@ -88,6 +90,12 @@ SCALES0=(--lr-scale towers=0.1 --lr-scale hfre=0.1 --lr-scale connector=0.1)
 LAUNCH="${LAUNCH:-${PY} -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1
   --master_port ${PORT:-29531}}"
 export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo
+# glibc malloc: large tensors (the 78 MB embedding gradient, made anew every step) from the
+# heap and kept after free, not a fresh mmap whose pages the kernel zeroes each time: half the
+# system time and 6-10 % of a step on 2 cores (docs/scene-model-notes.md "Where a step's time
+# goes"); other C libraries ignore these
+export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}"
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-68719476736}"
 CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 # fused AdamW: the same update in one kernel; its loop over the 151,936-row embedding was a

@@ -27,9 +27,9 @@ TINY_VISION = dict(depth=4, hidden_size=64, intermediate_size=128, num_heads=2,
 TINY_DAVIT = dict(embed_dim=[16, 32, 64, 128], num_heads=[1, 2, 4, 8], num_groups=[1, 2, 4, 8],
                   depths=[1, 1, 1, 1])
 TINY_SIMPLE_FPN_CHANNELS = 32
-# "small": the from-scratch scene model of issue 9 (README "A small model that works"): an
-# LLM wide enough to learn region binding, bf16 weights under 50 MB (the 151,936-row tied
-# vocabulary embedding is 39 MB of it).
+# "small": the from-scratch scene model of issue 9 (README "Procedural scenes and the scene
+# model"): an LLM wide enough to learn region binding, bf16 weights under 50 MB (the 151,936-row
+# tied vocabulary embedding is 39 MB of it).
 SMALL_TEXT = dict(TINY_TEXT, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=4, num_key_value_heads=4,
                   rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]})
@@ -130,10 +130,11 @@ def relate_space_variants(weight: torch.Tensor, pairs: List[Tuple[int, int]],
     :func:`space_variant_pairs`). For independent random rows of equal scale the two then have
     a cosine of about ``similarity`` and the spaced row keeps its scale; 1 makes them equal.
 
-    Why (README "Shared embedding rows carry the lookup over without training"): a random
-    LLM's rows of ``red`` and `` red`` are unrelated, so a lookup learnt on one never serves the
-    other, and a copy from a prompt's `` red`` into an answer's ``red`` has nothing to match;
-    a pretrained LLM brings such pairs close. Tied output rows stay apart by the remainder.
+    Why (docs/scene-model-notes.md "Shared embedding rows carry the lookup over without
+    training"): a random LLM's rows of ``red`` and `` red`` are unrelated, so a lookup learnt on
+    one never serves the other, and a copy from a prompt's `` red`` into an answer's ``red`` has
+    nothing to match; a pretrained LLM brings such pairs close. Tied output rows stay apart by the
+    remainder.
 
     Raises:
         ValueError: ``similarity`` outside [0, 1].

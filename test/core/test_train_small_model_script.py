@@ -77,7 +77,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # the scene words' spaced rows are set to the bare ones where refer expressions come in
     assert "red" in infos["stage0s2r"]["shared_word_rows"]
     assert not any("shared_word_rows" in infos[p] for p in PHASES if p != "stage0s2r")
-    # the spaced words start near the bare ones (README "A decaying rate ...")
+    # the spaced words start near the bare ones (docs/scene-model-notes.md "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9
     # 0c: "the <word>" refer records over many words (the copy forms for any word)

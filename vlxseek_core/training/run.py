@@ -155,7 +155,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--adam-beta2", type=float, default=0.999,
       help="AdamW beta2 (0.99 when training the LLM from random initialisation: with the "
            "default 0.999 and the 151,936-token softmax the region binding did not form; "
-           "README 'What forms it')")
+           "docs/scene-model-notes.md 'What forms it')")
     a("--max-grad-norm", type=float, default=1.0)
     a("--optim", default="adamw_torch", choices=OPTIMIZERS,
       help="AdamW as one loop over the parameters (adamw_torch), or as one fused kernel per "
@@ -176,8 +176,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--share-word-rows", nargs="+", default=[], metavar="WORD",
       help="stage 0: before training, set the embedding row of each word's space-prefixed "
            "token (' red') to its bare token's row ('red'), as a pretrained LLM has them "
-           "close; 'scene' stands for every make-scenes word (README 'Shared embedding rows "
-           "carry the lookup over'); a resumed run takes its checkpoint's rows")
+           "close; 'scene' stands for every make-scenes word (docs/scene-model-notes.md "
+           "'Shared embedding rows carry the lookup over'); a resumed run takes its "
+           "checkpoint's rows")
     a("--seed", type=int, default=0)
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")

@@ -142,7 +142,7 @@ class SampleBuilder:
             from scratch: the markup is learned in a few steps, and every other answer
             position costs a 151,936-way softmax. Choosing the phrase is what makes the
             answer attend to the rows by content; without it the reverse lookup did not
-            form (README "What forms it").
+            form (docs/scene-model-notes.md "What forms it").
 
     Raises:
         InvalidRequestError: another ``loss_on``.

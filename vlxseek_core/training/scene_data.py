@@ -102,7 +102,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     (``<ground>the red circle</ground>``). A curriculum option: the label's first word then is
     the space-prefixed BPE token (`` red``), as in every ``refer`` expression, whereas a bare
     label starts with ``red``; a lookup trained on bare labels alone keys on the bare token and
-    misses `` red`` (README "The lookup keys on the bare token").
+    misses `` red`` (docs/scene-model-notes.md "The lookup keys on the bare token").
 
     ``absent_near``: probability that the absent names of a ``detect`` record, and an absent
     ``refer`` expression, are near misses (:func:`near_miss_categories`: "red square" beside a

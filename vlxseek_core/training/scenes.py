@@ -228,8 +228,9 @@ def _colour_mate(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> 
 
     A curriculum knob for the shape in the lookup: where every colour is unique in the scene
     a model can pick "red circle" by its colour alone, and shape-only expressions ("the
-    triangle") then fail (README "The lookup per expression kind"). Nothing changes when the
-    scene has fewer than two objects, no coloured shape, or no mate is allowed.
+    triangle") then fail (docs/scene-model-notes.md "The lookup per expression kind").
+    Nothing changes when the scene has fewer than two objects, no coloured shape, or no mate is
+    allowed.
     """
     coloured = [i for i, c in enumerate(cats) if c not in PHOTOS]
     if len(cats) < 2 or not coloured:

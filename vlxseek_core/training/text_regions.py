@@ -160,7 +160,8 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     without naming any, answered with every row's block in a random order: each grounded word
     is a choice among the rows not named yet, which trains the answer to attend to the rows
     by content (with the answer loss, this forms the reverse lookup where the region choices
-    alone do not: README "What forms it"). ``caption`` asks for one row (→ "a dog").
+    alone do not: docs/scene-model-notes.md "What forms it"). ``caption`` asks for one row
+    (→ "a dog").
     ``refer`` asks for "the <word>" of one row (with probability ``rejection_rate`` an absent
     word, answered with the rejection form): the word after ``<ground>the`` can only be copied
     from the query, whatever it is (scene models learnt that copy for colour words alone:
