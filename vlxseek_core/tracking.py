@@ -21,7 +21,7 @@ Conventions:
   reused.
 
 ``trackers`` pulls ``opencv-python``, which would shadow the headless OpenCV that ROS and
-this package use, so it is installed with ``--no-deps`` (README "Tracking").
+this package use, so it is installed with ``--no-deps`` (README "Tracked targets").
 """
 from __future__ import annotations
 
