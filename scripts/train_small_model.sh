@@ -8,19 +8,18 @@
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
 #          (docs/scene-model-notes.md "What forms it");
-#      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
-#          the default words and 400 random one-token words, loss on the grounded words and
-#          region choices (with the scene's dozen words a head per word class forms instead
-#          of one copy; README "The copy into <ground> is a colour-word head"). 0s1 hides
-#          that copy (1.00 -> 0.00) and 50 text steps bring it back, but these records beside
-#          the scenes leave the scenes' copy as it is, so later mixes go without them
-#          (docs/scene-model-notes.md "The general copy and the scene copy");
 #      0s1 the lookup carried over to image regions (docs/scene-model-notes.md "The lookup
-#          on image rows forms"), one list length at a time like 0t: detect_all scenes of exactly
-#          2, then exactly 3, then 2-4 objects (what forms on one length is bound to it) of
-#          distinct categories without distractors (every candidate is an object), nothing
-#          else in the mix, loss on the grounded words and region choices; vision side at a
-#          tenth of the rate (at one rate the region features collapse);
+#          on image rows forms"), one list length at a time like 0t: detect_all scenes of
+#          exactly 2, then exactly 3, then 2-4 objects (what forms on one length is bound to
+#          it) of distinct categories without distractors (every candidate is an object),
+#          nothing else in the mix, loss on the grounded words and region choices; vision side
+#          at a tenth of the rate (at one rate the region features collapse); straight from 0t,
+#          whose lookup it needs (docs/scene-model-notes.md "0c undid the lookup");
+#      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
+#          the default words and 400 random one-token words (with the scene's dozen words a
+#          head per word class forms instead of one copy; docs/scene-model-notes.md "The copy
+#          into <ground> is a colour-word head"), beside the 2-4 object scenes of 0s1 (alone,
+#          the refer records undid the lookup); loss on the grounded words and region choices;
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
 #          the lookup; docs/scene-model-notes.md "A query in the prompt"): 0s2q detect +
@@ -181,10 +180,8 @@ for i in 0 1 2 3; do
     . "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
     --loss-on choices --save-steps 250
 done
-# 0c: the copy of "the <word>" from the query, over many words
+# 0c's records: the copy of "the <word>" from the query, over many words
 text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
-phase stage0c "${STEPS0C:-600}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
-  --data "${OUT}/text_refer_24.jsonl" --loss-on choices --save-steps 200
 # 0s1: the same lookup over image regions, exactly 2, then 3, then 2-4 objects, detect_all
 # only, every object of its own category (--max-copies 1: with repeats a block lists its
 # regions ascending, and "always <region0> first" was right 0.72 of the time, chance 0.39),
@@ -227,6 +224,12 @@ for i in 0 1 2; do
     "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
 done
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
+# 0c: the copy, after 0s1 and beside its 2-4 object scenes: on the text records alone, right
+# after 0t, it undid 0t's lookup (first region 0.73 -> 0.30) and 0s1 did not form from there
+# (docs/scene-model-notes.md "0c undid the lookup")
+on scenes_s1_24 text_refer_24.jsonl
+phase stage0c "${STEPS0C:-600}" "${S0[@]}" "${CONST[@]}" --warmup 50 "${data[@]}" \
+  --loss-on choices
 on scenes_s2q
 phase stage0s2q "${STEPS0S[0]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices

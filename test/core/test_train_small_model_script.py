@@ -15,8 +15,8 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[2]
 
 
-PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0c", "stage0s1_22",
-          "stage0s1_33", "stage0s1_24", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t",
+PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22", "stage0s1_33",
+          "stage0s1_24", "stage0c", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t",
           "stage0s3r", "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
 
 
@@ -30,7 +30,7 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-FORMING = PHASES[:4] + PHASES[5:8]  # 0t and 0s1: trained until the lookup has formed
+FORMING = PHASES[:7]  # 0t and 0s1: trained until the lookup has formed
 
 
 def _run(out, status=0, **extra):
@@ -68,7 +68,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert info["optim"] == "adamw_torch_fused", phase
     assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:13])
     assert all(infos[p]["loss_on"] == "answer" for p in PHASES[13:])
-    for phase in PHASES[5:16]:
+    for phase in PHASES[4:16]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant through 0s2r, falling to 0 in 0s2f, cosine from there
     assert {_scheduler(infos[p]) for p in PHASES[:10]} == {"constant_with_warmup"}
@@ -80,10 +80,12 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # the spaced words start near the bare ones (docs/scene-model-notes.md "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9
-    # 0c: "the <word>" refer records over many words (the copy forms for any word)
+    # 0c: "the <word>" refer records over many words (the copy forms for any word), after 0s1
+    # and beside its 2-4 object scenes (alone they undid the lookup)
     refer = _records(out / "text_refer_24.jsonl")
     assert {r["task"] for r in refer} == {"refer"} and infos["stage0c"]["data"] == \
-        "text_refer_24.jsonl"
+        "train.jsonl text_refer_24.jsonl"
+    assert infos["stage0s1_22"]["start_model"] == str(out / "stage0t_26")
     assert len({r["query"] for r in refer}) >= 0.8 * len(refer)
     # 0s1: one list length per phase (then 2-4), detect_all only, distinct categories
     for lo, hi in ((2, 2), (3, 3), (2, 4)):

@@ -126,8 +126,8 @@ def random_words(n: int, seed: int = 0) -> List[str]:
     """``n`` distinct lowercase words (3-8 letters) that the Qwen2 BPE vocabulary holds as one
     token both bare and with a leading space (``cat``, `` cat``), drawn reproducibly from
     ``seed``. Many words keep a copy from being learnt word by word: with the dozen words of
-    the scenes a head per word class forms instead (README "The copy into <ground> is a
-    colour-word head").
+    the scenes a head per word class forms instead (docs/scene-model-notes.md "The copy into
+    <ground> is a colour-word head").
 
     Raises:
         InvalidRequestError: ``n`` negative or more than the vocabulary holds.
@@ -165,7 +165,7 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     ``refer`` asks for "the <word>" of one row (with probability ``rejection_rate`` an absent
     word, answered with the rejection form): the word after ``<ground>the`` can only be copied
     from the query, whatever it is (scene models learnt that copy for colour words alone:
-    README "The copy into <ground> is a colour-word head").
+    docs/scene-model-notes.md "The copy into <ground> is a colour-word head").
 
     Raises:
         InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
