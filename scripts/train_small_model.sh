@@ -23,8 +23,8 @@
 #      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
 #          the lookup; docs/scene-model-notes.md "A query in the prompt"): 0s2q detect +
-#          detect_all; 0s2r with
-#          refer records too and half of the detect_all labels written "the red circle", from
+#          detect_all; 0s2r with refer records too and half of the detect_all labels written
+#          "the red circle", from
 #          the scene words' space-prefixed embedding rows set to the bare ones (the lookup
 #          keys on the bare token's row, and 0t pushes the two rows apart whatever their
 #          initialisation: docs/scene-model-notes.md "Shared embedding rows carry the lookup
