@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.cli_data import add_data_commands  # make-scenes, make-train-data
     add_data_commands(sub)
     tr = sub.add_parser("train", help="fine-tune one stage (paper §3.3) on JSONL records")
-    from .training.run import add_train_arguments
+    from .training.arguments import add_train_arguments
     add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
     return parser

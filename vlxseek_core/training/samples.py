@@ -20,13 +20,12 @@ from ..errors import InvalidRequestError
 from ..preprocessing import ImagePreprocessor, PreparedImage
 from ..prompts import TASKS, PromptTokenizer, TemplateText, task_parts
 from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS, region_token
+from .arguments import LOSS_ON
 from .records import REGION_REF
 from .text_regions import check_text_region_record, is_text_region_record, text_region_prompt_ids
 
 IGNORE_INDEX = -100
 """Label of positions without loss (torch ``cross_entropy``'s default ``ignore_index``)."""
-LOSS_ON = ("answer", "regions", "choices")
-"""What a sample's loss covers (see :class:`SampleBuilder`)."""
 
 
 def has_region_choice(record: dict) -> bool:

@@ -31,8 +31,6 @@ from ..errors import InvalidRequestError
 from ..tokens import IMAGE_PLACEHOLDER_ID, REGION_FEATURE_PLACEHOLDER_ID
 from .samples import SampleBuilder
 
-LOSS_VOCAB = ("full", "data")
-"""``vlxseek train --loss-vocab`` choices: all rows, or the data's shortlist."""
 NEGATIVES = 4096
 """Rows off the shortlist drawn per step for the estimate of their share of the softmax
 (:func:`shortlist_logits`; 2.7 % of the Qwen2 vocabulary)."""
