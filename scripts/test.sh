@@ -9,8 +9,13 @@ source "${REPO}/scripts/ros_env.sh" "${REPO}/.venv" || exit 1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${VLXSEEK_TEST_DOMAIN_ID:-$(( 20 + $$ % 80 ))}"
 export PYTHONUNBUFFERED=1
-# --durations: the slowest tests, where to look when the run grows past its ~20 minutes
-python -m pytest test -q -p no:cacheprovider --durations=20 "$@"
+# One pytest-xdist worker per core, at most 4 (each holds tiny models and a ROS domain of its
+# own: test/conftest.py), whole files per worker (their module fixtures are built once);
+# VLXSEEK_TEST_WORKERS=0: one process. --durations: the slowest tests, where to look when the
+# run grows past its ~20 minutes.
+cores="$(nproc 2>/dev/null || echo 1)"
+workers="${VLXSEEK_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
+python -m pytest test -q -p no:cacheprovider -n "${workers}" --dist loadfile --durations=20 "$@"
 rc=$?
 # pytest exits 5 when it collected nothing: that is a failure of this script, not a pass.
 [[ ${rc} -eq 5 ]] && echo "test.sh: no tests were collected" >&2

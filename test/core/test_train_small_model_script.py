@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torch
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22", "stage0s1_33",
@@ -39,6 +41,8 @@ def _run(out, status=0, **extra):
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
                STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", FORMED="-1")
+    # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     # from another directory: the script finds benchmarks/ (not installed) by itself
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_small_model.sh"), str(out)],

@@ -26,9 +26,10 @@ WEIGHT_ATOL = 2e-5
 softmax ignores a per-query constant, and AdamW scales that noise to lr-sized steps); every
 other tensor within ~2e-6 after 4 steps at lr 1e-3 (weights move by up to ~4e-3)."""
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="torch.distributed with gloo is needed")
+    reason="torch.distributed with gloo is needed"),
+    pytest.mark.long]  # torchrun runs of 2 processes beside 1-process runs: minutes
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scene_data import scene_sample
 
 STEPS = 100
+pytestmark = pytest.mark.long  # two 100-step runs: minutes
 
 
 @pytest.fixture(scope="module", params=["full", "data"])
