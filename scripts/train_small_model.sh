@@ -47,7 +47,10 @@
 # run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
 # records of its list length (benchmarks/probe_region_choice.py --formed: teacher-forced first
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
-# regions, 0.73 on 3); below it the phase trains FORM_STEPS more (--resume with a larger
+# regions, 0.73 on 3; on image rows FORMED_SCENES, default 0.4: 0.7 on 2 objects, 0.6 on 3,
+# since the features bound the image lookup, not its transition: the measured 0s1 phases
+# stood at lifts 0.48 / 0.43 / 0.50, still climbing, docs/scene-model-notes.md "The lookup on
+# image rows forms"); below it the phase trains FORM_STEPS more (--resume with a larger
 # --max-steps), up to FORM_CAP times its steps, where the script stops with exit status 3 and says
 # so (raise FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json,
 # the passing one also as PHASE/lookup_formed.json.
@@ -57,8 +60,8 @@
 # 0s3t 0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
-# torchrun), UNTIL (stop after that phase), FORMED, FORM_STEPS, FORM_CAP (above; FORMED=-1
-# passes any model: smoke runs).
+# torchrun), UNTIL (stop after that phase), FORMED, FORMED_SCENES, FORM_STEPS, FORM_CAP
+# (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest checkpoint-N, and data sets already written are kept.
 set -euo pipefail
@@ -75,6 +78,7 @@ STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
+FORMED_SCENES="${FORMED_SCENES:-0.4}"
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-4}"
 SIZE="${SIZE:-112}"
@@ -136,9 +140,9 @@ phase() {  # phase(NAME STEPS train options...): skipped once its final model is
   [[ -f "${OUT}/$1/vlxseek_training.json" ]] || train "$@"
   next "$1"
 }
-forming() {  # forming(NAME STEPS HELDOUT IMAGES train options...): a phase trained until the
-  local name="$1" steps="$2" heldout="$3" images="$4"  # lookup has formed (top of the file)
-  shift 4
+forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a phase trained
+  local name="$1" steps="$2" heldout="$3" images="$4" formed="$5"  # until the lookup has
+  shift 5  # formed (top of the file)
   local dir="${OUT}/${name}" cap=$(( steps * FORM_CAP )) trained rc
   until [[ -f "${dir}/lookup_formed.json" ]]; do
     if [[ -f "${dir}/vlxseek_training.json" ]]; then  # trained to its last --max-steps
@@ -147,14 +151,14 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES train options...): a phase trai
       rc=0
       PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}" "${PY}" -m benchmarks.probe_region_choice \
         --models "${dir}" --data "${heldout}" --images "${images}" --limit 300 \
-        --formed "${FORMED}" --json "${dir}/lookup_${trained}.json" || rc=$?
+        --formed "${formed}" --json "${dir}/lookup_${trained}.json" || rc=$?
       if (( rc == 0 )); then
         cp "${dir}/lookup_${trained}.json" "${dir}/lookup_formed.json"
         break
       fi
       (( rc == 3 )) || { echo "${name}: the lookup probe failed (exit ${rc})" >&2; exit "${rc}"; }
       if (( trained >= cap )); then
-        echo "${name}: the lookup has not formed in ${trained} steps (FORMED=${FORMED} on" \
+        echo "${name}: the lookup has not formed in ${trained} steps (lift ${formed} on" \
           "${heldout}; ${dir}/lookup_${trained}.json); stopped at FORM_CAP=${FORM_CAP} times" \
           "$(( cap / FORM_CAP )) steps: raise FORM_CAP and run again to train on" >&2
         exit 3
@@ -177,8 +181,8 @@ for i in 0 1 2 3; do
   text "text_regions_${lo}${hi}_heldout.jsonl" "${lo}" "${hi}" detect_all "${HELDOUT}" \
     "$((i + 101))"
   forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${OUT}/text_regions_${lo}${hi}_heldout.jsonl" \
-    . "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 --data "${OUT}/text_regions_${lo}${hi}.jsonl" \
-    --loss-on choices --save-steps 250
+    . "${FORMED}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
+    --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
 # 0c's records: the copy of "the <word>" from the query, over many words
 text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
@@ -220,8 +224,8 @@ for i in 0 1 2; do
   read -r lo hi _ <<< "${PHASES0S1[$i]}"
   on "scenes_s1_${lo}${hi}"
   forming "stage0s1_${lo}${hi}" "${STEPS0S1[$i]}" "${OUT}/scenes_s1_${lo}${hi}/heldout.jsonl" \
-    "${OUT}/scenes_s1_${lo}${hi}/images" "${SCRATCH[@]}" "${CONST[@]}" --warmup 20 \
-    "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
+    "${OUT}/scenes_s1_${lo}${hi}/images" "${FORMED_SCENES}" "${SCRATCH[@]}" "${CONST[@]}" \
+    --warmup 20 "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
 done
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
 # 0c: the copy, after 0s1 and beside its 2-4 object scenes: on the text records alone, right

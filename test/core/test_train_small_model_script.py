@@ -36,11 +36,13 @@ FORMING = PHASES[:7]  # 0t and 0s1: trained until the lookup has formed
 
 
 def _run(out, status=0, **extra):
-    """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``: any lookup
-    passes unless ``extra`` says otherwise); returns stdout and stderr."""
+    """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1`` and
+    ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
+    is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
-               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", FORMED="-1")
+               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", FORMED="-1",
+               FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -55,7 +57,12 @@ def _run(out, status=0, **extra):
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
-    assert _run(out, UNTIL="stage0s2q")[0].strip().endswith(f"stopped after {out}/stage0s2q")
+    stdout = _run(out, UNTIL="stage0s2q")[0]
+    assert stdout.strip().endswith(f"stopped after {out}/stage0s2q")
+    # 0t's lookup passes at FORMED, 0s1's (image rows) at FORMED_SCENES
+    passed = [line.split("(")[-1] for line in stdout.splitlines()
+              if line.startswith("lookup formed:")]
+    assert passed == [">= -1.0)"] * 4 + [">= -1.5)"] * 3, passed
     assert not (out / "stage0s2r").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]}
     assert _run(out)[0].strip().endswith(f"final model: {out}/stage2")
@@ -143,7 +150,7 @@ def test_a_forming_phase_trains_on_until_its_lookup_forms_or_the_cap(tmp_path):
     again with a larger cap, it goes on from the step it reached."""
     out = tmp_path / "run"
     _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="2")
-    assert "stage0t_22: the lookup has not formed in 2 steps" in err
+    assert "stage0t_22: the lookup has not formed in 2 steps (lift 1.5 on" in err
     assert "FORM_CAP=2 times 1 steps" in err
     phase = out / "stage0t_22"
     assert json.loads((phase / "vlxseek_training.json").read_text())["global_step"] == 2
