@@ -57,7 +57,7 @@
 # Steps of 0t, 0c, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
 # phases), STEPS0C, STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
-# 0s3t 0s4), STEPS1/2, BATCH (per process), LR0, LOSS_VOCAB, PRESET (model sizes: small;
+# 0s3t 0s4), STEPS1/2, BATCH (per process, 64), LR0, LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), UNTIL (stop after that phase), FORMED, FORMED_SCENES, FORM_STEPS, FORM_CAP
@@ -82,17 +82,21 @@ FORMED_SCENES="${FORMED_SCENES:-0.4}"
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-4}"
 SIZE="${SIZE:-112}"
-BATCH="${BATCH:-32}"
+BATCH="${BATCH:-64}"
 LR0="${LR0:-3e-3}"
 WORKERS="${WORKERS:-0}"
 PRECISION="${PRECISION:-}"
 # vision side at a tenth of the rate in stage 0: at one rate the region features collapse
 SCALES0=(--lr-scale towers=0.1 --lr-scale hfre=0.1 --lr-scale connector=0.1)
-# two CPU processes of one thread each: on 2 cores this beats one process with two threads
-# several times over (no OpenMP barrier per small op); gloo on the loopback interface
-LAUNCH="${LAUNCH:-${PY} -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1
-  --master_port ${PORT:-29531}}"
-export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo
+# One process of 64 with a thread per core by default. Alone on this 2-core CPU it runs a
+# text-region step in 0.24 s against 0.41 s for torchrun's two processes of 32 (the same
+# global batch and samples), a scene step in 1.74 s against 1.83 s; beside another busy
+# process its OpenMP threads wait on each other (0.69 s against 0.50 s): there
+# LAUNCH="python -m torch.distributed.run --nproc_per_node 2 ..." BATCH=32 OMP_NUM_THREADS=1
+# does better (docs/scene-model-notes.md "One process").
+LAUNCH="${LAUNCH:-${PY}}"
+export TOKENIZERS_PARALLELISM=false GLOO_SOCKET_IFNAME=lo
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 # glibc malloc: large tensors (the 78 MB embedding gradient, made anew every step) from the
 # heap and kept after free, not a fresh mmap whose pages the kernel zeroes each time: half the
 # system time and 6-10 % of a step on 2 cores (docs/scene-model-notes.md "Where a step's time
