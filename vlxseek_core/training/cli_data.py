@@ -53,6 +53,7 @@ def cmd_make_scenes(args) -> int:
                           max_objects=args.max_objects, max_copies=args.max_copies,
                           min_objects=args.min_objects,
                           shared_colour=_rate(args.shared_colour, "--shared-colour"),
+                          unique_colours=args.unique_colours,
                           rejection_rate=_rate(args.rejection_rate),
                           detect_extra_absent=_rate(args.detect_extra_absent,
                                                     "--detect-extra-absent"),
@@ -153,6 +154,10 @@ def add_data_commands(subparsers) -> None:
                    help="probability that one coloured shape of a scene shares its colour with "
                         "another shape of the scene, so that the colour alone does not pick it "
                         "(a curriculum knob for shape in the lookup; 0)")
+    m.add_argument("--unique-colours", action="store_true",
+                   help="coloured shapes of different categories never share a colour, so the "
+                        "colour alone picks out each (a curriculum knob; not with "
+                        "--shared-colour)")
     m.add_argument("--max-distractors", type=int, default=None,
                    help="distractor boxes per scene at most (default: fill --max-candidates; "
                         "0: the candidates are the objects)")

@@ -33,7 +33,7 @@ probability ``rejection_rate`` an expression for an absent object (→ the rejec
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -185,7 +185,7 @@ def _choose_categories(rng: np.random.Generator, split: str,
                        max_objects: int = MAX_OBJECTS,
                        max_copies: Optional[int] = None,
                        min_objects: Optional[int] = None,
-                       shared_colour: float = 0.0) -> List[str]:
+                       shared_colour: float = 0.0, unique_colours: bool = False) -> List[str]:
     """2-``max_objects`` categories (1 if it is 1; ``min_objects``-``max_objects`` if given);
     often one repeated (superlatives exist).
 
@@ -197,6 +197,11 @@ def _choose_categories(rng: np.random.Generator, split: str,
     ``shared_colour``: probability that one coloured shape of the scene gets a mate of its
     colour and another shape (it takes the place of another object, so the count stays), so
     that its colour alone does not pick it out (see :func:`_colour_mate`).
+
+    ``unique_colours``: coloured shapes of different categories never share a colour (draws
+    that would are skipped), so the colour alone picks out every coloured shape: the image
+    lookup forms on such scenes within a few hundred steps, where it stays at chance on the
+    default ones (docs/scene-model-notes.md "Scenes where every colour is unique").
     """
     vocab = split_categories(split)
     # integers(2, 7) at the default, so scenes of the default are unchanged by the options
@@ -210,16 +215,27 @@ def _choose_categories(rng: np.random.Generator, split: str,
         pool = ([c for _, c in HELDOUT_SUPERLATIVES] if split == "heldout" and rng.random() < 0.7
                 else list(vocab))
         cat = pool[int(rng.integers(len(pool)))]
-        cats += [cat] * min(int(rng.integers(2, 4)), cap - cats.count(cat))
+        copies = min(int(rng.integers(2, 4)), cap - cats.count(cat))
+        if not (unique_colours and _takes_a_colour(cat, cats)):
+            cats += [cat] * copies
     while len(cats) < n:
         cat = vocab[int(rng.integers(len(vocab)))]
-        if cats.count(cat) < cap:  # never rejects at the default cap (no draw is lost)
+        # never rejects at the default cap and colours (no draw is lost); with unique colours
+        # the photos alone leave room for every object count
+        if cats.count(cat) < cap and not (unique_colours and _takes_a_colour(cat, cats)):
             cats.append(cat)
     # at most 1 + 3 forced ones, so the cut only acts below the default
     cats = cats[:max_objects]
     if shared_colour > 0 and rng.random() < shared_colour:  # no draw at 0: scenes as before
         _colour_mate(rng, cats, vocab, cap)
     return cats
+
+
+def _takes_a_colour(cat: str, cats: Sequence[str]) -> bool:
+    """Whether ``cat`` is a coloured shape whose colour another category of ``cats`` has."""
+    colour = None if cat in PHOTOS else cat.split(" ")[0]
+    return colour is not None and any(
+        c != cat and c not in PHOTOS and c.split(" ")[0] == colour for c in cats)
 
 
 def _colour_mate(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> None:
@@ -251,6 +267,15 @@ def check_max_copies(max_copies, name: str = "max_copies") -> None:
     cap) or, as :func:`check_max_objects` asks, an int in 1-:data:`MAX_OBJECTS`."""
     if max_copies is not None:
         check_max_objects(max_copies, name)
+
+
+def check_colour_knobs(shared_colour, unique_colours: bool = False) -> None:
+    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a rate in [0, 1] and, with
+    ``unique_colours``, 0 (a shared colour and unique colours contradict each other)."""
+    check_rate(shared_colour, "shared_colour")
+    if unique_colours and shared_colour > 0:
+        raise InvalidRequestError("unique_colours and shared_colour > 0 contradict each other: "
+                                  "choose one")
 
 
 def check_min_objects(min_objects, max_objects: int, name: str = "min_objects") -> None:
@@ -300,7 +325,8 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
 
 def generate_scene(seed: int, split: str = "train", size: int = 224,
                    max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
-                   min_objects: Optional[int] = None, shared_colour: float = 0.0) -> Scene:
+                   min_objects: Optional[int] = None, shared_colour: float = 0.0,
+                   unique_colours: bool = False) -> Scene:
     """One procedural scene, deterministic per its arguments.
 
     Args:
@@ -318,13 +344,16 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
         shared_colour: probability in [0, 1] that a coloured shape shares its colour with
             another shape of the scene (0, the default: as before; a curriculum knob, see
             :func:`_choose_categories`).
+        unique_colours: coloured shapes of different categories never share a colour
+            (False, the default: as before; a curriculum knob, see
+            :func:`_choose_categories`; not with ``shared_colour`` above 0).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
         InvalidRequestError: bad split, size, ``max_objects``, ``max_copies``,
-            ``min_objects`` or ``shared_colour``.
+            ``min_objects`` or ``shared_colour``; ``unique_colours`` with ``shared_colour``.
         VLXSeekError: scikit-image missing.
     """
     from PIL import Image
@@ -335,7 +364,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     check_max_objects(max_objects)
     check_max_copies(max_copies)
     check_min_objects(min_objects, max_objects)
-    check_rate(shared_colour, "shared_colour")
+    check_colour_knobs(shared_colour, unique_colours)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -345,7 +374,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
     for cat in _choose_categories(rng, split, max_objects, max_copies, min_objects,
-                                  shared_colour):
+                                  shared_colour, unique_colours):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
