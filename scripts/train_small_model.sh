@@ -8,19 +8,28 @@
 #          (`make-text-regions --tasks detect_all`), one list length at a time: 2 regions, 3,
 #          2-4, 2-6; loss on the grounded words and region choices; AdamW beta2 0.99
 #          (docs/scene-model-notes.md "What forms it");
-#      0s1 the lookup carried over to image regions (docs/scene-model-notes.md "The lookup
-#          on image rows forms"), one list length at a time like 0t: detect_all scenes of
-#          exactly 2, then exactly 3, then 2-4 objects (what forms on one length is bound to
-#          it) of distinct categories without distractors (every candidate is an object),
-#          nothing else in the mix, loss on the grounded words and region choices; vision side
-#          at a tenth of the rate (at one rate the region features collapse); straight from 0t,
-#          whose lookup it needs (docs/scene-model-notes.md "0c undid the lookup");
+#      0tp the same lookup over the scenes' own phrases (`make-text-regions
+#          --scene-categories`: rows "red circle", "blue circle", "cat"), 2-4 rows: rows that
+#          share their last word make the lookup read the whole phrase, where 0t's keys on
+#          the last token (docs/scene-model-notes.md "A lookup over the scene phrases on
+#          text");
+#      0s1 the lookup carried over to image regions, detect_all scenes of 2-4 objects of
+#          distinct categories without distractors (every candidate is an object), nothing
+#          else in the mix, loss on the grounded words and region choices; vision side at a
+#          tenth of the rate (at one rate the region features collapse); straight from 0tp
+#          (docs/scene-model-notes.md "0c undid the lookup"): 0s1u on scenes where no two
+#          coloured shapes share a colour (`make-scenes --unique-colours`: the colour, which
+#          the features carry, picks out every object, and every list length forms at once;
+#          docs/scene-model-notes.md "Scenes where every colour is unique"); on scenes
+#          where colours repeat the lookup keeps what it has (0.64) and gains nothing in 300
+#          steps, so the recipe goes on to 0c, whose mix holds such scenes;
 #      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
 #          the default words and 400 random one-token words (with the scene's dozen words a
 #          head per word class forms instead of one copy; docs/scene-model-notes.md "The copy
-#          into <ground> is a colour-word head"), beside the 2-4 object scenes of 0s1 (alone,
-#          the refer records undid the lookup); loss on the grounded words and region choices;
-#      0s2 a query given in the prompt, on the 2-4 object scenes of 0s1 and with no absent
+#          into <ground> is a colour-word head"), beside 2-4 object scenes like 0s1u's
+#          whose colours repeat (alone, the refer records undid the lookup); loss on the
+#          grounded words and region choices;
+#      0s2 a query given in the prompt, on 2-4 object scenes like 0c's and with no absent
 #          target anywhere (absent targets this early made detect a coin-flip None and undid
 #          the lookup; docs/scene-model-notes.md "A query in the prompt"): 0s2q detect +
 #          detect_all; 0s2r with refer records too and half of the detect_all labels written
@@ -41,22 +50,22 @@
 #   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
 #      HFRE, connector, LLM): NOT YET MEASURED on this model;
 #   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# The forming phases (0t, 0s1) train until their lookup has formed, not for a fixed number of
+# The forming phases (0t, 0tp, 0s1u) train until their lookup has formed, not for a fixed number of
 # steps: the lookup forms as a late transition whose step varies between runs, and a phase that
 # ends before it leaves every later phase without one (docs/scene-model-notes.md "The fresh
 # run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
 # records of its list length (benchmarks/probe_region_choice.py --formed: teacher-forced first
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
 # regions, 0.73 on 3; on image rows FORMED_SCENES, default 0.4: 0.7 on 2 objects, 0.6 on 3,
-# since the features bound the image lookup, not its transition: the measured 0s1 phases
-# stood at lifts 0.48 / 0.43 / 0.50, still climbing, docs/scene-model-notes.md "The lookup on
-# image rows forms"); below it the phase trains FORM_STEPS more (--resume with a larger
+# since the features bound the image lookup, not its transition: 0s1u stood at a lift of 0.50
+# after its 450 steps, still climbing, docs/scene-model-notes.md "Scenes where every colour
+# is unique"); below it the phase trains FORM_STEPS more (--resume with a larger
 # --max-steps), up to FORM_CAP times its steps, where the script stops with exit status 3 and says
 # so (raise FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json,
 # the passing one also as PHASE/lookup_formed.json.
-# Steps of 0t, 0c, 0s1, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
+# Steps of 0t, 0tp, 0s1u, 0c, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
-# phases), STEPS0C, STEPS0S1 (2, 3, 2-4 objects), STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
+# phases), STEPS0TP, STEPS0S1U, STEPS0C, STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
 # 0s3t 0s4), STEPS1/2, BATCH (per process, 64), LR0, LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
@@ -72,7 +81,8 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-800 400 600 500})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0S1=(${STEPS0S1:-600 1700 2700})  # 0s1: 2 objects, 3, 2-4 (measured as 1500 + 1200)
+STEPS0TP="${STEPS0TP:-600}"
+STEPS0S1U="${STEPS0S1U:-450}"
 STEPS0S=(${STEPS0S:-1500 800 400 400 500 500 600 1000})  # 0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4
 STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
@@ -188,19 +198,21 @@ for i in 0 1 2 3; do
     . "${FORMED}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
+# 0tp's records: the scenes' phrases as text rows, 2-4 of them
+text text_scene_24.jsonl 2 4 detect_all "${TEXT_RECORDS}" 5 --scene-categories
+text text_scene_24_heldout.jsonl 2 4 detect_all "${HELDOUT}" 105 --scene-categories
 # 0c's records: the copy of "the <word>" from the query, over many words
 text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
-# 0s1: the same lookup over image regions, exactly 2, then 3, then 2-4 objects, detect_all
-# only, every object of its own category (--max-copies 1: with repeats a block lists its
-# regions ascending, and "always <region0> first" was right 0.72 of the time, chance 0.39),
-# categories in a random order (as the text records list them)
-S1=(--max-copies 1 --max-distractors 0 --tasks detect_all --detect-all-order random)
-PHASES0S1=("2 2 16000" "3 3 32000" "2 4 48000")  # objects at least, at most; scenes
-for phase in "${PHASES0S1[@]}"; do
-  read -r lo hi num <<< "${phase}"
-  scenes "scenes_s1_${lo}${hi}" 0 "${num}" --min-objects "${lo}" --max-objects "${hi}" "${S1[@]}"
-done
-# 0s2: the query given in the prompt, 2-4 objects as 0s1's last phase, no absent target
+# 0s1: the lookup over image regions, 2-4 objects, detect_all only, every object of its own
+# category (--max-copies 1: with repeats a block lists its regions ascending, and "always
+# <region0> first" was right 0.72 of the time, chance 0.39), categories in a random order (as
+# the text records list them); every colour unique in the scene (0s1u); where colours repeat
+# (0c's mix)
+S1=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0 --tasks detect_all
+    --detect-all-order random)
+scenes scenes_s1u_24 4 16000 "${S1[@]}" --unique-colours
+scenes scenes_s1_24 0 20000 "${S1[@]}"
+# 0s2: the query given in the prompt, 2-4 objects as 0c's scenes, no absent target
 # (neither a rejection record nor an absent name beside present ones)
 S2=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
     --detect-all-order random --detect-all-article 0.5)
@@ -224,15 +236,15 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
   for file in "$@"; do data+=("${OUT}/${file}"); images+=(.); done
   data+=("${images[@]}")
 }
-for i in 0 1 2; do
-  read -r lo hi _ <<< "${PHASES0S1[$i]}"
-  on "scenes_s1_${lo}${hi}"
-  forming "stage0s1_${lo}${hi}" "${STEPS0S1[$i]}" "${OUT}/scenes_s1_${lo}${hi}/heldout.jsonl" \
-    "${OUT}/scenes_s1_${lo}${hi}/images" "${FORMED_SCENES}" "${SCRATCH[@]}" "${CONST[@]}" \
-    --warmup 20 "${data[@]}" --loss-on choices --save-steps 100 "${SCALES0[@]}"
-done
+forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . "${FORMED}" \
+  "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 --data "${OUT}/text_scene_24.jsonl" \
+  --loss-on choices --save-steps 250
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
-# 0c: the copy, after 0s1 and beside its 2-4 object scenes: on the text records alone, right
+on scenes_s1u_24
+forming stage0s1u_24 "${STEPS0S1U}" "${OUT}/scenes_s1u_24/heldout.jsonl" \
+  "${OUT}/scenes_s1u_24/images" "${FORMED_SCENES}" "${S0[@]}" "${CONST[@]}" --warmup 20 \
+  "${data[@]}" --loss-on choices
+# 0c: the copy, after 0s1u and beside 2-4 object scenes: on the text records alone, right
 # after 0t, it undid 0t's lookup (first region 0.73 -> 0.30) and 0s1 did not form from there
 # (docs/scene-model-notes.md "0c undid the lookup")
 on scenes_s1_24 text_refer_24.jsonl

@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from vlxseek_core.training import scenes as S
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torch
 
 
-PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0s1_22", "stage0s1_33",
-          "stage0s1_24", "stage0c", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t",
-          "stage0s3r", "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
+PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage0s1u_24",
+          "stage0c", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t", "stage0s3r",
+          "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
 
 
 def _records(path):
@@ -32,7 +34,7 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-FORMING = PHASES[:7]  # 0t and 0s1: trained until the lookup has formed
+FORMING = PHASES[:6]  # 0t, 0tp and 0s1u: trained until the lookup has formed
 
 
 def _run(out, status=0, **extra):
@@ -40,9 +42,9 @@ def _run(out, status=0, **extra):
     ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
-               SCALE="4000", STEPS0T="1 1 1 1", STEPS0S1="1 1 1", STEPS0S="1 1 1 1 1 1 1 1",
-               STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2", FORMED="-1",
-               FORMED_SCENES="-1.5")
+               SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS0S1U="1",
+               STEPS0S="1 1 1 1 1 1 1 1", STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2",
+               FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -59,14 +61,14 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
     stdout = _run(out, UNTIL="stage0s2q")[0]
     assert stdout.strip().endswith(f"stopped after {out}/stage0s2q")
-    # 0t's lookup passes at FORMED, 0s1's (image rows) at FORMED_SCENES
+    # the lookups on text (0t, 0tp) pass at FORMED, 0s1u's (image rows) at FORMED_SCENES
     passed = [line.split("(")[-1] for line in stdout.splitlines()
               if line.startswith("lookup formed:")]
-    assert passed == [">= -1.0)"] * 4 + [">= -1.5)"] * 3, passed
+    assert passed == [">= -1.0)"] * 5 + [">= -1.5)"], passed
     assert not (out / "stage0s2r").exists()
-    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]}
+    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]}
     assert _run(out)[0].strip().endswith(f"final model: {out}/stage2")
-    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:9]} == first
+    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
         assert info["global_step"] == 1, phase
@@ -77,14 +79,15 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert info["loss_vocab"] == ("data" if scratch else "full"), phase
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:13])
-    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[13:])
-    for phase in PHASES[4:16]:
+    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:12])
+    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[12:])
+    assert not any(infos[p]["lr_scales"] for p in PHASES[:5])  # text only: no vision side
+    for phase in PHASES[5:15]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant through 0s2r, falling to 0 in 0s2f, cosine from there
-    assert {_scheduler(infos[p]) for p in PHASES[:10]} == {"constant_with_warmup"}
+    assert {_scheduler(infos[p]) for p in PHASES[:9]} == {"constant_with_warmup"}
     assert _scheduler(infos["stage0s2f"]) == "linear"
-    assert {_scheduler(infos[p]) for p in PHASES[11:]} == {"cosine"}
+    assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
     # the scene words' spaced rows are set to the bare ones where refer expressions come in
     assert "red" in infos["stage0s2r"]["shared_word_rows"]
     assert not any("shared_word_rows" in infos[p] for p in PHASES if p != "stage0s2r")
@@ -96,18 +99,25 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     refer = _records(out / "text_refer_24.jsonl")
     assert {r["task"] for r in refer} == {"refer"} and infos["stage0c"]["data"] == \
         "train.jsonl text_refer_24.jsonl"
-    assert infos["stage0s1_22"]["start_model"] == str(out / "stage0t_26")
     assert len({r["query"] for r in refer}) >= 0.8 * len(refer)
-    # 0s1: one list length per phase (then 2-4), detect_all only, distinct categories
-    for lo, hi in ((2, 2), (3, 3), (2, 4)):
-        records = _records(out / f"scenes_s1_{lo}{hi}" / "train.jsonl")
+    # 0tp: the scenes' phrases as text rows, 2-4 of them
+    phrases = _records(out / "text_scene_24.jsonl")
+    assert phrases and all(2 <= len(r["text_regions"]) <= 4 for r in phrases)
+    assert {t for r in phrases for t in r["text_regions"]} <= set(S.ALL_CATEGORIES)
+    assert any(" " in t for r in phrases for t in r["text_regions"])
+    assert infos["stage0tp_24"]["data"] == "text_scene_24.jsonl"
+    # 0s1u, and 0c's scenes: 2-4 objects, detect_all only, distinct categories; 0s1u's colours
+    # unique
+    for name, unique in (("scenes_s1u_24", True), ("scenes_s1_24", False)):
+        records = _records(out / name / "train.jsonl")
         assert records and all(r["task"] == "detect_all" for r in records)
-        assert sum(lo <= len(r["bbox_list"]) <= hi for r in records) >= 0.9 * len(records)
-        assert lo == hi or len({len(r["bbox_list"]) for r in records}) > 1
+        assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
         for r in records:
             labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
                       .split("<ground>")[1:]]
             assert len(labels) == len(set(labels)) == len(r["bbox_list"])
+            colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
+            assert not unique or len(colours) == len(set(colours)), labels
     # 0s2: 2-4 objects with a query in the prompt and no absent target, then refer records too
     for name, tasks in (("s2q", {"detect", "detect_all"}),
                         ("s2r", {"detect", "detect_all", "refer"})):
@@ -135,10 +145,11 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert probe == json.loads((out / phase / "lookup_1.json").read_text()), phase
         assert probe[str(out / phase)]["all"]["records"] > 0, phase
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
-    for lo, hi in ((2, 2), (3, 3), (2, 4), (2, 6)):
-        held = _records(out / f"text_regions_{lo}{hi}_heldout.jsonl")
+    for lo, hi, name in ((2, 2, "regions_22"), (3, 3, "regions_33"), (2, 4, "regions_24"),
+                         (2, 6, "regions_26"), (2, 4, "scene_24")):
+        held = _records(out / f"text_{name}_heldout.jsonl")
         assert held and all(lo <= len(r["text_regions"]) <= hi for r in held)
-        assert held != _records(out / f"text_regions_{lo}{hi}.jsonl")[:len(held)]
+        assert held != _records(out / f"text_{name}.jsonl")[:len(held)]
     with safe_open(str(out / "stage2" / "model.safetensors"), "pt") as fh:  # --save-dtype
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
 
