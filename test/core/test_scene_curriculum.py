@@ -345,12 +345,6 @@ def test_shared_colour_makes_the_colour_ambiguous(tmp_path, capsys):
                  ["--shared-colour", "2"], ["--shared-colour", "x"])
 
 
-def _colour_clash(categories) -> bool:
-    """Two coloured shapes of different categories among ``categories`` share a colour."""
-    shapes = {c for c in categories if c not in S.PHOTOS}
-    return any(a != b and a.split(" ")[0] == b.split(" ")[0] for a in shapes for b in shapes)
-
-
 def test_unique_colours_lets_the_colour_pick_every_shape(tmp_path, capsys):
     """With `unique_colours` no two categories of a scene share a colour, on both splits, at
     every object count and copy cap (copies of one category keep theirs); the object counts
@@ -364,10 +358,10 @@ def test_unique_colours_lets_the_colour_pick_every_shape(tmp_path, capsys):
                 S.generate_scene(seed, "train", 112, unique_colours=False, **kw).objects
             for split in ("train", "heldout"):
                 base = S.generate_scene(seed, split, 112, **kw)
-                clashes += _colour_clash(o.category for o in base.objects)
+                clashes += _shares_a_colour(o.category for o in base.objects)
                 scene = S.generate_scene(seed, split, 112, unique_colours=True, **kw)
                 cats = [o.category for o in scene.objects]
-                assert not _colour_clash(cats), cats
+                assert not _shares_a_colour(cats), cats
                 if kw.get("max_copies") == 1:
                     assert len(cats) == len(set(cats))
                     assert len(cats) >= min(kw["min_objects"], 4)  # room at 112 px aside
@@ -382,7 +376,7 @@ def test_unique_colours_lets_the_colour_pick_every_shape(tmp_path, capsys):
     recs = _cli_scenes(str(tmp_path / "unique"), 8, "--unique-colours", "--max-objects", "4",
                        "--min-objects", "4", "--max-copies", "1", "--tasks", "detect_all")
     labels = [re.findall(r"<ground>(.*?)</ground>", r.answer) for r in recs]
-    assert len(recs) == 8 and not any(_colour_clash(found) for found in labels), labels
+    assert len(recs) == 8 and not any(_shares_a_colour(found) for found in labels), labels
     assert sum(len(found) for found in labels) >= 28  # 4 objects a scene, room aside
     _cli_refuses(str(tmp_path / "unique"), capsys, "contradict",
                  ["--unique-colours", "--shared-colour", "0.5"])
