@@ -372,6 +372,11 @@ def test_unique_colours_lets_the_colour_pick_every_shape(tmp_path, capsys):
             S.generate_scene(1, "train", 112, shared_colour=bad, unique_colours=True)
         with pytest.raises(InvalidRequestError, match="contradict"):
             D.make_scenes(str(tmp_path / "never"), 1, 1, shared_colour=bad, unique_colours=True)
+    for bad in ("no", 1, None):  # a truthy string must not switch it on
+        with pytest.raises(InvalidRequestError, match="unique_colours must be True or False"):
+            S.generate_scene(1, "train", 112, unique_colours=bad)
+        with pytest.raises(InvalidRequestError, match="unique_colours must be True or False"):
+            D.make_scenes(str(tmp_path / "never"), 1, 1, unique_colours=bad)
     assert not os.path.exists(tmp_path / "never")
     recs = _cli_scenes(str(tmp_path / "unique"), 8, "--unique-colours", "--max-objects", "4",
                        "--min-objects", "4", "--max-copies", "1", "--tasks", "detect_all")

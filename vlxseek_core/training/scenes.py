@@ -270,9 +270,12 @@ def check_max_copies(max_copies, name: str = "max_copies") -> None:
 
 
 def check_colour_knobs(shared_colour, unique_colours: bool = False) -> None:
-    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a rate in [0, 1] and, with
-    ``unique_colours``, 0 (a shared colour and unique colours contradict each other)."""
+    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a rate in [0, 1],
+    ``unique_colours`` a bool, and ``shared_colour`` 0 with ``unique_colours`` (a shared colour
+    and unique colours contradict each other)."""
     check_rate(shared_colour, "shared_colour")
+    if not isinstance(unique_colours, bool):
+        raise InvalidRequestError(f"unique_colours must be True or False, got {unique_colours!r}")
     if unique_colours and shared_colour > 0:
         raise InvalidRequestError("unique_colours and shared_colour > 0 contradict each other: "
                                   "choose one")
