@@ -56,7 +56,10 @@
 # run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
 # records of its list length (benchmarks/probe_region_choice.py --formed: teacher-forced first
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
-# regions, 0.73 on 3; on image rows FORMED_SCENES, default 0.4: 0.7 on 2 objects, 0.6 on 3,
+# regions, 0.73 on 3; on 2-6 words FORMED_LONG, default 0.5 (0.64 on those lists: that phase
+# stood at a lift of 0.56 after its 500 steps and hovered at 0.54-0.59 for 1,200 more, a plateau,
+# and 0tp and 0s1u formed from it at 0.54: docs/scene-model-notes.md "The 2-6 word phase
+# plateaus"); on image rows FORMED_SCENES, default 0.4: 0.7 on 2 objects, 0.6 on 3,
 # since the features bound the image lookup, not its transition: 0s1u stood at a lift of 0.50
 # after its 450 steps, still climbing, docs/scene-model-notes.md "Scenes where every colour
 # is unique"); below it the phase trains FORM_STEPS more (--resume with a larger
@@ -69,7 +72,8 @@
 # 0s3t 0s4), STEPS1/2, BATCH (per process, 64), LR0, LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
-# torchrun), UNTIL (stop after that phase), FORMED, FORMED_SCENES, FORM_STEPS, FORM_CAP
+# torchrun), UNTIL (stop after that phase), FORMED, FORMED_LONG, FORMED_SCENES, FORM_STEPS,
+# FORM_CAP
 # (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest checkpoint-N, and data sets already written are kept.
@@ -88,6 +92,7 @@ STEPS1="${STEPS1:-40}"
 STEPS2="${STEPS2:-80}"
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
+FORMED_LONG="${FORMED_LONG:-0.5}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-4}"
@@ -188,14 +193,14 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset "${PRESET:-small}" --aux-aspect dynamic \
     --space-variant-similarity 0.9 --seed 0
 # 0t: the binding circuit of the random LLM, on words, one list length per phase
-PHASES0T=("2 2" "3 3" "2 4" "2 6")
+PHASES0T=("2 2 ${FORMED}" "3 3 ${FORMED}" "2 4 ${FORMED}" "2 6 ${FORMED_LONG}")
 for i in 0 1 2 3; do
-  read -r lo hi <<< "${PHASES0T[$i]}"
+  read -r lo hi formed <<< "${PHASES0T[$i]}"
   text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
   text "text_regions_${lo}${hi}_heldout.jsonl" "${lo}" "${hi}" detect_all "${HELDOUT}" \
     "$((i + 101))"
   forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" "${OUT}/text_regions_${lo}${hi}_heldout.jsonl" \
-    . "${FORMED}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
+    . "${formed}" "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 \
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
 # 0tp's records: the scenes' phrases as text rows, 2-4 of them
