@@ -252,6 +252,35 @@ def accuracies(pred, labels, is_caption) -> Dict[str, float]:
     return out
 
 
+def first_region_by_length(model, features, lengths: List[int], a, rng: random.Random,
+                           samples: int = 256) -> Dict[int, float]:
+    """First-region accuracy of ``detect_all`` prompts of each list length in ``lengths``
+    (``samples`` fresh ones each, rows as the last phase's, nothing trained): a lookup that
+    searches the rows by content scores alike on every length, one bound to the lengths it
+    was trained on falls to chance on the others (docs/scene-model-notes.md "Why the lookup
+    sits near 0.7")."""
+    _, _, rows_mode, image = phase_at(parse_curriculum(a.curriculum, a.rows) if a.curriculum
+                                      else [(a.min_regions, a.max_regions, 1, a.rows, 0)],
+                                      10 ** 9)
+    out = {}
+    model.eval()
+    with torch.no_grad():
+        for n in lengths:
+            tasks = ["detect_all"] * samples
+            ids, labels, mask, is_caption = batch(
+                [make_sample(t, rng, n, n, a.prefix, a.fixed_prefix, a.region_ids, 0.0,
+                             a.task_text, image) for t in tasks], tasks)
+            rows = list_rows(ids, labels)
+            if rows_mode == "words":
+                rows[:] = False
+            elif rows_mode == "mixed":
+                rows &= torch.rand(rows.shape) < a.mixed_p
+            _, pred = sparse_loss(model, ids, mask, labels, labels, rows, features)
+            out[n] = accuracies(pred, labels, is_caption)["first_region_acc"]
+    model.train()
+    return out
+
+
 def main(argv=None) -> Dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=["detect_all=1"], help="NAME=WEIGHT ...")
@@ -304,7 +333,12 @@ def main(argv=None) -> Dict[str, float]:
                    help="learning-rate multiplier of the feature rows' connector")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--by-length", nargs="+", type=int, default=None, metavar="N",
+                   help="at every log line, also the first-region accuracy of detect_all "
+                        "prompts of each of these list lengths (fresh samples, untrained)")
     a = p.parse_args(argv)
+    if a.by_length and not all(1 <= n <= len(WORDS) for n in a.by_length):
+        p.error(f"--by-length: list lengths are 1..{len(WORDS)}")
     phases = (parse_curriculum(a.curriculum, a.rows) if a.curriculum
               else [(a.min_regions, a.max_regions, a.steps, a.rows, 0)])
     a.steps = sum(phase[2] for phase in phases)
@@ -366,8 +400,16 @@ def main(argv=None) -> Dict[str, float]:
             window.append(dict(accuracies(pred, labels, is_caption), loss=loss.item()))
         if step % a.log_every == 0 or step == a.steps:
             summary = {k: _nanmean([w[k] for w in window]) for k in window[0]}
+            by_length = ""
+            if a.by_length:
+                acc = first_region_by_length(model, features, a.by_length, a,
+                                             random.Random(a.seed + 10 ** 6))
+                summary.update({f"first_region_acc_n{n}": v for n, v in acc.items()})
+                by_length = "  by length " + " ".join(f"{n}:{v:.2f}" for n, v in acc.items())
             print(f"step {step:5d}  {time.time() - start:6.0f} s  "
-                  + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()), flush=True)
+                  + "  ".join(f"{k} {v:.3f}" for k, v in summary.items()
+                              if not k.startswith("first_region_acc_n")) + by_length,
+                  flush=True)
             window = []
     return summary
 

@@ -277,3 +277,36 @@ def test_main_runs_with_a_large_vocabulary_and_optimizer_options():
                 "--heads", "2", "--log-every", "2", "--vocab", "1000", "--beta2", "0.99",
                 "--embedding-lr-scale", "0.1", "--freeze-vocab", "--loss-on", "choices"])
     assert 0 < out["loss"] < 20
+
+
+def test_by_length_scores_fresh_detect_all_prompts_of_each_length(monkeypatch, capsys):
+    import benchmarks.probe_lookup as probe
+
+    asked = []
+    real = probe.make_sample
+
+    def spy(task, rng, n_min, n_max, *args):
+        asked.append((task, n_min, n_max, args[3]))  # args: prefix, fixed, ids, absent, ...
+        return real(task, rng, n_min, n_max, *args)
+
+    monkeypatch.setattr(probe, "make_sample", spy)
+    out = main(["--steps", "2", "--batch-size", "4", "--layers", "1", "--hidden", "32",
+                "--heads", "2", "--log-every", "2", "--min-regions", "2", "--max-regions", "2",
+                "--absent", "0.5", "--by-length", "3", "5"])
+    assert set(out) >= {"first_region_acc_n3", "first_region_acc_n5"}
+    assert all(0 <= out[f"first_region_acc_n{n}"] <= 1 for n in (3, 5))
+    assert {absent for *_, absent in asked[:8]} == {0.5}  # the two training batches of 4
+    evaluated = asked[8:]
+    assert len(evaluated) == 2 * 256
+    assert {(t, lo, hi) for t, lo, hi, _ in evaluated} == {("detect_all", 3, 3),
+                                                          ("detect_all", 5, 5)}
+    assert {absent for *_, absent in evaluated} == {0.0}  # no rejection in the score
+    assert "by length 3:" in capsys.readouterr().out
+
+
+def test_by_length_rejects_lengths_outside_the_word_list():
+    import pytest
+
+    for bad in ("0", str(len(WORDS) + 1)):
+        with pytest.raises(SystemExit):
+            main(["--steps", "1", "--by-length", bad])
