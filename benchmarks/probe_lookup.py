@@ -252,16 +252,26 @@ def accuracies(pred, labels, is_caption) -> Dict[str, float]:
     return out
 
 
-def first_region_by_length(model, features, lengths: List[int], a, rng: random.Random,
-                           samples: int = 256) -> Dict[int, float]:
+def feature_row_mask(ids: torch.Tensor, labels: torch.Tensor, rows_mode: str,
+                     mixed_p: float) -> torch.Tensor:
+    """bool ``[B, L]``: the prompt rows that take a feature row under ``rows_mode`` (none for
+    ``words``, every row for ``features``, each with probability ``mixed_p`` for ``mixed``)."""
+    rows = list_rows(ids, labels)
+    if rows_mode == "words":
+        rows[:] = False
+    elif rows_mode == "mixed":
+        rows &= torch.rand(rows.shape) < mixed_p
+    return rows
+
+
+def first_region_by_length(model, features, lengths: List[int], a, phase: "Phase",
+                           rng: random.Random, samples: int = 256) -> Dict[int, float]:
     """First-region accuracy of ``detect_all`` prompts of each list length in ``lengths``
-    (``samples`` fresh ones each, rows as the last phase's, nothing trained): a lookup that
-    searches the rows by content scores alike on every length, one bound to the lengths it
-    was trained on falls to chance on the others (docs/scene-model-notes.md "Why the lookup
-    sits near 0.7")."""
-    _, _, rows_mode, image = phase_at(parse_curriculum(a.curriculum, a.rows) if a.curriculum
-                                      else [(a.min_regions, a.max_regions, 1, a.rows, 0)],
-                                      10 ** 9)
+    (``samples`` fresh ones each, rows and image tokens as ``phase``'s, nothing trained): a
+    lookup that searches the rows by content scores alike on every length, one bound to the
+    lengths it was trained on falls to chance on the others (docs/scene-model-notes.md "Why
+    the lookup sits near 0.7")."""
+    _, _, _, rows_mode, image = phase
     out = {}
     model.eval()
     with torch.no_grad():
@@ -270,11 +280,7 @@ def first_region_by_length(model, features, lengths: List[int], a, rng: random.R
             ids, labels, mask, is_caption = batch(
                 [make_sample(t, rng, n, n, a.prefix, a.fixed_prefix, a.region_ids, 0.0,
                              a.task_text, image) for t in tasks], tasks)
-            rows = list_rows(ids, labels)
-            if rows_mode == "words":
-                rows[:] = False
-            elif rows_mode == "mixed":
-                rows &= torch.rand(rows.shape) < a.mixed_p
+            rows = feature_row_mask(ids, labels, rows_mode, a.mixed_p)
             _, pred = sparse_loss(model, ids, mask, labels, labels, rows, features)
             out[n] = accuracies(pred, labels, is_caption)["first_region_acc"]
     model.train()
@@ -380,11 +386,7 @@ def main(argv=None) -> Dict[str, float]:
             [make_sample(t, rng, lo, hi, a.prefix, a.fixed_prefix,
                          a.region_ids, a.absent, a.task_text, image)
              for t in tasks], tasks)
-        rows = list_rows(ids, labels)
-        if rows_mode == "words":
-            rows[:] = False
-        elif rows_mode == "mixed":
-            rows &= torch.rand(rows.shape) < a.mixed_p
+        rows = feature_row_mask(ids, labels, rows_mode, a.mixed_p)
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
         if a.loss_on != "answer":
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
@@ -402,7 +404,8 @@ def main(argv=None) -> Dict[str, float]:
             summary = {k: _nanmean([w[k] for w in window]) for k in window[0]}
             by_length = ""
             if a.by_length:
-                acc = first_region_by_length(model, features, a.by_length, a,
+                # the same prompts at every log line (their own stream), so that lines compare
+                acc = first_region_by_length(model, features, a.by_length, a, phases[-1],
                                              random.Random(a.seed + 10 ** 6))
                 summary.update({f"first_region_acc_n{n}": v for n, v in acc.items()})
                 by_length = "  by length " + " ".join(f"{n}:{v:.2f}" for n, v in acc.items())
