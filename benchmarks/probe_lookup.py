@@ -207,8 +207,11 @@ def with_list_loss(ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
     return out
 
 
-def sparse_loss(model, ids, mask, labels, loss_labels, rows=None, features=None):
-    """Mean next-token cross-entropy on ``loss_labels`` and the most likely next tokens where
+def sparse_loss(model, ids, mask, labels, loss_labels, rows=None, features=None,
+                per_sample: bool = False):
+    """Mean next-token cross-entropy on ``loss_labels`` (over all of the batch's labelled
+    tokens, or with ``per_sample`` each sample's mean, averaged over samples: ``vlxseek
+    train``'s weighting) and the most likely next tokens where
     ``loss_labels`` are set or ``labels`` name a region, NONE or a word (-1 elsewhere): the
     output projection runs only at those positions, which keeps a 151,936-token vocabulary
     affordable (``--vocab``). ``rows`` (bool ``[B, L]``): positions whose embedding is
@@ -222,7 +225,15 @@ def sparse_loss(model, ids, mask, labels, loss_labels, rows=None, features=None)
     at = (targets != -100) | scored
     logits = model.lm_head(hidden[at]).float()
     trained = targets[at] != -100
-    loss = torch.nn.functional.cross_entropy(logits[trained], targets[at][trained])
+    token_loss = torch.nn.functional.cross_entropy(logits[trained], targets[at][trained],
+                                                   reduction="none")
+    if per_sample:
+        sample = torch.arange(len(ids))[:, None].expand_as(at)[at][trained]
+        sums = torch.zeros(len(ids)).index_add(0, sample, token_loss)
+        counts = torch.zeros(len(ids)).index_add(0, sample, torch.ones_like(token_loss))
+        loss = (sums[counts > 0] / counts[counts > 0]).mean()
+    else:
+        loss = token_loss.mean()
     pred = torch.full_like(ids, -1)
     pred[:, :-1][at] = logits.argmax(-1)
     return loss, pred
@@ -337,6 +348,13 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--feature-noise", type=float, default=0.3)
     p.add_argument("--connector-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier of the feature rows' connector")
+    p.add_argument("--loss-mean", default="token", choices=("token", "sample"),
+                   help="the loss's mean over the batch's labelled tokens, or each sample's "
+                        "mean averaged over samples (as vlxseek train)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start the LLM from a vlxseek checkpoint's text model (its sizes and "
+                        "its prompt layout replace --hidden/--layers/--heads and --prefix/"
+                        "--task-text; benchmarks/lookup_from_checkpoint.py)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--by-length", nargs="+", type=int, default=None, metavar="N",
@@ -348,15 +366,28 @@ def main(argv=None) -> Dict[str, float]:
     phases = (parse_curriculum(a.curriculum, a.rows) if a.curriculum
               else [(a.min_regions, a.max_regions, a.steps, a.rows, 0)])
     a.steps = sum(phase[2] for phase in phases)
+    state, kv_heads, intermediate = None, a.heads, 4 * a.hidden
+    if a.init_from:
+        if a.vocab != VOCAB:
+            p.error("--init-from keeps the sandbox's own vocabulary (no --vocab)")
+        from benchmarks.lookup_from_checkpoint import sandbox_state
+
+        state, info = sandbox_state(a.init_from)
+        a.hidden, a.layers, a.heads, a.rope_theta = (info[k] for k in (
+            "hidden", "layers", "heads", "rope_theta"))
+        kv_heads, intermediate = info["kv_heads"], info["intermediate"]
+        a.prefix, a.task_text, a.fixed_prefix = info["prefix"], info["task_text"], True
     names, weights = zip(*((t.split("=")[0], float(t.split("=")[1])) for t in a.tasks))
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     config = Qwen2Config(vocab_size=max(a.vocab, VOCAB), hidden_size=a.hidden,
-                         intermediate_size=4 * a.hidden, num_hidden_layers=a.layers,
+                         intermediate_size=intermediate, num_hidden_layers=a.layers,
                          num_attention_heads=a.heads,
-                         num_key_value_heads=a.heads, rope_theta=a.rope_theta,
+                         num_key_value_heads=kv_heads, rope_theta=a.rope_theta,
                          tie_word_embeddings=True, max_position_embeddings=4096)
     model = Qwen2ForCausalLM(config).train()
+    if state is not None:
+        model.load_state_dict(state, strict=True)
     features = FeatureRows(a.feature_dim, a.hidden, a.feature_noise, a.seed)
     if a.freeze_vocab:  # like stage 1's row freezing (training/freezing.py): only the rows of
         # the tokens FO1 adds (here the regions, NONE and the markup) train
@@ -371,8 +402,10 @@ def main(argv=None) -> Dict[str, float]:
         lr=a.lr, weight_decay=0.0, betas=(0.9, a.beta2))
     regions = " then ".join(f"{lo}-{hi} regions as {rows} after {image} image tokens "
                             f"({n} steps)" for lo, hi, n, rows, image in phases)
+    start_from = f", from {a.init_from}" if a.init_from else ""
     print(f"probe_lookup: tasks {' '.join(a.tasks)}, LLM {a.layers} layers x {a.hidden} "
-          f"({a.heads} heads), lr {a.lr}, batch {a.batch_size}, {regions} "
+          f"({a.heads} heads{start_from}), lr {a.lr}, batch {a.batch_size}, loss mean per "
+          f"{a.loss_mean}, {regions} "
           f"({a.region_ids} ids) after {a.prefix} "
           f"{'fixed' if a.fixed_prefix else 'random'} filler tokens, "
           f"torch threads {torch.get_num_threads()}")
@@ -392,7 +425,7 @@ def main(argv=None) -> Dict[str, float]:
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
         loss, pred = sparse_loss(model, ids, mask, labels,
                                  with_row_echo(ids, loss_labels) if a.row_echo else loss_labels,
-                                 rows, features)
+                                 rows, features, per_sample=a.loss_mean == "sample")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(features.parameters()),
                                        1.0)

@@ -310,3 +310,71 @@ def test_by_length_rejects_lengths_outside_the_word_list():
     for bad in ("0", str(len(WORDS) + 1)):
         with pytest.raises(SystemExit):
             main(["--steps", "1", "--by-length", bad])
+
+
+def test_per_sample_loss_mean_weights_each_sample_alike():
+    from benchmarks.probe_lookup import region_choices_only, sparse_loss
+
+    torch.manual_seed(0)
+    model, (ids, labels, mask) = _tiny_llm_and_batch(seed=12, samples=4)
+    loss_labels = region_choices_only(labels, words=True)
+    counts = (loss_labels[:, 1:] != -100).sum(1)
+    assert len(set(counts.tolist())) > 1  # 2- and 3-region samples: the two means differ
+    token, _ = sparse_loss(model, ids, mask, labels, loss_labels)
+    sample, _ = sparse_loss(model, ids, mask, labels, loss_labels, per_sample=True)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), loss_labels[:, 1:],
+                                           reduction="none")
+    torch.testing.assert_close(sample, (ce.sum(1) / counts).mean())
+    torch.testing.assert_close(token, ce.sum() / counts.sum())
+    assert not torch.allclose(token, sample)
+
+
+def test_init_from_a_checkpoint_computes_what_its_text_model_computes(tiny_model_dir):
+    """The sandbox started from a vlxseek checkpoint gives, on a sandbox prompt, the logits
+    the checkpoint's own LLM gives on the real prompt that ``vlxseek train`` builds."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from benchmarks.lookup_from_checkpoint import layout_and_ids, sandbox_state
+    from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.samples import SampleBuilder
+    from vlxseek_core.training.text_regions import DEFAULT_WORDS, make_text_region_records
+
+    state, info = sandbox_state(tiny_model_dir)
+    prefix, task_text, real = layout_and_ids(load_tokenizer(tiny_model_dir))
+    assert (info["prefix"], info["task_text"]) == (prefix, task_text) == (3, 21)
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=240, hidden_size=info["hidden"], intermediate_size=info["intermediate"],
+        num_hidden_layers=info["layers"], num_attention_heads=info["heads"],
+        num_key_value_heads=info["kv_heads"], rope_theta=info["rope_theta"],
+        tie_word_embeddings=True)).eval()
+    model.load_state_dict(state, strict=True)
+    vlm, _ = load_model(tiny_model_dir)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    builder = SampleBuilder(tokenizer, None, ".", loss_on="choices")
+    record = make_text_region_records(1, seed=3, min_regions=4, max_regions=4,
+                                      tasks=("detect_all",))[0]
+    real_prompt, real_answer = builder.token_ids(record)
+    # the same sample in sandbox ids: words by their place in DEFAULT_WORDS
+    words = [WORDS[DEFAULT_WORDS.index(w)] for w in record["text_regions"]]
+    to_sandbox = {r: s for s, r in real.items() if s not in range(140, 240)}
+    body = real_prompt[prefix:-(task_text + 1)]
+    assert body == [t for k, w in enumerate(words) for t in (real[k], real[w])]
+    sandbox_ids = (list(range(140, 140 + prefix)) + [to_sandbox[t] for t in body] + [136]
+                   + list(range(210, 210 + task_text)) + [to_sandbox[t] for t in real_answer])
+    assert [real[s] for s in sandbox_ids] == real_prompt + real_answer
+    with torch.no_grad():
+        ours = model(torch.tensor([sandbox_ids])).logits[0]
+        theirs = vlm.lm_head(vlm.model(input_ids=torch.tensor([real_prompt + real_answer]),
+                                       use_cache=False).last_hidden_state)[0]
+    columns = sorted(set(real) & set(range(100)) | set(range(100, 135)))
+    torch.testing.assert_close(ours[:, columns], theirs[:, [real[c] for c in columns]],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_main_runs_from_a_checkpoint(tiny_model_dir, capsys):
+    out = main(["--init-from", tiny_model_dir, "--steps", "2", "--batch-size", "4",
+                "--log-every", "2", "--min-regions", "2", "--max-regions", "3"])
+    assert 0 < out["loss"] < 30
+    assert f"from {tiny_model_dir}" in capsys.readouterr().out
