@@ -355,6 +355,9 @@ def main(argv=None) -> Dict[str, float]:
                    help="start the LLM from a vlxseek checkpoint's text model (its sizes and "
                         "its prompt layout replace --hidden/--layers/--heads and --prefix/"
                         "--task-text; benchmarks/lookup_from_checkpoint.py)")
+    p.add_argument("--reset-optimizer", action="store_true",
+                   help="fresh AdamW moments and warm-up at each curriculum phase (as the "
+                        "recipe's one `vlxseek train` run per phase)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--by-length", nargs="+", type=int, default=None, metavar="N",
@@ -410,9 +413,14 @@ def main(argv=None) -> Dict[str, float]:
           f"{'fixed' if a.fixed_prefix else 'random'} filler tokens, "
           f"torch threads {torch.get_num_threads()}")
     start, window, summary = time.time(), [], {}
+    phase_start = 0
     for step in range(1, a.steps + 1):
+        if a.reset_optimizer and step > 1 and phase_at_start(phases, step):
+            opt.state.clear()  # as a new `vlxseek train` run per phase: fresh moments, warm-up
+            phase_start = step - 1
         for group in opt.param_groups:
-            group["lr"] = a.lr * group.get("scale", 1.0) * min(1.0, step / max(a.warmup, 1))
+            group["lr"] = a.lr * group.get("scale", 1.0) * min(
+                1.0, (step - phase_start) / max(a.warmup, 1))
         tasks = rng.choices(names, weights, k=a.batch_size)
         lo, hi, rows_mode, image = phase_at(phases, step)
         ids, labels, mask, is_caption = batch(
@@ -479,6 +487,16 @@ def parse_curriculum(specs: List[str], rows: str = "words") -> List[Phase]:
                              f"{len(WORDS)} and STEPS >= 1")
         phases.append(phase)
     return phases
+
+
+def phase_at_start(phases: List[Phase], step: int) -> bool:
+    """Whether 1-based ``step`` is the first step of a curriculum phase."""
+    first = 1
+    for _, _, steps, _, _ in phases:
+        if step == first:
+            return True
+        first += steps
+    return False
 
 
 def phase_at(phases: List[Phase], step: int) -> Tuple[int, int, str, int]:

@@ -378,3 +378,25 @@ def test_main_runs_from_a_checkpoint(tiny_model_dir, capsys):
                 "--log-every", "2", "--min-regions", "2", "--max-regions", "3"])
     assert 0 < out["loss"] < 30
     assert f"from {tiny_model_dir}" in capsys.readouterr().out
+
+
+def test_reset_optimizer_restarts_moments_and_warm_up_at_each_phase(monkeypatch):
+    import benchmarks.probe_lookup as probe
+
+    phases = probe.parse_curriculum(["2-2:3", "3-3:2", "2-4:1"])
+    assert [s for s in range(1, 8) if probe.phase_at_start(phases, s)] == [1, 4, 6]
+    rates, steps_seen = [], []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        p = self.param_groups[0]["params"][0]
+        steps_seen.append(int(self.state[p]["step"]) if p in self.state else 0)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    main(["--batch-size", "2", "--layers", "1", "--hidden", "32", "--heads", "2",
+          "--log-every", "6", "--lr", "1.0", "--warmup", "2", "--reset-optimizer",
+          "--curriculum", "2-2:3", "3-3:2", "2-4:1"])
+    assert rates == [0.5, 1.0, 1.0, 0.5, 1.0, 0.5]  # the warm-up starts again per phase
+    assert steps_seen == [0, 1, 2, 0, 1, 0]  # fresh AdamW state per phase
