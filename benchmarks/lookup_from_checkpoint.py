@@ -6,7 +6,7 @@ optimizer restarting at every phase, finite record files, the initialisation). S
 sandbox from a checkpoint that ``vlxseek train`` wrote splits them in two: if the sandbox's own
 training loop, from that checkpoint, does what ``vlxseek train`` did from it, the difference
 lies in the weights the earlier phases left, not in the loop (docs/scene-model-notes.md,
-"The 2-6 phase stalls in the weights, not the loop").
+"The 2–6 phase stalls in the weights it starts from").
 
 The sandbox speaks its own 240-token vocabulary. Each sandbox token that a text-region
 ``detect_all`` prompt of ``make-text-regions`` uses gets the checkpoint's embedding row of the
