@@ -26,8 +26,6 @@ import torch
 
 from benchmarks import probe_lookup as sandbox
 
-_LLM_SKIP = ("vision_tower", "mm_projector", "object_vp_extractor")
-
 
 def layout_and_ids(tokenizer) -> Tuple[int, int, Dict[int, int]]:
     """The FO1 ``detect_all`` text-region prompt layout in sandbox terms.
@@ -84,6 +82,7 @@ def sandbox_state(directory: str) -> Tuple[dict, dict]:
     """
     from vlxseek_core.checkpoint import load_model
     from vlxseek_core.tokenizer import load_tokenizer
+    from vlxseek_core.training.trainer import lr_group
 
     vlm, _ = load_model(directory)
     config = vlm.config.get_text_config()
@@ -97,7 +96,7 @@ def sandbox_state(directory: str) -> Tuple[dict, dict]:
         embedding[s] = weight[r]
     state = {f"model.{k}": v.detach().float().clone()
              for k, v in vlm.model.state_dict().items()
-             if not k.startswith(_LLM_SKIP) and k != "embed_tokens.weight"}
+             if lr_group(k) == "llm" and k != "embed_tokens.weight"}
     state["model.embed_tokens.weight"] = embedding
     state["lm_head.weight"] = embedding
     info = dict(hidden=config.hidden_size, layers=config.num_hidden_layers,
