@@ -24,7 +24,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from benchmarks import probe_lookup as sandbox
+from benchmarks import lookup_tasks as sandbox
 
 
 def layout_and_ids(tokenizer) -> Tuple[int, int, Dict[int, int]]:

@@ -4,8 +4,8 @@ import random
 
 import torch
 
-from benchmarks.probe_lookup import (GROUND, OBJECTS, REGIONS, WORDS, accuracies, batch,
-                                     main, make_sample)
+from benchmarks.lookup_tasks import GROUND, OBJECTS, REGIONS, WORDS, batch, make_sample
+from benchmarks.probe_lookup import accuracies, main
 
 
 def _pairs(prompt):
@@ -66,7 +66,7 @@ def test_prefix_is_random_or_fixed():
 
 
 def test_attribute_tasks_name_the_one_row_of_the_colour():
-    from benchmarks.probe_lookup import COLOURS, N_COLOURS, OBJECTS_END
+    from benchmarks.lookup_tasks import COLOURS, N_COLOURS, OBJECTS_END
 
     rng = random.Random(6)
     for task in ("recall", "recall_ground", "detect_colour", "detect_colour_short"):
@@ -106,7 +106,7 @@ def test_list_loss_labels_the_prompt_region_tokens_only():
 
 
 def test_echo_asks_for_the_region_before_the_last_word():
-    from benchmarks.probe_lookup import ECHO
+    from benchmarks.lookup_tasks import ECHO
 
     rng = random.Random(8)
     for _ in range(20):
@@ -126,7 +126,7 @@ def test_row_echo_labels_each_row_with_its_region_token():
 def test_curriculum_phases_parse_and_cover_their_steps():
     import pytest
 
-    from benchmarks.probe_lookup import parse_curriculum, phase_at
+    from benchmarks.lookup_tasks import parse_curriculum, phase_at
 
     phases = parse_curriculum(["2-2:3", "3-5:2:features:16"])
     assert phases == [(2, 2, 3, "words", 0), (3, 5, 2, "features", 16)]
@@ -147,7 +147,8 @@ def test_main_runs_a_curriculum():
 
 
 def test_list_rows_are_the_prompt_words_after_a_region_token():
-    from benchmarks.probe_lookup import ECHO, list_rows
+    from benchmarks.lookup_tasks import ECHO
+    from benchmarks.probe_lookup import list_rows
 
     prompt = [150, 0, WORDS[3], 1, WORDS[4], ECHO, 1, WORDS[4]]
     samples = [(prompt, [1, 137]), ([150, 0, WORDS[5], 136], [GROUND, WORDS[5]])]
@@ -173,7 +174,8 @@ def _tiny_llm_and_batch(seed: int, samples: int):
 
 
 def test_feature_rows_share_codes_by_attribute_and_replace_the_row_embeddings():
-    from benchmarks.probe_lookup import N_COLOURS, FeatureRows, list_rows, sparse_loss
+    from benchmarks.lookup_tasks import N_COLOURS
+    from benchmarks.probe_lookup import FeatureRows, list_rows, sparse_loss
 
     torch.manual_seed(0)
     rows_of = FeatureRows(feature_dim=16, hidden=32, noise=0.0, seed=0)
@@ -207,7 +209,7 @@ def test_main_runs_feature_rows_after_words():
 def test_image_tokens_follow_the_prefix():
     rng = random.Random(0)
     prompt, _ = make_sample("detect", rng, 2, 2, prefix=3, fixed_prefix=True, image_tokens=5)
-    from benchmarks.probe_lookup import FILLER
+    from benchmarks.lookup_tasks import FILLER
 
     assert prompt[:3] == FILLER[:3] and all(t in FILLER for t in prompt[3:8])
     assert prompt[8] == REGIONS[0] and prompt[9] in WORDS  # the list starts after the image
@@ -233,7 +235,7 @@ def test_region_ids_shuffled_or_random_keep_answers_consistent():
 
 
 def test_absent_words_are_answered_none_after_the_task_text():
-    from benchmarks.probe_lookup import DETECT_ALL, NONE, OBJECTS_END, TASK_TEXT
+    from benchmarks.lookup_tasks import DETECT_ALL, NONE, OBJECTS_END, TASK_TEXT
 
     rng = random.Random(10)
     with_absent = 0
@@ -251,7 +253,8 @@ def test_absent_words_are_answered_none_after_the_task_text():
 
 
 def test_loss_on_regions_or_choices_keeps_the_choices():
-    from benchmarks.probe_lookup import NONE, region_choices_only
+    from benchmarks.lookup_tasks import NONE
+    from benchmarks.probe_lookup import region_choices_only
 
     labels = torch.tensor([[-100, GROUND, WORDS[3], OBJECTS, 7, NONE, 136]])
     assert region_choices_only(labels).tolist() == [[-100, -100, -100, -100, 7, NONE, -100]]
