@@ -56,9 +56,11 @@ def test_loss_falls(trained):
     assert info["loss_vocab"] == loss_vocab
     if loss_vocab == "full":
         assert info["loss_vocab_rows"] is None
+        assert info["loss_negatives"] is None
         assert losses[0] > 8.0  # a random model over the 151,936-token vocabulary
     else:  # a random model over the shortlist: about ln(rows)
         assert 100 < info["loss_vocab_rows"] < 1000
+        assert info["loss_negatives"] == 4096  # the sampled column's default draw
         assert losses[0] > 0.7 * math.log(info["loss_vocab_rows"])
     assert max(losses[-5:]) < 0.05 * losses[0], losses
 

@@ -107,6 +107,46 @@ def test_gradient_reaches_the_shortlist_and_the_drawn_rows_only():
     assert set(head.weight.grad.abs().sum(dim=1).nonzero()[:, 0].tolist()) == {10, 11, 12, 13}
 
 
+def test_without_negatives_the_loss_is_cross_entropy_over_the_shortlist_alone():
+    """``vlxseek train --loss-negatives 0``: no column for the rows off the shortlist, so
+    neither they nor a random draw touch the loss or its gradient."""
+    head = _head()
+    shortlist = torch.tensor([10, 11, 12, 13, 400])
+    hidden = torch.randn(2, 4, 16)
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 12, 10],
+                           [IGNORE_INDEX, 400, IGNORE_INDEX, IGNORE_INDEX]])
+    torch.manual_seed(0)
+    first = answer_loss(head, hidden, labels, shortlist, negatives=0)["loss"]
+    torch.manual_seed(1)
+    again = answer_loss(head, hidden, labels, shortlist, negatives=0)["loss"]
+    assert first.item() == again.item()  # nothing drawn at random
+    with torch.no_grad():
+        logits = head.weight[shortlist] @ hidden[:, :-1].reshape(-1, 16).T
+    ce = torch.nn.functional.cross_entropy
+    per_row = ce(logits.T.reshape(2, 3, 5)[0, 1:], torch.tensor([2, 0]))
+    per_sample = torch.stack([per_row, ce(logits.T.reshape(2, 3, 5)[1, :1], torch.tensor([4]))])
+    torch.testing.assert_close(first, per_sample.mean())
+    first.backward()
+    touched = set(head.weight.grad.abs().sum(dim=1).nonzero()[:, 0].tolist())
+    assert touched == set(shortlist.tolist())
+    with_column = answer_loss(head, hidden, labels, shortlist)["loss"]
+    assert float(with_column) > float(first) + 1.0  # ~2,995 random rows share the softmax
+
+
+@pytest.mark.parametrize("extra", [["--loss-negatives", "0"],
+                                   ["--loss-vocab", "data", "--loss-negatives", "-1"]])
+def test_cli_refuses_negatives_without_a_shortlist(extra, train_model_dir, images_dir,
+                                                   tmp_path, capsys):
+    from vlxseek_core.cli import main
+
+    data = write_train_data(tmp_path / "train.jsonl", 2)
+    code = main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
+                 "--images", images_dir, "--out", str(tmp_path / "out"), *extra])
+    assert code != 0
+    assert "--loss-negatives N (N >= 0) goes with --loss-vocab data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_answer_token_off_the_shortlist_is_refused():
     head = _head()
     labels = torch.tensor([[IGNORE_INDEX, 5, 6]])

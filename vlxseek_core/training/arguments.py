@@ -63,6 +63,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="full: the loss's softmax over every vocabulary row (paper); data: over the "
            "tokens of the training records and the added tokens only (vocabulary shortlist: "
            "about half the step time of a small model trained from scratch; README)")
+    a("--loss-negatives", type=int, default=None, metavar="N",
+      help="with --loss-vocab data: rows off the shortlist drawn per step for the softmax "
+           "column that stands for them (default 4096; 0: no such column, the softmax over "
+           "the data's tokens alone; docs/scene-model-notes.md 'The sampled column')")
     a("--share-word-rows", nargs="+", default=[], metavar="WORD",
       help="stage 0: before training, set the embedding row of each word's space-prefixed "
            "token (' red') to its bare token's row ('red'), as a pretrained LLM has them "

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from ..modeling import EncodedFrame, VLMFO1ForCausalLM
 from ..tokens import IMAGE_PLACEHOLDER_ID
 from .samples import IGNORE_INDEX
-from .shortlist import shortlist_logits, shortlist_targets
+from .shortlist import NEGATIVES, shortlist_logits, shortlist_targets
 
 
 def _frozen(module: nn.Module) -> bool:
@@ -34,13 +34,18 @@ class TrainingModel(nn.Module):
             :mod:`vlxseek_core.training.freezing`).
         shortlist: long ``[V']`` sorted token ids: the loss's softmax runs over these rows
             only (:mod:`~vlxseek_core.training.shortlist`); ``None`` = all rows.
+        negatives: with a ``shortlist``, the rows off it drawn per step for the column that
+            stands for them (:func:`~vlxseek_core.training.shortlist.shortlist_logits`; 0:
+            no such column, the softmax over the shortlist alone).
 
     Frozen towers run under ``no_grad`` (no activations are kept for them).
     """
 
-    def __init__(self, vlm: VLMFO1ForCausalLM, shortlist: Optional[torch.Tensor] = None):
+    def __init__(self, vlm: VLMFO1ForCausalLM, shortlist: Optional[torch.Tensor] = None,
+                 negatives: int = NEGATIVES):
         super().__init__()
         self.vlm = vlm
+        self.negatives = negatives
         # a buffer so that it follows .to(device); not persistent: checkpoints stay the model's
         self.register_buffer("shortlist", shortlist, persistent=False)
 
@@ -153,7 +158,8 @@ class TrainingModel(nn.Module):
         hidden, label_mat, frames = self.hidden_states(
             input_ids, answer_labels, pixel_values, image_grid_thw, aux_pixel_values,
             aux_boxes, vt_boxes)
-        out = answer_loss(self.vlm.lm_head, hidden, label_mat, self.shortlist)
+        out = answer_loss(self.vlm.lm_head, hidden, label_mat, self.shortlist,
+                          self.negatives)
         if all(frame is None for frame in frames):
             out["loss"] = out["loss"] + self._unused_vision_term()
         return out
@@ -241,7 +247,8 @@ def set_activation_checkpointing(vlm, enabled: bool) -> None:
 
 
 def answer_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor,
-                shortlist: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                shortlist: Optional[torch.Tensor] = None,
+                negatives: int = NEGATIVES) -> Dict[str, torch.Tensor]:
     """Per-sample mean next-token cross-entropy on labelled positions, averaged over samples.
 
     Logits are computed only where a label follows (the full ``[B, L, 151936]`` logits of a
@@ -253,6 +260,8 @@ def answer_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor,
         labels: long ``[B, L]``, :data:`IGNORE_INDEX` where there is no loss (not shifted).
         shortlist: long ``[V']`` sorted token ids: the softmax runs over these rows only
             (:mod:`~vlxseek_core.training.shortlist`); ``None`` = every row.
+        negatives: with a ``shortlist``, the rows off it drawn for the column that stands
+            for them (0: the softmax over the shortlist alone).
 
     Returns:
         ``{"loss": scalar, "num_answer_tokens": long scalar}``.
@@ -270,7 +279,7 @@ def answer_loss(lm_head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor,
     if shortlist is None:
         logits = lm_head(rows).float()
     else:
-        logits = shortlist_logits(lm_head, rows, shortlist).float()
+        logits = shortlist_logits(lm_head, rows, shortlist, negatives).float()
         wanted = shortlist_targets(shortlist, wanted)
     token_loss = F.cross_entropy(logits, wanted, reduction="none")
     sample_of = torch.arange(len(labels), device=labels.device)[:, None].expand_as(mask)[mask]

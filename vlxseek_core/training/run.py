@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
 from .samples import SampleBuilder, collate_samples, has_region_choice
-from .shortlist import data_shortlist
+from .shortlist import NEGATIVES, data_shortlist
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
 
@@ -168,6 +168,10 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     if args.loss_vocab == "data" and (args.deepspeed or args.fsdp):
         raise InvalidRequestError("--loss-vocab data reads lm_head's rows directly, which "
                                   "sharded parameters (--deepspeed, --fsdp) do not allow")
+    if args.loss_negatives is not None and (args.loss_vocab != "data" or
+                                            args.loss_negatives < 0):
+        raise InvalidRequestError("--loss-negatives N (N >= 0) goes with --loss-vocab data: "
+                                  "the full softmax has no rows off a shortlist")
     if args.share_word_rows and args.stage != 0:
         raise InvalidRequestError("--share-word-rows edits vocabulary rows: stage 0 only (the "
                                   "paper's stages keep the original rows as trained)")
@@ -194,6 +198,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                             loss_on=args.loss_on)
     builder.build(records[0])  # fail fast on a bad first record, before any process forks
     shortlist = None
+    negatives = NEGATIVES if args.loss_negatives is None else args.loss_negatives
     if args.loss_vocab == "data":
         shortlist = data_shortlist(records, builder, tokenizer)
         print(f"--loss-vocab data: the loss's softmax runs over {len(shortlist)} of "
@@ -223,13 +228,14 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     info = {"stage": args.stage, "lr_scales": lr_scales, "loss_on": args.loss_on,
             "adam_beta2": args.adam_beta2, "optim": args.optim, "loss_vocab": args.loss_vocab,
             "loss_vocab_rows": None if shortlist is None else len(shortlist),
+            "loss_negatives": None if shortlist is None else negatives,
             "command": " ".join(argv or sys.argv), "seed": args.seed,
             "data": " ".join(os.path.basename(d) for d in args.data),
             "data_sha256": " ".join(file_sha256(d) for d in args.data),
             "num_records": len(records), "start_model": os.path.abspath(args.model)}
     if shared_words:
         info["shared_word_rows"] = shared_words
-    trainer = VLXSeekTrainer(model=TrainingModel(vlm, shortlist), args=training_args,
+    trainer = VLXSeekTrainer(model=TrainingModel(vlm, shortlist, negatives), args=training_args,
                              train_dataset=RecordDataset(records, builder),
                              data_collator=collate_samples, freeze_plan=plan,
                              source_dir=args.model, lora=bool(args.lora), training_info=info,
