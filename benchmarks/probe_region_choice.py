@@ -41,6 +41,9 @@ candidate regions, so that a lookup bound to one list length shows (chance diffe
 (docs/scene-model-notes.md "The fresh run never formed the lookup"): the first region's lift
 over chance, ``(first_region_acc - chance) / (1 - chance)`` (0 at chance, 1 when always right),
 must reach ``LIFT``; the command exits 0 when it does and 3 (:data:`NOT_FORMED`) when it does not.
+With ``--by`` (``--by regions`` for list lengths) every group must reach it: a lookup right on
+2 rows and near chance on 6 has not formed, whatever its average (docs/scene-model-notes.md
+"The sampled column").
 """
 from __future__ import annotations
 
@@ -148,6 +151,15 @@ def lookup_lift(metrics: Dict[str, float]) -> float:
     return (first - chance) / (1 - chance) if chance < 1 else float("nan")
 
 
+def weakest_lift(by_group: Dict[str, Dict[str, float]]) -> float:
+    """The lowest :func:`lookup_lift` of the groups of one model's results (``{group:
+    metrics}``) other than ``all``, or of ``all`` when there are none. Groups with nothing to
+    choose (NaN lift) are left out; NaN when every group is."""
+    groups = [m for g, m in by_group.items() if g != "all"] or [by_group["all"]]
+    lifts = [lift for lift in map(lookup_lift, groups) if lift == lift]
+    return min(lifts) if lifts else float("nan")
+
+
 def ground_positions(target, ground_ids):
     """Masks over the next-token targets ``target`` ``[L]`` (int64, ``IGNORE_INDEX`` outside
     the answer): ``inside`` (a token of a ``<ground>…</ground>`` phrase) and ``first`` (the
@@ -175,7 +187,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
 
     Raises:
         SystemExit: ``--formed LIFT`` given and the model's :func:`lookup_lift` (all records)
-            is below ``LIFT`` (code :data:`NOT_FORMED`), or bad arguments (code 2)."""
+            (with ``--by``: :func:`weakest_lift`, its lowest group's) is below ``LIFT``
+            (code :data:`NOT_FORMED`), or bad arguments (code 2)."""
     from vlxseek_core.training.run import read_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -184,7 +197,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
     parser.add_argument("--formed", type=float, metavar="LIFT",
                         help="exit 0 when the first region's lift over chance, (first - chance)"
-                        " / (1 - chance), reaches LIFT, else exit 3 (one model only)")
+                        " / (1 - chance), reaches LIFT (with --by: in every group), else "
+                        "exit 3 (one model only)")
     add_by_arg(parser)
     args = parser.parse_args(argv)
     if args.formed is not None and len(args.models) != 1:
@@ -207,10 +221,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
                         for m, by_group in results.items() for g, r in by_group.items()]))
     write_json(args.json, results)
     if args.formed is not None:
-        lift = lookup_lift(results[args.models[0]]["all"])
+        lift = weakest_lift(results[args.models[0]])
         formed = lift >= args.formed  # NaN (nothing to choose) never counts as formed
-        print(f"lookup {'formed' if formed else 'NOT formed'}: lift over chance {lift:.3f} "
-              f"({'>=' if formed else 'below'} {args.formed})")
+        where = f" (weakest by {args.by})" if args.by else ""
+        print(f"lookup {'formed' if formed else 'NOT formed'}: lift over chance {lift:.3f}"
+              f"{where} ({'>=' if formed else 'below'} {args.formed})")
         if not formed:
             raise SystemExit(NOT_FORMED)
     return results

@@ -213,3 +213,45 @@ def test_formed_exits_3_below_the_lift_and_0_at_it(train_model_dir, monkeypatch,
         probe_region_choice.main(args + ["--models", train_model_dir, train_model_dir,
                                          "--formed", "0.5"])
     assert exc.value.code == 2
+
+
+def test_formed_by_regions_needs_every_list_length(train_model_dir, monkeypatch, tmp_path,
+                                                   capsys):
+    """``--formed LIFT --by regions``: the oracle misses the first region of one 3-row record,
+    so the 2-row group is perfect and the 3-row group's lift decides, whatever the average."""
+    import json
+
+    from benchmarks import probe_region_choice
+    from benchmarks.probe_region_choice import NOT_FORMED, lookup_lift, weakest_lift
+
+    records = (make_text_region_records(4, seed=7, min_regions=2, max_regions=2,
+                                        tasks=("detect_all",))
+               + make_text_region_records(4, seed=8, min_regions=3, max_regions=3,
+                                          tasks=("detect_all",)))
+    data = tmp_path / "held.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records[4:] + records[:4]))
+
+    def shift(target, at):
+        target[0, at] += 1
+
+    args = ["--models", train_model_dir, "--data", str(data), "--images", ".", "--by",
+            "regions"]
+    _patch_oracle(train_model_dir, monkeypatch, shift)  # misses record 0: a 3-row one
+    scores = probe_region_choice.main(args)[train_model_dir]
+    assert scores["regions=2"]["first_region_acc"] == pytest.approx(1.0)
+    assert scores["regions=3"]["first_region_acc"] == pytest.approx(0.75)
+    three = (0.75 - 1 / 3) / (1 - 1 / 3)
+    assert weakest_lift(scores) == pytest.approx(three)
+    assert lookup_lift(scores["all"]) > three + 0.1  # the average would pass at three + 0.05
+    with pytest.raises(SystemExit) as exc:
+        probe_region_choice.main(args + ["--formed", str(three + 0.05)])
+    assert exc.value.code == NOT_FORMED
+    assert "lookup NOT formed" in capsys.readouterr().out
+    assert probe_region_choice.main(args + ["--formed", str(three - 0.01)])
+    assert "weakest by regions" in capsys.readouterr().out
+    # groups with nothing to choose are left out; without groups, ``all`` decides
+    nan_group = {"first_region_acc": 1.0, "chance": 1.0}
+    assert weakest_lift({"all": scores["all"], "regions=1": nan_group,
+                         "regions=3": scores["regions=3"]}) == pytest.approx(three)
+    assert weakest_lift({"all": scores["all"]}) == pytest.approx(lookup_lift(scores["all"]))
+    assert weakest_lift({"all": nan_group}) != weakest_lift({"all": nan_group})  # NaN
