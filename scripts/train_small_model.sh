@@ -17,7 +17,8 @@
 #          --scene-categories`: rows "red circle", "blue circle", "cat"), 2-4 rows: rows that
 #          share their last word make the lookup read the whole phrase, where 0t's keys on
 #          the last token (docs/scene-model-notes.md "A lookup over the scene phrases on
-#          text");
+#          text"); at 0t's rate (at LR0 4 rows fell to 0.67, at LR0T 0.89) and with the
+#          sampled column, whose first steps drain the mass 0t left off the shortlist;
 #      0s1 the lookup carried over to image regions, detect_all scenes of 2-4 objects of
 #          distinct categories without distractors (every candidate is an object), nothing
 #          else in the mix, loss on the grounded words and region choices; vision side at a
@@ -249,8 +250,8 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
   data+=("${images[@]}")
 }
 forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . "${FORMED}" \
-  "${SCRATCH[@]}" "${CONST[@]}" --warmup 50 --data "${OUT}/text_scene_24.jsonl" \
-  --loss-on choices --save-steps 250
+  "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
+  --data "${OUT}/text_scene_24.jsonl" --loss-on choices --save-steps 250
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
 on scenes_s1u_24
 forming stage0s1u_24 "${STEPS0S1U}" "${OUT}/scenes_s1u_24/heldout.jsonl" \

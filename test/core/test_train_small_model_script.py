@@ -82,15 +82,15 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
         assert info["optim"] == "adamw_torch_fused", phase
     # 0t: its own rate and the softmax over the data's tokens alone (docs/scene-model-notes.md
-    # "The sampled column"); the other stage-0 phases keep the sampled column
+    # "The sampled column"); the other stage-0 phases keep the sampled column, 0tp 0t's rate
     rates = {}
     for phase, info in infos.items():
         words = info["command"].split()
         rates[phase] = float(words[words.index("--lr") + 1])
         assert info["loss_negatives"] == (0 if phase.startswith("stage0t_") else 4096
                                           if phase.startswith("stage0") else None), phase
-    assert {rates[p] for p in PHASES[:4]} == {1e-3}  # LR0T
-    assert rates["stage0tp_24"] == rates["stage0c"] == 3e-3  # LR0
+    assert {rates[p] for p in PHASES[:5]} == {1e-3}  # LR0T: 0t and 0tp
+    assert rates["stage0s1u_24"] == rates["stage0c"] == 3e-3  # LR0
     assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:12])
     assert all(infos[p]["loss_on"] == "answer" for p in PHASES[12:])
     assert not any(infos[p]["lr_scales"] for p in PHASES[:5])  # text only: no vision side
