@@ -249,8 +249,8 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
   for file in "$@"; do data+=("${OUT}/${file}"); images+=(.); done
   data+=("${images[@]}")
 }
-forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . "${FORMED}" \
-  "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
+BY=regions forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . \
+  "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
   --data "${OUT}/text_scene_24.jsonl" --loss-on choices --save-steps 250
 S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
 on scenes_s1u_24
