@@ -62,7 +62,7 @@
 # run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
 # records of its list lengths (benchmarks/probe_region_choice.py --formed: teacher-forced first
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
-# regions, 0.73 on 3, 0.6 on 6; on text rows on every list length alike (--by regions: a
+# regions, 0.73 on 3, 0.67 on 6; on text rows on every list length alike (--by regions: a
 # lookup bound to the short lists, right on 2 rows and near chance on 6, has not formed);
 # on image rows FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on 3,
 # since the features bound the image lookup, not its transition: 0s1u stood at a lift of 0.50
