@@ -62,6 +62,7 @@ from benchmarks.lookup_tasks import (GROUND, GROUND_END, N_COLOURS, NONE, OBJECT
                                      Phase, batch, make_sample, parse_curriculum, phase_at,
                                      phase_at_start)
 
+
 def _after_region(ids: torch.Tensor) -> torch.Tensor:
     """bool ``[B, L]``: the words right after a ``<regionK>`` token."""
     rows = torch.zeros_like(ids, dtype=torch.bool)
