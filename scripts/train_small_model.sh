@@ -12,7 +12,7 @@
 #          sampled column for the other rows, whose first 150 steps drain the mass a random
 #          model puts on 151,936 rows, the 2-row lookup did not form in 1,000 steps and the
 #          2-6 phase stalled short of a search over every length (docs/scene-model-notes.md
-#          "The sampled column");
+#          "The sampled column"); the 2-6 phase on a cosine rate (below);
 #      0tp the same lookup over the scenes' own phrases (`make-text-regions
 #          --scene-categories`: rows "red circle", "blue circle", "cat"), 2-4 rows: rows that
 #          share their last word make the lookup read the whole phrase, where 0t's keys on
@@ -201,6 +201,11 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
     --space-variant-similarity 0.9 --seed 0
 # 0t: the binding circuit of the random LLM, on words, one list length per phase
 PHASES0T=("2 2" "3 3" "2 4" "2 6")
+# the forming phases at a constant rate (a transition whose step varies); the 2-6 search, once
+# formed, settles on a falling rate: cosine ended it at 0.88 / 0.91 / 1.00 on 6 rows in three
+# seeds against 0.72 / 0.83 / 0.94 at a constant one (docs/scene-model-notes.md "A falling
+# rate settles the 2-6 search")
+SCHED0T=(constant_with_warmup constant_with_warmup constant_with_warmup cosine)
 for i in 0 1 2 3; do
   read -r lo hi <<< "${PHASES0T[$i]}"
   text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
@@ -208,7 +213,7 @@ for i in 0 1 2 3; do
     "$((i + 101))"
   BY=regions forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" \
     "${OUT}/text_regions_${lo}${hi}_heldout.jsonl" . "${FORMED}" "${SCRATCH[@]}" \
-    --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 --loss-negatives 0 \
+    --lr "${LR0T}" --scheduler "${SCHED0T[$i]}" --warmup 50 --loss-negatives 0 \
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
 done
 # 0tp's records: the scenes' phrases as text rows, 2-4 of them

@@ -96,8 +96,11 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert not any(infos[p]["lr_scales"] for p in PHASES[:5])  # text only: no vision side
     for phase in PHASES[5:15]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
-    # the rate: constant through 0s2r, falling to 0 in 0s2f, cosine from there
-    assert {_scheduler(infos[p]) for p in PHASES[:9]} == {"constant_with_warmup"}
+    # the rate: constant through 0s2r but in 0t's 2-6 phase (cosine: the formed search
+    # settles), falling to 0 in 0s2f, cosine from there
+    assert _scheduler(infos["stage0t_26"]) == "cosine"
+    assert {_scheduler(infos[p]) for p in PHASES[:9] if p != "stage0t_26"} == {
+        "constant_with_warmup"}
     assert _scheduler(infos["stage0s2f"]) == "linear"
     assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
     # the scene words' spaced rows are set to the bare ones where refer expressions come in
