@@ -68,9 +68,17 @@
 # since the features bound the image lookup, not its transition: 0s1u stood at a lift of 0.50
 # after its 450 steps, still climbing, docs/scene-model-notes.md "Scenes where every colour
 # is unique"); below it the phase trains FORM_STEPS more (--resume with a larger
-# --max-steps), up to FORM_CAP times its steps, where the script stops with exit status 3 and says
-# so (raise FORM_CAP and run it again to train on). Each probe is kept as PHASE/lookup_STEP.json,
-# the passing one also as PHASE/lookup_formed.json.
+# --max-steps), up to FORM_CAP times its steps: a run stuck at chance does not leave it (0t's
+# 3-row phase: 2,400 steps at chance). Then the phase starts over with the next data order
+# (--seed 1, 2, ...; the stalled attempt is kept as PHASE.stalled_seedK): in 0t's later phases
+# from a new model of the phase before, trained again with its own next data order (kept as
+# PHASE.redone_seedK), since whether a lookup grows out of the one before depends on that
+# model (from one 2-row model none of five 3-row runs formed, from six of eight others one
+# formed in 125-550 steps; docs/scene-model-notes.md "Where the 3-row lookup forms"); in the
+# other forming phases from the same model. After FORM_SEEDS data orders of a phase the
+# script stops with exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again
+# to train on). Each probe is kept as
+# PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
 # Steps of 0t, 0tp, 0s1u, 0c, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
 # phases), STEPS0TP, STEPS0S1U, STEPS0C, STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
@@ -78,9 +86,8 @@
 # phases'), LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
-# torchrun), UNTIL (stop after that phase), FORMED, FORMED_SCENES, FORM_STEPS,
-# FORM_CAP
-# (above; -1 passes any model: smoke runs).
+# torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
+# FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest checkpoint-N, and data sets already written are kept.
 set -euo pipefail
@@ -100,7 +107,9 @@ HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records pe
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
 FORM_STEPS="${FORM_STEPS:-200}"
-FORM_CAP="${FORM_CAP:-4}"
+FORM_CAP="${FORM_CAP:-2}"
+FORM_SEEDS="${FORM_SEEDS:-4}"
+DEVICE="${DEVICE:-cpu}"
 SIZE="${SIZE:-112}"
 BATCH="${BATCH:-64}"
 LR0T="${LR0T:-1e-3}"
@@ -128,8 +137,8 @@ CLI=("${PY}" -m vlxseek_core.cli)
 TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 # fused AdamW: the same update in one kernel; its loop over the 151,936-row embedding was a
 # quarter of a text-region step on this CPU (README "Fused AdamW")
-COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --seed 0 --save-total-limit 1
-        --logging-steps 25 --device cpu --optim adamw_torch_fused ${PRECISION})
+COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --save-total-limit 1
+        --logging-steps 25 --device "${DEVICE}" --optim adamw_torch_fused ${PRECISION})
 # stage 0 from random initialisation: AdamW beta2 0.99, the loss's softmax over the data's
 # tokens (half the step time; LOSS_VOCAB=full: all rows)
 SCRATCH=(--stage 0 --adam-beta2 0.99 --loss-vocab "${LOSS_VOCAB:-data}")
@@ -152,10 +161,10 @@ scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + rec
 }
 prev="${OUT}/init"
 train() {  # train(NAME STEPS train options...): `vlxseek train` from ${prev} to STEPS steps,
-  local name="$1" steps="$2"  # from the phase's latest checkpoint-N if it has one
-  shift 2
+  local name="$1" steps="$2"  # from the phase's latest checkpoint-N if it has one; data
+  shift 2  # order --seed SEED (0 but in a forming phase's later attempts)
   "${TRAIN[@]}" --model "${prev}" --out "${OUT}/${name}" --max-steps "${steps}" --resume "$@" \
-    "${COMMON[@]}"
+    "${COMMON[@]}" --seed "${SEED:-0}"
 }
 next() {  # next(NAME): the phase is done; the next one starts from it
   prev="${OUT}/$1"
@@ -165,33 +174,59 @@ phase() {  # phase(NAME STEPS train options...): skipped once its final model is
   [[ -f "${OUT}/$1/vlxseek_training.json" ]] || train "$@"
   next "$1"
 }
+attempts() {  # attempts(NAME): how many earlier attempts of the phase were set aside
+  find "${OUT}" -maxdepth 1 -name "$1.*_seed*" | wc -l
+}
 forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a phase trained
-  local name="$1" steps="$2" heldout="$3" images="$4" formed="$5"  # until the lookup has
-  shift 5  # formed (top of the file); BY=regions: on every list length (probe --by)
-  local dir="${OUT}/${name}" cap=$(( steps * FORM_CAP )) trained rc
+  local name="$1" first="$2" heldout="$3" images="$4" formed="$5"  # until the lookup has
+  shift 5  # formed (top of the file); BY=regions: on every list length (probe --by);
+  # BACK=PHASE: a stalled attempt redoes that phase (the one before) with its next data
+  # order and sets REDO, for the caller to run it again (0t: the 3-row lookup formed or not
+  # by the 2-row model it started from, docs/scene-model-notes.md "Where the 3-row lookup
+  # forms")
+  local dir="${OUT}/${name}" cap=$(( first * FORM_CAP )) steps="$2" trained rc seed back
   until [[ -f "${dir}/lookup_formed.json" ]]; do
+    seed="$(attempts "${name}")"  # the attempt's data order
     if [[ -f "${dir}/vlxseek_training.json" ]]; then  # trained to its last --max-steps
       trained="$("${PY}" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
         "${dir}/vlxseek_training.json" global_step)"
       rc=0
       PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}" "${PY}" -m benchmarks.probe_region_choice \
         --models "${dir}" --data "${heldout}" --images "${images}" --limit 300 \
-        --formed "${formed}" ${BY:+--by "${BY}"} --json "${dir}/lookup_${trained}.json" \
-        || rc=$?
+        --device "${DEVICE}" --formed "${formed}" ${BY:+--by "${BY}"} \
+        --json "${dir}/lookup_${trained}.json" || rc=$?
       if (( rc == 0 )); then
         cp "${dir}/lookup_${trained}.json" "${dir}/lookup_formed.json"
         break
       fi
       (( rc == 3 )) || { echo "${name}: the lookup probe failed (exit ${rc})" >&2; exit "${rc}"; }
-      if (( trained >= cap )); then
-        echo "${name}: the lookup has not formed in ${trained} steps (lift ${formed} on" \
-          "${heldout}; ${dir}/lookup_${trained}.json); stopped at FORM_CAP=${FORM_CAP} times" \
-          "$(( cap / FORM_CAP )) steps: raise FORM_CAP and run again to train on" >&2
+      if (( trained >= cap && seed + 1 >= FORM_SEEDS )); then
+        echo "${name}: the lookup has not formed in ${FORM_SEEDS} data orders of up to" \
+          "${cap} steps (lift ${formed} on ${heldout}; ${dir}/lookup_${trained}.json):" \
+          "stopped at FORM_SEEDS=${FORM_SEEDS}, FORM_CAP=${FORM_CAP} times ${first} steps:" \
+          "raise either and run again to train on" >&2
         exit 3
       fi
-      steps=$(( trained + FORM_STEPS < cap ? trained + FORM_STEPS : cap ))
+      if (( trained >= cap )); then  # stuck at chance: another data order
+        echo "${name}: not formed in ${trained} steps with --seed ${seed}; kept as" \
+          "${dir}.stalled_seed${seed}"
+        mv "${dir}" "${dir}.stalled_seed${seed}"
+        if [[ -n "${BACK:-}" ]]; then  # ... from a new model of the phase before
+          back="$(attempts "${BACK}")"
+          echo "${name}: ${BACK} again with --seed $(( back + 1 )) (kept as" \
+            "${OUT}/${BACK}.redone_seed${back}), then ${name} with --seed $(( seed + 1 ))"
+          mv "${OUT}/${BACK}" "${OUT}/${BACK}.redone_seed${back}"
+          REDO=1
+          return 0
+        fi
+        echo "${name}: starting over from ${prev} with --seed $(( seed + 1 ))"
+        seed=$(( seed + 1 ))
+        steps="${first}"
+      else
+        steps=$(( trained + FORM_STEPS < cap ? trained + FORM_STEPS : cap ))
+      fi
     fi
-    train "${name}" "${steps}" "$@"
+    SEED="${seed}" train "${name}" "${steps}" "$@"
   done
   next "${name}"
 }
@@ -206,15 +241,20 @@ PHASES0T=("2 2" "3 3" "2 4" "2 6")
 # seeds against 0.72 / 0.83 / 0.94 at a constant one (docs/scene-model-notes.md "A falling
 # rate settles the 2-6 search")
 SCHED0T=(constant_with_warmup constant_with_warmup constant_with_warmup cosine)
-for i in 0 1 2 3; do
+i=0
+while (( i < ${#PHASES0T[@]} )); do  # i goes back one where a phase redoes the one before
   read -r lo hi <<< "${PHASES0T[$i]}"
   text "text_regions_${lo}${hi}.jsonl" "${lo}" "${hi}" detect_all "${TEXT_RECORDS}" "$((i + 1))"
   text "text_regions_${lo}${hi}_heldout.jsonl" "${lo}" "${hi}" detect_all "${HELDOUT}" \
     "$((i + 101))"
-  BY=regions forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" \
+  prev="${OUT}/init" back=
+  (( i == 0 )) || { back="stage0t_${PHASES0T[i - 1]// /}"; prev="${OUT}/${back}"; }
+  REDO=
+  BY=regions BACK="${back}" forming "stage0t_${lo}${hi}" "${STEPS0T[$i]}" \
     "${OUT}/text_regions_${lo}${hi}_heldout.jsonl" . "${FORMED}" "${SCRATCH[@]}" \
     --lr "${LR0T}" --scheduler "${SCHED0T[$i]}" --warmup 50 --loss-negatives 0 \
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
+  if [[ -n "${REDO}" ]]; then i=$(( i - 1 )); else i=$(( i + 1 )); fi
 done
 # 0tp's records: the scenes' phrases as text rows, 2-4 of them
 text text_scene_24.jsonl 2 4 detect_all "${TEXT_RECORDS}" 5 --scene-categories

@@ -73,7 +73,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
-        assert info["global_step"] == 1, phase
+        assert (info["global_step"], info["seed"]) == (1, 0), phase  # the first data order
+        assert "--device cpu" in info["command"], phase  # DEVICE's default
         scratch = phase.startswith("stage0")
         assert info["stage"] == (0 if scratch else int(phase[-1])), phase
         # stage 0 from scratch: the data's shortlist and beta2 0.99; the paper's stages: as
@@ -160,6 +161,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert probe == json.loads((out / phase / "lookup_1.json").read_text()), phase
         assert probe[str(out / phase)]["all"]["records"] > 0, phase
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
+    assert not list(out.glob("*_seed*"))  # every lookup formed at its first data order
     for lo, hi, name in ((2, 2, "regions_22"), (3, 3, "regions_33"), (2, 4, "regions_24"),
                          (2, 6, "regions_26"), (2, 4, "scene_24")):
         held = _records(out / f"text_{name}_heldout.jsonl")
@@ -169,24 +171,78 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
 
 
-def test_a_forming_phase_trains_on_until_its_lookup_forms_or_the_cap(tmp_path):
+def _seed(phase):
+    return json.loads((phase / "vlxseek_training.json").read_text())["seed"]
+
+
+def test_a_forming_phase_trains_on_then_tries_other_data_orders_up_to_its_limits(tmp_path):
     """A lookup that never forms (``FORMED`` above any lift): the first 0t phase is probed
     after each step and trained one step more (``--resume``, a larger ``--max-steps``) up to
-    ``FORM_CAP`` times its steps, then the script stops with status 3 and says why; run
-    again with a larger cap, it goes on from the step it reached."""
+    ``FORM_CAP`` times its steps; then it starts over from the same model with the next data
+    order (``--seed``), the stalled attempt kept beside it, up to ``FORM_SEEDS`` attempts;
+    then the script stops with status 3 and says why. Run again with a larger cap, the last
+    attempt goes on from the step it reached; with more seeds, the next data order starts."""
     out = tmp_path / "run"
-    _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="2")
-    assert "stage0t_22: the lookup has not formed in 2 steps (lift 1.5 on" in err
-    assert "FORM_CAP=2 times 1 steps" in err
-    phase = out / "stage0t_22"
-    assert json.loads((phase / "vlxseek_training.json").read_text())["global_step"] == 2
-    assert sorted(p.name for p in phase.glob("lookup_*.json")) == ["lookup_1.json",
-                                                                    "lookup_2.json"]
+    stdout, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="2",
+                       FORM_SEEDS="2")
+    assert "stage0t_22: the lookup has not formed in 2 data orders of up to 2 steps (lift 1.5" \
+        in err
+    assert "stopped at FORM_SEEDS=2, FORM_CAP=2 times 1 steps" in err
+    assert "stage0t_22: not formed in 2 steps with --seed 0; kept as" in stdout
+    phase, stalled = out / "stage0t_22", out / "stage0t_22.stalled_seed0"
+    for attempt, seed in ((stalled, 0), (phase, 1)):
+        info = json.loads((attempt / "vlxseek_training.json").read_text())
+        assert (info["global_step"], info["seed"]) == (2, seed), attempt
+        assert info["start_model"] == str(out / "init"), attempt  # both from the same model
+        assert sorted(p.name for p in attempt.glob("lookup_*.json")) == ["lookup_1.json",
+                                                                          "lookup_2.json"]
+        assert not (attempt / "lookup_formed.json").exists()
     probe = json.loads((phase / "lookup_2.json").read_text())[str(phase)]["all"]
     assert 0 <= probe["first_region_acc"] <= 1 and probe["chance"] == 0.5
-    assert not (phase / "lookup_formed.json").exists() and not (out / "stage0t_33").exists()
-    # run again with a larger cap: it trains on from the step it reached, to the new cap
-    _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3")
-    assert "stage0t_22: the lookup has not formed in 3 steps" in err
-    assert json.loads((phase / "vlxseek_training.json").read_text())["global_step"] == 3
-    assert (phase / "lookup_3.json").exists() and not (phase / "lookup_formed.json").exists()
+    assert not (out / "stage0t_33").exists()
+    assert sorted(p.name for p in out.glob("stage0t_22*")) == ["stage0t_22",
+                                                              "stage0t_22.stalled_seed0"]
+    # again with a larger cap: the last attempt trains on from the step it reached
+    _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3", FORM_SEEDS="2")
+    assert "has not formed in 2 data orders of up to 3 steps" in err
+    assert (_seed(phase), json.loads((phase / "vlxseek_training.json").read_text())[
+        "global_step"]) == (1, 3)
+    assert (phase / "lookup_3.json").exists() and _seed(stalled) == 0
+    # with a third data order allowed: the stalled attempt is set aside, seed 2 starts over
+    stdout, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3",
+                       FORM_SEEDS="3")
+    assert "not formed in 3 steps with --seed 1" in stdout
+    assert [_seed(out / f"stage0t_22.stalled_seed{k}") for k in (0, 1)] == [0, 1]
+    assert _seed(phase) == 2 and sorted(p.name for p in phase.glob("lookup_*.json")) == [
+        "lookup_1.json", "lookup_2.json", "lookup_3.json"]
+
+
+def test_a_stalled_later_0t_phase_redoes_the_phase_before_with_its_next_data_order(tmp_path):
+    """0t's 3-row phase stalled: it is set aside, and the 2-row phase is trained again from
+    ``init`` with its next data order (the formed one set aside too), then the 3-row phase
+    with its next one from that new model (docs/scene-model-notes.md "Where the 3-row lookup
+    forms"). The data orders count per phase; ``FORM_SEEDS`` bounds each."""
+    out = tmp_path / "run"
+    _run(out, FORMED="-1", UNTIL="stage0t_22")  # the 2-row lookup "formed"
+    two, three = out / "stage0t_22", out / "stage0t_33"
+    # nothing forms from here on: the 3-row attempt stalls at its cap (1 step), so the 2-row
+    # phase is redone with --seed 1, which stalls too, and is its last data order
+    stdout, err = _run(out, status=3, FORMED="1.5", FORM_CAP="1", FORM_SEEDS="2")
+    assert "stage0t_33: not formed in 1 steps with --seed 0; kept as" in stdout
+    assert "stage0t_33: stage0t_22 again with --seed 1 (kept as " \
+        f"{out}/stage0t_22.redone_seed0), then stage0t_33 with --seed 1" in stdout
+    assert "stage0t_22: the lookup has not formed in 2 data orders of up to 1 steps" in err
+    redone, stalled = out / "stage0t_22.redone_seed0", out / "stage0t_33.stalled_seed0"
+    assert (redone / "lookup_formed.json").exists() and _seed(redone) == 0
+    assert _seed(stalled) == 0 and not (stalled / "lookup_formed.json").exists()
+    assert json.loads((stalled / "vlxseek_training.json").read_text())["start_model"] == str(two)
+    info = json.loads((two / "vlxseek_training.json").read_text())
+    assert (info["seed"], info["start_model"]) == (1, str(out / "init"))
+    assert not three.exists()
+    # once the new 2-row model passes, the 3-row phase starts from it with its next data order
+    stdout, _ = _run(out, FORMED="-1", UNTIL="stage0t_33")
+    assert stdout.strip().endswith(f"stopped after {out}/stage0t_33")
+    info = json.loads((three / "vlxseek_training.json").read_text())
+    assert (info["seed"], info["start_model"]) == (1, str(two)) and _seed(two) == 1
+    assert sorted(p.name for p in out.glob("stage0t_*")) == [
+        "stage0t_22", "stage0t_22.redone_seed0", "stage0t_33", "stage0t_33.stalled_seed0"]
