@@ -184,7 +184,7 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
   # order and sets REDO, for the caller to run it again (0t: the 3-row lookup formed or not
   # by the 2-row model it started from, docs/scene-model-notes.md "Where the 3-row lookup
   # forms")
-  local dir="${OUT}/${name}" cap=$(( first * FORM_CAP )) steps="$2" trained rc seed back
+  local dir="${OUT}/${name}" cap=$(( first * FORM_CAP )) steps="${first}" trained rc seed back
   until [[ -f "${dir}/lookup_formed.json" ]]; do
     seed="$(attempts "${name}")"  # the attempt's data order
     if [[ -f "${dir}/vlxseek_training.json" ]]; then  # trained to its last --max-steps

@@ -223,24 +223,27 @@ def test_a_stalled_later_0t_phase_redoes_the_phase_before_with_its_next_data_ord
     with its next one from that new model (docs/scene-model-notes.md "Where the 3-row lookup
     forms"). The data orders count per phase; ``FORM_SEEDS`` bounds each."""
     out = tmp_path / "run"
-    _run(out, FORMED="-1", UNTIL="stage0t_22")  # the 2-row lookup "formed"
+    steps = "3 1 1 1"  # the 2-row phase 3 steps: every attempt trains the phase's own steps
+    _run(out, FORMED="-1", UNTIL="stage0t_22", STEPS0T=steps)  # the 2-row lookup "formed"
     two, three = out / "stage0t_22", out / "stage0t_33"
     # nothing forms from here on: the 3-row attempt stalls at its cap (1 step), so the 2-row
     # phase is redone with --seed 1, which stalls too, and is its last data order
-    stdout, err = _run(out, status=3, FORMED="1.5", FORM_CAP="1", FORM_SEEDS="2")
+    stdout, err = _run(out, status=3, FORMED="1.5", FORM_CAP="1", FORM_SEEDS="2",
+                       STEPS0T=steps)
     assert "stage0t_33: not formed in 1 steps with --seed 0; kept as" in stdout
     assert "stage0t_33: stage0t_22 again with --seed 1 (kept as " \
         f"{out}/stage0t_22.redone_seed0), then stage0t_33 with --seed 1" in stdout
-    assert "stage0t_22: the lookup has not formed in 2 data orders of up to 1 steps" in err
+    assert "stage0t_22: the lookup has not formed in 2 data orders of up to 3 steps" in err
     redone, stalled = out / "stage0t_22.redone_seed0", out / "stage0t_33.stalled_seed0"
     assert (redone / "lookup_formed.json").exists() and _seed(redone) == 0
     assert _seed(stalled) == 0 and not (stalled / "lookup_formed.json").exists()
     assert json.loads((stalled / "vlxseek_training.json").read_text())["start_model"] == str(two)
     info = json.loads((two / "vlxseek_training.json").read_text())
-    assert (info["seed"], info["start_model"]) == (1, str(out / "init"))
+    assert (info["seed"], info["start_model"], info["global_step"]) == (1, str(out / "init"), 3)
+    assert json.loads((redone / "vlxseek_training.json").read_text())["global_step"] == 3
     assert not three.exists()
     # once the new 2-row model passes, the 3-row phase starts from it with its next data order
-    stdout, _ = _run(out, FORMED="-1", UNTIL="stage0t_33")
+    stdout, _ = _run(out, FORMED="-1", UNTIL="stage0t_33", STEPS0T=steps)
     assert stdout.strip().endswith(f"stopped after {out}/stage0t_33")
     info = json.loads((three / "vlxseek_training.json").read_text())
     assert (info["seed"], info["start_model"]) == (1, str(two)) and _seed(two) == 1
