@@ -69,16 +69,17 @@
 # after its 450 steps, still climbing, docs/scene-model-notes.md "Scenes where every colour
 # is unique"); below it the phase trains FORM_STEPS more (--resume with a larger
 # --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at step 1,225 of a
-# 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then the phase starts over with the next data order
-# (--seed 1, 2, ...; the stalled attempt is kept as PHASE.stalled_seedK): in 0t's later phases
+# 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then the
+# phase starts over with the next data order (--seed 1, 2, ...; the stalled attempt is kept
+# as PHASE.stalled_seedK): in 0t's later phases
 # from a new model of the phase before, trained again with its own next data order (kept as
 # PHASE.redone_seedK), since whether a lookup grows out of the one before depends on that
 # model (from one 2-row model none of five 3-row runs formed, from seven of eight others one
 # formed within 1,225 steps; docs/scene-model-notes.md "Where the 3-row lookup forms"); in the
 # other forming phases from the same model. After FORM_SEEDS data orders of a phase the
 # script stops with exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again
-# to train on). Each probe is kept as
-# PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
+# to train on). Each probe is kept as PHASE/lookup_STEP.json, the passing one also as
+# PHASE/lookup_formed.json.
 # Steps of 0t, 0tp, 0s1u, 0c, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
 # the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
 # phases), STEPS0TP, STEPS0S1U, STEPS0C, STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
