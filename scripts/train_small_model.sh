@@ -185,7 +185,7 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
   # order and sets REDO, for the caller to run it again (0t: the 3-row lookup formed or not
   # by the 2-row model it started from, docs/scene-model-notes.md "Where the 3-row lookup
   # forms")
-  local dir="${OUT}/${name}" cap=$(( first * FORM_CAP )) steps="${first}" trained rc seed back
+  local dir="${OUT}/${name}" cap=$(( first * FORM_CAP )) steps="${first}" trained rc seed redone
   until [[ -f "${dir}/lookup_formed.json" ]]; do
     seed="$(attempts "${name}")"  # the attempt's data order
     if [[ -f "${dir}/vlxseek_training.json" ]]; then  # trained to its last --max-steps
@@ -213,10 +213,10 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
           "${dir}.stalled_seed${seed}"
         mv "${dir}" "${dir}.stalled_seed${seed}"
         if [[ -n "${BACK:-}" ]]; then  # ... from a new model of the phase before
-          back="$(attempts "${BACK}")"
-          echo "${name}: ${BACK} again with --seed $(( back + 1 )) (kept as" \
-            "${OUT}/${BACK}.redone_seed${back}), then ${name} with --seed $(( seed + 1 ))"
-          mv "${OUT}/${BACK}" "${OUT}/${BACK}.redone_seed${back}"
+          redone="$(attempts "${BACK}")"  # the phase before's attempts set aside
+          echo "${name}: ${BACK} again with --seed $(( redone + 1 )) (kept as" \
+            "${OUT}/${BACK}.redone_seed${redone}), then ${name} with --seed $(( seed + 1 ))"
+          mv "${OUT}/${BACK}" "${OUT}/${BACK}.redone_seed${redone}"
           REDO=1
           return 0
         fi

@@ -171,8 +171,13 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
 
 
+def _info(phase):
+    """The phase's ``vlxseek_training.json``."""
+    return json.loads((phase / "vlxseek_training.json").read_text())
+
+
 def _seed(phase):
-    return json.loads((phase / "vlxseek_training.json").read_text())["seed"]
+    return _info(phase)["seed"]
 
 
 def test_a_forming_phase_trains_on_then_tries_other_data_orders_up_to_its_limits(tmp_path):
@@ -191,7 +196,7 @@ def test_a_forming_phase_trains_on_then_tries_other_data_orders_up_to_its_limits
     assert "stage0t_22: not formed in 2 steps with --seed 0; kept as" in stdout
     phase, stalled = out / "stage0t_22", out / "stage0t_22.stalled_seed0"
     for attempt, seed in ((stalled, 0), (phase, 1)):
-        info = json.loads((attempt / "vlxseek_training.json").read_text())
+        info = _info(attempt)
         assert (info["global_step"], info["seed"]) == (2, seed), attempt
         assert info["start_model"] == str(out / "init"), attempt  # both from the same model
         assert sorted(p.name for p in attempt.glob("lookup_*.json")) == ["lookup_1.json",
@@ -205,8 +210,7 @@ def test_a_forming_phase_trains_on_then_tries_other_data_orders_up_to_its_limits
     # again with a larger cap: the last attempt trains on from the step it reached
     _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3", FORM_SEEDS="2")
     assert "has not formed in 2 data orders of up to 3 steps" in err
-    assert (_seed(phase), json.loads((phase / "vlxseek_training.json").read_text())[
-        "global_step"]) == (1, 3)
+    assert (_seed(phase), _info(phase)["global_step"]) == (1, 3)
     assert (phase / "lookup_3.json").exists() and _seed(stalled) == 0
     # with a third data order allowed: the stalled attempt is set aside, seed 2 starts over
     stdout, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3",
@@ -237,15 +241,15 @@ def test_a_stalled_later_0t_phase_redoes_the_phase_before_with_its_next_data_ord
     redone, stalled = out / "stage0t_22.redone_seed0", out / "stage0t_33.stalled_seed0"
     assert (redone / "lookup_formed.json").exists() and _seed(redone) == 0
     assert _seed(stalled) == 0 and not (stalled / "lookup_formed.json").exists()
-    assert json.loads((stalled / "vlxseek_training.json").read_text())["start_model"] == str(two)
-    info = json.loads((two / "vlxseek_training.json").read_text())
+    assert _info(stalled)["start_model"] == str(two)
+    info = _info(two)
     assert (info["seed"], info["start_model"], info["global_step"]) == (1, str(out / "init"), 3)
-    assert json.loads((redone / "vlxseek_training.json").read_text())["global_step"] == 3
+    assert _info(redone)["global_step"] == 3
     assert not three.exists()
     # once the new 2-row model passes, the 3-row phase starts from it with its next data order
     stdout, _ = _run(out, FORMED="-1", UNTIL="stage0t_33", STEPS0T=steps)
     assert stdout.strip().endswith(f"stopped after {out}/stage0t_33")
-    info = json.loads((three / "vlxseek_training.json").read_text())
+    info = _info(three)
     assert (info["seed"], info["start_model"]) == (1, str(two)) and _seed(two) == 1
     assert sorted(p.name for p in out.glob("stage0t_*")) == [
         "stage0t_22", "stage0t_22.redone_seed0", "stage0t_33", "stage0t_33.stalled_seed0"]
