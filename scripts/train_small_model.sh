@@ -17,46 +17,38 @@
 #          --scene-categories`: rows "red circle", "blue circle", "cat"), 2-4 rows: rows that
 #          share their last word make the lookup read the whole phrase, where 0t's keys on
 #          the last token (docs/scene-model-notes.md "A lookup over the scene phrases on
-#          text"); at 0t's rate (at LR0 4 rows fell to 0.67, at LR0T 0.89) and with the
+#          text"); at 0t's rate (at 3e-3 4 rows fell to 0.67, at 1e-3 0.89) and with the
 #          sampled column, whose first steps drain the mass 0t left off the shortlist;
-#      0s1 the lookup carried over to image regions, detect_all scenes of 2-4 objects of
-#          distinct categories without distractors (every candidate is an object), nothing
-#          else in the mix, loss on the grounded words and region choices; vision side at a
-#          tenth of the rate (at one rate the region features collapse); straight from 0tp
-#          (docs/scene-model-notes.md "0c undid the lookup"): 0s1u on scenes where no two
-#          coloured shapes share a colour (`make-scenes --unique-colours`: the colour, which
-#          the features carry, picks out every object, and every list length forms at once;
-#          docs/scene-model-notes.md "Scenes where every colour is unique"); on scenes
-#          where colours repeat the lookup keeps what it has (0.64) and gains nothing in 300
-#          steps, so the recipe goes on to 0c, whose mix holds such scenes;
-#      0c  a copy of the query into <ground>: text-region refer records ("the <word>") over
-#          the default words and 400 random one-token words (with the scene's dozen words a
-#          head per word class forms instead of one copy; docs/scene-model-notes.md "The copy
-#          into <ground> is a colour-word head"), beside 2-4 object scenes like 0s1u's
-#          whose colours repeat (alone, the refer records undid the lookup); loss on the
-#          grounded words and region choices;
-#      0s2 a query given in the prompt, on 2-4 object scenes like 0c's and with no absent
-#          target anywhere (absent targets this early made detect a coin-flip None and undid
-#          the lookup; docs/scene-model-notes.md "A query in the prompt"): 0s2q detect +
-#          detect_all; 0s2r with refer records too and half of the detect_all labels written
-#          "the red circle", from
-#          the scene words' space-prefixed embedding rows set to the bare ones (the lookup
-#          keys on the bare token's row, and 0t pushes the two rows apart whatever their
-#          initialisation: docs/scene-model-notes.md "Shared embedding rows carry the lookup
-#          over"); 0s2f the same with the rate falling to 0 (docs/scene-model-notes.md "A
-#          decaying rate"); 0s2t with 2-4 word
-#          text-region detect records beside the scenes; loss on the choices;
-#      0s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
-#          absent name beside present ones in 10 % of detect records): 0s3r on the choices,
-#          then the whole answer (0s3a; generated answers need it), then the whole answer with
-#          the text-region detect records (0s3t: the stop decision after each </objects>;
-#          docs/scene-model-notes.md "The stop decision");
-#      0s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
-#          records: NOT YET MEASURED;
-#   3. the paper's stage 1 (HFRE + connector + added-token rows) and stage 2 (aux tower,
-#      HFRE, connector, LLM): NOT YET MEASURED on this model;
-#   4. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# The forming phases (0t, 0tp, 0s1u) train until their lookup has formed, not for a fixed number of
+#   3. the paper's stage 1 (HFRE, connector and the added tokens' rows train; towers, LLM and
+#      the original vocabulary rows frozen), right after 0tp: 1a aligns image regions to the
+#      phrase rows that 0tp's lookup reads, on 2-4 object scenes of distinct categories whose
+#      colours are unique, without distractors, `detect_all` alone (every candidate is an
+#      object; the colour picks out each object), lr 1e-3, loss on the grounded words and
+#      region choices. It reached 0.80 first region held out in 300 steps, where stage 0 on
+#      the same scenes (the whole model, vision side at a tenth of the rate) reached 0.62 in
+#      450 (docs/scene-model-notes.md "The paper's stage 1 aligns image regions");
+#   4. the paper's stage 2 (aux tower, HFRE, connector, LLM; the primary ViT frozen), one
+#      phase per skill, at lr 1e-3 with the vision side, HFRE and connector at a tenth:
+#      2r  a query given in the prompt: `detect`, `refer` (by category, shape or colour) and
+#          `detect_all` on 2-4 object scenes whose colours repeat, half of the detect_all
+#          labels written "the red circle", no absent target anywhere (absent targets this
+#          early made detect a coin-flip None; docs/scene-model-notes.md "A query in the
+#          prompt"), beside text-region refer records ("the <word>") over the default words
+#          and 400 random one-token words (the copy of the query into <ground> for any word;
+#          docs/scene-model-notes.md "The copy into <ground> is a colour-word head"); loss on
+#          the choices. 0.78 first region held out in 500 steps, where the stage-0 phases
+#          that taught the same (0c, 0s2q, 0s2r: 2,900 steps) reached 0.67
+#          (docs/scene-model-notes.md "Stage 2 teaches the tasks on the aligned model");
+#      2t  the same scenes with 2-4 word text-region detect records: NOT YET MEASURED;
+#      2s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
+#          absent name beside present ones in 10 % of detect records): 2s3r on the choices
+#          beside the refer records, then the whole answer (2s3a; generated answers need it),
+#          then the whole answer with the text-region detect records (2s3t: the stop decision
+#          after each </objects>; docs/scene-model-notes.md "The stop decision");
+#      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
+#          records, saved in bfloat16: 2s3r to 2s4 NOT YET MEASURED after 2r;
+#   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
+# The forming phases (0t, 0tp, 1a) train until their lookup has formed, not for a fixed number of
 # steps: the lookup forms as a late transition whose step varies between runs, and a phase that
 # ends before it leaves every later phase without one (docs/scene-model-notes.md "The fresh
 # run never formed the lookup"). After its steps, a forming phase's model is probed on held-out
@@ -64,10 +56,9 @@
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
 # regions, 0.73 on 3, 0.67 on 6; on text rows on every list length alike (--by regions: a
 # lookup bound to the short lists, right on 2 rows and near chance on 6, has not formed);
-# on image rows FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on 3,
-# since the features bound the image lookup, not its transition: 0s1u stood at a lift of 0.50
-# after its 450 steps, still climbing, docs/scene-model-notes.md "Scenes where every colour
-# is unique"); below it the phase trains FORM_STEPS more (--resume with a larger
+# on image rows (1a) FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on 3,
+# since the features bound the image lookup, not its transition (1a stood at a lift of 0.62
+# after 150 steps, 0.69 after 300); below it the phase trains FORM_STEPS more (--resume with a larger
 # --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at step 1,225 of a
 # 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then the
 # phase starts over with the next data order (--seed 1, 2, ...; the stalled attempt is kept
@@ -80,11 +71,10 @@
 # script stops with exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again
 # to train on). Each probe is kept as PHASE/lookup_STEP.json, the passing one also as
 # PHASE/lookup_formed.json.
-# Steps of 0t, 0tp, 0s1u, 0c, 0s2 and 0s3 are those of the measured runs (README). Sizes come from
-# the environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4
-# phases), STEPS0TP, STEPS0S1U, STEPS0C, STEPS0S (0s2q 0s2r 0s2f 0s2t 0s3r 0s3a
-# 0s3t 0s4), STEPS1/2, BATCH (per process, 64), LR0T (0t's rate), LR0 (the other stage-0
-# phases'), LOSS_VOCAB, PRESET (model sizes: small;
+# Steps of 0t, 0tp, 1a and 2r are those of the measured runs (README). Sizes come from the
+# environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
+# STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s4), BATCH (per process, 64), LR0T (the
+# stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
@@ -100,10 +90,8 @@ n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-1000 600 600 1000})  # 0t phases: 2 regions, 3, 2-4, 2-6
 STEPS0TP="${STEPS0TP:-600}"
-STEPS0S1U="${STEPS0S1U:-450}"
-STEPS0S=(${STEPS0S:-1500 800 400 400 500 500 600 1000})  # 0s2q 0s2r 0s2f 0s2t 0s3r 0s3a 0s3t 0s4
-STEPS1="${STEPS1:-40}"
-STEPS2="${STEPS2:-80}"
+STEPS1A="${STEPS1A:-300}"
+STEPS2=(${STEPS2:-500 400 400 500 600 1000})  # 2r 2t 2s3r 2s3a 2s3t 2s4
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
@@ -114,11 +102,9 @@ DEVICE="${DEVICE:-cpu}"
 SIZE="${SIZE:-112}"
 BATCH="${BATCH:-64}"
 LR0T="${LR0T:-1e-3}"
-LR0="${LR0:-3e-3}"
+LR2="${LR2:-1e-3}"
 WORKERS="${WORKERS:-0}"
 PRECISION="${PRECISION:-}"
-# vision side at a tenth of the rate in stage 0: at one rate the region features collapse
-SCALES0=(--lr-scale towers=0.1 --lr-scale hfre=0.1 --lr-scale connector=0.1)
 # One process of 64 with a thread per core by default. Alone on this 2-core CPU it runs a
 # text-region step in 0.24 s against 0.41 s for torchrun's two processes of 32 (the same
 # global batch and samples), a scene step in 1.74 s against 1.83 s; beside another busy
@@ -140,12 +126,16 @@ TRAIN=(${LAUNCH} -m vlxseek_core.cli train)
 # quarter of a text-region step on this CPU (README "Fused AdamW")
 COMMON=(--batch-size "${BATCH}" --workers "${WORKERS}" --save-total-limit 1
         --logging-steps 25 --device "${DEVICE}" --optim adamw_torch_fused ${PRECISION})
-# stage 0 from random initialisation: AdamW beta2 0.99, the loss's softmax over the data's
-# tokens (half the step time; LOSS_VOCAB=full: all rows)
-SCRATCH=(--stage 0 --adam-beta2 0.99 --loss-vocab "${LOSS_VOCAB:-data}")
-# stage-0 rates: constant after a short warm-up; falling linearly to 0; cosine from a peak
-CONST=(--lr "${LR0}" --scheduler constant_with_warmup)
-FALL=(--lr "${LR0}" --scheduler linear --warmup 0)
+# every phase (the LLM, then the region side, are trained from random initialisation): AdamW
+# beta2 0.99, the loss's softmax over the data's tokens (half the step time; LOSS_VOCAB=full:
+# all rows)
+OPT=(--adam-beta2 0.99 --loss-vocab "${LOSS_VOCAB:-data}")
+SCRATCH=(--stage 0 "${OPT[@]}")
+# stage 2: the vision side, HFRE and connector at a tenth of the LLM's rate (in stage 0 at one
+# rate the region features collapsed); constant after a short warm-up, or cosine from a peak
+S2=(--stage 2 "${OPT[@]}" --lr-scale towers=0.1 --lr-scale hfre=0.1 --lr-scale connector=0.1
+    --save-steps 100)
+CONST=(--lr "${LR2}" --scheduler constant_with_warmup)
 cosine() { echo --lr "$1" --scheduler cosine; }
 
 text() {  # text(FILE LO HI TASK NUM SEED [options...]): text-region records, written once
@@ -260,30 +250,23 @@ done
 # 0tp's records: the scenes' phrases as text rows, 2-4 of them
 text text_scene_24.jsonl 2 4 detect_all "${TEXT_RECORDS}" 5 --scene-categories
 text text_scene_24_heldout.jsonl 2 4 detect_all "${HELDOUT}" 105 --scene-categories
-# 0c's records: the copy of "the <word>" from the query, over many words
+# 1a: 2-4 objects, detect_all only, every object of its own category (--max-copies 1: with
+# repeats a block lists its regions ascending, and "always <region0> first" was right 0.72 of
+# the time, chance 0.39), categories in a random order (as the text records list them), every
+# colour unique in the scene
+scenes scenes_s1u_24 4 16000 --min-objects 2 --max-objects 4 --max-copies 1 \
+  --max-distractors 0 --tasks detect_all --detect-all-order random --unique-colours
+# 2r and 2s3: 2-4 objects whose colours repeat; 2r with no absent target (neither a rejection
+# record nor an absent name beside present ones), 2s3 with absent targets at 10 %
+Q=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
+   --detect-all-order random --detect-all-article 0.5 --tasks detect refer detect_all
+   --refer-per-scene 1)
+scenes scenes_s2r 2 30000 "${Q[@]}" --rejection-rate 0 --detect-extra-absent 0
+scenes scenes_s3 3 30000 "${Q[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1
+# the copy of "the <word>" from the query, over many words; 2-4 word detect records
 text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
-# 0s1: the lookup over image regions, 2-4 objects, detect_all only, every object of its own
-# category (--max-copies 1: with repeats a block lists its regions ascending, and "always
-# <region0> first" was right 0.72 of the time, chance 0.39), categories in a random order (as
-# the text records list them); every colour unique in the scene (0s1u); where colours repeat
-# (0c's mix)
-S1=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0 --tasks detect_all
-    --detect-all-order random)
-scenes scenes_s1u_24 4 16000 "${S1[@]}" --unique-colours
-scenes scenes_s1_24 0 20000 "${S1[@]}"
-# 0s2: the query given in the prompt, 2-4 objects as 0c's scenes, no absent target
-# (neither a rejection record nor an absent name beside present ones)
-S2=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
-    --detect-all-order random --detect-all-article 0.5)
-scenes scenes_s2q 1 40000 "${S2[@]}" --rejection-rate 0 --detect-extra-absent 0 \
-  --detect-all-article 0 --tasks detect detect_all
-scenes scenes_s2r 2 30000 "${S2[@]}" --rejection-rate 0 --detect-extra-absent 0 \
-  --tasks detect refer detect_all --refer-per-scene 1
 text text_detect_24.jsonl 2 4 detect "$(n 40000)" 16
-# 0s3: rejection at 10 %
-scenes scenes_s3 3 30000 "${S2[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1 \
-  --tasks detect refer detect_all --refer-per-scene 1
-# 0s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
+# 2s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
 scenes scenes_s4 0 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
@@ -298,40 +281,30 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
 BY=regions forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . \
   "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
   --data "${OUT}/text_scene_24.jsonl" --loss-on choices --save-steps 250
-S0=("${SCRATCH[@]}" --save-steps 100 "${SCALES0[@]}")
+# the paper's stage 1 at its rate, 1e-3, straight from 0tp: after the stage-0 scene phases
+# that taught the tasks it carried them only partly (docs/scene-model-notes.md "The paper's
+# stage 1 aligns image regions")
 on scenes_s1u_24
-forming stage0s1u_24 "${STEPS0S1U}" "${OUT}/scenes_s1u_24/heldout.jsonl" \
-  "${OUT}/scenes_s1u_24/images" "${FORMED_SCENES}" "${S0[@]}" "${CONST[@]}" --warmup 20 \
-  "${data[@]}" --loss-on choices
-# 0c: the copy, after 0s1u and beside 2-4 object scenes: on the text records alone, right
-# after 0t, it undid 0t's lookup (first region 0.73 -> 0.30) and 0s1 did not form from there
-# (docs/scene-model-notes.md "0c undid the lookup")
-on scenes_s1_24 text_refer_24.jsonl
-phase stage0c "${STEPS0C:-600}" "${S0[@]}" "${CONST[@]}" --warmup 50 "${data[@]}" \
+forming stage1a_24 "${STEPS1A}" "${OUT}/scenes_s1u_24/heldout.jsonl" \
+  "${OUT}/scenes_s1u_24/images" "${FORMED_SCENES}" --stage 1 "${OPT[@]}" --lr 1e-3 \
+  --scheduler constant_with_warmup --warmup 20 "${data[@]}" --loss-on choices --save-steps 100
+on scenes_s2r text_refer_24.jsonl
+phase stage2r "${STEPS2[0]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices
-on scenes_s2q
-phase stage0s2q "${STEPS0S[0]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
-  --loss-on choices
-on scenes_s2r
-phase stage0s2r "${STEPS0S[1]}" "${S0[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
-  --loss-on choices --share-word-rows scene
-phase stage0s2f "${STEPS0S[2]}" "${S0[@]}" "${FALL[@]}" "${data[@]}" --loss-on choices
+# 2t: the detect records on text beside the scenes (the refer records beside the scenes left
+# the scenes' copy as it was)
 on scenes_s2r text_detect_24.jsonl
-phase stage0s2t "${STEPS0S[3]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+phase stage2t "${STEPS2[1]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on choices
-on scenes_s3
-phase stage0s3r "${STEPS0S[4]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+on scenes_s3 text_refer_24.jsonl
+phase stage2s3r "${STEPS2[2]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices
-phase stage0s3a "${STEPS0S[5]}" "${S0[@]}" $(cosine 1e-3) --warmup 10 "${data[@]}" \
+phase stage2s3a "${STEPS2[3]}" "${S2[@]}" $(cosine "${LR2}") --warmup 10 "${data[@]}" \
   --loss-on answer
 on scenes_s3 text_detect_24.jsonl
-phase stage0s3t "${STEPS0S[6]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
+phase stage2s3t "${STEPS2[4]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer
-on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl  # also the paper's stages' data
-phase stage0s4 "${STEPS0S[7]}" "${S0[@]}" $(cosine 2e-3) --warmup 20 "${data[@]}" \
-  --loss-on answer
-phase stage1 "${STEPS1}" --stage 1 "${data[@]}" --lr 1e-3 --scheduler cosine --warmup 5 \
-  --save-steps 100
-phase stage2 "${STEPS2}" --stage 2 "${data[@]}" --lr 1e-4 --scheduler cosine --warmup 5 \
-  --save-steps 100 --save-dtype bfloat16
-echo "final model: ${OUT}/stage2"
+on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl
+phase stage2s4 "${STEPS2[5]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
+  --loss-on answer --save-dtype bfloat16
+echo "final model: ${OUT}/stage2s4"

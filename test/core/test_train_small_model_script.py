@@ -19,9 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torch
 
 
-PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage0s1u_24",
-          "stage0c", "stage0s2q", "stage0s2r", "stage0s2f", "stage0s2t", "stage0s3r",
-          "stage0s3a", "stage0s3t", "stage0s4", "stage1", "stage2"]
+PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
+          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s4"]
 
 
 def _records(path):
@@ -34,7 +33,7 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-FORMING = PHASES[:6]  # 0t, 0tp and 0s1u: trained until the lookup has formed
+FORMING = PHASES[:6]  # 0t, 0tp and 1a: trained until the lookup has formed
 
 
 def _run(out, status=0, **extra):
@@ -42,8 +41,8 @@ def _run(out, status=0, **extra):
     ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
-               SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS0S1U="1",
-               STEPS0S="1 1 1 1 1 1 1 1", STEPS0C="1", STEPS1="1", STEPS2="1", BATCH="2",
+               SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
+               STEPS2="1 1 1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -59,98 +58,90 @@ def _run(out, status=0, **extra):
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
-    stdout = _run(out, UNTIL="stage0s2q")[0]
-    assert stdout.strip().endswith(f"stopped after {out}/stage0s2q")
+    stdout = _run(out, UNTIL="stage2r", LR2="2e-3")[0]
+    assert stdout.strip().endswith(f"stopped after {out}/stage2r")
     # the lookups on text (0t, 0tp) pass at FORMED on every list length (the weakest decides),
-    # 0s1u's (image rows) at FORMED_SCENES over all
+    # 1a's (image rows) at FORMED_SCENES over all
     passed = [line.split(": ", 1)[1] for line in stdout.splitlines()
               if line.startswith("lookup formed:")]
     assert [p.split("(")[-1] for p in passed] == [">= -1.0)"] * 5 + [">= -1.5)"], passed
     assert ["weakest by regions" in p for p in passed] == [True] * 5 + [False], passed
-    assert not (out / "stage0s2r").exists()
-    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]}
-    assert _run(out)[0].strip().endswith(f"final model: {out}/stage2")
-    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:8]} == first
+    assert not (out / "stage2t").exists()
+    first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]}
+    assert _run(out, LR2="2e-3")[0].strip().endswith(f"final model: {out}/stage2s4")
+    assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
         assert (info["global_step"], info["seed"]) == (1, 0), phase  # the first data order
         assert "--device cpu" in info["command"], phase  # DEVICE's default
-        scratch = phase.startswith("stage0")
-        assert info["stage"] == (0 if scratch else int(phase[-1])), phase
-        # stage 0 from scratch: the data's shortlist and beta2 0.99; the paper's stages: as
-        # the paper (full softmax, default beta2)
-        assert info["loss_vocab"] == ("data" if scratch else "full"), phase
-        assert info["adam_beta2"] == (0.99 if scratch else 0.999), phase
+        # stage 0 on text, the paper's stage 1 (1a), then its stage 2
+        assert info["stage"] == int(phase[5]), phase
+        # a model trained from random initialisation throughout: the data's shortlist and
+        # beta2 0.99 (docs/scene-model-notes.md "What forms it")
+        assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    # 0t: its own rate and the softmax over the data's tokens alone (docs/scene-model-notes.md
-    # "The sampled column"); the other stage-0 phases keep the sampled column, 0tp 0t's rate
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 6
+    # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
+    # column"); the other phases keep the sampled column
     rates = {}
     for phase, info in infos.items():
         words = info["command"].split()
         rates[phase] = float(words[words.index("--lr") + 1])
-        assert info["loss_negatives"] == (0 if phase.startswith("stage0t_") else 4096
-                                          if phase.startswith("stage0") else None), phase
-    assert {rates[p] for p in PHASES[:5]} == {1e-3}  # LR0T: 0t and 0tp
-    assert rates["stage0s1u_24"] == rates["stage0c"] == 3e-3  # LR0
-    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:12])
-    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[12:])
-    assert not any(infos[p]["lr_scales"] for p in PHASES[:5])  # text only: no vision side
-    for phase in PHASES[5:15]:
+        assert info["loss_negatives"] == (0 if phase.startswith("stage0t_") else 4096), phase
+    assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
+    assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
+    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:9])
+    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[9:])
+    assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
+    for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
-    # the rate: constant through 0s2r but in 0t's 2-6 phase (cosine: the formed search
-    # settles), falling to 0 in 0s2f, cosine from there
-    assert _scheduler(infos["stage0t_26"]) == "cosine"
-    assert {_scheduler(infos[p]) for p in PHASES[:9] if p != "stage0t_26"} == {
-        "constant_with_warmup"}
-    assert _scheduler(infos["stage0s2f"]) == "linear"
-    assert {_scheduler(infos[p]) for p in PHASES[10:]} == {"cosine"}
-    # the scene words' spaced rows are set to the bare ones where refer expressions come in
-    assert "red" in infos["stage0s2r"]["shared_word_rows"]
-    assert not any("shared_word_rows" in infos[p] for p in PHASES if p != "stage0s2r")
+    # the rate: constant where a skill is first taught (2r, 2s3r) and in the forming phases
+    # but 0t's 2-6 one (cosine: the formed search settles); cosine in the phases after them
+    constant = PHASES[:7] + ["stage2s3r"]
+    assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
+        p in constant and p != "stage0t_26" for p in PHASES]
+    assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
+    assert not any("shared_word_rows" in info for info in infos.values())
     # the spaced words start near the bare ones (docs/scene-model-notes.md "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9
-    # 0c: "the <word>" refer records over many words (the copy forms for any word), after 0s1
-    # and beside its 2-4 object scenes (alone they undid the lookup)
+    # "the <word>" refer records over many words (the copy forms for any word), beside the
+    # scenes of 2r and 2s3r
     refer = _records(out / "text_refer_24.jsonl")
-    assert {r["task"] for r in refer} == {"refer"} and infos["stage0c"]["data"] == \
-        "train.jsonl text_refer_24.jsonl"
+    assert {r["task"] for r in refer} == {"refer"}
     assert len({r["query"] for r in refer}) >= 0.8 * len(refer)
+    for phase in ("stage2r", "stage2s3r"):
+        assert infos[phase]["data"] == "train.jsonl text_refer_24.jsonl", phase
     # 0tp: the scenes' phrases as text rows, 2-4 of them
     phrases = _records(out / "text_scene_24.jsonl")
     assert phrases and all(2 <= len(r["text_regions"]) <= 4 for r in phrases)
     assert {t for r in phrases for t in r["text_regions"]} <= set(S.ALL_CATEGORIES)
     assert any(" " in t for r in phrases for t in r["text_regions"])
     assert infos["stage0tp_24"]["data"] == "text_scene_24.jsonl"
-    # 0s1u, and 0c's scenes: 2-4 objects, detect_all only, distinct categories; 0s1u's colours
-    # unique
-    for name, unique in (("scenes_s1u_24", True), ("scenes_s1_24", False)):
-        records = _records(out / name / "train.jsonl")
-        assert records and all(r["task"] == "detect_all" for r in records)
-        assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
-        for r in records:
-            labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
-                      .split("<ground>")[1:]]
-            assert len(labels) == len(set(labels)) == len(r["bbox_list"])
-            colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
-            assert not unique or len(colours) == len(set(colours)), labels
-    # 0s2: 2-4 objects with a query in the prompt and no absent target, then refer records too
-    for name, tasks in (("s2q", {"detect", "detect_all"}),
-                        ("s2r", {"detect", "detect_all", "refer"})):
-        records = _records(out / f"scenes_{name}" / "train.jsonl")
-        assert {r["task"] for r in records} == tasks, name
-        assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
-                       for r in records), name
-    # 0s3: the same tasks with absent targets; 0s2t and 0s3t add the text-region records
+    # 1a's scenes: 2-4 objects, detect_all only, distinct categories, colours unique
+    records = _records(out / "scenes_s1u_24" / "train.jsonl")
+    assert records and all(r["task"] == "detect_all" for r in records)
+    assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
+    for r in records:
+        labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
+                  .split("<ground>")[1:]]
+        assert len(labels) == len(set(labels)) == len(r["bbox_list"])
+        colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
+        assert len(colours) == len(set(colours)), labels
+    assert infos["stage1a_24"]["data"] == "train.jsonl"
+    # 2r: 2-4 objects with a query in the prompt and no absent target; 2s3: the same tasks
+    # with absent targets; 2t and 2s3t add the text-region detect records
+    records = _records(out / "scenes_s2r" / "train.jsonl")
+    assert {r["task"] for r in records} == {"detect", "detect_all", "refer"}
+    assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
+    assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
+                   for r in records)
     assert {r["task"] for r in _records(out / "scenes_s3" / "train.jsonl")} == \
         {"detect", "detect_all", "refer"}
-    for phase, scenes in (("stage0s2t", "scenes_s2r"), ("stage0s3t", "scenes_s3")):
-        # not the refer records of 0c: beside the scenes they left the scenes' copy as it was
+    for phase in ("stage2t", "stage2s3t"):
         assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl"], phase
-        assert infos[phase]["start_model"] == str(out / PHASES[PHASES.index(phase) - 1])
-    images = {r["image"] for r in _records(out / "scenes_s2q" / "train.jsonl")}
-    first = _records(out / "scenes_s1_24" / "train.jsonl")[0]
-    assert first["image"] not in images  # its own seed: other scenes than 0s1's
+    images = {r["image"] for r in _records(out / "scenes_s3" / "train.jsonl")}
+    assert records[0]["image"] not in images  # its own seed: other scenes than 2r's
     # each phase starts from the one before it
     for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
@@ -167,8 +158,11 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         held = _records(out / f"text_{name}_heldout.jsonl")
         assert held and all(lo <= len(r["text_regions"]) <= hi for r in held)
         assert held != _records(out / f"text_{name}.jsonl")[:len(held)]
-    with safe_open(str(out / "stage2" / "model.safetensors"), "pt") as fh:  # --save-dtype
+    with safe_open(str(out / "stage2s4" / "model.safetensors"), "pt") as fh:  # --save-dtype
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
+    # no data set that no phase reads
+    assert sorted(p.name for p in out.glob("scenes_*")) == [
+        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s4"]
 
 
 def _info(phase):
