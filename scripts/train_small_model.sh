@@ -46,7 +46,8 @@
 #          then the whole answer with the text-region detect records (2s3t: the stop decision
 #          after each </objects>; docs/scene-model-notes.md "The stop decision");
 #      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
-#          records, saved in bfloat16: 2s3r to 2s4 NOT YET MEASURED after 2r;
+#          records, saved in bfloat16. 2s3r was measured by hand straight after 2r (0.73 on
+#          absent targets, 0.5 % false None); after 2t, and 2s3a to 2s4: NOT YET MEASURED;
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # The forming phases (0t, 0tp, 1a) train until their lookup has formed, not for a fixed number of
 # steps: the lookup forms as a late transition whose step varies between runs, and a phase that
@@ -56,11 +57,12 @@
 # region, lift over chance (first - chance) / (1 - chance) at least FORMED, default 0.6: 0.8 on 2
 # regions, 0.73 on 3, 0.67 on 6; on text rows on every list length alike (--by regions: a
 # lookup bound to the short lists, right on 2 rows and near chance on 6, has not formed);
-# on image rows (1a) FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on 3,
-# since the features bound the image lookup, not its transition (1a stood at a lift of 0.62
-# after 150 steps, 0.69 after 300); below it the phase trains FORM_STEPS more (--resume with a larger
-# --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at step 1,225 of a
-# 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then the
+# on image rows (1a) FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on
+# 3, since the features bound the image lookup, not its transition (1a stood at a lift of
+# 0.62 after 150 steps, 0.69 after 300); below it the phase trains FORM_STEPS more (--resume
+# with a larger --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at
+# step 1,225 of a 600-step phase in one run; in another it stayed at chance through 2,400
+# steps). Then the
 # phase starts over with the next data order (--seed 1, 2, ...; the stalled attempt is kept
 # as PHASE.stalled_seedK): in 0t's later phases
 # from a new model of the phase before, trained again with its own next data order (kept as
@@ -281,9 +283,10 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
 BY=regions forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . \
   "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
   --data "${OUT}/text_scene_24.jsonl" --loss-on choices --save-steps 250
-# the paper's stage 1 at its rate, 1e-3, straight from 0tp: after the stage-0 scene phases
-# that taught the tasks it carried them only partly (docs/scene-model-notes.md "The paper's
-# stage 1 aligns image regions")
+# the paper's stage 1 at its rate, 1e-3, straight from 0tp, on detect_all scenes alone: on
+# scenes that mix in `refer` by shape or colour, records a frozen LLM cannot fit, it reached
+# 0.53 in 300 steps (docs/scene-model-notes.md "The paper's stage 1 aligns image regions",
+# "Stage 2 teaches the tasks on the aligned model")
 on scenes_s1u_24
 forming stage1a_24 "${STEPS1A}" "${OUT}/scenes_s1u_24/heldout.jsonl" \
   "${OUT}/scenes_s1u_24/images" "${FORMED_SCENES}" --stage 1 "${OPT[@]}" --lr 1e-3 \
