@@ -39,15 +39,19 @@
 #          the choices. 0.78 first region held out in 500 steps, where the stage-0 phases
 #          that taught the same (0c, 0s2q, 0s2r: 2,900 steps) reached 0.67
 #          (docs/scene-model-notes.md "Stage 2 teaches the tasks on the aligned model");
-#      2t  the same scenes with 2-4 word text-region detect records: NOT YET MEASURED;
+#      2t  the same scenes with 2-4 word text-region detect records, on a falling rate:
+#          0.81 first region on 2r's held-out records, where 2r stood at 0.75;
 #      2s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
 #          absent name beside present ones in 10 % of detect records): 2s3r on the choices
 #          beside the refer records, then the whole answer (2s3a; generated answers need it),
 #          then the whole answer with the text-region detect records (2s3t: the stop decision
 #          after each </objects>; docs/scene-model-notes.md "The stop decision");
 #      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
-#          records, saved in bfloat16. 2s3r was measured by hand straight after 2r (0.73 on
-#          absent targets, 0.5 % false None); after 2t, and 2s3a to 2s4: NOT YET MEASURED;
+#          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
+#          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
+#          and 2s3a's falling rate wins it back: 0.80 first region, rejection 0.83, 0.9 %
+#          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3a");
+#          2s3t and 2s4: NOT YET MEASURED;
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # The forming phases (0t, 0tp, 1a) train until their lookup has formed, not for a fixed number of
 # steps: the lookup forms as a late transition whose step varies between runs, and a phase that
@@ -73,11 +77,12 @@
 # script stops with exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again
 # to train on). Each probe is kept as PHASE/lookup_STEP.json, the passing one also as
 # PHASE/lookup_formed.json.
-# Steps of 0t, 0tp, 1a and 2r are those of the measured runs (README). Sizes come from the
+# Steps of 0t to 2s3a are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
 # STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s4), BATCH (per process, 64), LR0T (the
 # stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
-# tiny for smoke runs), SIZE (px), WORKERS, PRECISION (--bf16 on a GPU), SCALE (divides
+# tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the 16-core H200
+# machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
 # FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
