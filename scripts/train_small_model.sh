@@ -50,7 +50,7 @@
 #          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
 #          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
 #          and 2s3a's falling rate wins it back: 0.80 first region, rejection 0.83, 0.9 %
-#          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3a");
+#          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3t");
 #          2s3t keeps it (0.805) and, generated on the seen kinds, answers REC 0.915, detect
 #          F1 0.851, rejection 0.811; 2s4: NOT YET MEASURED;
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
