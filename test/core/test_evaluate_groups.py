@@ -96,3 +96,36 @@ def test_bench_training_by_objects_prints_a_table_per_group(images, tmp_path, mo
              if line.startswith("| "))}
     assert rows["det_f1"] == ["0.000", "—"]
     assert rows["rec_acc50"] == ["1.000", "0.500"]
+
+
+def test_rejection_accuracy_is_split_by_the_near_miss_kind_of_each_absent_label(images):
+    """A detect record's absent names and an absent refer expression are scored per kind of
+    ``meta["near_miss"]``; present labels and labels without a kind only in the total."""
+    records = [
+        _record("detect", "red square; blue circle; cat",
+                "<ground>red square</ground><objects>None</objects>"
+                "<ground>blue circle</ground><objects>None</objects>"
+                "<ground>cat</ground><objects><region0></objects>",
+                near_miss={"red square": "colour", "blue circle": "shape"}),
+        _record("refer", "the leftmost green square",
+                "<ground>the leftmost green square</ground><objects>None</objects>",
+                near_miss={"the leftmost green square": "none"}, rejection=True),
+        _record("detect", "rocket", "<ground>rocket</ground><objects>None</objects>"),
+    ]
+    answers = {  # red square rejected, blue circle grounded (a miss), cat right;
+        # the refer expression grounded (a miss); rocket rejected (no kind)
+        "red square; blue circle; cat":
+            "<ground>red square</ground><objects>None</objects>"
+            "<ground>blue circle</ground><objects><region1></objects>"
+            "<ground>cat</ground><objects><region0></objects>",
+        "the leftmost green square":
+            "<ground>the leftmost green square</ground><objects><region1></objects>",
+        "rocket": "<ground>rocket</ground><objects>None</objects>"}
+    pipe = types.SimpleNamespace(
+        query=lambda image, query, **kw: types.SimpleNamespace(answer=answers[query]))
+    out = evaluate_records(pipe, records, str(images))
+    assert out["rejection_acc"] == pytest.approx(2 / 4)
+    assert out["rejection_acc[colour]"] == 1.0
+    assert out["rejection_acc[shape]"] == 0.0 and out["rejection_acc[none]"] == 0.0
+    assert "rejection_acc[colour+shape]" not in out
+    assert out["counts"]["rej_n:colour"] == 1 and out["counts"]["rej_n"] == 4

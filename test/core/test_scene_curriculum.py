@@ -249,6 +249,39 @@ def test_near_miss_categories_share_a_colour_or_a_shape_with_a_present_object():
         == []
 
 
+def test_near_miss_kind_says_what_an_absent_name_shares_with_the_scene():
+    scene = _scene(("red circle", "red", "circle"), ("blue square", "blue", "square"),
+                   ("cat", None, "cat"), absent=[])
+    kinds = {c: D.near_miss_kind(scene, c) for c in
+             ("red square", "red triangle", "green circle", "green triangle", "rocket")}
+    assert kinds == {"red square": "colour+shape", "red triangle": "colour",
+                     "green circle": "shape", "green triangle": "none", "rocket": "none"}
+
+
+def test_records_naming_absent_targets_carry_the_near_miss_kind_of_each_absent_label():
+    """Every absent label of a detect or refer answer (and no other) is in
+    ``meta["near_miss"]``, with the kind of its category in that scene."""
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, rejection_rate=0.5,
+              detect_extra_absent=1.0, tasks=("detect", "refer", "count", "detect_all"),
+              refer_per_scene=2, absent_near=0.5)
+    seen = set()
+    for seed in range(40):
+        scene, recs = D.scene_sample(seed, "heldout", 112, **kw)
+        for rec in recs:
+            absent = [lab for lab, regions in _blocks(rec.answer) if regions == "None"]
+            near = rec.meta.get("near_miss", {})
+            if rec.task in ("detect", "refer"):
+                assert sorted(near) == sorted(absent), (rec.query, rec.answer)
+            else:
+                assert not near
+            for label, kind in near.items():
+                category = _absent_categories(f"<ground>{label}</ground><objects>None"
+                                              "</objects>")[0]
+                assert kind == D.near_miss_kind(scene, category) != ""
+                seen.add(kind)
+    assert seen == {"colour", "shape", "colour+shape", "none"}, seen
+
+
 def _absent_categories(answer):
     """The categories of the rejection blocks of an answer ("the leftmost red square" →
     "red square")."""

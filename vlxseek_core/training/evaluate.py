@@ -9,6 +9,9 @@ the record's ground-truth answer, parsed by the same parser:
   negatives → precision, recall, F1. Labels that the record answers with the rejection form
   count for **rejection accuracy** (right when the prediction grounds no region to them);
   present labels answered with no region count as **false rejections**.
+* rejection accuracy is also split by what each absent label shares with the scene, where the
+  record's ``meta["near_miss"]`` says (``make-scenes``: ``rejection_acc[colour]``,
+  ``[shape]``, ``[colour+shape]``, ``[none]``; hard negatives as in OVDEval).
 * ``refer``: Acc@0.5 = the first referred box overlaps the target box with IoU ≥ 0.5;
   expressions of absent objects count for rejection accuracy instead.
 * ``count``: exact match of the number.
@@ -73,10 +76,12 @@ class Tally:
                "false_rejection": rate("false_rej", "present_n"),
                "caption_exact": rate("cap_ok", "cap_n"),
                "format_ok": rate("format_ok", "queries")}
-        for key in list(c):
-            if key.startswith("rec_ok:"):
-                kind = key.split(":", 1)[1]
-                out[f"rec_acc50[{kind}]"] = rate(key, f"rec_n:{kind}")
+        for key in sorted(c):
+            for ok, n, name in (("rec_ok:", "rec_n:", "rec_acc50"),
+                                ("rej_ok:", "rej_n:", "rejection_acc")):
+                if key.startswith(ok):
+                    kind = key[len(ok):]
+                    out[f"{name}[{kind}]"] = rate(key, n + kind)
         out["counts"] = dict(c)
         return out
 
@@ -89,14 +94,20 @@ def score_answer(tally: Tally, record: dict, answer: str) -> None:
     truth, pred_parsed = parse_answer(truth_text, n), parse_answer(answer, n)
     gt, pred = _blocks(truth), _blocks(pred_parsed)
     task = record.get("task", "detect")
+    near = (record.get("meta") or {}).get("near_miss") or {}
+
+    def rejection(label: str, ok: bool) -> None:
+        for suffix in ("", f":{near[label]}") if label in near else ("",):
+            tally.add("rej_n" + suffix)
+            tally.add("rej_ok" + suffix, float(ok))
+
     tally.add("queries")
     tally.add("format_ok", float(bool(pred) or not gt or task == "caption"))
     if task == "detect":
         for label, want in gt.items():
             got = pred.get(label, set())
             if not want:
-                tally.add("rej_n")
-                tally.add("rej_ok", float(not got))
+                rejection(label, not got)
             else:
                 tally.add("present_n")
                 tally.add("false_rej", float(not got))
@@ -110,8 +121,7 @@ def score_answer(tally: Tally, record: dict, answer: str) -> None:
         want = set().union(*gt.values()) if gt else set()
         first = next((i for g in pred_parsed.groundings for i in g.region_indices), None)
         if not want:
-            tally.add("rej_n")
-            tally.add("rej_ok", float(first is None))
+            rejection(next(iter(gt), ""), first is None)
         else:
             tally.add("present_n")
             tally.add("false_rej", float(first is None))

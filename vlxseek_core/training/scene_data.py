@@ -91,8 +91,10 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     ``heldout_preference``),
     one ``count`` (plural category, blocks + number, ``0`` with the rejection block when
     absent) and one ``caption`` (one object → ``"a red circle"``). Records of the train split
-    never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase`` and for
-    refer the expression ``kind``.
+    never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase``, for
+    refer the expression ``kind``, and for a detect or refer record that names an absent
+    target ``near_miss``: each absent label of the answer → :func:`near_miss_kind` of its
+    category (rejection accuracy per kind, :mod:`~.evaluate`).
 
     ``detect_all_order``: the order of the categories in a ``detect_all`` answer, ``leftmost``
     (of their leftmost instance: the answer is a function of the scene) or ``random`` (as in
@@ -180,6 +182,10 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         records += single_region_records(scene, image_name, rng)
     for k, (task, query, answer, region, meta) in enumerate(out):
         meta["heldout_phrase"] = is_heldout_phrase(query + answer)
+        labels = _absent_labels(scene, task, query, meta)
+        if labels:  # per absent label, for rejection accuracy by near-miss kind
+            meta["near_miss"] = {lab: near_miss_kind(scene, _absent_category(scene, lab))
+                                 for lab in labels}
         if train and meta["heldout_phrase"]:  # cannot happen by construction; never let it
             raise AssertionError(f"held-out phrase in train record: {query!r} {answer!r}")
         records.append(TrainingRecord(f"{image_name}:{task}:{k}", image_name, task, query,
@@ -220,12 +226,40 @@ def _with_list(sample):
     return query, answer, [], meta
 
 
+def near_miss_kind(scene: Scene, category: str) -> str:
+    """What an absent ``category`` shares with the scene's coloured shapes: ``"colour"``
+    ("red square" beside a red circle), ``"shape"`` ("blue circle" beside a red circle),
+    ``"colour+shape"`` (beside a red circle and a blue square) or ``"none"``. Photo objects
+    ("cat") have neither a colour nor a shape to share. The split tells a model that keys on
+    one attribute (it rejects the names that share neither) from one that reads the phrase."""
+    words = set(category.split())
+    colour = bool(words & {o.colour for o in scene.objects if o.colour})
+    shape = bool(words & {o.shape for o in scene.objects if o.colour})
+    return "colour+shape" if colour and shape else "colour" if colour else (
+        "shape" if shape else "none")
+
+
 def near_miss_categories(scene: Scene) -> List[str]:
     """The scene's absent categories that share a colour or a shape with a present object
-    ("red square", "blue circle" beside a red circle): hard negatives. Photo objects have
-    neither, so a scene of photos alone has none."""
-    words = {w for o in scene.objects for w in (o.colour, o.colour and o.shape) if w}
-    return [c for c in scene.absent_categories if words & set(c.split())]
+    (:func:`near_miss_kind` not ``"none"``): hard negatives. A scene of photos alone has
+    none."""
+    return [c for c in scene.absent_categories if near_miss_kind(scene, c) != "none"]
+
+
+def _absent_labels(scene: Scene, task: str, query: str, meta: Dict[str, Any]) -> List[str]:
+    """The labels of a record's answer that name an absent target: a ``detect`` query's
+    absent names, an absent ``refer`` expression ("the leftmost red square")."""
+    if task == "detect":
+        return [n for n in query.split("; ") if n in scene.absent_categories]
+    if task == "refer" and meta.get("rejection"):
+        return [query]
+    return []
+
+
+def _absent_category(scene: Scene, label: str) -> str:
+    """The absent category an absent label names: the longest one it ends with."""
+    names = [c for c in scene.absent_categories if label == c or label.endswith(f" {c}")]
+    return max(names, key=len)
 
 
 def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference, near=(), absent_near=0.0):
