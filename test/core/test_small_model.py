@@ -3,7 +3,9 @@
 Held-out scenes are generated on the fly (split ``heldout``: placements and phrasings never seen
 in training) and asked through the real pipeline; an inference regression shows up here as lost
 accuracy. Thresholds sit a margin below the issue-9 targets (REC 0.9, F1 0.9, count 0.8,
-rejection 0.9); the module is skipped while no trained model is committed.
+rejection 0.9) and apply to the records of seen object kinds: those naming a colour-shape kind
+that no train image shows test composition, which the targets do not cover (README "Procedural
+scenes and the scene model"). The module is skipped while no trained model is committed.
 """
 
 import pytest
@@ -13,6 +15,7 @@ from vlxseek_core.errors import CheckpointError
 from vlxseek_core.models import SMALL_SCENE_MODEL, small_scene_model_dir
 from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scene_data import scene_sample
+from vlxseek_core.training.scenes import names_unseen_object
 
 try:
     small_scene_model_dir()
@@ -42,7 +45,13 @@ def metrics(held_out):
     pipe = VLXSeek.from_pretrained(small_scene_model_dir(), device="cpu", dtype="float32",
                                    proposal_source="none", max_new_tokens=48)
     records, folder = held_out
-    return evaluate_records(pipe, records, folder, max_new_tokens=48)
+    out = evaluate_records(pipe, records, folder, max_new_tokens=48, group=_kinds)
+    return out["groups"]["seen"]
+
+
+def _kinds(record) -> str:
+    text = " ".join(turn["value"] for turn in record["conversations"])
+    return "unseen" if names_unseen_object(text) else "seen"
 
 
 @pytest.mark.parametrize("name", sorted(THRESHOLDS))
