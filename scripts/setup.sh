@@ -5,6 +5,8 @@
 #      (scripts/setup_ros.sh);
 #   3. runs the main job once: a tiny random checkpoint and proposal detector are written to
 #      .tiny_models/ and `vlxseek query` answers "person; flag" on skimage's astronaut photo.
+#      Then scripts/demo_scene.sh: the trained scene model on a held-out scene (skipped while
+#      none is committed).
 # Idempotent. Users with a real ROS 2 install follow README.md instead.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,3 +32,5 @@ esac
 bash "${REPO}/scripts/setup_ros.sh" "${VENV}"
 
 bash "${REPO}/scripts/demo.sh"
+# the trained scene model on a held-out scene (skipped while no trained model is committed)
+bash "${REPO}/scripts/demo_scene.sh"
