@@ -5,8 +5,9 @@ For each model directory, every held-out record (``vlxseek make-scenes`` writes
 are scored by :mod:`vlxseek_core.training.evaluate`: detection precision / recall / F1, REC
 Acc@0.5 (also per expression kind), count exact match, rejection accuracy (also per near-miss
 kind of the absent name: ``rejection_acc[colour]`` for "red square" beside a red circle) and
-caption exact match. Chance levels are printed beside them. Training cost (steps/s, peak memory, device) is
-read from each model's ``vlxseek_training.json``, written by ``vlxseek train``.
+caption exact match. Chance levels are printed beside them. Training cost (steps/s, peak
+memory, device) is read from each model's ``vlxseek_training.json``, written by ``vlxseek
+train``.
 
     python -m benchmarks.bench_training --models UNTRAINED_DIR TRAINED_DIR \\
         --data scenes/heldout.jsonl --images scenes/images [--limit 600] [--device cuda] \\
@@ -49,7 +50,8 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def metrics_table(names: List[str], metrics: List[dict], chance: Dict[str, float]) -> str:
-    """One row per metric (and per REC expression kind), one column per model."""
+    """One row per metric (and per REC expression kind and rejection near-miss kind), one
+    column per model."""
     kinds = sorted({k for m in metrics for k in m
                     if k.startswith(("rec_acc50[", "rejection_acc["))})
     rows = [[name] + [_fmt(m.get(name)) for m in metrics] + [_fmt(chance.get(name))]
