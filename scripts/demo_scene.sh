@@ -29,10 +29,12 @@ with open(f"{out}/truth.json", "w") as fh:
     json.dump({"boxes": boxes.tolist(), "target": int(target),
                "absent": scene.absent_categories[0], "seed": scene.seed}, fh)
 PYEOF
-field() { "${PY}" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))' \
-  "${OUT}/truth.json" "$1"; }
+field() {  # field(KEY): truth.json's KEY, a string as it is, anything else as JSON
+  "${PY}" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]
+print(v if isinstance(v, str) else json.dumps(v))' "${OUT}/truth.json" "$1"
+}
 BOXES="$(field boxes)"
-ABSENT="$(field absent | tr -d '"')"
+ABSENT="$(field absent)"
 query() {  # query(TASK TEXT OUT_JSON): the CLI a user runs, the scene's boxes as candidates
   "${PY}" -m vlxseek_core.cli query --model "${MODEL}" --image "${OUT}/scene.png" \
     --boxes "${BOXES}" --task "$1" --query "$2" --device cpu --max-new-tokens 48 > "$3"
