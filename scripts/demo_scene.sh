@@ -16,7 +16,8 @@ if [[ ! -f "${MODEL}/config.json" ]]; then
   exit 0
 fi
 mkdir -p "${OUT}"
-# the scene, its candidate boxes (xyxy pixels) and what the answers must be
+# the scene, its candidate boxes (xyxy pixels) and what the answers must be; boxes.json and
+# absent.txt hold the two query arguments as the shell passes them
 "${PY}" - "${OUT}" <<'PYEOF'
 import json, sys
 from PIL import Image
@@ -25,16 +26,17 @@ from vlxseek_core.models import held_out_example
 out = sys.argv[1]
 scene, boxes, target = held_out_example("red circle")
 Image.fromarray(scene.image).save(f"{out}/scene.png")
+truth = {"boxes": boxes.tolist(), "target": int(target),
+         "absent": scene.absent_categories[0], "seed": scene.seed}
 with open(f"{out}/truth.json", "w") as fh:
-    json.dump({"boxes": boxes.tolist(), "target": int(target),
-               "absent": scene.absent_categories[0], "seed": scene.seed}, fh)
+    json.dump(truth, fh)
+with open(f"{out}/boxes.json", "w") as fh:
+    json.dump(truth["boxes"], fh)
+with open(f"{out}/absent.txt", "w") as fh:
+    fh.write(truth["absent"])
 PYEOF
-field() {  # field(KEY): truth.json's KEY, a string as it is, anything else as JSON
-  "${PY}" -c 'import json, sys; v = json.load(open(sys.argv[1]))[sys.argv[2]]
-print(v if isinstance(v, str) else json.dumps(v))' "${OUT}/truth.json" "$1"
-}
-BOXES="$(field boxes)"
-ABSENT="$(field absent)"
+BOXES="$(cat "${OUT}/boxes.json")"
+ABSENT="$(cat "${OUT}/absent.txt")"
 query() {  # query(TASK TEXT OUT_JSON): the CLI a user runs, the scene's boxes as candidates
   "${PY}" -m vlxseek_core.cli query --model "${MODEL}" --image "${OUT}/scene.png" \
     --boxes "${BOXES}" --task "$1" --query "$2" --device cpu --max-new-tokens 48 > "$3"

@@ -11,11 +11,11 @@ scenes and the scene model"). The module is skipped while no trained model is co
 import pytest
 from PIL import Image
 
+from benchmarks.common import record_group
 from vlxseek_core.errors import CheckpointError
 from vlxseek_core.models import SMALL_SCENE_MODEL, small_scene_model_dir
 from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scene_data import scene_sample
-from vlxseek_core.training.scenes import names_unseen_object
 
 try:
     small_scene_model_dir()
@@ -45,13 +45,9 @@ def metrics(held_out):
     pipe = VLXSeek.from_pretrained(small_scene_model_dir(), device="cpu", dtype="float32",
                                    proposal_source="none", max_new_tokens=48)
     records, folder = held_out
-    out = evaluate_records(pipe, records, folder, max_new_tokens=48, group=_kinds)
+    out = evaluate_records(pipe, records, folder, max_new_tokens=48,
+                           group=lambda r: record_group(r, "objects"))
     return out["groups"]["seen"]
-
-
-def _kinds(record) -> str:
-    text = " ".join(turn["value"] for turn in record["conversations"])
-    return "unseen" if names_unseen_object(text) else "seen"
 
 
 @pytest.mark.parametrize("name", sorted(THRESHOLDS))
