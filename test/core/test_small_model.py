@@ -16,6 +16,7 @@ from vlxseek_core.errors import CheckpointError
 from vlxseek_core.models import SMALL_SCENE_MODEL, small_scene_model_dir
 from vlxseek_core.training.evaluate import evaluate_records
 from vlxseek_core.training.scene_data import scene_sample
+from vlxseek_core.training.ship import check_shipped
 
 try:
     small_scene_model_dir()
@@ -58,3 +59,7 @@ def test_held_out_accuracy(metrics, name):
 
 def test_answers_are_well_formed(metrics):
     assert metrics["format_ok"] >= 0.95
+
+
+def test_shipped_files_match_their_checksums():
+    check_shipped(small_scene_model_dir())  # raises CheckpointError on any changed or lost file
