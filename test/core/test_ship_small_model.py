@@ -78,6 +78,10 @@ def test_lineage_follows_start_model_to_the_random_initialisation(run):
     loop.write_text(json.dumps({"start_model": str(run / "stage_b")}))
     with pytest.raises(CheckpointError, match="loops"):
         lineage(str(run / "stage_b"))
+    for broken in ("{}", "not json", "[1]"):
+        loop.write_text(broken)
+        with pytest.raises(CheckpointError, match="names no start_model"):
+            lineage(str(run / "stage_b"))
 
 
 def test_ship_refuses_fp32_weights_an_oversized_model_and_an_unfinished_phase(run, tmp_path):
@@ -86,6 +90,10 @@ def test_ship_refuses_fp32_weights_an_oversized_model_and_an_unfinished_phase(ru
         ship_scene_model(str(run), str(dest), final="stage_a")
     with pytest.raises(CheckpointError, match="over the 0.001 MB budget"):
         ship_scene_model(str(run), str(dest), final="stage_b", max_mb=0.001)
+    weights = (run / "stage_b" / "model.safetensors").read_bytes()
+    (run / "stage_b" / "model.safetensors").write_bytes(weights[:100])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        ship_scene_model(str(run), str(dest), final="stage_b")
     (run / "stage_b" / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="not a finished phase: tokenizer.json missing"):
         ship_scene_model(str(run), str(dest), final="stage_b")
@@ -114,6 +122,9 @@ def test_check_shipped_finds_a_changed_missing_or_unlisted_file(run, tmp_path):
     sums = (dest / "SHA256SUMS").read_text().splitlines()
     (dest / "SHA256SUMS").write_text("".join(f"{s}\n" for s in sums if "tokenizer" not in s))
     with pytest.raises(CheckpointError, match="does not list tokenizer.json"):
+        check_shipped(str(dest))
+    (dest / "SHA256SUMS").write_text("0123 config.json\n")
+    with pytest.raises(CheckpointError, match="line 1 is not"):
         check_shipped(str(dest))
 
 

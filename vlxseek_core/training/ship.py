@@ -37,7 +37,8 @@ def lineage(final_dir: str) -> List[str]:
     folder without one (``make-tiny-model``'s random initialisation, not listed).
 
     Raises:
-        CheckpointError: ``final_dir`` has no ``vlxseek_training.json``, or the chain loops.
+        CheckpointError: ``final_dir`` has no ``vlxseek_training.json``, one on the chain names
+            no ``start_model``, or the chain loops.
     """
     chain, here = [], os.path.abspath(final_dir)
     if not os.path.isfile(os.path.join(here, "vlxseek_training.json")):
@@ -46,8 +47,12 @@ def lineage(final_dir: str) -> List[str]:
         if here in chain:
             raise CheckpointError(f"the start_model chain of {final_dir!r} loops at {here!r}")
         chain.append(here)
-        with open(os.path.join(here, "vlxseek_training.json"), encoding="utf-8") as fh:
-            here = os.path.abspath(json.load(fh)["start_model"])
+        info = os.path.join(here, "vlxseek_training.json")
+        try:
+            with open(info, encoding="utf-8") as fh:
+                here = os.path.abspath(json.load(fh)["start_model"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{info!r} names no start_model ({exc!r})") from exc
     return chain[::-1]
 
 
@@ -66,8 +71,11 @@ def _portable(value, run_dir: str):
 def _weights_dtypes(path: str) -> set:
     from safetensors import safe_open
 
-    with safe_open(path, framework="pt") as fh:
-        return {str(fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    try:
+        with safe_open(path, framework="pt") as fh:
+            return {str(fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}") from exc
 
 
 def ship_scene_model(run_dir: str, dest: str, final: str = "stage2s4",
@@ -80,9 +88,10 @@ def ship_scene_model(run_dir: str, dest: str, final: str = "stage2s4",
         The shipped file names, relative to ``dest``, as listed in ``SHA256SUMS``.
 
     Raises:
-        CheckpointError: the final phase is missing or unfinished, its weights are not all
-            bfloat16 (``--save-dtype bfloat16``), or ``model.safetensors`` exceeds ``max_mb``
-            megabytes (10^6 bytes; the issue's budget: the vocabulary embedding dominates).
+        CheckpointError: the final phase is missing or unfinished, its weights are unreadable
+            or not all bfloat16 (``--save-dtype bfloat16``), or ``model.safetensors`` exceeds
+            ``max_mb`` megabytes (10^6 bytes; the issue's budget: the vocabulary embedding
+            dominates).
     """
     src = os.path.join(run_dir, final)
     missing = [f for f in MODEL_FILES if not os.path.isfile(os.path.join(src, f))]
@@ -126,16 +135,18 @@ def check_shipped(dest: str) -> None:
     """Verify a shipped checkpoint against its ``SHA256SUMS``.
 
     Raises:
-        CheckpointError: ``SHA256SUMS`` is missing, a listed file is missing or differs, or a
-            model file is not listed.
+        CheckpointError: ``SHA256SUMS`` is missing or malformed, a listed file is missing or
+            differs, or a model file is not listed.
     """
     sums = os.path.join(dest, SUMS)
     if not os.path.isfile(sums):
         raise CheckpointError(f"{dest!r} has no {SUMS}")
     listed = {}
     with open(sums, encoding="utf-8") as fh:
-        for line in fh:
-            digest, name = line.rstrip("\n").split("  ", 1)
+        for number, line in enumerate(fh, 1):
+            digest, sep, name = line.rstrip("\n").partition("  ")
+            if not sep or len(digest) != 64:
+                raise CheckpointError(f"{sums!r} line {number} is not '<sha256>  <file>'")
             listed[name] = digest
     unlisted = [f for f in MODEL_FILES if f not in listed]
     if unlisted:
