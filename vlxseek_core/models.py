@@ -19,15 +19,19 @@ SMALL_SCENE_MODEL = {
 """Where and on what the committed scene model was trained (``vlxseek make-scenes`` settings)."""
 
 
+SMALL_SCENE_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "models", SMALL_SCENE_MODEL["name"])
+"""Where the repository keeps the scene model (``python -m vlxseek_core.training.ship``
+writes it there)."""
+
+
 def small_scene_model_dir() -> str:
     """Directory of the committed scene model (``$VLXSEEK_SMALL_MODEL`` overrides).
 
     Raises:
         CheckpointError: the directory is missing (e.g. an install without the repository).
     """
-    path = os.environ.get("VLXSEEK_SMALL_MODEL") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
-        SMALL_SCENE_MODEL["name"])
+    path = os.environ.get("VLXSEEK_SMALL_MODEL") or SMALL_SCENE_MODEL_DIR
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise CheckpointError(f"the small scene model is not at {path!r} (it ships in the "
                               "repository's models/ folder)")

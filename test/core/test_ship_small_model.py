@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlxseek_core.checkpoint import florence_to_reference
 from vlxseek_core.errors import CheckpointError
 from vlxseek_core.training.ship import check_shipped, lineage, main, ship_scene_model
 
@@ -67,7 +68,11 @@ def test_the_shipped_model_loads(run, tmp_path):
     ship_scene_model(str(run), str(dest), final="stage_b")
     pipe = VLXSeek.from_pretrained(str(dest), device="cpu", dtype="float32",
                                    proposal_source="none", max_new_tokens=8)
-    assert pipe is not None
+    shipped = load_file(str(dest / "model.safetensors"))
+    loaded = {florence_to_reference(k): v for k, v in pipe.model.state_dict().items()}
+    assert len(shipped) > 0
+    for key, tensor in shipped.items():  # the bf16 values, upcast exactly
+        assert torch.equal(loaded[key], tensor.float()), key
 
 
 def test_lineage_follows_start_model_to_the_random_initialisation(run):

@@ -19,7 +19,7 @@ import shutil
 from typing import List, Optional
 
 from ..errors import CheckpointError
-from ..models import SMALL_SCENE_MODEL
+from ..models import SMALL_SCENE_MODEL_DIR
 from .run import file_sha256
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
@@ -27,7 +27,6 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
                "vlxseek_training.json")
 """What a shipped checkpoint holds (``checkpoint-*`` folders and forming probes stay behind)."""
 SUMS = "SHA256SUMS"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def lineage(final_dir: str) -> List[str]:
@@ -41,18 +40,17 @@ def lineage(final_dir: str) -> List[str]:
             no ``start_model``, or the chain loops.
     """
     chain, here = [], os.path.abspath(final_dir)
-    if not os.path.isfile(os.path.join(here, "vlxseek_training.json")):
-        raise CheckpointError(f"{final_dir!r} is not a trained phase (no vlxseek_training.json)")
-    while os.path.isfile(os.path.join(here, "vlxseek_training.json")):
+    while os.path.isfile(info := os.path.join(here, "vlxseek_training.json")):
         if here in chain:
             raise CheckpointError(f"the start_model chain of {final_dir!r} loops at {here!r}")
         chain.append(here)
-        info = os.path.join(here, "vlxseek_training.json")
         try:
             with open(info, encoding="utf-8") as fh:
                 here = os.path.abspath(json.load(fh)["start_model"])
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{info!r} names no start_model ({exc!r})") from exc
+    if not chain:
+        raise CheckpointError(f"{final_dir!r} is not a trained phase (no vlxseek_training.json)")
     return chain[::-1]
 
 
@@ -164,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="the run folder of scripts/train_small_model.sh")
     parser.add_argument("--final", default="stage2s4", help="the phase to ship")
-    parser.add_argument("--dest", default=os.path.join(REPO, "models", SMALL_SCENE_MODEL["name"]))
+    parser.add_argument("--dest", default=SMALL_SCENE_MODEL_DIR)
     parser.add_argument("--max-mb", type=float, default=50.0)
     args = parser.parse_args(argv)
     try:
