@@ -20,7 +20,7 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s4"]
+          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s3e", "stage2s4"]
 
 
 def _records(path):
@@ -33,7 +33,8 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-FORMING = PHASES[:6]  # 0t, 0tp and 1a: trained until the lookup has formed
+# 0t, 0tp, 1a and 2s3e (the image lookup over longer lists): trained until it has formed
+FORMING = PHASES[:6] + ["stage2s3e"]
 
 
 def _run(out, status=0, **extra):
@@ -42,7 +43,7 @@ def _run(out, status=0, **extra):
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1 1 1", BATCH="2",
+               STEPS2="1 1 1 1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -80,7 +81,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 6
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 7
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -90,14 +91,15 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert info["loss_negatives"] == (0 if phase.startswith("stage0t_") else 4096), phase
     assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
     assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
-    assert all(infos[p]["loss_on"] == "choices" for p in PHASES[:9])
-    assert all(infos[p]["loss_on"] == "answer" for p in PHASES[9:])
+    answer = ["stage2s3a", "stage2s3t", "stage2s4"]  # the whole answer: generated ones need it
+    assert [infos[p]["loss_on"] for p in PHASES] == [
+        "answer" if p in answer else "choices" for p in PHASES]
     assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant where a skill is first taught (2r, 2s3r) and in the forming phases
     # but 0t's 2-6 one (cosine: the formed search settles); cosine in the phases after them
-    constant = PHASES[:7] + ["stage2s3r"]
+    constant = PHASES[:7] + ["stage2s3r", "stage2s3e"]
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -142,6 +144,20 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl"], phase
     images = {r["image"] for r in _records(out / "scenes_s3" / "train.jsonl")}
     assert records[0]["image"] not in images  # its own seed: other scenes than 2r's
+    # 2s3e: detect_all over longer lists, 2-6 objects of distinct categories and unique
+    # colours among up to 8 candidates, some of them distractor boxes
+    records = _records(out / "scenes_s3e" / "train.jsonl")
+    records += _records(out / "scenes_s3e" / "heldout.jsonl")
+    assert records and all(r["task"] == "detect_all" for r in records)
+    distractors = 0
+    for r in records:
+        labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
+                  .split("<ground>")[1:]]
+        assert 2 <= len(labels) == len(set(labels)) <= 6, labels
+        assert len(labels) <= len(r["bbox_list"]) <= 8
+        distractors += len(r["bbox_list"]) - len(labels)
+    assert distractors > 0
+    assert infos["stage2s3e"]["data"] == "train.jsonl"
     # each phase starts from the one before it
     for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
@@ -151,6 +167,10 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         probe = json.loads((out / phase / "lookup_formed.json").read_text())
         assert probe == json.loads((out / phase / "lookup_1.json").read_text()), phase
         assert probe[str(out / phase)]["all"]["records"] > 0, phase
+        # by list length (--by regions) but on 1a's image rows (over all lengths)
+        groups = set(probe[str(out / phase)]) - {"all"}
+        assert bool(groups) == (phase != "stage1a_24"), (phase, groups)
+        assert all(g.startswith("regions=") for g in groups), groups
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
     assert not list(out.glob("*_seed*"))  # every lookup formed at its first data order
     for lo, hi, name in ((2, 2, "regions_22"), (3, 3, "regions_33"), (2, 4, "regions_24"),
@@ -162,7 +182,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
-        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s4"]
+        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s3e", "scenes_s4"]
 
 
 def _info(phase):
