@@ -48,14 +48,17 @@
 #          after each </objects>; docs/scene-model-notes.md "The stop decision");
 #      2s3e the image lookup over longer lists (2-6 objects among up to 8 candidates,
 #          detect_all, loss on the choices), a forming phase on every list length (below):
-#          2s4 straight after 2s3t chose near chance on 5-8 candidates;
+#          2s4 straight after 2s3t chose near chance on 5-8 candidates; 2s3e formed in 600
+#          steps (0.79 first region, 0.76 on 8) and lifted 2s4's detect F1 on the full scenes
+#          from 0.56 to 0.66, not its REC (0.30; docs/scene-model-notes.md "2s3e");
 #      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
 #          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
 #          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
 #          and 2s3a's falling rate wins it back: 0.80 first region, rejection 0.83, 0.9 %
 #          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3t");
 #          2s3t keeps it (0.805) and, generated on the seen kinds, answers REC 0.915, detect
-#          F1 0.851, rejection 0.811; 2s4: NOT YET MEASURED;
+#          F1 0.851, rejection 0.811; 2s4, on the full scenes, below the targets: REC 0.30,
+#          detect F1 0.66, count 0.58, rejection 0.94 (README "Where it stands");
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # The forming phases (0t, 0tp, 1a, 2s3e) train until their lookup has formed, not for a fixed
 # number of steps: the lookup forms as a late transition whose step varies between runs, and a
