@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from vlxseek_core.parsing import grounded_blocks
 from vlxseek_core.training import scenes as S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,11 @@ PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24",
 
 def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _labels(record):
+    """The ``<ground>`` labels of the record's answer, in answer order."""
+    return [label for label, _ in grounded_blocks(record["conversations"][1]["value"])]
 
 
 def _scheduler(info):
@@ -125,8 +131,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert records and all(r["task"] == "detect_all" for r in records)
     assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
     for r in records:
-        labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
-                  .split("<ground>")[1:]]
+        labels = _labels(r)
         assert len(labels) == len(set(labels)) == len(r["bbox_list"])
         colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
         assert len(colours) == len(set(colours)), labels
@@ -151,8 +156,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert records and all(r["task"] == "detect_all" for r in records)
     distractors = 0
     for r in records:
-        labels = [b.split("</ground>")[0] for b in r["conversations"][1]["value"]
-                  .split("<ground>")[1:]]
+        labels = _labels(r)
         assert 2 <= len(labels) == len(set(labels)) <= 6, labels
         assert len(labels) <= len(r["bbox_list"]) <= 8
         distractors += len(r["bbox_list"]) - len(labels)
