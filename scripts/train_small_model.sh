@@ -51,6 +51,10 @@
 #          2s4 straight after 2s3t chose near chance on 5-8 candidates; 2s3e formed in 600
 #          steps (0.79 first region, 0.76 on 8) and lifted 2s4's detect F1 on the full scenes
 #          from 0.56 to 0.66, not its REC (0.30; docs/scene-model-notes.md "2s3e");
+#      2s3q the query on those lists (detect, refer, detect_all; copies allowed) before any
+#          absent target, loss on the choices: refer's first region on the full scenes 0.33
+#          -> 0.44 in 400 steps (docs/scene-model-notes.md "E3");
+#      2s3n then rejection on them at 2s3's low rate, the whole answer;
 #      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
 #          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
 #          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
@@ -84,8 +88,8 @@
 # is kept as PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
 # Steps of 0t to 2s3t are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s3e 2s4), BATCH (per process, 64), LR0T (the
-# stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
+# STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s3e 2s3q 2s3n 2s4), BATCH (per process,
+# 64), LR0T (the stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the 16-core H200
 # machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
@@ -103,7 +107,7 @@ TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-1000 600 600 1000})  # 0t phases: 2 regions, 3, 2-4, 2-6
 STEPS0TP="${STEPS0TP:-600}"
 STEPS1A="${STEPS1A:-300}"
-STEPS2=(${STEPS2:-500 400 400 500 600 600 1000})  # 2r 2t 2s3r 2s3a 2s3t 2s3e 2s4
+STEPS2=(${STEPS2:-500 400 400 500 600 600 400 400 1000})  # 2r ... 2s3e 2s3q 2s3n 2s4
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
@@ -330,7 +334,26 @@ on scenes_s3e
 BY=regions forming stage2s3e "${STEPS2[5]}" "${OUT}/scenes_s3e/heldout.jsonl" \
   "${OUT}/scenes_s3e/images" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices
+# 2s3q: the query on the long lists before any absent target (2r's kind on 2s3e's lists):
+# 2-6 objects, copies allowed (superlatives occur), among up to 8 candidates, detect, refer (2
+# a scene) and detect_all, loss on the choices. 2s4 met the query on long lists first with
+# absent targets in the mix and answered a present category None as often as it found it
+# (refer's first region 0.33); 400 such steps from 2s3e took it to 0.44, the category 0.36 ->
+# 0.54 with no false None (docs/scene-model-notes.md "E3"). A fixed phase, not a forming one:
+# its loss was flat over the last 150 of those steps, a settled fit, not a late transition
+L=(--min-objects 2 --max-objects 6 --max-candidates 8 --detect-all-order random
+   --detect-all-article 0.5 --tasks detect refer detect_all --refer-per-scene 2)
+scenes scenes_s3q 8 8000 "${L[@]}" --rejection-rate 0 --detect-extra-absent 0
+on scenes_s3q
+phase stage2s3q "${STEPS2[6]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
+  --loss-on choices
+# 2s3n: then rejection on the long lists at 2s3's low rate, the whole answer (None, and the
+# stop after each </objects> beside the 2-8 word text detect records), on a falling rate
+scenes scenes_s3n 9 8000 "${L[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1
+on scenes_s3n text_s4_detect.jsonl
+phase stage2s3n "${STEPS2[7]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
+  --loss-on answer
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl
-phase stage2s4 "${STEPS2[6]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
+phase stage2s4 "${STEPS2[8]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer --save-dtype bfloat16
 echo "final model: ${OUT}/stage2s4"

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s3e", "stage2s4"]
+          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s3e", "stage2s3q",
+          "stage2s3n", "stage2s4"]
 
 
 def _records(path):
@@ -49,7 +50,7 @@ def _run(out, status=0, **extra):
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1 1 1 1", BATCH="2",
+               STEPS2="1 1 1 1 1 1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -87,7 +88,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 7
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 9
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -97,15 +98,16 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert info["loss_negatives"] == (0 if phase.startswith("stage0t_") else 4096), phase
     assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
     assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
-    answer = ["stage2s3a", "stage2s3t", "stage2s4"]  # the whole answer: generated ones need it
+    # the whole answer: generated ones need it
+    answer = ["stage2s3a", "stage2s3t", "stage2s3n", "stage2s4"]
     assert [infos[p]["loss_on"] for p in PHASES] == [
         "answer" if p in answer else "choices" for p in PHASES]
     assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
-    # the rate: constant where a skill is first taught (2r, 2s3r) and in the forming phases
-    # but 0t's 2-6 one (cosine: the formed search settles); cosine in the phases after them
-    constant = PHASES[:7] + ["stage2s3r", "stage2s3e"]
+    # the rate: constant where a skill is first taught (2r, 2s3r, 2s3q) and in the forming
+    # phases but 0t's 2-6 one (cosine: the formed search settles); cosine in the phases after
+    constant = PHASES[:7] + ["stage2s3r", "stage2s3e", "stage2s3q"]
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -162,6 +164,26 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         distractors += len(r["bbox_list"]) - len(labels)
     assert distractors > 0
     assert infos["stage2s3e"]["data"] == "train.jsonl"
+    # 2s3q: the query (detect, refer two a scene, detect_all) on 2s3e's list lengths, copies
+    # allowed, no absent target; 2s3n: the same kind of scenes (its own) with absent targets,
+    # beside the 2-8 word text detect records
+    query = {}
+    for name in ("scenes_s3q", "scenes_s3n"):
+        records = _records(out / name / "train.jsonl") + _records(out / name / "heldout.jsonl")
+        assert {r["task"] for r in records} == {"detect", "detect_all", "refer"}, name
+        assert all(2 <= len(r["bbox_list"]) <= 8 for r in records), name
+        for r in records:  # every object of the scene, 2-6 of them
+            if r["task"] == "detect_all":
+                answer = r["conversations"][1]["value"]
+                assert 2 <= answer.count("<region") <= 6, (name, answer)
+        refer = [r["image"] for r in records if r["task"] == "refer"]
+        assert all(refer.count(image) == 2 for image in refer), name
+        query[name] = {r["image"] for r in records}
+    assert not query["scenes_s3q"] & query["scenes_s3n"]  # their own seeds
+    assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
+                   for r in _records(out / "scenes_s3q" / "train.jsonl"))
+    assert infos["stage2s3q"]["data"] == "train.jsonl"
+    assert infos["stage2s3n"]["data"].split() == ["train.jsonl", "text_s4_detect.jsonl"]
     # each phase starts from the one before it
     for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
@@ -186,7 +208,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
-        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s3e", "scenes_s4"]
+        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s3e", "scenes_s3n", "scenes_s3q",
+        "scenes_s4"]
 
 
 def _info(phase):
