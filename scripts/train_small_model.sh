@@ -54,15 +54,17 @@
 #      2s3q the query on those lists (detect, refer, detect_all; copies allowed) before any
 #          absent target, loss on the choices: refer's first region on the full scenes 0.33
 #          -> 0.44 in 400 steps (docs/scene-model-notes.md "E3");
-#      2s3n then rejection on them at 2s3's low rate, the whole answer;
+#      2s3n then rejection on them at 2s3's low rate, the whole answer (2s4 after it still
+#          answers a present "the red circle" None half the time, docs/scene-model-notes.md
+#          "2s3q and 2s3n");
 #      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
 #          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
 #          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
 #          and 2s3a's falling rate wins it back: 0.80 first region, rejection 0.83, 0.9 %
 #          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3t");
 #          2s3t keeps it (0.805) and, generated on the seen kinds, answers REC 0.915, detect
-#          F1 0.851, rejection 0.811; 2s4, on the full scenes, below the targets: REC 0.30,
-#          detect F1 0.66, count 0.58, rejection 0.94 (README "Where it stands");
+#          F1 0.851, rejection 0.811; 2s4, on the full scenes, below the targets: REC 0.33,
+#          detect F1 0.72, count 0.63, rejection 0.97 (README "Where it stands");
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
 # The forming phases (0t, 0tp, 1a, 2s3e) train until their lookup has formed, not for a fixed
 # number of steps: the lookup forms as a late transition whose step varies between runs, and a
