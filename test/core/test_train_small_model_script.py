@@ -34,6 +34,11 @@ def _labels(record):
     return [label for label, _ in grounded_blocks(record["conversations"][1]["value"])]
 
 
+def _about_absent(record):
+    """Whether the record asks about an absent target or names one beside present ones."""
+    return record["meta"]["rejection"] or "None" in record["conversations"][1]["value"]
+
+
 def _scheduler(info):
     """The last ``--scheduler`` of the phase's recorded command (later options win)."""
     words = info["command"].split()
@@ -143,8 +148,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     records = _records(out / "scenes_s2r" / "train.jsonl")
     assert {r["task"] for r in records} == {"detect", "detect_all", "refer"}
     assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
-    assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
-                   for r in records)
+    assert not any(_about_absent(r) for r in records)
     assert {r["task"] for r in _records(out / "scenes_s3" / "train.jsonl")} == \
         {"detect", "detect_all", "refer"}
     for phase in ("stage2t", "stage2s3t"):
@@ -180,8 +184,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert all(refer.count(image) == 2 for image in refer), name
         query[name] = {r["image"] for r in records}
     assert not query["scenes_s3q"] & query["scenes_s3n"]  # their own seeds
-    assert not any(r["meta"]["rejection"] or "None" in r["conversations"][1]["value"]
-                   for r in _records(out / "scenes_s3q" / "train.jsonl"))
+    assert not any(_about_absent(r) for r in _records(out / "scenes_s3q" / "train.jsonl"))
     assert infos["stage2s3q"]["data"] == "train.jsonl"
     assert infos["stage2s3n"]["data"].split() == ["train.jsonl", "text_s4_detect.jsonl"]
     # each phase starts from the one before it
