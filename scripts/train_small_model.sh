@@ -19,13 +19,8 @@
 #          the last token (docs/scene-model-notes.md "A lookup over the scene phrases on
 #          text"); at 0t's rate (at 3e-3 4 rows fell to 0.67, at 1e-3 0.89) and with the
 #          sampled column, whose first steps drain the mass 0t left off the shortlist;
-#          then on 2-8 rows (0tp_28), the longest lists a scene gives: on 0tp's 2-4 rows
-#          alone the lookup stayed at chance on 5-8 rows through every later phase, and 2s4
-#          answered a present "the red circle" among 8 candidates None half the time; 1,000
-#          steps of 2-8 rows took 8 rows from 0.16 to 0.64 (docs/scene-model-notes.md
-#          "2s3q and 2s3n", E5);
 #   3. the paper's stage 1 (HFRE, connector and the added tokens' rows train; towers, LLM and
-#      the original vocabulary rows frozen), right after 0tp_28: 1a aligns image regions to the
+#      the original vocabulary rows frozen), right after 0tp: 1a aligns image regions to the
 #      phrase rows that 0tp's lookup reads, on 2-4 object scenes of distinct categories whose
 #      colours are unique, without distractors, `detect_all` alone (every candidate is an
 #      object; the colour picks out each object), lr 1e-3, loss on the grounded words and
@@ -95,11 +90,11 @@
 # is kept as PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
 # Steps of 0t to 2s3t are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0TP (2 phases), STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s3e 2s3q 2s3n 2s4), BATCH
-# (per process, 64), LR0T (the stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model
-# sizes: small; tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the
-# 16-core H200 machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE
-# (divides every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
+# STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s3e 2s3q 2s3n 2s4), BATCH (per process,
+# 64), LR0T (the stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
+# tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the 16-core H200
+# machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
+# every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
 # FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
@@ -112,7 +107,7 @@ SCALE="${SCALE:-1}"
 n() { echo $(( $1 / SCALE > 0 ? $1 / SCALE : 1 )); }
 TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-1000 600 600 1000})  # 0t phases: 2 regions, 3, 2-4, 2-6
-STEPS0TP=(${STEPS0TP:-600 1000})  # 0tp phases: 2-4 rows, 2-8
+STEPS0TP="${STEPS0TP:-600}"
 STEPS1A="${STEPS1A:-300}"
 STEPS2=(${STEPS2:-500 400 400 500 600 600 400 400 1000})  # 2r ... 2s3e 2s3q 2s3n 2s4
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
@@ -270,11 +265,9 @@ while (( i < ${#PHASES0T[@]} )); do  # i goes back one where a phase redoes the 
     --data "${OUT}/text_regions_${lo}${hi}.jsonl" --loss-on choices --save-steps 250
   if [[ -n "${REDO}" ]]; then i=$(( i - 1 )); else i=$(( i + 1 )); fi
 done
-# 0tp's records: the scenes' phrases as text rows, 2-4 of them, then 2-8
+# 0tp's records: the scenes' phrases as text rows, 2-4 of them
 text text_scene_24.jsonl 2 4 detect_all "${TEXT_RECORDS}" 5 --scene-categories
 text text_scene_24_heldout.jsonl 2 4 detect_all "${HELDOUT}" 105 --scene-categories
-text text_scene_28.jsonl 2 8 detect_all "${TEXT_RECORDS}" 6 --scene-categories
-text text_scene_28_heldout.jsonl 2 8 detect_all "${HELDOUT}" 106 --scene-categories
 # 1a: 2-4 objects, detect_all only, every object of its own category (--max-copies 1: with
 # repeats a block lists its regions ascending, and "always <region0> first" was right 0.72 of
 # the time, chance 0.39), categories in a random order (as the text records list them), every
@@ -303,14 +296,9 @@ on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region re
   for file in "$@"; do data+=("${OUT}/${file}"); images+=(.); done
   data+=("${images[@]}")
 }
-ROWS0TP=(24 28)  # 2-4 rows, then 2-8 from the 2-4 model
-for i in "${!ROWS0TP[@]}"; do
-  rows="${ROWS0TP[$i]}"
-  BY=regions forming "stage0tp_${rows}" "${STEPS0TP[$i]}" \
-    "${OUT}/text_scene_${rows}_heldout.jsonl" . "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" \
-    --scheduler constant_with_warmup --warmup 50 --data "${OUT}/text_scene_${rows}.jsonl" \
-    --loss-on choices --save-steps 250
-done
+BY=regions forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . \
+  "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
+  --data "${OUT}/text_scene_24.jsonl" --loss-on choices --save-steps 250
 # the paper's stage 1 at its rate, 1e-3, straight from 0tp, on detect_all scenes alone: on
 # scenes that mix in `refer` by shape or colour, records a frozen LLM cannot fit, it reached
 # 0.53 in 300 steps (docs/scene-model-notes.md "The paper's stage 1 aligns image regions",
