@@ -10,7 +10,13 @@ per layer and head, with the answer teacher-forced (``--task`` picks ``detect`` 
 * ``prev``: mean attention of each region feature row to the ``<regionK>`` token before it;
 * ``target``: attention of the position that predicts the answer's first region token (its
   ``<objects>``; in a ``detect`` answer an absent category's ``None`` block may come first) to
-  the target's feature row, and ``others``: its mean attention to the other feature rows.
+  the target's feature row, and ``others``: its mean attention to the other feature rows;
+* ``same first word`` / ``same last word``: that position's mean attention to the rows whose
+  answer label shares only its first word (colour: "red square" for "red circle") or only its
+  last (shape: "blue circle") with the target's, averaged over the records that have such rows
+  (a leading "the" is ignored; rows the answer does not name have no label). Near ``target``:
+  the lookup reads one word of a two-word label (docs/scene-model-notes.md, "The colour-shape
+  conjunction on long lists").
 
     python -m benchmarks.probe_binding --model DIR --data scenes/heldout.jsonl \\
         --images scenes/images [--limit 50] [--task refer|detect|detect_all]
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -35,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from transformers import Qwen2VLImageProcessorPil
 
     from vlxseek_core.checkpoint import load_model
+    from vlxseek_core.parsing import grounded_blocks
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
     from vlxseek_core.tokens import (IMAGE_PLACEHOLDER_ID, MAX_REGIONS,
@@ -75,6 +83,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 batch["aux_boxes"], batch["vt_boxes"])[0]
         encoded.append((record, sample, frame))
     sums = None
+    shares = {"same_first": [], "same_last": []}  # [L, H] per record that has such rows
     for record, sample, frame in encoded:
         with torch.no_grad():
             ids = sample.input_ids
@@ -97,17 +106,60 @@ def main(argv: Optional[List[str]] = None) -> dict:
         others = torch.stack([attn[:, :, ask, p] for k, p in enumerate(feat) if k != target])
         stats = torch.stack([prev, tgt, others.mean(0)])
         sums = stats if sums is None else sums + stats
+        labels = region_words(grounded_blocks(record["conversations"][1]["value"]))
+        for key, rows in word_sharing_rows(labels, target).items():
+            if rows:
+                shares[key].append(torch.stack([attn[:, :, ask, feat[k]] for k in rows]).mean(0))
     mean = (sums / len(records)).numpy()
     layers, heads = mean.shape[1:]
+    share = {key: (torch.stack(v).mean(0).numpy() if v else np.full((layers, heads), np.nan))
+             for key, v in shares.items()}
     rows = [[f"{layer}.{head}", f"{mean[0, layer, head]:.3f}", f"{mean[1, layer, head]:.3f}",
-             f"{mean[2, layer, head]:.3f}"] for layer in range(layers) for head in range(heads)]
+             f"{mean[2, layer, head]:.3f}", f"{share['same_first'][layer, head]:.3f}",
+             f"{share['same_last'][layer, head]:.3f}"]
+            for layer in range(layers) for head in range(heads)]
     print(format_table(["layer.head", "prev (feature row → its <regionK>)",
-                        "target (answer → target row)", "others (mean)"], rows))
+                        "target (answer → target row)", "others (mean)",
+                        f"same first word ({len(shares['same_first'])} records)",
+                        f"same last word ({len(shares['same_last'])} records)"], rows))
     length = np.mean([int((s.labels == -100).sum()) + f.image_embeds.shape[0]
                       for _, s, f in encoded])
     print(f"uniform attention over the ~{length:.0f} prompt positions gives "
           f"{1 / length:.3f} per position")
-    return {"prev": mean[0], "target": mean[1], "others": mean[2]}
+    return {"prev": mean[0], "target": mean[1], "others": mean[2], **share}
+
+
+def region_words(blocks: List[Tuple[str, str]]) -> Dict[int, List[str]]:
+    """Region index K -> the words of the label of the answer block that names ``<regionK>``
+    (``blocks``: ``(label, objects part)`` pairs of :func:`vlxseek_core.parsing.grounded_blocks`),
+    a leading "the" dropped. Regions no block names are absent."""
+    out: Dict[int, List[str]] = {}
+    for label, inner in blocks:
+        words = label.split()
+        if words[:1] == ["the"]:
+            words = words[1:]
+        for k in re.findall(r"<region(\d+)>", inner):
+            out[int(k)] = words
+    return out
+
+
+def word_sharing_rows(labels: Dict[int, List[str]], target: int) -> Dict[str, List[int]]:
+    """The regions whose label shares only its first word (``same_first``) or only its last
+    (``same_last``) with the label of region ``target``; both empty when ``target`` has no
+    label of two words or more."""
+    mine = labels.get(target, [])
+    out: Dict[str, List[int]] = {"same_first": [], "same_last": []}
+    if len(mine) < 2:
+        return out
+    for k, words in sorted(labels.items()):
+        if k == target or not words:
+            continue
+        first, last = words[0] == mine[0], words[-1] == mine[-1]
+        if first and not last:
+            out["same_first"].append(k)
+        elif last and not first:
+            out["same_last"].append(k)
+    return out
 
 
 def first_region_choice(answer: List[int], region_of: Dict[int, int]) -> Tuple[int, int]:

@@ -26,6 +26,9 @@ def test_detect_all_records_are_probed_per_layer_and_head(train_model_dir, tmp_p
         assert np.all((out[key] >= 0) & (out[key] <= 1))
     # attention to one row and to the others cannot exceed all attention together
     assert np.all(out["target"] + out["others"] <= 1 + 1e-5)
+    for key in ("same_first", "same_last"):  # rows sharing one word of the label, or none
+        assert out[key].shape == shape
+        assert np.all(np.isnan(out[key])) or np.all((out[key] >= 0) & (out[key] <= 1))
     # records of another task are probed apart: refer gives other numbers
     refer = probe_binding.main(["--model", train_model_dir, "--data", data, "--images",
                                 os.path.join(scenes, "images")])
@@ -59,3 +62,22 @@ def test_first_region_choice_skips_a_leading_none_block(train_model_dir):
     with pytest.raises(ValueError, match="no region"):
         first_region_choice(tok.encode("<ground>cup</ground><objects>None</objects>",
                                        add_special_tokens=False), region_of)
+
+
+def test_rows_sharing_one_word_of_the_target_label():
+    from benchmarks.probe_binding import region_words, word_sharing_rows
+    from vlxseek_core.parsing import grounded_blocks
+
+    answer = ("<ground>the red circle</ground><objects><region3></objects>"
+              "<ground>red square</ground><objects><region0><region5></objects>"
+              "<ground>blue circle</ground><objects><region1></objects>"
+              "<ground>cat</ground><objects><region2></objects>"
+              "<ground>blue square</ground><objects><region4></objects>")
+    labels = region_words(grounded_blocks(answer))
+    assert labels == {3: ["red", "circle"], 0: ["red", "square"], 5: ["red", "square"],
+                      1: ["blue", "circle"], 2: ["cat"], 4: ["blue", "square"]}
+    assert word_sharing_rows(labels, 3) == {"same_first": [0, 5], "same_last": [1]}
+    assert word_sharing_rows(labels, 4) == {"same_first": [1], "same_last": [0, 5]}
+    # a one-word target (a photo) or a region no block names: nothing to split
+    assert word_sharing_rows(labels, 2) == {"same_first": [], "same_last": []}
+    assert word_sharing_rows(labels, 6) == {"same_first": [], "same_last": []}
