@@ -15,7 +15,7 @@ per layer and head, with the answer teacher-forced (``--task`` picks ``detect`` 
   answer label shares only its first word (colour: "red square" for "red circle") or only its
   last (shape: "blue circle") with the target's, averaged over the records that have such rows
   (a leading "the" is ignored; rows the answer does not name have no label). Near ``target``:
-  the lookup reads one word of a two-word label (docs/scene-model-notes.md, "The colour-shape
+  the lookup reads one word of a two-word label (docs/scene-model-notes.md, "The colour–shape
   conjunction on long lists").
 
     python -m benchmarks.probe_binding --model DIR --data scenes/heldout.jsonl \\
