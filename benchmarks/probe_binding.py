@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -42,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     from transformers import Qwen2VLImageProcessorPil
 
     from vlxseek_core.checkpoint import load_model
-    from vlxseek_core.parsing import grounded_blocks
+    from vlxseek_core.parsing import parse_answer
     from vlxseek_core.preprocessing import ImagePreprocessor
     from vlxseek_core.tokenizer import load_tokenizer
     from vlxseek_core.tokens import (IMAGE_PLACEHOLDER_ID, MAX_REGIONS,
@@ -106,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         others = torch.stack([attn[:, :, ask, p] for k, p in enumerate(feat) if k != target])
         stats = torch.stack([prev, tgt, others.mean(0)])
         sums = stats if sums is None else sums + stats
-        labels = region_words(grounded_blocks(record["conversations"][1]["value"]))
+        labels = region_words(parse_answer(record["conversations"][1]["value"], len(feat)))
         for key, rows in word_sharing_rows(labels, target).items():
             if rows:
                 shares[key].append(torch.stack([attn[:, :, ask, feat[k]] for k in rows]).mean(0))
@@ -129,17 +128,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
     return {"prev": mean[0], "target": mean[1], "others": mean[2], **share}
 
 
-def region_words(blocks: List[Tuple[str, str]]) -> Dict[int, List[str]]:
-    """Region index K -> the words of the label of the answer block that names ``<regionK>``
-    (``blocks``: ``(label, objects part)`` pairs of :func:`vlxseek_core.parsing.grounded_blocks`),
-    a leading "the" dropped. Regions no block names are absent."""
+def region_words(parsed) -> Dict[int, List[str]]:
+    """Region index K -> the words of the label that names region K in ``parsed`` (a
+    :class:`vlxseek_core.parsing.ParsedAnswer` of the record's answer), a leading "the"
+    dropped. Regions no grounding names are absent."""
     out: Dict[int, List[str]] = {}
-    for label, inner in blocks:
-        words = label.split()
+    for grounding in parsed.groundings:
+        words = grounding.phrase.split()
         if words[:1] == ["the"]:
             words = words[1:]
-        for k in re.findall(r"<region(\d+)>", inner):
-            out[int(k)] = words
+        for k in grounding.region_indices:
+            out[k] = words
     return out
 
 

@@ -66,14 +66,14 @@ def test_first_region_choice_skips_a_leading_none_block(train_model_dir):
 
 def test_rows_sharing_one_word_of_the_target_label():
     from benchmarks.probe_binding import region_words, word_sharing_rows
-    from vlxseek_core.parsing import grounded_blocks
+    from vlxseek_core.parsing import parse_answer
 
     answer = ("<ground>the red circle</ground><objects><region3></objects>"
               "<ground>red square</ground><objects><region0><region5></objects>"
               "<ground>blue circle</ground><objects><region1></objects>"
               "<ground>cat</ground><objects><region2></objects>"
               "<ground>blue square</ground><objects><region4></objects>")
-    labels = region_words(grounded_blocks(answer))
+    labels = region_words(parse_answer(answer, 6))
     assert labels == {3: ["red", "circle"], 0: ["red", "square"], 5: ["red", "square"],
                       1: ["blue", "circle"], 2: ["cat"], 4: ["blue", "square"]}
     assert word_sharing_rows(labels, 3) == {"same_first": [0, 5], "same_last": [1]}
