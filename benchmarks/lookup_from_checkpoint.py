@@ -8,7 +8,7 @@ training loop, from that checkpoint, does what ``vlxseek train`` did from it, th
 lies in the weights the earlier phases left, not in the loop (docs/scene-model-notes.md,
 "The 2–6 phase stalls in the weights it starts from").
 
-The sandbox speaks its own 240-token vocabulary. Each sandbox token that a text-region
+The sandbox speaks its own vocabulary (``lookup_tasks.VOCAB`` tokens). Each sandbox token that a text-region
 ``detect_all`` prompt of ``make-text-regions`` uses gets the checkpoint's embedding row of the
 real token it stands for: ``<regionK>``, the 30 default words (sandbox word ``i`` is
 :data:`~vlxseek_core.training.text_regions.DEFAULT_WORDS` ``[i]``), the answer markup, the
@@ -71,7 +71,7 @@ def sandbox_state(directory: str) -> Tuple[dict, dict]:
     """The sandbox ``Qwen2ForCausalLM`` state dict of checkpoint ``directory``'s text model.
 
     Returns:
-        ``(state_dict, info)``: float32 tensors with the sandbox's key names (the 240-row
+        ``(state_dict, info)``: float32 tensors with the sandbox's key names (the VOCAB-row
         embedding, tied ``lm_head.weight``); ``info`` holds the sizes (``hidden``, ``layers``,
         ``heads``, ``kv_heads``, ``intermediate``, ``rope_theta``) and the layout (``prefix``,
         ``task_text``) the sandbox must use.

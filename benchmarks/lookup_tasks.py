@@ -20,7 +20,9 @@ N_COLOURS = 5  # word w has colour (w - 100) % 5 and shape (w - 100) // 5: two a
 COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
 RECALL, DETECT_COLOUR, ECHO, NONE = 205, 206, 207, 208  # NONE: the rejection answer
 TASK_TEXT = list(range(210, 240))  # stands in for the fixed task text after the query
-VOCAB = 240
+N_SHAPES = len(WORDS) // N_COLOURS
+SHAPES = list(range(240, 240 + N_SHAPES))  # query tokens naming a shape
+VOCAB = 240 + N_SHAPES
 ROWS = ("words", "features", "mixed")
 
 
@@ -38,7 +40,11 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     (the last two leave no shortcut through a row's ordinal). ``image_tokens`` random filler
     tokens follow the prefix (the image block of a scene prompt). ``detect_all`` only: with
     probability ``absent`` one absent word is named too, answered ``<objects>NONE``, and
-    ``task_text`` fixed tokens follow the query (FO1's "… in this image. Answer …")."""
+    ``task_text`` fixed tokens follow the query (FO1's "… in this image. Answer …").
+    ``detect_pair`` and ``detect_all_pair`` name a row by two tokens, its colour then its
+    shape (:func:`pair_label`, the scenes' "red" " circle"), where other rows of the list
+    may share either one: the conjunction lookup of docs/scene-model-notes.md "Where the
+    lookup attends"."""
     n = rng.randint(n_min, n_max)
     if task in ("recall", "recall_ground", "detect_colour",
                 "detect_colour_short"):  # distinct colours: a colour names one row
@@ -60,6 +66,14 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         k = order[0]
         return (prompt + [DETECT, words[k]],
                 [GROUND, words[k], GROUND_END, OBJECTS, ids[k], OBJECTS_END, END])
+    if task == "detect_pair":
+        k = order[0]
+        return (prompt + [DETECT] + pair_label(words[k]),
+                [GROUND] + pair_label(words[k]) + [GROUND_END, OBJECTS, ids[k], OBJECTS_END, END])
+    if task == "detect_all_pair":
+        answer = [t for i in order for t in
+                  [GROUND] + pair_label(words[i]) + [GROUND_END, OBJECTS, ids[i], OBJECTS_END]]
+        return prompt + [DETECT_ALL] + TASK_TEXT[:task_text], answer + [END]
     if task == "detect_all":
         blocks = [(words[i], ids[i]) for i in order]
         if rng.random() < absent:
@@ -87,6 +101,11 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         return (prompt + [DETECT_COLOUR, colour],
                 [GROUND, colour, GROUND_END, OBJECTS, ids[order[0]], OBJECTS_END, END])
     raise ValueError(f"unknown task {task!r}")
+
+
+def pair_label(word: int) -> List[int]:
+    """The two-token label of ``word``: ``[its colour's token, its shape's token]``."""
+    return [COLOURS[(word - WORDS[0]) % N_COLOURS], SHAPES[(word - WORDS[0]) // N_COLOURS]]
 
 
 def batch(samples, tasks):

@@ -28,6 +28,9 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
   hop of the FO1 answer plus the row match, without the index read-out);
 * ``detect_colour``: a colour → the region of the row of that colour (reverse lookup by an
   attribute, like "the red one").
+* ``detect_pair``, ``detect_all_pair``: ``detect`` and ``detect_all`` with each row named by
+  two tokens, its colour then its shape (the scenes' "red" " circle"), among rows that may
+  share either (the conjunction lookup; ``--by-length-task detect_all_pair`` scores it).
 
 ``--curriculum 2-2:800 3-3:800 2-4:1000`` runs phases of region counts one after another (fixed
 list lengths first form the reverse lookup far sooner than mixed ones; README). A phase may
@@ -50,6 +53,7 @@ Results on this project's CPU are in README "Procedural scenes and the scene mod
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from typing import Dict, List
@@ -57,7 +61,7 @@ from typing import Dict, List
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from benchmarks.lookup_tasks import (GROUND, GROUND_END, N_COLOURS, NONE, OBJECTS,
+from benchmarks.lookup_tasks import (GROUND, GROUND_END, N_COLOURS, N_SHAPES, NONE, OBJECTS,
                                      OBJECTS_END, REGION_IDS, REGIONS, ROWS, VOCAB, WORDS,
                                      Phase, batch, make_sample, parse_curriculum, phase_at,
                                      phase_at_start)
@@ -84,9 +88,8 @@ class FeatureRows(torch.nn.Module):
     def __init__(self, feature_dim: int, hidden: int, noise: float, seed: int):
         super().__init__()
         gen = torch.Generator().manual_seed(seed + 1)
-        n_shapes = len(WORDS) // N_COLOURS
         self.register_buffer("colour", torch.randn(N_COLOURS, feature_dim, generator=gen))
-        self.register_buffer("shape", torch.randn(n_shapes, feature_dim, generator=gen))
+        self.register_buffer("shape", torch.randn(N_SHAPES, feature_dim, generator=gen))
         self.noise = noise
         self.connector = torch.nn.Sequential(torch.nn.Linear(feature_dim, hidden),
                                              torch.nn.GELU(), torch.nn.Linear(hidden, hidden))
@@ -189,8 +192,10 @@ def feature_row_mask(ids: torch.Tensor, labels: torch.Tensor, rows_mode: str,
 
 
 def first_region_by_length(model, features, lengths: List[int], a, phase: "Phase",
-                           rng: random.Random, samples: int = 256) -> Dict[int, float]:
-    """First-region accuracy of ``detect_all`` prompts of each list length in ``lengths``
+                           rng: random.Random, samples: int = 256,
+                           task: str = "detect_all") -> Dict[int, float]:
+    """First-region accuracy of ``task`` prompts (``detect_all``, or ``detect_all_pair``: rows
+    named by colour and shape) of each list length in ``lengths``
     (``samples`` fresh ones each, rows and image tokens as ``phase``'s, nothing trained): a
     lookup that searches the rows by content scores alike on every length, one bound to the
     lengths it was trained on falls to chance on the others (docs/scene-model-notes.md "Why
@@ -200,7 +205,7 @@ def first_region_by_length(model, features, lengths: List[int], a, phase: "Phase
     model.eval()
     with torch.no_grad():
         for n in lengths:
-            tasks = ["detect_all"] * samples
+            tasks = [task] * samples
             ids, labels, mask, is_caption = batch(
                 [make_sample(t, rng, n, n, a.prefix, a.fixed_prefix, a.region_ids, 0.0,
                              a.task_text, image) for t in tasks], tasks)
@@ -209,6 +214,18 @@ def first_region_by_length(model, features, lengths: List[int], a, phase: "Phase
             out[n] = accuracies(pred, labels, is_caption)["first_region_acc"]
     model.train()
     return out
+
+
+def learning_rate(peak: float, step: int, phase_start: int, warmup: int, cosine_steps: int,
+                  total: int) -> float:
+    """The rate of 1-based ``step``: a linear warm-up over ``warmup`` steps from
+    ``phase_start``, then ``peak``; over the last ``cosine_steps`` of ``total`` it falls on a
+    cosine towards 0 (``--cosine-last``; 0: constant)."""
+    rate = peak * min(1.0, (step - phase_start) / max(warmup, 1))
+    before = total - cosine_steps
+    if cosine_steps and step > before:
+        rate *= 0.5 * (1 + math.cos(math.pi * (step - before - 1) / cosine_steps))
+    return rate
 
 
 def main(argv=None) -> Dict[str, float]:
@@ -271,11 +288,23 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--reset-optimizer", action="store_true",
                    help="fresh AdamW moments and warm-up at each curriculum phase (as the "
                         "recipe's one `vlxseek train` run per phase)")
+    p.add_argument("--cosine-last", action="store_true",
+                   help="the last curriculum phase's rate falls to 0 on a cosine (the "
+                        "recipe's 2-6 phase: a falling rate settles the search)")
+    p.add_argument("--save-state", default=None, metavar="PATH",
+                   help="at the end, write the LLM's and the connector's weights here")
+    p.add_argument("--load-state", default=None, metavar="PATH",
+                   help="start from weights written by --save-state (same sizes and seed: "
+                        "the feature codes come from --seed)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--by-length", nargs="+", type=int, default=None, metavar="N",
                    help="at every log line, also the first-region accuracy of detect_all "
                         "prompts of each of these list lengths (fresh samples, untrained)")
+    p.add_argument("--by-length-task", default="detect_all",
+                   choices=("detect_all", "detect_all_pair"),
+                   help="the task --by-length scores (detect_all_pair: rows named by colour "
+                        "and shape)")
     a = p.parse_args(argv)
     if a.by_length and not all(1 <= n <= len(WORDS) for n in a.by_length):
         p.error(f"--by-length: list lengths are 1..{len(WORDS)}")
@@ -305,6 +334,10 @@ def main(argv=None) -> Dict[str, float]:
     if state is not None:
         model.load_state_dict(state, strict=True)
     features = FeatureRows(a.feature_dim, a.hidden, a.feature_noise, a.seed)
+    if a.load_state:
+        saved = torch.load(a.load_state, weights_only=True)
+        model.load_state_dict(saved["model"])
+        features.load_state_dict(saved["features"])
     if a.freeze_vocab:  # like stage 1's row freezing (training/freezing.py): only the rows of
         # the tokens FO1 adds (here the regions, NONE and the markup) train
         trainable = torch.zeros(config.vocab_size, 1)
@@ -331,9 +364,10 @@ def main(argv=None) -> Dict[str, float]:
         if a.reset_optimizer and step > 1 and phase_at_start(phases, step):
             opt.state.clear()  # as a new `vlxseek train` run per phase: fresh moments, warm-up
             phase_start = step - 1
+        rate = learning_rate(a.lr, step, phase_start, a.warmup,
+                             phases[-1][2] if a.cosine_last else 0, a.steps)
         for group in opt.param_groups:
-            group["lr"] = a.lr * group.get("scale", 1.0) * min(
-                1.0, (step - phase_start) / max(a.warmup, 1))
+            group["lr"] = rate * group.get("scale", 1.0)
         tasks = rng.choices(names, weights, k=a.batch_size)
         lo, hi, rows_mode, image = phase_at(phases, step)
         ids, labels, mask, is_caption = batch(
@@ -360,7 +394,8 @@ def main(argv=None) -> Dict[str, float]:
             if a.by_length:
                 # the same prompts at every log line (their own stream), so that lines compare
                 acc = first_region_by_length(model, features, a.by_length, a, phases[-1],
-                                             random.Random(a.seed + 10 ** 6))
+                                             random.Random(a.seed + 10 ** 6),
+                                             task=a.by_length_task)
                 summary.update({f"first_region_acc_n{n}": v for n, v in acc.items()})
                 by_length = "  by length " + " ".join(f"{n}:{v:.2f}" for n, v in acc.items())
             print(f"step {step:5d}  {time.time() - start:6.0f} s  "
@@ -368,6 +403,9 @@ def main(argv=None) -> Dict[str, float]:
                               if not k.startswith("first_region_acc_n")) + by_length,
                   flush=True)
             window = []
+    if a.save_state:
+        torch.save({"model": model.state_dict(), "features": features.state_dict()},
+                   a.save_state)
     return summary
 
 

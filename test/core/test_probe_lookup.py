@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from benchmarks.lookup_tasks import GROUND, OBJECTS, REGIONS, WORDS, batch, make_sample
+from benchmarks.lookup_tasks import GROUND, OBJECTS, REGIONS, VOCAB, WORDS, batch, make_sample
 from benchmarks.probe_lookup import accuracies, main
 
 
@@ -348,7 +348,7 @@ def test_init_from_a_checkpoint_computes_what_its_text_model_computes(tiny_model
     prefix, task_text, real = layout_and_ids(load_tokenizer(tiny_model_dir))
     assert (info["prefix"], info["task_text"]) == (prefix, task_text) == (3, 21)
     model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=240, hidden_size=info["hidden"], intermediate_size=info["intermediate"],
+        vocab_size=VOCAB, hidden_size=info["hidden"], intermediate_size=info["intermediate"],
         num_hidden_layers=info["layers"], num_attention_heads=info["heads"],
         num_key_value_heads=info["kv_heads"], rope_theta=info["rope_theta"],
         tie_word_embeddings=True)).eval()
@@ -403,3 +403,80 @@ def test_reset_optimizer_restarts_moments_and_warm_up_at_each_phase(monkeypatch)
           "--curriculum", "2-2:3", "3-3:2", "2-4:1"])
     assert rates == [0.5, 1.0, 1.0, 0.5, 1.0, 0.5]  # the warm-up starts again per phase
     assert steps_seen == [0, 1, 2, 0, 1, 0]  # fresh AdamW state per phase
+
+
+def test_pair_tasks_name_each_row_by_its_colour_then_its_shape():
+    from benchmarks.lookup_tasks import (COLOURS, DETECT, DETECT_ALL, END, N_COLOURS, SHAPES,
+                                         pair_label)
+
+    assert pair_label(WORDS[0]) == [COLOURS[0], SHAPES[0]]
+    assert pair_label(WORDS[N_COLOURS + 2]) == [COLOURS[2], SHAPES[1]]
+    assert len({tuple(pair_label(w)) for w in WORDS}) == len(WORDS)  # a label names one word
+    rng = random.Random(9)
+    shared = 0
+    for _ in range(40):
+        prompt, answer = make_sample("detect_pair", rng, 5, 8, prefix=3)
+        pairs = _pairs(prompt)
+        word = next(w for w in pairs if pair_label(w) == prompt[-2:])
+        assert prompt[-3] == DETECT
+        assert answer[:3] == [GROUND] + pair_label(word) and answer[4] == OBJECTS
+        assert answer[5] == pairs[word]
+        shared += any(set(pair_label(w)) & set(pair_label(word)) for w in pairs if w != word)
+        prompt, answer = make_sample("detect_all_pair", rng, 3, 6, prefix=0)
+        pairs = _pairs(prompt)
+        assert prompt[-1] == DETECT_ALL
+        blocks = [answer[i:i + 7] for i in range(0, len(answer) - 1, 7)]
+        assert len(blocks) == len(pairs) and answer[-1] == END
+        named = {}
+        for block in blocks:
+            (word,) = [w for w in pairs if pair_label(w) == block[1:3]]
+            named[word] = block[5]
+        assert named == pairs  # every row once, by its own label
+    assert shared > 30  # most lists of 5-8 rows hold a row sharing the target's colour or shape
+
+
+def test_by_length_can_score_the_pair_task(monkeypatch):
+    import benchmarks.probe_lookup as probe
+
+    asked = []
+    real = probe.make_sample
+
+    def spy(task, rng, n_min, n_max, *args):
+        asked.append(task)
+        return real(task, rng, n_min, n_max, *args)
+
+    monkeypatch.setattr(probe, "make_sample", spy)
+    out = main(["--steps", "2", "--batch-size", "4", "--layers", "1", "--hidden", "32",
+                "--heads", "2", "--log-every", "2", "--tasks", "detect_all_pair=1",
+                "--rows", "features", "--by-length", "4", "--by-length-task",
+                "detect_all_pair"])
+    assert 0 <= out["first_region_acc_n4"] <= 1
+    assert set(asked) == {"detect_all_pair"} and len(asked) == 8 + 256
+
+
+def test_learning_rate_warms_up_then_falls_on_a_cosine_in_the_last_phase():
+    from benchmarks.probe_lookup import learning_rate
+
+    assert learning_rate(1e-3, 5, 0, 10, 0, 100) == 5e-4  # warm-up
+    assert learning_rate(1e-3, 90, 0, 10, 0, 100) == 1e-3  # constant without --cosine-last
+    assert learning_rate(1e-3, 60, 0, 10, 40, 100) == 1e-3  # before the last phase
+    assert learning_rate(1e-3, 61, 0, 10, 40, 100) == 1e-3  # the cosine's first step
+    assert math.isclose(learning_rate(1e-3, 81, 0, 10, 40, 100), 5e-4)
+    assert 0 < learning_rate(1e-3, 100, 0, 10, 40, 100) < 1e-5
+    assert learning_rate(1e-3, 61, 60, 10, 40, 100) == 1e-4  # a phase's own warm-up too
+
+
+def test_saved_state_loads_back(tmp_path):
+    small = ["--batch-size", "4", "--layers", "1", "--hidden", "32", "--heads", "2",
+             "--log-every", "1", "--tasks", "detect_all_pair=1", "--rows", "features"]
+    first, again = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    main(["--steps", "2", "--save-state", first] + small)
+    main(["--steps", "1", "--lr", "0", "--load-state", first, "--save-state", again] + small)
+    a, b = torch.load(first), torch.load(again)
+    assert set(a) == {"model", "features"}
+    for part in a:
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])  # lr 0: unchanged
+    c = str(tmp_path / "c.pt")
+    main(["--steps", "1", "--load-state", first, "--save-state", c] + small)
+    assert not all(torch.equal(a["model"][k], torch.load(c)["model"][k]) for k in a["model"])
