@@ -8,15 +8,15 @@ training loop, from that checkpoint, does what ``vlxseek train`` did from it, th
 lies in the weights the earlier phases left, not in the loop (docs/scene-model-notes.md,
 "The 2–6 phase stalls in the weights it starts from").
 
-The sandbox speaks its own vocabulary (``lookup_tasks.VOCAB`` tokens). Each sandbox token that a text-region
-``detect_all`` prompt of ``make-text-regions`` uses gets the checkpoint's embedding row of the
-real token it stands for: ``<regionK>``, the 30 default words (sandbox word ``i`` is
+The sandbox speaks its own vocabulary (``lookup_tasks.VOCAB`` tokens). Each sandbox token that a
+text-region ``detect_all`` prompt of ``make-text-regions`` uses gets the checkpoint's embedding
+row of the real token it stands for: ``<regionK>``, the 30 default words (sandbox word ``i`` is
 :data:`~vlxseek_core.training.text_regions.DEFAULT_WORDS` ``[i]``), the answer markup, the
 prompt's fixed tokens before the list (the filler prefix) and after it (the ``detect_all``
 token, then the task text). Other sandbox tokens keep fresh random rows (std 0.02). The LLM's
 other weights are copied as they are: the FO1 text model computes what a stock
-``Qwen2ForCausalLM`` of the same sizes computes on text (M-RoPE with equal position
-components is 1-D RoPE).
+``Qwen2ForCausalLM`` of the same sizes computes on text (M-RoPE with equal position components
+is 1-D RoPE).
 """
 from __future__ import annotations
 

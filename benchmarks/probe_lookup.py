@@ -41,8 +41,9 @@ vectors instead of word tokens (all of them, or each with probability ``--mixed-
 in for the region features of images. A row's feature is ``colour code + shape code + noise``
 (fixed random codes of ``--feature-dim``, noise ``--feature-noise``), read through a trainable
 two-layer MLP connector (FO1's ``mm_projector_aux``) into the LLM's embedding space, while the
-answer names the row by its word token: the cross-modal match that image rows need. ``--region-ids``
-numbers the rows ``<region0..n-1>`` in order (FO1, default), shuffled, or with any n of the 100.
+answer names the row by its word token: the cross-modal match that image rows need.
+``--region-ids`` numbers the rows ``<region0..n-1>`` in order (FO1, default), shuffled, or with
+any n of the 100.
 
 Printed every ``--log-every`` steps: ``first_region_acc`` — the first region token of each
 detect/detect_all answer (no exclusion shortcut: chance = mean 1/n), ``region_acc`` — all region
