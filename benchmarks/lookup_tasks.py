@@ -62,32 +62,23 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     order = rng.sample(range(n), n)
     if task == "caption":
         return prompt + [CAPTION], [t for i in order for t in (ids[i], words[i])] + [END]
-    if task == "detect":
+    label = pair_label if task.endswith("_pair") else (lambda w: [w])
+    if task in ("detect", "detect_pair"):
         k = order[0]
-        return (prompt + [DETECT, words[k]],
-                [GROUND, words[k], GROUND_END, OBJECTS, ids[k], OBJECTS_END, END])
-    if task == "detect_pair":
-        k = order[0]
-        return (prompt + [DETECT] + pair_label(words[k]),
-                [GROUND] + pair_label(words[k]) + [GROUND_END, OBJECTS, ids[k], OBJECTS_END, END])
-    if task == "detect_all_pair":
-        answer = [t for i in order for t in
-                  [GROUND] + pair_label(words[i]) + [GROUND_END, OBJECTS, ids[i], OBJECTS_END]]
-        return prompt + [DETECT_ALL] + TASK_TEXT[:task_text], answer + [END]
-    if task == "detect_all":
-        blocks = [(words[i], ids[i]) for i in order]
-        if rng.random() < absent:
+        return prompt + [DETECT] + label(words[k]), _block(label(words[k]), ids[k]) + [END]
+    if task in ("detect_all", "detect_all_pair"):
+        blocks = [(label(words[i]), ids[i]) for i in order]
+        if task == "detect_all" and rng.random() < absent:
             missing = rng.choice([w for w in WORDS if w not in words])
-            blocks.insert(rng.randint(0, n), (missing, NONE))
-        answer = [t for w, r in blocks for t in (GROUND, w, GROUND_END, OBJECTS, r, OBJECTS_END)]
+            blocks.insert(rng.randint(0, n), ([missing], NONE))
+        answer = [t for name, r in blocks for t in _block(name, r)]
         return prompt + [DETECT_ALL] + TASK_TEXT[:task_text], answer + [END]
     if task == "echo":  # one hop: name the token just before the last one (a previous-token
         k = order[0]    # head whose values carry the token; not scored)
         return prompt + [ECHO, ids[k], words[k]], [ids[k], END]
     if task == "detect_many":  # dense lookups: 8 blocks, regions drawn with replacement
         picks = [rng.randrange(n) for _ in range(8)]
-        answer = [t for i in picks
-                  for t in (GROUND, words[i], GROUND_END, OBJECTS, ids[i], OBJECTS_END)]
+        answer = [t for i in picks for t in _block([words[i]], ids[i])]
         return prompt + [DETECT_ALL], answer + [END]
     colour = COLOURS[(words[order[0]] - WORDS[0]) % N_COLOURS]
     if task == "recall":  # one hop: match the row by an attribute, copy the row itself
@@ -101,6 +92,11 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         return (prompt + [DETECT_COLOUR, colour],
                 [GROUND, colour, GROUND_END, OBJECTS, ids[order[0]], OBJECTS_END, END])
     raise ValueError(f"unknown task {task!r}")
+
+
+def _block(label: List[int], region: int) -> List[int]:
+    """One answer block: ``<ground>label</ground><objects>region</objects>``."""
+    return [GROUND] + label + [GROUND_END, OBJECTS, region, OBJECTS_END]
 
 
 def pair_label(word: int) -> List[int]:
