@@ -23,7 +23,7 @@ TASK_TEXT = list(range(210, 240))  # stands in for the fixed task text after the
 N_SHAPES = len(WORDS) // N_COLOURS
 SHAPES = list(range(240, 240 + N_SHAPES))  # query tokens naming a shape
 VOCAB = 240 + N_SHAPES
-ROWS = ("words", "features", "mixed")
+ROWS = ("words", "features", "mixed", "pooled")
 
 
 REGION_IDS = ("ordered", "shuffled", "random")
@@ -32,7 +32,8 @@ REGION_IDS = ("ordered", "shuffled", "random")
 def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
                 prefix: int, fixed_prefix: bool = False,
                 region_ids: str = "ordered", absent: float = 0.0,
-                task_text: int = 0, image_tokens: int = 0) -> Tuple[List[int], List[int]]:
+                task_text: int = 0, image_tokens: int = 0,
+                same_colour: float = 0.0) -> Tuple[List[int], List[int]]:
     """One (prompt ids, answer ids) pair of ``task`` with n_min..n_max regions, after
     ``prefix`` filler tokens: random ones (like image tokens), or with ``fixed_prefix`` the
     same ones in every sample (like a system turn). ``region_ids``: the rows' index tokens are
@@ -44,13 +45,17 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
     ``detect_pair`` and ``detect_all_pair`` name a row by two tokens, its colour then its
     shape (:func:`pair_label`, the scenes' "red" " circle"), where other rows of the list
     may share either one: the conjunction lookup of docs/scene-model-notes.md "Where the
-    lookup attends"."""
+    lookup attends". With probability ``same_colour`` a pair task's rows all share one colour
+    (at most ``N_SHAPES`` of them): only the shape then tells the target apart."""
     n = rng.randint(n_min, n_max)
     if task in ("recall", "recall_ground", "detect_colour",
                 "detect_colour_short"):  # distinct colours: a colour names one row
         words = [WORDS[0] + rng.randrange(len(WORDS) // N_COLOURS) * N_COLOURS + c
                  for c in rng.sample(range(N_COLOURS), min(n, N_COLOURS))]
         n = len(words)
+    elif same_colour and task.endswith("_pair") and rng.random() < same_colour:
+        colour, n = rng.randrange(N_COLOURS), min(n, N_SHAPES)
+        words = [WORDS[0] + s * N_COLOURS + colour for s in rng.sample(range(N_SHAPES), n)]
     else:
         words = rng.sample(WORDS, n)
     prompt = (FILLER[:prefix] if fixed_prefix else

@@ -34,14 +34,18 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 
 ``--curriculum 2-2:800 3-3:800 2-4:1000`` runs phases of region counts one after another (fixed
 list lengths first form the reverse lookup far sooner than mixed ones; README). A phase may
-add ``:features`` or ``:mixed`` (``--rows``) and then a number of random "image" tokens after
-the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image block precedes
+add ``:features``, ``:mixed`` or ``:pooled`` (``--rows``) and then a number of random "image"
+tokens after the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image block precedes
 the rows; text-region records have none): the rows of the prompt's list are then feature
 vectors instead of word tokens (all of them, or each with probability ``--mixed-p``), standing
 in for the region features of images. A row's feature is ``colour code + shape code + noise``
 (fixed random codes of ``--feature-dim``, noise ``--feature-noise``), read through a trainable
 two-layer MLP connector (FO1's ``mm_projector_aux``) into the LLM's embedding space, while the
 answer names the row by its word token: the cross-modal match that image rows need.
+``pooled`` rows are one position each too, the mean of the LLM's own embedding rows of the
+word's two-token label (a text phrase pooled to an image row's one position).
+``--same-colour``, ``--freeze-llm`` and ``--weight-decay`` are the levers of
+docs/scene-model-notes.md "The single-attribute plateau".
 ``--region-ids`` numbers the rows ``<region0..n-1>`` in order (FO1, default), shuffled, or with
 any n of the 100.
 
@@ -62,10 +66,12 @@ from typing import Dict, List
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from benchmarks.lookup_tasks import (GROUND, GROUND_END, N_COLOURS, N_SHAPES, NONE, OBJECTS,
-                                     OBJECTS_END, REGION_IDS, REGIONS, ROWS, VOCAB, WORDS,
-                                     Phase, batch, make_sample, parse_curriculum, phase_at,
-                                     phase_at_start)
+from benchmarks.lookup_tasks import (COLOURS, GROUND, GROUND_END, N_COLOURS, N_SHAPES, NONE,
+                                     OBJECTS, OBJECTS_END, REGION_IDS, REGIONS, ROWS, SHAPES,
+                                     VOCAB, WORDS, Phase, batch, make_sample, parse_curriculum,
+                                     phase_at, phase_at_start)
+
+COLOURS_T, SHAPES_T = torch.tensor(COLOURS), torch.tensor(SHAPES)
 
 
 def _after_region(ids: torch.Tensor) -> torch.Tensor:
@@ -100,6 +106,23 @@ class FeatureRows(torch.nn.Module):
         w = words - WORDS[0]
         feat = self.colour[w % N_COLOURS] + self.shape[w // N_COLOURS]
         return self.connector(feat + self.noise * torch.randn_like(feat))
+
+
+class PooledRows(torch.nn.Module):
+    """Rows made of the LLM's own token rows: word w's row is the mean of the input embeddings
+    of its two-token label (:func:`~benchmarks.lookup_tasks.pair_label`, colour then shape),
+    float ``[hidden]`` at one position, as an image row is one position (``--rows pooled``: a
+    phrase row pooled to one position instead of one position per token)."""
+
+    def __init__(self, embedding: torch.nn.Embedding):
+        super().__init__()
+        self.embedding = [embedding]  # a list: not a submodule (its weight is the LLM's)
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        """Long ``[N]`` word ids → float ``[N, hidden]`` row embeddings."""
+        w = words - WORDS[0]
+        labels = torch.stack([COLOURS_T[w % N_COLOURS], SHAPES_T[w // N_COLOURS]], 1)
+        return self.embedding[0](labels).mean(1)
 
 
 def with_row_echo(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -183,7 +206,8 @@ def accuracies(pred, labels, is_caption) -> Dict[str, float]:
 def feature_row_mask(ids: torch.Tensor, labels: torch.Tensor, rows_mode: str,
                      mixed_p: float) -> torch.Tensor:
     """bool ``[B, L]``: the prompt rows that take a feature row under ``rows_mode`` (none for
-    ``words``, every row for ``features``, each with probability ``mixed_p`` for ``mixed``)."""
+    ``words``, every row for ``features`` and ``pooled``, each with probability ``mixed_p``
+    for ``mixed``)."""
     rows = list_rows(ids, labels)
     if rows_mode == "words":
         rows[:] = False
@@ -250,6 +274,9 @@ def main(argv=None) -> Dict[str, float]:
                         "random ones of the 100")
     p.add_argument("--absent", type=float, default=0.0,
                    help="detect_all: share of samples that also name one absent word (NONE)")
+    p.add_argument("--same-colour", type=float, default=0.0,
+                   help="pair tasks: share of training samples whose rows all share one "
+                        "colour (the shape alone picks the target; scored samples never)")
     p.add_argument("--task-text", type=int, default=0,
                    help="detect_all: fixed tokens after the query (the task text)")
     p.add_argument("--loss-on", default="answer", choices=("answer", "regions", "choices"),
@@ -259,8 +286,13 @@ def main(argv=None) -> Dict[str, float]:
                    help="vocabulary size (the tokens past the probe's own are never input; "
                         "151936 = the FO1 vocabulary's softmax and tied embedding)")
     p.add_argument("--beta2", type=float, default=0.999, help="AdamW beta2")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="AdamW's decoupled weight decay (every trained parameter)")
     p.add_argument("--embedding-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier of the (tied) embedding")
+    p.add_argument("--freeze-llm", action="store_true",
+                   help="train the feature rows' connector alone (the paper's stage 1, as 1a: "
+                        "feature rows aligned to what a frozen LLM reads)")
     p.add_argument("--freeze-vocab", action="store_true",
                    help="keep the (tied) embedding rows of every token but the region tokens, "
                         "NONE and the markup at their random initialisation")
@@ -272,8 +304,10 @@ def main(argv=None) -> Dict[str, float]:
     p.add_argument("--row-echo", action="store_true",
                    help="also predict, at every row of the list, the <regionK> before it")
     p.add_argument("--rows", default="words", choices=ROWS,
-                   help="the prompt's rows: word tokens, feature vectors (all) or mixed (each "
-                        "with probability --mixed-p); a curriculum phase may override it")
+                   help="the prompt's rows: word tokens, feature vectors (all), mixed (each "
+                        "with probability --mixed-p) or pooled (the mean of the LLM's rows of "
+                        "the word's two-token label, one position); a curriculum phase may "
+                        "override it")
     p.add_argument("--mixed-p", type=float, default=0.5)
     p.add_argument("--feature-dim", type=int, default=64)
     p.add_argument("--feature-noise", type=float, default=0.3)
@@ -335,6 +369,7 @@ def main(argv=None) -> Dict[str, float]:
     if state is not None:
         model.load_state_dict(state, strict=True)
     features = FeatureRows(a.feature_dim, a.hidden, a.feature_noise, a.seed)
+    pooled = PooledRows(model.get_input_embeddings())
     if a.load_state:
         saved = torch.load(a.load_state, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -345,11 +380,15 @@ def main(argv=None) -> Dict[str, float]:
         trainable[REGIONS + [GROUND, GROUND_END, OBJECTS, OBJECTS_END, NONE]] = 1
         model.get_input_embeddings().weight.register_hook(lambda grad: grad * trainable)
     embedding = model.get_input_embeddings().weight
-    opt = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p is not embedding]},
-         {"params": list(features.parameters()), "scale": a.connector_lr_scale},
-         {"params": [embedding], "scale": a.embedding_lr_scale}],
-        lr=a.lr, weight_decay=0.0, betas=(0.9, a.beta2))
+    connector = {"params": list(features.parameters()), "scale": a.connector_lr_scale}
+    if a.freeze_llm:  # stage 1's split: the LLM (and its embedding) frozen, the connector trains
+        model.requires_grad_(False)
+        groups = [connector]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p is not embedding]}, connector,
+                  {"params": [embedding], "scale": a.embedding_lr_scale}]
+    opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=a.weight_decay,
+                            betas=(0.9, a.beta2))
     regions = " then ".join(f"{lo}-{hi} regions as {rows} after {image} image tokens "
                             f"({n} steps)" for lo, hi, n, rows, image in phases)
     start_from = f", from {a.init_from}" if a.init_from else ""
@@ -373,7 +412,7 @@ def main(argv=None) -> Dict[str, float]:
         lo, hi, rows_mode, image = phase_at(phases, step)
         ids, labels, mask, is_caption = batch(
             [make_sample(t, rng, lo, hi, a.prefix, a.fixed_prefix,
-                         a.region_ids, a.absent, a.task_text, image)
+                         a.region_ids, a.absent, a.task_text, image, a.same_colour)
              for t in tasks], tasks)
         rows = feature_row_mask(ids, labels, rows_mode, a.mixed_p)
         loss_labels = with_list_loss(ids, labels, mask) if a.list_loss else labels
@@ -381,7 +420,8 @@ def main(argv=None) -> Dict[str, float]:
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
         loss, pred = sparse_loss(model, ids, mask, labels,
                                  with_row_echo(ids, loss_labels) if a.row_echo else loss_labels,
-                                 rows, features, per_sample=a.loss_mean == "sample")
+                                 rows, pooled if rows_mode == "pooled" else features,
+                                 per_sample=a.loss_mean == "sample")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(features.parameters()),
                                        1.0)
@@ -394,7 +434,8 @@ def main(argv=None) -> Dict[str, float]:
             by_length = ""
             if a.by_length:
                 # the same prompts at every log line (their own stream), so that lines compare
-                acc = first_region_by_length(model, features, a.by_length, a, phases[-1],
+                acc = first_region_by_length(model, pooled if phases[-1][3] == "pooled"
+                                             else features, a.by_length, a, phases[-1],
                                              random.Random(a.seed + 10 ** 6),
                                              task=a.by_length_task)
                 summary.update({f"first_region_acc_n{n}": v for n, v in acc.items()})
