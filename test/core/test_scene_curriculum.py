@@ -418,3 +418,41 @@ def test_unique_colours_lets_the_colour_pick_every_shape(tmp_path, capsys):
     assert sum(len(found) for found in labels) >= 28  # 4 objects a scene, room aside
     _cli_refuses(str(tmp_path / "unique"), capsys, "contradict",
                  ["--unique-colours", "--shared-colour", "0.5"])
+
+
+def _one_colour(categories) -> bool:
+    """The coloured shapes of ``categories`` (at least two distinct) all have one colour."""
+    shapes = {c for c in categories if c not in S.PHOTOS}
+    return len(shapes) >= 2 and len({c.split(" ")[0] for c in shapes}) == 1
+
+
+def test_one_colour_leaves_the_shape_alone_to_tell_shapes_apart(tmp_path, capsys):
+    """`one_colour` is the chance that every coloured shape of a scene takes one colour: off,
+    the scenes are those of before (no extra draw); on, a scene with two or more coloured
+    shapes has them in one colour, the copy cap and the split's categories hold, the object
+    count stays; it refuses a bad rate and unique colours beside it, and `make-scenes
+    --one-colour` writes such scenes."""
+    kw = dict(max_objects=6, max_copies=1, min_objects=2)
+    multi = 0
+    for seed in range(120):
+        base = S.generate_scene(seed, "train", 112, **kw)
+        assert base.objects == S.generate_scene(seed, "train", 112, one_colour=0.0, **kw).objects
+        scene = S.generate_scene(seed, "train", 112, one_colour=1.0, **kw)
+        cats = [o.category for o in scene.objects]
+        assert len(cats) == len(set(cats)) and len(cats) == len(base.objects)
+        assert not any(S.names_unseen_object(c) for c in cats)
+        if sum(c not in S.PHOTOS for c in cats) >= 2:
+            multi += 1
+            assert _one_colour(cats), cats
+    assert multi >= 60
+    for bad in (-0.1, 1.5, "0.5"):
+        with pytest.raises(InvalidRequestError, match="one_colour"):
+            S.generate_scene(1, "train", 112, one_colour=bad)
+    with pytest.raises(InvalidRequestError, match="contradict"):
+        D.make_scenes(str(tmp_path / "never"), 1, 1, one_colour=0.5, unique_colours=True)
+    assert not os.path.exists(tmp_path / "never")
+    recs = _cli_scenes(str(tmp_path / "one"), 8, "--one-colour", "1", "--max-objects", "6",
+                       "--min-objects", "5", "--max-copies", "1", "--tasks", "detect_all")
+    labels = [re.findall(r"<ground>(.*?)</ground>", r.answer) for r in recs]
+    assert sum(_one_colour(found) for found in labels) >= 5, labels
+    _cli_refuses(str(tmp_path / "one"), capsys, "--one-colour must be", ["--one-colour", "2"])

@@ -54,6 +54,7 @@ def cmd_make_scenes(args) -> int:
                           min_objects=args.min_objects,
                           shared_colour=_rate(args.shared_colour, "--shared-colour"),
                           unique_colours=args.unique_colours,
+                          one_colour=_rate(args.one_colour, "--one-colour"),
                           rejection_rate=_rate(args.rejection_rate),
                           detect_extra_absent=_rate(args.detect_extra_absent,
                                                     "--detect-extra-absent"),
@@ -154,6 +155,10 @@ def add_data_commands(subparsers) -> None:
                    help="probability that one coloured shape of a scene shares its colour with "
                         "another shape of the scene, so that the colour alone does not pick it "
                         "(a curriculum knob for shape in the lookup; 0)")
+    m.add_argument("--one-colour", default="0",
+                   help="probability that every coloured shape of a scene has one colour, so "
+                        "that only the shape tells them apart (a curriculum knob for shape in "
+                        "the lookup; 0; not with --unique-colours)")
     m.add_argument("--unique-colours", action="store_true",
                    help="coloured shapes of different categories never share a colour, so the "
                         "colour alone picks out each (a curriculum knob; not with "

@@ -300,17 +300,18 @@ def scene_image_name(seed: int, split: str) -> str:
 def scene_sample(seed: int, split: str = "train", size: int = 224,
                  max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
                  min_objects: Optional[int] = None, shared_colour: float = 0.0,
-                 unique_colours: bool = False, **record_kwargs
+                 unique_colours: bool = False, one_colour: float = 0.0, **record_kwargs
                  ) -> Tuple[Scene, List[TrainingRecord]]:
     """A scene and its records from a seed, without touching the disk (infinite data).
 
     The records' randomness is its own stream of ``(seed, split)``, so the scene does not
     depend on ``record_kwargs`` (see :func:`scene_records`); the image name is
     :func:`scene_image_name`. ``max_objects``, ``max_copies``, ``min_objects``,
-    ``shared_colour``, ``unique_colours``: see :func:`~.scenes.generate_scene`.
+    ``shared_colour``, ``unique_colours``, ``one_colour``: see
+    :func:`~.scenes.generate_scene`.
     """
     scene = generate_scene(seed, split, size, max_objects, max_copies, min_objects,
-                           shared_colour, unique_colours)
+                           shared_colour, unique_colours, one_colour)
     rng = np.random.default_rng([int(seed), SPLITS[split], 1])
     return scene, scene_records(scene, scene_image_name(seed, split), rng, **record_kwargs)
 
@@ -337,7 +338,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
 
     Scene ``i`` of a split has seed ``seed * 10_000_000 + i`` (so ``num_* < 10**7``);
     ``record_kwargs`` go to :func:`scene_sample` (``max_objects``, ``max_copies``,
-    ``min_objects``, ``shared_colour``, ``unique_colours``) and
+    ``min_objects``, ``shared_colour``, ``unique_colours``, ``one_colour``) and
     :func:`scene_records` (``max_candidates``, ``max_distractors``, ``rejection_rate``, …).
     Work is spread over ``workers`` processes (default: all CPU cores).
 
@@ -358,7 +359,8 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     check_min_objects(record_kwargs.get("min_objects"),
                       record_kwargs.get("max_objects", MAX_OBJECTS))
     check_colour_knobs(record_kwargs.get("shared_colour", 0.0),
-                       record_kwargs.get("unique_colours", False))
+                       record_kwargs.get("unique_colours", False),
+                       record_kwargs.get("one_colour", 0.0))
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     load_assets()  # load once before forking: workers inherit the decoded photos
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

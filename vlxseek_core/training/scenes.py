@@ -185,7 +185,8 @@ def _choose_categories(rng: np.random.Generator, split: str,
                        max_objects: int = MAX_OBJECTS,
                        max_copies: Optional[int] = None,
                        min_objects: Optional[int] = None,
-                       shared_colour: float = 0.0, unique_colours: bool = False) -> List[str]:
+                       shared_colour: float = 0.0, unique_colours: bool = False,
+                       one_colour: float = 0.0) -> List[str]:
     """2-``max_objects`` categories (1 if it is 1; ``min_objects``-``max_objects`` if given);
     often one repeated (superlatives exist).
 
@@ -202,6 +203,9 @@ def _choose_categories(rng: np.random.Generator, split: str,
     that would are skipped), so the colour alone picks out every coloured shape: the image
     lookup forms on such scenes within a few hundred steps, where it stays at chance on the
     default ones (docs/scene-model-notes.md "Scenes where every colour is unique").
+
+    ``one_colour``: probability that every coloured shape of the scene takes one colour, so
+    that only the shape tells them apart (see :func:`_one_colour`).
     """
     vocab = split_categories(split)
     # integers(2, 7) at the default, so scenes of the default are unchanged by the options
@@ -228,6 +232,8 @@ def _choose_categories(rng: np.random.Generator, split: str,
     cats = cats[:max_objects]
     if shared_colour > 0 and rng.random() < shared_colour:  # no draw at 0: scenes as before
         _colour_mate(rng, cats, vocab, cap)
+    if one_colour > 0 and rng.random() < one_colour:  # no draw at 0: scenes as before
+        _one_colour(rng, cats, vocab, cap)
     return cats
 
 
@@ -262,6 +268,32 @@ def _colour_mate(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> 
         cats[slot] = mates[int(rng.integers(len(mates)))]
 
 
+def _one_colour(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> None:
+    """Recolour, in place, every coloured shape of ``cats`` with the colour of one of them.
+
+    Each keeps its shape where the split shows that category and the ``cap`` allows it,
+    else takes another shape of that colour, else a photo (else it stays as it was). A
+    curriculum knob for the shape in the lookup: a lookup that reads the colour alone sits
+    at chance among such shapes (docs/scene-model-notes.md "The single-attribute plateau").
+    Nothing changes when the scene has fewer than two coloured shapes.
+    """
+    coloured = [i for i, c in enumerate(cats) if c not in PHOTOS]
+    if len(coloured) < 2:
+        return
+    colour = cats[coloured[int(rng.integers(len(coloured)))]].split(" ")[0]
+    for i in coloured:
+        kept = cats[:i] + cats[i + 1:]
+        own = f"{colour} {cats[i].split(' ')[1]}"
+        allowed = [c for c in [f"{colour} {s}" for s in SHAPES] + sorted(PHOTOS)
+                   if c in vocab and kept.count(c) < cap]
+        if own in allowed:
+            cats[i] = own
+        elif allowed:
+            shapes = [c for c in allowed if c not in PHOTOS]
+            pool = shapes or allowed
+            cats[i] = pool[int(rng.integers(len(pool)))]
+
+
 def check_max_copies(max_copies, name: str = "max_copies") -> None:
     """Raise :class:`InvalidRequestError` naming ``name`` unless ``max_copies`` is None (no
     cap) or, as :func:`check_max_objects` asks, an int in 1-:data:`MAX_OBJECTS`."""
@@ -269,11 +301,16 @@ def check_max_copies(max_copies, name: str = "max_copies") -> None:
         check_max_objects(max_copies, name)
 
 
-def check_colour_knobs(shared_colour, unique_colours: bool = False) -> None:
-    """Raise :class:`InvalidRequestError` unless ``shared_colour`` is a rate in [0, 1],
-    ``unique_colours`` a bool, and ``shared_colour`` 0 with ``unique_colours`` (a shared colour
-    and unique colours contradict each other)."""
+def check_colour_knobs(shared_colour, unique_colours: bool = False,
+                       one_colour=0.0) -> None:
+    """Raise :class:`InvalidRequestError` unless ``shared_colour`` and ``one_colour`` are
+    rates in [0, 1], ``unique_colours`` a bool, and both rates 0 with ``unique_colours`` (a
+    shared colour and unique colours contradict each other)."""
     check_rate(shared_colour, "shared_colour")
+    check_rate(one_colour, "one_colour")
+    if unique_colours and one_colour > 0:
+        raise InvalidRequestError("unique_colours and one_colour > 0 contradict each other: "
+                                  "choose one")
     if not isinstance(unique_colours, bool):
         raise InvalidRequestError(f"unique_colours must be True or False, got {unique_colours!r}")
     if unique_colours and shared_colour > 0:
@@ -329,7 +366,7 @@ def _free(box: np.ndarray, placed: List[np.ndarray]) -> bool:
 def generate_scene(seed: int, split: str = "train", size: int = 224,
                    max_objects: int = MAX_OBJECTS, max_copies: Optional[int] = None,
                    min_objects: Optional[int] = None, shared_colour: float = 0.0,
-                   unique_colours: bool = False) -> Scene:
+                   unique_colours: bool = False, one_colour: float = 0.0) -> Scene:
     """One procedural scene, deterministic per its arguments.
 
     Args:
@@ -350,6 +387,9 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
         unique_colours: coloured shapes of different categories never share a colour
             (False, the default: as before; a curriculum knob, see
             :func:`_choose_categories`; not with ``shared_colour`` above 0).
+        one_colour: probability in [0, 1] that every coloured shape of the scene has one
+            colour (0, the default: as before; a curriculum knob, see
+            :func:`_choose_categories`; not with ``unique_colours``).
 
     Returns:
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
@@ -367,7 +407,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     check_max_objects(max_objects)
     check_max_copies(max_copies)
     check_min_objects(min_objects, max_objects)
-    check_colour_knobs(shared_colour, unique_colours)
+    check_colour_knobs(shared_colour, unique_colours, one_colour)
     rng = np.random.default_rng([int(seed), SPLITS[split]])
     assets = load_assets()
     image = _background(rng, size)
@@ -377,7 +417,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     min_side = max(8, round(MIN_SIDE * size / 224))
     max_side = max(min_side, round(MAX_SIDE * size / 224))
     for cat in _choose_categories(rng, split, max_objects, max_copies, min_objects,
-                                  shared_colour, unique_colours):
+                                  shared_colour, unique_colours, one_colour):
         photo = assets.get(cat)
         aspect = photo.shape[0] / photo.shape[1] if photo is not None else 1.0
         # photos keep their aspect ratio: the longer side must leave the shorter one >= 28 px
