@@ -35,10 +35,10 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 ``--curriculum 2-2:800 3-3:800 2-4:1000`` runs phases of region counts one after another (fixed
 list lengths first form the reverse lookup far sooner than mixed ones; README). A phase may
 add ``:features``, ``:mixed`` or ``:pooled`` (``--rows``) and then a number of random "image"
-tokens after the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image block precedes
-the rows; text-region records have none): the rows of the prompt's list are then feature
-vectors instead of word tokens (all of them, or each with probability ``--mixed-p``), standing
-in for the region features of images. A row's feature is ``colour code + shape code + noise``
+tokens after the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image
+block precedes the rows; text-region records have none): the rows of the prompt's list are
+then feature vectors instead of word tokens (all of them, or each with probability
+``--mixed-p``), standing in for the region features of images. A row's feature is ``colour code + shape code + noise``
 (fixed random codes of ``--feature-dim``, noise ``--feature-noise``), read through a trainable
 two-layer MLP connector (FO1's ``mm_projector_aux``) into the LLM's embedding space, while the
 answer names the row by its word token: the cross-modal match that image rows need.
@@ -66,12 +66,10 @@ from typing import Dict, List
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from benchmarks.lookup_tasks import (COLOURS, GROUND, GROUND_END, N_COLOURS, N_SHAPES, NONE,
-                                     OBJECTS, OBJECTS_END, REGION_IDS, REGIONS, ROWS, SHAPES,
-                                     VOCAB, WORDS, Phase, batch, make_sample, parse_curriculum,
+from benchmarks.lookup_tasks import (GROUND, GROUND_END, N_COLOURS, N_SHAPES, NONE, OBJECTS,
+                                     OBJECTS_END, REGION_IDS, REGIONS, ROWS, VOCAB, WORDS,
+                                     Phase, batch, make_sample, pair_label, parse_curriculum,
                                      phase_at, phase_at_start)
-
-COLOURS_T, SHAPES_T = torch.tensor(COLOURS), torch.tensor(SHAPES)
 
 
 def _after_region(ids: torch.Tensor) -> torch.Tensor:
@@ -117,12 +115,12 @@ class PooledRows(torch.nn.Module):
     def __init__(self, embedding: torch.nn.Embedding):
         super().__init__()
         self.embedding = [embedding]  # a list: not a submodule (its weight is the LLM's)
+        self.register_buffer("labels", torch.tensor([pair_label(w) for w in WORDS]),
+                             persistent=False)
 
     def forward(self, words: torch.Tensor) -> torch.Tensor:
         """Long ``[N]`` word ids → float ``[N, hidden]`` row embeddings."""
-        w = words - WORDS[0]
-        labels = torch.stack([COLOURS_T[w % N_COLOURS], SHAPES_T[w // N_COLOURS]], 1)
-        return self.embedding[0](labels).mean(1)
+        return self.embedding[0](self.labels[words - WORDS[0]]).mean(1)
 
 
 def with_row_echo(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -370,6 +368,10 @@ def main(argv=None) -> Dict[str, float]:
         model.load_state_dict(state, strict=True)
     features = FeatureRows(a.feature_dim, a.hidden, a.feature_noise, a.seed)
     pooled = PooledRows(model.get_input_embeddings())
+
+    def row_module(rows_mode: str) -> torch.nn.Module:
+        """What embeds a phase's non-word rows: the pooled labels or the feature rows."""
+        return pooled if rows_mode == "pooled" else features
     if a.load_state:
         saved = torch.load(a.load_state, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -420,8 +422,7 @@ def main(argv=None) -> Dict[str, float]:
             loss_labels = region_choices_only(loss_labels, words=a.loss_on == "choices")
         loss, pred = sparse_loss(model, ids, mask, labels,
                                  with_row_echo(ids, loss_labels) if a.row_echo else loss_labels,
-                                 rows, pooled if rows_mode == "pooled" else features,
-                                 per_sample=a.loss_mean == "sample")
+                                 rows, row_module(rows_mode), per_sample=a.loss_mean == "sample")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(features.parameters()),
                                        1.0)
@@ -434,8 +435,8 @@ def main(argv=None) -> Dict[str, float]:
             by_length = ""
             if a.by_length:
                 # the same prompts at every log line (their own stream), so that lines compare
-                acc = first_region_by_length(model, pooled if phases[-1][3] == "pooled"
-                                             else features, a.by_length, a, phases[-1],
+                acc = first_region_by_length(model, row_module(phases[-1][3]), a.by_length, a,
+                                             phases[-1],
                                              random.Random(a.seed + 10 ** 6),
                                              task=a.by_length_task)
                 summary.update({f"first_region_acc_n{n}": v for n, v in acc.items()})

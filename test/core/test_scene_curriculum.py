@@ -450,6 +450,8 @@ def test_one_colour_leaves_the_shape_alone_to_tell_shapes_apart(tmp_path, capsys
             S.generate_scene(1, "train", 112, one_colour=bad)
     with pytest.raises(InvalidRequestError, match="contradict"):
         D.make_scenes(str(tmp_path / "never"), 1, 1, one_colour=0.5, unique_colours=True)
+    with pytest.raises(InvalidRequestError, match="unique_colours must be True or False"):
+        S.generate_scene(1, "train", 112, one_colour=0.5, unique_colours="no")
     assert not os.path.exists(tmp_path / "never")
     recs = _cli_scenes(str(tmp_path / "one"), 8, "--one-colour", "1", "--max-objects", "6",
                        "--min-objects", "5", "--max-copies", "1", "--tasks", "detect_all")

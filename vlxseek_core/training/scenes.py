@@ -289,8 +289,7 @@ def _one_colour(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> N
         if own in allowed:
             cats[i] = own
         elif allowed:
-            shapes = [c for c in allowed if c not in PHOTOS]
-            pool = shapes or allowed
+            pool = [c for c in allowed if c not in PHOTOS] or allowed  # a shape before a photo
             cats[i] = pool[int(rng.integers(len(pool)))]
 
 
@@ -308,14 +307,12 @@ def check_colour_knobs(shared_colour, unique_colours: bool = False,
     shared colour and unique colours contradict each other)."""
     check_rate(shared_colour, "shared_colour")
     check_rate(one_colour, "one_colour")
-    if unique_colours and one_colour > 0:
-        raise InvalidRequestError("unique_colours and one_colour > 0 contradict each other: "
-                                  "choose one")
     if not isinstance(unique_colours, bool):
         raise InvalidRequestError(f"unique_colours must be True or False, got {unique_colours!r}")
-    if unique_colours and shared_colour > 0:
-        raise InvalidRequestError("unique_colours and shared_colour > 0 contradict each other: "
-                                  "choose one")
+    for name, rate in (("shared_colour", shared_colour), ("one_colour", one_colour)):
+        if unique_colours and rate > 0:
+            raise InvalidRequestError(f"unique_colours and {name} > 0 contradict each other: "
+                                      "choose one")
 
 
 def check_min_objects(min_objects, max_objects: int, name: str = "min_objects") -> None:
