@@ -18,7 +18,7 @@ GROUND, GROUND_END, OBJECTS, OBJECTS_END, END, DETECT, DETECT_ALL, CAPTION = ran
 FILLER = list(range(140, 200))  # stands in for the system turn and the image tokens
 N_COLOURS = 5  # word w has colour (w - 100) % 5 and shape (w - 100) // 5: two attributes
 COLOURS = list(range(200, 200 + N_COLOURS))  # query tokens naming a colour
-RECALL, DETECT_COLOUR, ECHO, NONE = 205, 206, 207, 208  # NONE: the rejection answer
+RECALL, DETECT_COLOUR, ECHO, NONE, DETECT_SHAPE = 205, 206, 207, 208, 209  # NONE: rejection
 TASK_TEXT = list(range(210, 240))  # stands in for the fixed task text after the query
 N_SHAPES = len(WORDS) // N_COLOURS
 SHAPES = list(range(240, 240 + N_SHAPES))  # query tokens naming a shape
@@ -53,6 +53,10 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         words = [WORDS[0] + rng.randrange(len(WORDS) // N_COLOURS) * N_COLOURS + c
                  for c in rng.sample(range(N_COLOURS), min(n, N_COLOURS))]
         n = len(words)
+    elif task == "detect_shape":  # distinct shapes: a shape names one row
+        words = [WORDS[0] + s * N_COLOURS + rng.randrange(N_COLOURS)
+                 for s in rng.sample(range(N_SHAPES), min(n, N_SHAPES))]
+        n = len(words)
     elif same_colour and task.endswith("_pair") and rng.random() < same_colour:
         colour, n = rng.randrange(N_COLOURS), min(n, N_SHAPES)
         words = [WORDS[0] + s * N_COLOURS + colour for s in rng.sample(range(N_SHAPES), n)]
@@ -85,6 +89,10 @@ def make_sample(task: str, rng: random.Random, n_min: int, n_max: int,
         picks = [rng.randrange(n) for _ in range(8)]
         answer = [t for i in picks for t in _block([words[i]], ids[i])]
         return prompt + [DETECT_ALL], answer + [END]
+    if task == "detect_shape":  # reverse lookup by the other attribute ("the circle")
+        shape = SHAPES[(words[order[0]] - WORDS[0]) // N_COLOURS]
+        return (prompt + [DETECT_SHAPE, shape],
+                [GROUND, shape, GROUND_END, OBJECTS, ids[order[0]], OBJECTS_END, END])
     colour = COLOURS[(words[order[0]] - WORDS[0]) % N_COLOURS]
     if task == "recall":  # one hop: match the row by an attribute, copy the row itself
         return prompt + [RECALL, colour], [words[order[0]], END]

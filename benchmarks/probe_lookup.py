@@ -27,7 +27,7 @@ side. Loss on the answer only, as in ``vlxseek train``. Tasks (``--tasks NAME=WE
 * ``recall_ground``: the same word after ``<ground>colour</ground><objects>`` (the gather
   hop of the FO1 answer plus the row match, without the index read-out);
 * ``detect_colour``: a colour → the region of the row of that colour (reverse lookup by an
-  attribute, like "the red one").
+  attribute, like "the red one"); ``detect_shape``: the same by the shape ("the circle").
 * ``detect_pair``, ``detect_all_pair``: ``detect`` and ``detect_all`` with each row named by
   two tokens, its colour then its shape (the scenes' "red" " circle"), among rows that may
   share either (the conjunction lookup; ``--by-length-task detect_all_pair`` scores it).

@@ -86,6 +86,23 @@ def test_attribute_tasks_name_the_one_row_of_the_colour():
                 assert task != "detect_colour" or answer[5] == OBJECTS_END
 
 
+def test_detect_shape_names_the_one_row_of_the_shape():
+    from benchmarks.lookup_tasks import (DETECT_SHAPE, GROUND_END, N_COLOURS, OBJECTS_END,
+                                         SHAPES)
+
+    rng = random.Random(8)
+    for _ in range(30):
+        prompt, answer = make_sample("detect_shape", rng, 2, 8, prefix=3)
+        assert prompt[-2] == DETECT_SHAPE
+        shape = SHAPES.index(prompt[-1])
+        rows = _pairs(prompt)
+        assert 2 <= len(rows) <= len(SHAPES)
+        assert len({(w - WORDS[0]) // N_COLOURS for w in rows}) == len(rows)  # distinct
+        (match,) = [w for w in rows if (w - WORDS[0]) // N_COLOURS == shape]
+        assert answer == [GROUND, prompt[-1], GROUND_END, OBJECTS, rows[match], OBJECTS_END,
+                          answer[-1]]
+
+
 def test_detect_many_draws_blocks_with_replacement():
     rng = random.Random(7)
     prompt, answer = make_sample("detect_many", rng, 2, 2, prefix=0)
