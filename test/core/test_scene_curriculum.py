@@ -234,6 +234,48 @@ def test_make_scenes_cli_detect_all_article(tmp_path, capsys):
                  ["--detect-all-article", "2"], ["--detect-all-article", "some"])
 
 
+def test_detect_all_alias_names_every_category_by_its_one_token_alias():
+    """`detect_all_alias` is the chance that a detect_all record names each category by its
+    fixed one-token alias (every label of the record, or none); the regions and their order
+    stay those of the named answer, and 0 changes no record."""
+    from vlxseek_core.tokenizer import build_qwen25_vl_tokenizer
+
+    aliases = D.category_aliases()
+    tok = build_qwen25_vl_tokenizer()
+    assert set(aliases) >= set(S.split_categories("heldout")) | set(S.split_categories("train"))
+    assert len(set(aliases.values())) == len(aliases)
+    assert all(len(tok.encode(w)) == 1 == len(tok.encode(" " + w)) for w in aliases.values())
+    assert not {w for c in aliases for w in c.split()} & set(aliases.values())
+    kw = dict(max_objects=4, max_copies=1, max_distractors=0, detect_all_order="random",
+              tasks=("detect_all", "refer"))
+    aliased = 0
+    for seed in range(60):
+        base = D.scene_sample(seed, "train", 112, **kw)[1]
+        assert D.scene_sample(seed, "train", 112, detect_all_alias=0.0, **kw)[1] == base
+        for rate in (0.5, 1.0):
+            recs = D.scene_sample(seed, "train", 112, detect_all_alias=rate, **kw)[1]
+            got, named = _blocks(recs[0].answer), _blocks(base[0].answer)
+            assert recs[0].bbox_list == base[0].bbox_list
+            assert [g for _, g in got] == [g for _, g in named]
+            labels = [lab for lab, _ in got]
+            assert labels in ([c for c, _ in named], [aliases[c] for c, _ in named])
+            assert rate < 1 or labels == [aliases[c] for c, _ in named]
+            aliased += rate == 0.5 and labels != [c for c, _ in named]
+    assert 20 < aliased < 40, aliased
+    with pytest.raises(InvalidRequestError, match="detect_all_alias"):
+        D.scene_sample(1, "train", 112, detect_all_alias=1.5)
+
+
+def test_make_scenes_cli_detect_all_alias(tmp_path, capsys):
+    out = str(tmp_path / "a")
+    recs = _cli_scenes(out, 6, "--max-objects", "3", "--tasks", "detect_all",
+                       "--detect-all-alias", "1")
+    aliases = set(D.category_aliases().values())
+    assert len(recs) == 6 and all(lab in aliases for r in recs for lab, _ in _blocks(r.answer))
+    _cli_refuses(out, capsys, "--detect-all-alias must be",
+                 ["--detect-all-alias", "2"], ["--detect-all-alias", "some"])
+
+
 def _scene(*objects, absent):
     return S.Scene(image=np.zeros((112, 112, 3), np.uint8), split="train", seed=0,
                    objects=[S.SceneObject(c, col, shape, (0, 0, 10, 10))
@@ -367,7 +409,8 @@ def test_shared_colour_makes_the_colour_ambiguous(tmp_path, capsys):
     with pytest.raises(InvalidRequestError, match="shared_colour"):
         D.make_scenes(str(tmp_path / "never"), 1, 1, shared_colour=2.0)
     # the record rates go through the same check: a wrong type is a clear error too
-    for name in ("detect_extra_absent", "detect_all_article", "absent_near"):
+    for name in ("detect_extra_absent", "detect_all_article", "absent_near",
+                 "detect_all_alias"):
         with pytest.raises(InvalidRequestError, match=f"{name} must be in"):
             D.scene_sample(1, "train", 112, **{name: "0.5"})
     recs = _cli_scenes(str(tmp_path / "mates"), 6, "--shared-colour", "1", "--max-objects",

@@ -63,6 +63,7 @@ def cmd_make_scenes(args) -> int:
                           detect_all_article=_rate(args.detect_all_article,
                                                    "--detect-all-article"),
                           absent_near=_rate(args.absent_near, "--absent-near"),
+                          detect_all_alias=_rate(args.detect_all_alias, "--detect-all-alias"),
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
@@ -180,6 +181,10 @@ def add_data_commands(subparsers) -> None:
                    help="probability that a detect_all label is written 'the <label>' (0; a "
                         "curriculum step: the label's first word then has the space-prefixed "
                         "token that refer expressions use)")
+    m.add_argument("--detect-all-alias", default="0",
+                   help="probability that a detect_all record names every category by a fixed "
+                        "one-token alias word instead of its name (0; a curriculum knob: a "
+                        "word for an object's whole look beside the two-word names)")
     m.add_argument("--absent-near", default="0",
                    help="probability that the absent names of a detect record and an absent "
                         "refer expression are near misses, sharing a colour or shape with a "

@@ -4,6 +4,7 @@ on-disk data set (``vlxseek make-scenes``); the scenes themselves come from
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -18,10 +19,29 @@ from .records import (TrainingRecord, build_candidates, count_sample, detect_sam
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
                      check_max_copies, check_max_objects, check_min_objects, check_rate,
-                     generate_scene, is_heldout_phrase, load_assets)
+                     generate_scene, is_heldout_phrase, load_assets, split_categories)
 
 
 DETECT_ALL_ORDERS = ("leftmost", "random")
+
+
+@functools.lru_cache(maxsize=1)
+def category_aliases() -> Dict[str, str]:
+    """Every scene category (both splits) → its alias: a lowercase word that the Qwen2 BPE
+    vocabulary holds as one token bare and space-prefixed, unrelated to the scenes' words and
+    to the prompts' task texts (``make-scenes --detect-all-alias``). Fixed: drawn once from
+    :func:`~.text_regions.random_words` with seed 0, in the order of the categories."""
+    import re
+
+    from .. import prompts
+    from .text_regions import random_words
+
+    categories = list(dict.fromkeys(split_categories("heldout") + split_categories("train")))
+    taken = {w for c in categories for w in c.split()}
+    taken |= {w.lower() for name, text in vars(prompts).items()
+              if name.endswith("_TEMPLATE") for w in re.findall(r"[A-Za-z]+", text)}
+    pool = [w for w in random_words(2 * len(categories), seed=0) if w not in taken]
+    return dict(zip(categories, pool))
 
 
 def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
@@ -81,7 +101,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   heldout_preference: float = 0.7,
                   detect_all_order: str = "leftmost",
                   detect_all_article: float = 0.0,
-                  absent_near: float = 0.0) -> List[TrainingRecord]:
+                  absent_near: float = 0.0,
+                  detect_all_alias: float = 0.0) -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
@@ -106,6 +127,13 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     label starts with ``red``; a lookup trained on bare labels alone keys on the bare token and
     misses `` red`` (docs/scene-model-notes.md "The lookup keys on the bare token").
 
+    ``detect_all_alias``: probability that a ``detect_all`` record names every category by its
+    one-token alias (:func:`category_aliases`: ``<ground>moon</ground>`` for "red circle")
+    instead of its name. A curriculum option: a word for an object's whole look (colour and
+    shape) beside the two-word names brought the colour-shape lookup on long lists sooner in
+    the sandbox (docs/scene-model-notes.md "The single-attribute plateau"); not for held-out
+    records meant to score the names.
+
     ``absent_near``: probability that the absent names of a ``detect`` record, and an absent
     ``refer`` expression, are near misses (:func:`near_miss_categories`: "red square" beside a
     red circle, "blue circle" beside a green one), where the scene has any; the hard negatives
@@ -118,10 +146,12 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     Raises:
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
             ``max_distractors`` negative, an unknown ``detect_all_order``,
-            ``detect_extra_absent``, ``detect_all_article`` or ``absent_near`` outside [0, 1].
+            ``detect_extra_absent``, ``detect_all_article``, ``absent_near`` or
+            ``detect_all_alias`` outside [0, 1].
     """
     for name, rate in (("detect_extra_absent", detect_extra_absent),
-                       ("detect_all_article", detect_all_article), ("absent_near", absent_near)):
+                       ("detect_all_article", detect_all_article), ("absent_near", absent_near),
+                       ("detect_all_alias", detect_all_alias)):
         check_rate(rate, name)
     if detect_all_order not in DETECT_ALL_ORDERS:
         raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
@@ -162,7 +192,9 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             if detect_all_order == "random":  # drawn only here: leftmost records unchanged
                 order = [order[i] for i in rng.permutation(len(order))]
             labels = list(order)
-            if detect_all_article > 0:  # drawn only here: records without it unchanged
+            if detect_all_alias > 0 and rng.random() < detect_all_alias:  # drawn only here
+                labels = [category_aliases()[c] for c in order]
+            elif detect_all_article > 0:  # drawn only here: records without it unchanged
                 labels = [f"the {c}" if rng.random() < detect_all_article else c
                           for c in order]
             blocks = [(lab, sorted(present[c])) for lab, c in zip(labels, order)]
