@@ -38,10 +38,11 @@ add ``:features``, ``:mixed`` or ``:pooled`` (``--rows``) and then a number of r
 tokens after the prefix (``2-2:500:features:16``: the layout of a scene prompt, whose image
 block precedes the rows; text-region records have none): the rows of the prompt's list are
 then feature vectors instead of word tokens (all of them, or each with probability
-``--mixed-p``), standing in for the region features of images. A row's feature is ``colour code + shape code + noise``
-(fixed random codes of ``--feature-dim``, noise ``--feature-noise``), read through a trainable
-two-layer MLP connector (FO1's ``mm_projector_aux``) into the LLM's embedding space, while the
-answer names the row by its word token: the cross-modal match that image rows need.
+``--mixed-p``), standing in for the region features of images. A row's feature is
+``colour code + shape code + noise`` (fixed random codes of ``--feature-dim``, noise
+``--feature-noise``), read through a trainable two-layer MLP connector (FO1's
+``mm_projector_aux``) into the LLM's embedding space, while the answer names the row by its
+word token: the cross-modal match that image rows need.
 ``pooled`` rows are one position each too, the mean of the LLM's own embedding rows of the
 word's two-token label (a text phrase pooled to an image row's one position).
 ``--same-colour``, ``--freeze-llm`` and ``--weight-decay`` are the levers of

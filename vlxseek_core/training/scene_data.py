@@ -128,7 +128,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     misses `` red`` (docs/scene-model-notes.md "The lookup keys on the bare token").
 
     ``detect_all_alias``: probability that a ``detect_all`` record names every category by its
-    one-token alias (:func:`category_aliases`: ``<ground>moon</ground>`` for "red circle")
+    one-token alias (:func:`category_aliases`: ``<ground>card</ground>`` for "red circle")
     instead of its name. A curriculum option: a word for an object's whole look (colour and
     shape) beside the two-word names brought the colour-shape lookup on long lists sooner in
     the sandbox (docs/scene-model-notes.md "The single-attribute plateau"); not for held-out
