@@ -283,7 +283,8 @@ def write_json(path: Optional[str], results: object) -> None:
 
 BY_HELP = ("also score each value of this record field or meta field apart (e.g. task, kind; "
            "regions: by the number of candidate regions; objects: records naming an object "
-           "kind no train image shows, unseen, against the rest, seen)")
+           "kind no train image shows, unseen, against the rest, seen; colour: detect_all "
+           "records by their first object, photo, a colour another shape shares, or unique)")
 
 
 def add_by_arg(parser: argparse.ArgumentParser) -> None:
@@ -295,12 +296,16 @@ def record_group(record: dict, key: str) -> str:
     """The group of a training-format ``record`` for ``--by key``: ``record[key]``, else
     ``record["meta"][key]``, else ``"-"`` (the record has no such field).
 
-    Two keys are computed when the record has no such field: ``regions``, the number of
+    Three keys are computed when the record has no such field: ``regions``, the number of
     candidate regions (``len(bbox_list)``, or ``len(text_regions)`` of an image-free record of
     ``make-text-regions``: the list length), and ``objects``, ``unseen`` when
     the record's question or answer names a colour-shape kind that no train image shows
     (:func:`vlxseek_core.training.scenes.names_unseen_object`: composition), else ``seen``
-    (new placements and phrasings of seen kinds)."""
+    (new placements and phrasings of seen kinds), and ``colour``, on ``detect_all`` records the
+    group of the first object the answer grounds (the one the probes score):
+    ``photo``, ``shared`` (another shape in the scene has its colour: the colour-shape
+    conjunction) or ``unique``
+    (:func:`vlxseek_core.training.scenes.first_colour_group`); ``-`` for other tasks."""
     if key == "regions" and "regions" not in record:
         return str(len(record.get("bbox_list") or record.get("text_regions") or ()))
     if key == "objects" and "objects" not in record:
@@ -308,6 +313,13 @@ def record_group(record: dict, key: str) -> str:
 
         text = " ".join(t.get("value", "") for t in record.get("conversations") or ())
         return "unseen" if names_unseen_object(text) else "seen"
+    if key == "colour" and "colour" not in record:
+        from vlxseek_core.training.scenes import first_colour_group
+
+        if record.get("task") != "detect_all":
+            return "-"
+        turns = record.get("conversations") or ()
+        return first_colour_group(turns[-1].get("value", "") if turns else "")
     value = record.get(key, (record.get("meta") or {}).get(key, "-"))
     return str(value)
 

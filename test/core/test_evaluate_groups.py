@@ -52,6 +52,38 @@ def images(tmp_path):
     return tmp_path
 
 
+def _detect_all(*labels, task="detect_all"):
+    answer = "".join(f"<ground>{label}</ground><objects><region{i}></objects>"
+                     for i, label in enumerate(labels))
+    return _record(task, "", answer)
+
+
+@pytest.mark.parametrize("labels, group", [
+    (("red circle", "red square", "cat"), "shared"),       # the colour alone picks two rows
+    (("the red circle", "blue circle", "the red triangle"), "shared"),   # articles ignored
+    (("red circle", "blue circle", "cup"), "unique"),       # a shared shape is not a shared colour
+    (("red circle",), "unique"),
+    (("cat", "red circle", "red square"), "photo"),         # only the first object counts
+    (("astronaut",), "photo"),
+    (("card", "red square"), "-"),                           # an alias is no scene category
+    (("the leftmost red circle", "red square"), "-"),
+])
+def test_record_group_colour_groups_detect_all_by_the_first_object(labels, group):
+    from vlxseek_core.training.scenes import first_colour_group
+
+    assert record_group(_detect_all(*labels), "colour") == group
+    assert first_colour_group(_detect_all(*labels)["conversations"][1]["value"]) == group
+
+
+def test_record_group_colour_is_only_for_detect_all():
+    # a detect or refer answer names one label: no scene-wide colour group to read
+    assert record_group(_detect_all("red circle", "red square", task="detect"), "colour") == "-"
+    assert record_group(RECORDS[2], "colour") == "-"
+    assert record_group(_record("detect_all", "", ""), "colour") == "-"
+    assert record_group({"task": "detect_all", "conversations": []}, "colour") == "-"
+    assert record_group({"colour": "x", "task": "detect_all"}, "colour") == "x"
+
+
 def test_record_group_objects_splits_unseen_colour_shapes_from_the_rest():
     assert [record_group(r, "objects") for r in RECORDS] == ["seen", "unseen", "unseen", "seen"]
     # a field of that name wins, as for every other key

@@ -32,6 +32,7 @@ probability ``rejection_rate`` an expression for an absent object (→ the rejec
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -83,6 +84,27 @@ def names_unseen_object(text: str) -> bool:
     train-split image shows, so a record naming one tests composition (colour and shape
     learnt apart), beyond the held-out placements and phrasings of the split."""
     return any(t in text for t in HELDOUT_COLOUR_SHAPES)
+
+
+def first_colour_group(answer: str) -> str:
+    """The colour group of the first object a ``detect_all`` answer grounds, among the
+    answer's other labels: ``"photo"`` (a photo category, "cat"), ``"shared"`` (a colour-shape
+    category whose colour another grounded colour-shape category has: "red circle" beside "red
+    square", where the colour alone does not pick the row), ``"unique"`` (no other label of its
+    colour), or ``"-"`` (no label, or a first label that is no scene category, such as an
+    alias). A leading "the " (``make-scenes --detect-all-article``) is ignored. Since a
+    ``detect_all`` answer names every object of the scene, this is the scene's colour group;
+    for other tasks' one-label answers it would say nothing, so callers keep it to
+    ``detect_all`` (``benchmarks.common.record_group``'s ``colour`` key)."""
+    labels = [label[4:] if label.startswith("the ") else label
+              for label in re.findall(r"<ground>(.*?)</ground>", answer)]
+    if not labels or labels[0] not in ALL_CATEGORIES:
+        return "-"
+    if labels[0] in PHOTOS:
+        return "photo"
+    colour = labels[0].split()[0]
+    others = [label for label in labels[1:] if label in ALL_CATEGORIES and label not in PHOTOS]
+    return "shared" if any(label.split()[0] == colour for label in others) else "unique"
 
 
 def _check_split(split: str) -> None:
