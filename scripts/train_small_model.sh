@@ -28,45 +28,31 @@
 #      the same scenes (the whole model, vision side at a tenth of the rate) reached 0.62 in
 #      450 (docs/scene-model-notes.md "The paper's stage 1 aligns image regions");
 #   4. the paper's stage 2 (aux tower, HFRE, connector, LLM; the primary ViT frozen), one
-#      phase per skill, at lr 1e-3 with the vision side, HFRE and connector at a tenth:
-#      2r  a query given in the prompt: `detect`, `refer` (by category, shape or colour) and
-#          `detect_all` on 2-4 object scenes whose colours repeat, half of the detect_all
-#          labels written "the red circle", no absent target anywhere (absent targets this
-#          early made detect a coin-flip None; docs/scene-model-notes.md "A query in the
-#          prompt"), beside text-region refer records ("the <word>") over the default words
-#          and 400 random one-token words (the copy of the query into <ground> for any word;
-#          docs/scene-model-notes.md "The copy into <ground> is a colour-word head"); loss on
-#          the choices. 0.78 first region held out in 500 steps, where the stage-0 phases
-#          that taught the same (0c, 0s2q, 0s2r: 2,900 steps) reached 0.67
-#          (docs/scene-model-notes.md "Stage 2 teaches the tasks on the aligned model");
-#      2t  the same scenes with 2-4 word text-region detect records, on a falling rate:
-#          0.81 first region on 2r's held-out records, where 2r stood at 0.75;
-#      2s3 rejection at a low rate (10 % of detect/refer records about an absent target, an
-#          absent name beside present ones in 10 % of detect records): 2s3r on the choices
-#          beside the refer records, then the whole answer (2s3a; generated answers need it),
-#          then the whole answer with the text-region detect records (2s3t: the stop decision
-#          after each </objects>; docs/scene-model-notes.md "The stop decision");
-#      2s3e the image lookup over longer lists (2-6 objects among up to 8 candidates,
-#          detect_all, loss on the choices), a forming phase on every list length (below):
-#          2s4 straight after 2s3t chose near chance on 5-8 candidates; 2s3e formed in 600
-#          steps (0.79 first region, 0.76 on 8) and lifted 2s4's detect F1 on the full scenes
-#          from 0.56 to 0.66, not its REC (0.30; docs/scene-model-notes.md "2s3e");
-#      2s3q the query on those lists (detect, refer, detect_all; copies allowed) before any
-#          absent target, loss on the choices: refer's first region on the full scenes 0.33
-#          -> 0.44 in 400 steps (docs/scene-model-notes.md "E3");
-#      2s3n then rejection on them at 2s3's low rate, the whole answer (2s4 after it still
-#          answers a present "the red circle" None half the time, docs/scene-model-notes.md
+#      phase per skill, at lr 1e-3 with the vision side, HFRE and connector at a tenth, on long
+#      lists from the start (2-6 objects among up to 8 candidates):
+#      2c  the colour-shape conjunction, straight after 1a: `detect_all` on scenes where a
+#          colour is always shared by two shapes, loss on the choices, a forming phase
+#          (BY=colour: photos, shared and unique colours each). From 1a it found a target whose
+#          colour another shape shares 0.73 after 600 steps, every list length 0.77-0.82,
+#          where the same phase after the recipe's 2-4 object query phases (2r to 2s3e:
+#          `refer` by colour or by shape alone, scenes whose colours are unique) reached 0.64
+#          and stayed there through 1,600 steps: single-attribute lookups hold the
+#          conjunction off (docs/scene-model-notes.md "What brings the shape in, and what
+#          holds it off", E13c; those phases are gone from the recipe);
+#      2q  the query on those lists (detect, refer, detect_all; copies allowed) before any
+#          absent target, 2c's scenes beside, loss on the choices: the conjunction held (shared
+#          colour 0.74 -> 0.76) while `refer` formed (same entry, E14; without 2c's scenes
+#          such a phase lost it, E8);
+#      2n  then rejection on them at a low rate (10 % of detect/refer records about an absent
+#          target, an absent name beside present ones in 10 % of detect records), the whole
+#          answer (None, and the stop after each </objects> beside 2-8 word text detect
+#          records), 2c's scenes beside, on a falling rate (rejection learnt before the query
+#          made detect a coin-flip None, docs/scene-model-notes.md "A query in the prompt",
 #          "2s3q and 2s3n");
-#      2s4 the full scenes (up to 6 objects, 8 candidates), every task, and 2-8 word text
-#          records, saved in bfloat16. After 2t, 2s3r's constant rate costs a tenth of the
-#          lookup (0.81 -> 0.71) while rejection forms (0.83 of absent targets answered None),
-#          and 2s3a's falling rate wins it back: 0.80 first region, rejection 0.83, 0.9 %
-#          false None (docs/scene-model-notes.md "The script's stage-2 phases, 2r to 2s3t");
-#          2s3t keeps it (0.805) and, generated on the seen kinds, answers REC 0.915, detect
-#          F1 0.851, rejection 0.811; 2s4, on the full scenes, below the targets: REC 0.33,
-#          detect F1 0.72, count 0.63, rejection 0.97 (README "Where it stands");
+#      2s4 the full scenes (1-6 objects with copies, up to 8 candidates), every task, and 2-8
+#          word text records, saved in bfloat16 (README "Where it stands");
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# The forming phases (0t, 0tp, 1a, 2s3e) train until their lookup has formed, not for a fixed
+# The forming phases (0t, 0tp, 1a, 2c) train until their lookup has formed, not for a fixed
 # number of steps: the lookup forms as a late transition whose step varies between runs, and a
 # phase that ends before it leaves every later phase without one (docs/scene-model-notes.md "The
 # fresh run never formed the lookup"). After its steps, a forming phase's model is probed on
@@ -76,8 +62,9 @@
 # lookup bound to the short lists, right on 2 rows and near chance on 6, has not formed); on image
 # rows (1a) FORMED_SCENES, default 0.4 over all lengths: 0.7 on 2 objects, 0.6 on 3, since the
 # features bound the image lookup, not its transition (1a stood at a lift of 0.62 after 150 steps,
-# 0.69 after 300); on 2s3e's image rows FORMED on every list length (the phase exists for the long
-# lists); below it the phase trains FORM_STEPS more (--resume with a larger --max-steps), up to
+# 0.69 after 300); on 2c's image rows FORMED in each colour group (--by colour: photos, colours
+# another shape shares, unique colours; the phase exists for the shared ones: E13c passed at 600
+# steps, lift 0.68, not at 300, 0.39); below it the phase trains FORM_STEPS more (--resume with a larger --max-steps), up to
 # FORM_CAP times its steps (0t's 3-row lookup formed at step 1,225 of a 600-step phase in one run;
 # in another it stayed at chance through 2,400 steps). Then the phase starts over with the next
 # data order (--seed 1, 2, ...; the stalled attempt is kept as PHASE.stalled_seedK): in 0t's later
@@ -88,9 +75,9 @@
 # forming phases from the same model. After FORM_SEEDS data orders of a phase the script stops with
 # exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again to train on). Each probe
 # is kept as PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
-# Steps of 0t to 2s3t are those of the measured runs (README). Sizes come from the
+# Steps are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0TP, STEPS1A, STEPS2 (2r 2t 2s3r 2s3a 2s3t 2s3e 2s3q 2s3n 2s4), BATCH (per process,
+# STEPS0TP, STEPS1A, STEPS2 (2c 2q 2n 2s4), BATCH (per process,
 # 64), LR0T (the stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the 16-core H200
 # machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
@@ -109,7 +96,9 @@ TEXT_RECORDS="$(n "${TEXT_RECORDS:-80000}")"  # per 0t phase
 STEPS0T=(${STEPS0T:-1000 600 600 1000})  # 0t phases: 2 regions, 3, 2-4, 2-6
 STEPS0TP="${STEPS0TP:-600}"
 STEPS1A="${STEPS1A:-300}"
-STEPS2=(${STEPS2:-500 400 400 500 600 600 400 400 1000})  # 2r ... 2s3e 2s3q 2s3n 2s4
+# 2c 900 steps, though its probe passed at 600: from 600 to 900 the unique colours and photos
+# rose (0.83 -> 0.88, 0.88 -> 1.00; shared 0.73 -> 0.74), and 2q was measured from there
+STEPS2=(${STEPS2:-900 800 400 1000})  # 2c 2q 2n 2s4
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
@@ -274,27 +263,18 @@ text text_scene_24_heldout.jsonl 2 4 detect_all "${HELDOUT}" 105 --scene-categor
 # colour unique in the scene
 scenes scenes_s1u_24 4 16000 --min-objects 2 --max-objects 4 --max-copies 1 \
   --max-distractors 0 --tasks detect_all --detect-all-order random --unique-colours
-# 2r and 2s3: 2-4 objects whose colours repeat; 2r with no absent target (neither a rejection
-# record nor an absent name beside present ones), 2s3 with absent targets at 10 %
-Q=(--min-objects 2 --max-objects 4 --max-copies 1 --max-distractors 0
-   --detect-all-order random --detect-all-article 0.5 --tasks detect refer detect_all
-   --refer-per-scene 1)
-scenes scenes_s2r 2 30000 "${Q[@]}" --rejection-rate 0 --detect-extra-absent 0
-scenes scenes_s3 3 30000 "${Q[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1
-# the copy of "the <word>" from the query, over many words; 2-4 word detect records
-text text_refer_24.jsonl 2 4 refer "$(n 40000)" 18 --random-words 400
-text text_detect_24.jsonl 2 4 detect "$(n 40000)" 16
 # 2s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records
 scenes scenes_s4 0 6000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
-on() {  # on(SCENES [TEXT...]): fills `data` with a scene set and text-region record files
-  local dir="${OUT}/$1"
-  shift
-  data=(--data "${dir}/train.jsonl")
-  local images=(--images "${dir}/images")
-  for file in "$@"; do data+=("${OUT}/${file}"); images+=(.); done
-  data+=("${images[@]}")
+on() {  # on(SCENES_DIR... TEXT_FILE.jsonl...): fills `data` with scene sets and text-region
+  local arg images=()  # record files (their image folder: ".", unused)
+  data=(--data)
+  for arg in "$@"; do
+    if [[ "${arg}" == *.jsonl ]]; then data+=("${OUT}/${arg}"); images+=(.)
+    else data+=("${OUT}/${arg}/train.jsonl"); images+=("${OUT}/${arg}/images"); fi
+  done
+  data+=(--images "${images[@]}")
 }
 BY=regions forming stage0tp_24 "${STEPS0TP}" "${OUT}/text_scene_24_heldout.jsonl" . \
   "${FORMED}" "${SCRATCH[@]}" --lr "${LR0T}" --scheduler constant_with_warmup --warmup 50 \
@@ -307,55 +287,30 @@ on scenes_s1u_24
 forming stage1a_24 "${STEPS1A}" "${OUT}/scenes_s1u_24/heldout.jsonl" \
   "${OUT}/scenes_s1u_24/images" "${FORMED_SCENES}" --stage 1 "${OPT[@]}" --lr 1e-3 \
   --scheduler constant_with_warmup --warmup 20 "${data[@]}" --loss-on choices --save-steps 100
-on scenes_s2r text_refer_24.jsonl
-phase stage2r "${STEPS2[0]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
+# 2c: the colour-shape conjunction on long lists, straight after 1a: 2-6 objects of distinct
+# categories, a colour always shared by two shapes, among up to 8 candidates, detect_all alone,
+# trained until it has formed in each colour group (BY=colour, FORMED)
+scenes scenes_s2c 11 8000 --min-objects 2 --max-objects 6 --max-copies 1 --max-candidates 8 \
+  --tasks detect_all --detect-all-order random --shared-colour 1
+on scenes_s2c
+BY=colour forming stage2c "${STEPS2[0]}" "${OUT}/scenes_s2c/heldout.jsonl" \
+  "${OUT}/scenes_s2c/images" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices
-# 2t: the detect records on text beside the scenes (the refer records beside the scenes left
-# the scenes' copy as it was)
-on scenes_s2r text_detect_24.jsonl
-phase stage2t "${STEPS2[1]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
-  --loss-on choices
-on scenes_s3 text_refer_24.jsonl
-phase stage2s3r "${STEPS2[2]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
-  --loss-on choices
-phase stage2s3a "${STEPS2[3]}" "${S2[@]}" $(cosine "${LR2}") --warmup 10 "${data[@]}" \
-  --loss-on answer
-on scenes_s3 text_detect_24.jsonl
-phase stage2s3t "${STEPS2[4]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
-  --loss-on answer
-# 2s3e: the image lookup over longer lists before the full scenes: 2-6 objects of distinct
-# categories with unique colours among up to 8 candidates (distractor boxes), detect_all alone,
-# loss on the choices, trained until it has formed on every list length (BY=regions, FORMED).
-# The lookup that 1a and 2s3 form on 2-4 rows does not carry to 5-8: 2s4 straight after 2s3t
-# chose the first region near chance on 5-8 candidates (REC 0.12-0.46 there against 0.75 on
-# 4); 500 such steps from that 2s4 took it from 0.51 to 0.76 on these scenes' held-out
-# records, 0.47 -> 0.72 on 8 (docs/scene-model-notes.md "The script's run through 2s4")
-scenes scenes_s3e 7 16000 --min-objects 2 --max-objects 6 --max-copies 1 --max-candidates 8 \
-  --tasks detect_all --detect-all-order random --unique-colours
-on scenes_s3e
-BY=regions forming stage2s3e "${STEPS2[5]}" "${OUT}/scenes_s3e/heldout.jsonl" \
-  "${OUT}/scenes_s3e/images" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
-  --loss-on choices
-# 2s3q: the query on the long lists before any absent target (2r's kind on 2s3e's lists):
-# 2-6 objects, copies allowed (superlatives occur), among up to 8 candidates, detect, refer (2
-# a scene) and detect_all, loss on the choices. 2s4 met the query on long lists first with
-# absent targets in the mix and answered a present category None as often as it found it
-# (refer's first region 0.33); 400 such steps from 2s3e took it to 0.44, the category 0.36 ->
-# 0.54 with no false None (docs/scene-model-notes.md "E3"). A fixed phase, not a forming one:
-# its loss was flat over the last 150 of those steps, a settled fit, not a late transition
+# 2q: the query on the long lists before any absent target, 2c's scenes beside: 2-6 objects,
+# copies allowed (superlatives occur), among up to 8 candidates, detect, refer (2 a scene) and
+# detect_all, loss on the choices
 L=(--min-objects 2 --max-objects 6 --max-candidates 8 --detect-all-order random
    --detect-all-article 0.5 --tasks detect refer detect_all --refer-per-scene 2)
 scenes scenes_s3q 8 8000 "${L[@]}" --rejection-rate 0 --detect-extra-absent 0
-on scenes_s3q
-phase stage2s3q "${STEPS2[6]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
+on scenes_s3q scenes_s2c
+phase stage2q "${STEPS2[1]}" "${S2[@]}" "${CONST[@]}" --warmup 20 "${data[@]}" \
   --loss-on choices
-# 2s3n: then rejection on the long lists at 2s3's low rate, the whole answer (None, and the
-# stop after each </objects> beside the 2-8 word text detect records), on a falling rate
+# 2n: then rejection on the long lists at a low rate, the whole answer, 2c's scenes beside
 scenes scenes_s3n 9 8000 "${L[@]}" --rejection-rate 0.1 --detect-extra-absent 0.1
-on scenes_s3n text_s4_detect.jsonl
-phase stage2s3n "${STEPS2[7]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
+on scenes_s3n scenes_s2c text_s4_detect.jsonl
+phase stage2n "${STEPS2[2]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl
-phase stage2s4 "${STEPS2[8]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
+phase stage2s4 "${STEPS2[3]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer --save-dtype bfloat16
 echo "final model: ${OUT}/stage2s4"

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2r", "stage2t", "stage2s3r", "stage2s3a", "stage2s3t", "stage2s3e", "stage2s3q",
-          "stage2s3n", "stage2s4"]
+          "stage2c", "stage2q", "stage2n", "stage2s4"]
 
 
 def _records(path):
@@ -45,8 +44,8 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-# 0t, 0tp, 1a and 2s3e (the image lookup over longer lists): trained until it has formed
-FORMING = PHASES[:6] + ["stage2s3e"]
+# 0t, 0tp, 1a and 2c (the colour-shape conjunction on long lists): trained until formed
+FORMING = PHASES[:7]
 
 
 def _run(out, status=0, **extra):
@@ -55,7 +54,7 @@ def _run(out, status=0, **extra):
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1 1 1 1 1 1", BATCH="2",
+               STEPS2="1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -71,15 +70,17 @@ def _run(out, status=0, **extra):
 def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     out = tmp_path / "run"
     # stopped after a phase, then resumed: finished phases are skipped, not trained again
-    stdout = _run(out, UNTIL="stage2r", LR2="2e-3")[0]
-    assert stdout.strip().endswith(f"stopped after {out}/stage2r")
+    stdout = _run(out, UNTIL="stage2c", LR2="2e-3")[0]
+    assert stdout.strip().endswith(f"stopped after {out}/stage2c")
     # the lookups on text (0t, 0tp) pass at FORMED on every list length (the weakest decides),
-    # 1a's (image rows) at FORMED_SCENES over all
+    # 1a's (image rows) at FORMED_SCENES over all, 2c's at FORMED in each colour group
     passed = [line.split(": ", 1)[1] for line in stdout.splitlines()
               if line.startswith("lookup formed:")]
-    assert [p.split("(")[-1] for p in passed] == [">= -1.0)"] * 5 + [">= -1.5)"], passed
-    assert ["weakest by regions" in p for p in passed] == [True] * 5 + [False], passed
-    assert not (out / "stage2t").exists()
+    assert [p.split("(")[-1] for p in passed] == (
+        [">= -1.0)"] * 5 + [">= -1.5)", ">= -1.0)"]), passed
+    assert [p.split("weakest by ")[-1][:6] if "weakest" in p else None for p in passed] == (
+        ["region"] * 5 + [None, "colour"]), passed
+    assert not (out / "stage2q").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]}
     assert _run(out, LR2="2e-3")[0].strip().endswith(f"final model: {out}/stage2s4")
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]} == first
@@ -93,7 +94,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 9
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 4
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -104,15 +105,15 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
     assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
     # the whole answer: generated ones need it
-    answer = ["stage2s3a", "stage2s3t", "stage2s3n", "stage2s4"]
+    answer = ["stage2n", "stage2s4"]
     assert [infos[p]["loss_on"] for p in PHASES] == [
         "answer" if p in answer else "choices" for p in PHASES]
     assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
-    # the rate: constant where a skill is first taught (2r, 2s3r, 2s3q) and in the forming
-    # phases but 0t's 2-6 one (cosine: the formed search settles); cosine in the phases after
-    constant = PHASES[:7] + ["stage2s3r", "stage2s3e", "stage2s3q"]
+    # the rate: constant in the forming phases but 0t's 2-6 one (cosine: the formed search
+    # settles) and where the query is first taught (2q); cosine in the phases after
+    constant = PHASES[:8]
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -120,13 +121,6 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # the spaced words start near the bare ones (docs/scene-model-notes.md "A decaying rate ...")
     init = json.loads((out / "init" / "config.json").read_text())
     assert init["vlxseek_space_variant_similarity"] == 0.9
-    # "the <word>" refer records over many words (the copy forms for any word), beside the
-    # scenes of 2r and 2s3r
-    refer = _records(out / "text_refer_24.jsonl")
-    assert {r["task"] for r in refer} == {"refer"}
-    assert len({r["query"] for r in refer}) >= 0.8 * len(refer)
-    for phase in ("stage2r", "stage2s3r"):
-        assert infos[phase]["data"] == "train.jsonl text_refer_24.jsonl", phase
     # 0tp: the scenes' phrases as text rows, 2-4 of them
     phrases = _records(out / "text_scene_24.jsonl")
     assert phrases and all(2 <= len(r["text_regions"]) <= 4 for r in phrases)
@@ -143,34 +137,25 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
         assert len(colours) == len(set(colours)), labels
     assert infos["stage1a_24"]["data"] == "train.jsonl"
-    # 2r: 2-4 objects with a query in the prompt and no absent target; 2s3: the same tasks
-    # with absent targets; 2t and 2s3t add the text-region detect records
-    records = _records(out / "scenes_s2r" / "train.jsonl")
-    assert {r["task"] for r in records} == {"detect", "detect_all", "refer"}
-    assert all(2 <= len(r["bbox_list"]) <= 4 for r in records)
-    assert not any(_about_absent(r) for r in records)
-    assert {r["task"] for r in _records(out / "scenes_s3" / "train.jsonl")} == \
-        {"detect", "detect_all", "refer"}
-    for phase in ("stage2t", "stage2s3t"):
-        assert infos[phase]["data"].split() == ["train.jsonl", "text_detect_24.jsonl"], phase
-    images = {r["image"] for r in _records(out / "scenes_s3" / "train.jsonl")}
-    assert records[0]["image"] not in images  # its own seed: other scenes than 2r's
-    # 2s3e: detect_all over longer lists, 2-6 objects of distinct categories and unique
-    # colours among up to 8 candidates, some of them distractor boxes
-    records = _records(out / "scenes_s3e" / "train.jsonl")
-    records += _records(out / "scenes_s3e" / "heldout.jsonl")
+    # 2c: detect_all over long lists, 2-6 objects of distinct categories among up to 8
+    # candidates, some of them distractor boxes, a colour always shared by two shapes
+    records = _records(out / "scenes_s2c" / "train.jsonl")
+    records += _records(out / "scenes_s2c" / "heldout.jsonl")
     assert records and all(r["task"] == "detect_all" for r in records)
-    distractors = 0
+    distractors = shared = 0
     for r in records:
         labels = _labels(r)
         assert 2 <= len(labels) == len(set(labels)) <= 6, labels
         assert len(labels) <= len(r["bbox_list"]) <= 8
         distractors += len(r["bbox_list"]) - len(labels)
-    assert distractors > 0
-    assert infos["stage2s3e"]["data"] == "train.jsonl"
-    # 2s3q: the query (detect, refer two a scene, detect_all) on 2s3e's list lengths, copies
-    # allowed, no absent target; 2s3n: the same kind of scenes (its own) with absent targets,
-    # beside the 2-8 word text detect records
+        colours = [c.split(" ")[0] for c in labels if c not in S.PHOTOS]
+        # a colour shared by two shapes wherever the scene has a coloured shape to pair
+        shared += len(colours) > len(set(colours))
+    assert distractors > 0 and shared > 0
+    assert infos["stage2c"]["data"] == "train.jsonl"
+    # 2q: the query (detect, refer two a scene, detect_all) on 2c's list lengths, copies
+    # allowed, no absent target; 2n: the same kind of scenes (its own) with absent targets,
+    # beside the 2-8 word text detect records; both with 2c's scenes beside
     query = {}
     for name in ("scenes_s3q", "scenes_s3n"):
         records = _records(out / name / "train.jsonl") + _records(out / name / "heldout.jsonl")
@@ -185,8 +170,16 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         query[name] = {r["image"] for r in records}
     assert not query["scenes_s3q"] & query["scenes_s3n"]  # their own seeds
     assert not any(_about_absent(r) for r in _records(out / "scenes_s3q" / "train.jsonl"))
-    assert infos["stage2s3q"]["data"] == "train.jsonl"
-    assert infos["stage2s3n"]["data"].split() == ["train.jsonl", "text_s4_detect.jsonl"]
+    for phase, sets in (("stage2q", "scenes_s3q scenes_s2c"),
+                        ("stage2n", "scenes_s3n scenes_s2c ."),
+                        ("stage2s4", "scenes_s4 . .")):
+        command = infos[phase]["command"].split()
+        images = command[command.index("--images") + 1:]
+        assert images[:len(sets.split())] == [
+            s if s == "." else f"{out}/{s}/images" for s in sets.split()], phase
+    assert infos["stage2q"]["data"] == "train.jsonl train.jsonl"
+    assert infos["stage2n"]["data"].split() == ["train.jsonl", "train.jsonl",
+                                                "text_s4_detect.jsonl"]
     # each phase starts from the one before it
     for before, after in zip(PHASES, PHASES[1:]):
         assert infos[after]["start_model"] == str(out / before), after
@@ -196,10 +189,12 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         probe = json.loads((out / phase / "lookup_formed.json").read_text())
         assert probe == json.loads((out / phase / "lookup_1.json").read_text()), phase
         assert probe[str(out / phase)]["all"]["records"] > 0, phase
-        # by list length (--by regions) but on 1a's image rows (over all lengths)
+        # by list length (--by regions) but on 1a's image rows (over all lengths) and on 2c's
+        # (by the first object's colour group)
         groups = set(probe[str(out / phase)]) - {"all"}
         assert bool(groups) == (phase != "stage1a_24"), (phase, groups)
-        assert all(g.startswith("regions=") for g in groups), groups
+        by = "colour=" if phase == "stage2c" else "regions="
+        assert all(g.startswith(by) for g in groups), groups
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
     assert not list(out.glob("*_seed*"))  # every lookup formed at its first data order
     for lo, hi, name in ((2, 2, "regions_22"), (3, 3, "regions_33"), (2, 4, "regions_24"),
@@ -211,8 +206,11 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
-        "scenes_s1u_24", "scenes_s2r", "scenes_s3", "scenes_s3e", "scenes_s3n", "scenes_s3q",
-        "scenes_s4"]
+        "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4"]
+    assert sorted(p.name for p in out.glob("text_*")) == sorted([
+        f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
+                                                "regions_26", "scene_24")
+        for part in ("", "_heldout")] + ["text_s4_all.jsonl", "text_s4_detect.jsonl"])
 
 
 def _info(phase):
