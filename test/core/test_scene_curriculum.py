@@ -276,6 +276,47 @@ def test_make_scenes_cli_detect_all_alias(tmp_path, capsys):
                  ["--detect-all-alias", "2"], ["--detect-all-alias", "some"])
 
 
+def test_refer_kinds_draws_present_targets_of_those_kinds_only():
+    kinds, n_refer, n_scenes_without = set(), 0, 0
+    for seed in range(60):
+        scene, recs = D.scene_sample(seed, "train", 112, tasks=("refer",), rejection_rate=0,
+                                     refer_kinds=("superlative",), max_candidates=8)
+        refer = [r for r in recs if r.task == "refer"]
+        has_superlative = any(k == "superlative" for _, i, k in D.referring_expressions(scene)
+                              if i is not None and not S.is_heldout_phrase(_))
+        # a scene without a superlative target gives no refer record, not an absent one
+        assert bool(refer) == has_superlative, seed
+        n_scenes_without += not has_superlative
+        for r in refer:
+            kinds.add(r.meta["kind"])
+            assert not r.meta["rejection"] and re.match(
+                r"the (leftmost|rightmost|topmost|bottommost|largest|smallest) ", r.query)
+        n_refer += len(refer)
+    assert kinds == {"superlative"} and n_refer > 20 and n_scenes_without > 5
+    # absent targets still come at the rejection rate; two kinds mix
+    recs = [r for seed in range(30) for r in D.scene_sample(
+        seed, "train", 112, tasks=("refer",), rejection_rate=1.0,
+        refer_kinds=("superlative",))[1]]
+    assert recs and all(r.meta["rejection"] for r in recs)
+    mixed = {r.meta["kind"] for seed in range(60) for r in D.scene_sample(
+        seed, "train", 112, tasks=("refer",), rejection_rate=0,
+        refer_kinds=("colour", "shape"))[1]}
+    assert mixed == {"colour", "shape"}
+    for bad in (("absent",), (), ("superlative", "size")):
+        with pytest.raises(InvalidRequestError, match="refer_kinds"):
+            D.scene_sample(1, "train", 112, tasks=("refer",), refer_kinds=bad)
+
+
+def test_make_scenes_cli_refer_kinds(tmp_path, capsys):
+    out = str(tmp_path / "s")
+    recs = _cli_scenes(out, 20, "--tasks", "refer", "--rejection-rate", "0",
+                       "--refer-kinds", "superlative")
+    assert recs and {r.meta["kind"] for r in recs} == {"superlative"}
+    with pytest.raises(SystemExit) as exc:  # argparse's choices: exit status 2
+        cli.main(["make-scenes", out, "--refer-kinds", "absent", "--quiet"])
+    assert exc.value.code == 2 and "invalid choice: 'absent'" in capsys.readouterr().err
+
+
 def _scene(*objects, absent):
     return S.Scene(image=np.zeros((112, 112, 3), np.uint8), split="train", seed=0,
                    objects=[S.SceneObject(c, col, shape, (0, 0, 10, 10))

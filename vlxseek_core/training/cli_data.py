@@ -64,6 +64,7 @@ def cmd_make_scenes(args) -> int:
                                                    "--detect-all-article"),
                           absent_near=_rate(args.absent_near, "--absent-near"),
                           detect_all_alias=_rate(args.detect_all_alias, "--detect-all-alias"),
+                          refer_kinds=args.refer_kinds,
                           tasks=[t for item in args.tasks for t in item.split(",") if t])
     print(json.dumps(summary))
     return 0
@@ -134,6 +135,8 @@ def cmd_make_text_regions(args) -> int:
 
 def add_data_commands(subparsers) -> None:
     """Add ``make-scenes`` and ``make-train-data`` to the ``vlxseek`` subparsers."""
+    from .scene_data import REFER_KINDS
+
     m = subparsers.add_parser("make-scenes",
                               help="write procedural training/held-out scenes and records")
     m.add_argument("out", help="output directory (images/, train.jsonl, heldout.jsonl, ...)")
@@ -174,6 +177,9 @@ def add_data_commands(subparsers) -> None:
                         "names one absent one, answered None (0.5; 0 with --rejection-rate 0: "
                         "no absent target anywhere, a curriculum step before rejection)")
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
+    m.add_argument("--refer-kinds", nargs="+", choices=REFER_KINDS, default=None,
+                   help="the expression kinds of present refer targets (default: all); a "
+                        "scene without one gives no refer record but an absent one")
     m.add_argument("--detect-all-order", choices=("leftmost", "random"), default="leftmost",
                    help="category order of detect_all answers: of the leftmost instance "
                         "(default) or random (as in make-text-regions)")

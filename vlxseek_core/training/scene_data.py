@@ -67,6 +67,10 @@ def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
     return out
 
 
+REFER_KINDS = ("category", "shape", "colour", "superlative")
+"""The kinds of a present ``refer`` target (:func:`referring_expressions`)."""
+
+
 def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
     """Every correct ``(expression, object index or None if absent, kind)`` of the scene.
 
@@ -102,7 +106,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   detect_all_order: str = "leftmost",
                   detect_all_article: float = 0.0,
                   absent_near: float = 0.0,
-                  detect_all_alias: float = 0.0) -> List[TrainingRecord]:
+                  detect_all_alias: float = 0.0,
+                  refer_kinds: Optional[Sequence[str]] = None) -> List[TrainingRecord]:
     """Training records of one scene, sharing one candidate list (GT + distractors, shuffled).
 
     Per scene: one ``detect`` (rules of :func:`~.records.detect_sample`; a query of present
@@ -134,6 +139,11 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     the sandbox (docs/scene-model-notes.md "The single-attribute plateau"); not for held-out
     records meant to score the names.
 
+    ``refer_kinds``: the expression kinds a present ``refer`` target is drawn from (of
+    :data:`REFER_KINDS`; ``None``: all). A curriculum option for one kind, such as
+    ``superlative``; a scene with no expression of those kinds gives no ``refer`` record but
+    an absent one (drawn at ``rejection_rate`` as always).
+
     ``absent_near``: probability that the absent names of a ``detect`` record, and an absent
     ``refer`` expression, are near misses (:func:`near_miss_categories`: "red square" beside a
     red circle, "blue circle" beside a green one), where the scene has any; the hard negatives
@@ -147,7 +157,8 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
             ``max_distractors`` negative, an unknown ``detect_all_order``,
             ``detect_extra_absent``, ``detect_all_article``, ``absent_near`` or
-            ``detect_all_alias`` outside [0, 1].
+            ``detect_all_alias`` outside [0, 1], an empty ``refer_kinds`` or one not in
+            :data:`REFER_KINDS`.
     """
     for name, rate in (("detect_extra_absent", detect_extra_absent),
                        ("detect_all_article", detect_all_article), ("absent_near", absent_near),
@@ -158,6 +169,9 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                                   f"got {detect_all_order!r}")
     if max_distractors is not None and max_distractors < 0:
         raise InvalidRequestError(f"max_distractors must be >= 0, got {max_distractors}")
+    if refer_kinds is not None and (not refer_kinds or set(refer_kinds) - set(REFER_KINDS)):
+        raise InvalidRequestError(f"refer_kinds must be some of {REFER_KINDS}, "
+                                  f"got {list(refer_kinds)}")
     gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
     room = max_candidates - len(gt)
     n_dis = int(rng.integers(min(2, max(room, 0)), max(room, 0) + 1))
@@ -205,7 +219,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         elif task == "refer":
             out += [("refer", e, a, [], m) for e, a, m in _refers(
                 scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference,
-                near, absent_near)]
+                near, absent_near, refer_kinds)]
         elif task not in ("caption", "refer", "detect_all", "single"):
             raise InvalidRequestError(
                 f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
@@ -294,16 +308,22 @@ def _absent_category(scene: Scene, label: str) -> str:
     return max(names, key=len)
 
 
-def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference, near=(), absent_near=0.0):
+def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference, near=(), absent_near=0.0,
+            kinds=None):
     """``n`` distinct ``(expression, answer, meta)`` refer samples of a scene; an absent one
-    names a near miss (``near``) with probability ``absent_near``."""
+    names a near miss (``near``) with probability ``absent_near``; present targets only of
+    ``kinds`` (``None``: any; then a scene without such a present target answers absent)."""
     options = [(e, i, k) for e, i, k in referring_expressions(scene)
-               if not (scene.split == "train" and is_heldout_phrase(e))]
+               if not (scene.split == "train" and is_heldout_phrase(e))
+               and (kinds is None or i is None or k in kinds)]
     chosen = []
     for _ in range(n):
         absent = [o for o in options if o[1] is None]
         found = [o for o in options if o[1] is not None]
-        pool = absent if (rng.random() < rejection_rate or not found) else found
+        draw_absent = rng.random() < rejection_rate  # drawn first, as always
+        if kinds is not None and not found and not draw_absent:
+            break  # no present target of those kinds: no record, not a rejection
+        pool = absent if (draw_absent or not found) else found
         if not pool:
             break
         if pool is absent and near and absent_near > 0:  # drawn only with near misses
