@@ -12,6 +12,11 @@ region tokens (``EncodedFrame.region_embeds``, ``[N, hidden]`` after the connect
 * ``category probe``: accuracy of a linear probe (ridge regression onto one-hot categories,
   fitted on the rows of the first half of the images, scored on the second half) against the
   majority-class rate (``chance``); ``colour probe`` / ``shape probe`` likewise;
+* ``left_of`` / ``above`` / ``larger`` probes: whether the difference of two region rows of one
+  image tells which object is further left, higher, or larger (a linear probe on the
+  difference, both orders of every pair whose centres are at least ``ORDER_MARGIN_PX`` apart,
+  or whose areas differ by 1.4×, as for a superlative's target; chance 0.5): what "the
+  leftmost red square" needs the rows to carry (docs/scene-model-notes.md, superlatives);
 * the mean row norm.
 
     python -m benchmarks.probe_regions --models UNTRAINED_DIR TRAINED_DIR \\
@@ -34,6 +39,10 @@ from benchmarks.common import (add_model_benchmark_args, format_table, print_hea
                                quiet_transformers, write_json)
 
 RIDGE = 1e-2  # ridge strength of the linear probes, relative to the mean squared row norm
+ORDER_MARGIN_PX = 4.5  # make-scenes' superlative margin (4 % of the side) at 112 px
+ORDERS = {"left_of": lambda b: (b[0] + b[2]) / 2, "above": lambda b: (b[1] + b[3]) / 2,
+          "larger": lambda b: -(b[2] - b[0]) * (b[3] - b[1])}
+"""Order probe → the box key whose smaller value answers yes (xyxy pixels)."""
 
 
 def in_image_cosine(rows: np.ndarray) -> Optional[float]:
@@ -82,6 +91,27 @@ def region_rows(pipe, scenes: Dict[str, dict], images_dir: str) -> List[tuple]:
     return out
 
 
+def order_pairs(items: List[tuple], order: str) -> Optional[tuple]:
+    """``(row differences [P, C], labels "yes"/"no")`` of every ordered pair of objects of one
+    image that :data:`ORDERS` ``[order]`` tells apart clearly (centres ``ORDER_MARGIN_PX``
+    apart; areas 1.4× apart), or ``None`` without such pairs or boxes."""
+    key, diffs, labels = ORDERS[order], [], []
+    for _, rows, objects in items:
+        values = [key(o["box"]) if "box" in o else None for o in objects]
+        for i, j in ((i, j) for i in range(len(objects)) for j in range(len(objects)) if i != j):
+            a, b = values[i], values[j]
+            if a is None or b is None:
+                continue
+            if order == "larger":  # negated areas
+                clear = max(-a, -b) >= 1.4 * min(-a, -b)
+            else:
+                clear = abs(a - b) >= ORDER_MARGIN_PX
+            if clear:
+                diffs.append(rows[i] - rows[j])
+                labels.append("yes" if a < b else "no")
+    return (np.array(diffs), labels) if diffs else None
+
+
 def measure(per_image: List[tuple]) -> Dict[str, Optional[float]]:
     """The module docstring's numbers for one model's region rows."""
     cos = [c for c in (in_image_cosine(rows) for _, rows, _ in per_image) if c is not None]
@@ -101,6 +131,11 @@ def measure(per_image: List[tuple]) -> Dict[str, Optional[float]]:
             continue
         got = probe_accuracy(train[0], train[1], test[0], test[1])
         result[f"{key}_probe"], result[f"{key}_chance"] = got["accuracy"], got["chance"]
+    for order in ORDERS:
+        train, test = order_pairs(per_image[:half], order), order_pairs(per_image[half:], order)
+        result[f"{order}_probe"] = (None if train is None or test is None else
+                                    probe_accuracy(train[0], train[1], test[0],
+                                                   test[1])["accuracy"])
     return result
 
 
@@ -124,7 +159,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         results[model] = measure(region_rows(pipe, scenes, args.images))
     names = [os.path.basename(os.path.normpath(m)) for m in args.models]
     keys = ["in_image_cosine", "row_norm", "category_probe", "category_chance", "colour_probe",
-            "colour_chance", "shape_probe", "shape_chance", "rows"]
+            "colour_chance", "shape_probe", "shape_chance", *(f"{o}_probe" for o in ORDERS),
+            "rows"]
     rows = [[k] + ["—" if results[m][k] is None else f"{results[m][k]:.3f}"
                    for m in args.models] for k in keys]
     print(format_table(["measure", *names], rows))

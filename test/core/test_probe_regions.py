@@ -36,3 +36,35 @@ def test_measure_splits_images_and_reports_every_number():
     assert got["category_probe"] == 1.0 and got["category_chance"] == pytest.approx(1 / 3)
     assert got["colour_probe"] is None  # a single colour in training: nothing to probe
     assert got["rows"] == 18
+
+
+def test_order_probes_read_position_from_rows_that_carry_it():
+    """Rows that hold an object's centre and size linearly: the pair probes read left / above
+    / larger; rows without them sit near chance (0.5); pairs closer than the margin are
+    left out."""
+    from benchmarks.probe_regions import ORDER_MARGIN_PX, order_pairs
+
+    rng = np.random.default_rng(2)
+    carrying, blind = [], []
+    for i in range(60):
+        objects, rows = [], []
+        for _ in range(4):
+            x, y, side = rng.uniform(10, 80), rng.uniform(10, 80), rng.uniform(10, 40)
+            objects.append({"category": "cat", "colour": None, "shape": "cat",
+                            "box": [x, y, x + side, y + side]})
+            rows.append([x + side / 2, y + side / 2, side * side / 100, *rng.normal(size=3)])
+        rows = np.array(rows)
+        carrying.append((f"img{i}", rows, objects))
+        blind.append((f"img{i}", rng.normal(size=rows.shape), objects))
+    good, bad = measure(carrying), measure(blind)
+    for order in ("left_of", "above", "larger"):
+        assert good[f"{order}_probe"] > 0.95, (order, good)
+        assert 0.3 < bad[f"{order}_probe"] < 0.7, (order, bad)
+    near = [("img", np.eye(2), [{"box": [0, 0, 10, 10]},
+                                {"box": [ORDER_MARGIN_PX / 2, 0, 10 + ORDER_MARGIN_PX / 2, 10]}])]
+    assert order_pairs(near, "left_of") is None and order_pairs(near, "larger") is None
+    apart = [("img", np.eye(2), [{"box": [0, 0, 10, 10]}, {"box": [20, 0, 40, 20]}])]
+    diffs, labels = order_pairs(apart, "left_of")
+    assert labels == ["yes", "no"] and diffs.tolist() == [[1.0, -1.0], [-1.0, 1.0]]
+    assert order_pairs(apart, "larger")[1] == ["no", "yes"]  # the second box is 4x the area
+    assert measure(blind[:1])["left_of_probe"] is None  # one image: no held-out half
