@@ -179,7 +179,8 @@ def add_data_commands(subparsers) -> None:
     m.add_argument("--refer-per-scene", type=int, default=2, help="refer records per scene")
     m.add_argument("--refer-kinds", nargs="+", choices=REFER_KINDS, default=None,
                    help="the expression kinds of present refer targets (default: all); a "
-                        "scene without one gives no refer record but an absent one")
+                        "scene without such a target gets only the absent ones that "
+                        "--rejection-rate draws")
     m.add_argument("--detect-all-order", choices=("leftmost", "random"), default="leftmost",
                    help="category order of detect_all answers: of the leftmost instance "
                         "(default) or random (as in make-text-regions)")

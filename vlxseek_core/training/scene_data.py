@@ -141,8 +141,9 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
 
     ``refer_kinds``: the expression kinds a present ``refer`` target is drawn from (of
     :data:`REFER_KINDS`; ``None``: all). A curriculum option for one kind, such as
-    ``superlative``; a scene with no expression of those kinds gives no ``refer`` record but
-    an absent one (drawn at ``rejection_rate`` as always).
+    ``superlative``. A scene with no present target of those kinds gives only the absent
+    ``refer`` records drawn at ``rejection_rate`` (without ``refer_kinds`` such a scene's
+    ``refer`` records are all absent ones).
 
     ``absent_near``: probability that the absent names of a ``detect`` record, and an absent
     ``refer`` expression, are near misses (:func:`near_miss_categories`: "red square" beside a
@@ -312,7 +313,8 @@ def _refers(scene, g2c, rng, rejection_rate, n, heldout_preference, near=(), abs
             kinds=None):
     """``n`` distinct ``(expression, answer, meta)`` refer samples of a scene; an absent one
     names a near miss (``near``) with probability ``absent_near``; present targets only of
-    ``kinds`` (``None``: any; then a scene without such a present target answers absent)."""
+    ``kinds`` (``None``: any). With ``kinds``, a draw that finds no present target of them
+    ends the list; without, it names an absent target instead."""
     options = [(e, i, k) for e, i, k in referring_expressions(scene)
                if not (scene.split == "train" and is_heldout_phrase(e))
                and (kinds is None or i is None or k in kinds)]
