@@ -32,13 +32,13 @@ probability ``rejection_rate`` an expression for an absent object (→ the rejec
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InvalidRequestError, VLXSeekError
+from ..parsing import grounded_blocks
 from .records import box_iou
 
 COLOURS = {"red": (215, 35, 35), "blue": (35, 75, 225), "green": (35, 170, 55),
@@ -96,8 +96,7 @@ def first_colour_group(answer: str) -> str:
     ``detect_all`` answer names every object of the scene, this is the scene's colour group;
     for other tasks' one-label answers it would say nothing, so callers keep it to
     ``detect_all`` (``benchmarks.common.record_group``'s ``colour`` key)."""
-    labels = [label[4:] if label.startswith("the ") else label
-              for label in re.findall(r"<ground>(.*?)</ground>", answer)]
+    labels = [label.strip().removeprefix("the ") for label, _ in grounded_blocks(answer)]
     if not labels or labels[0] not in ALL_CATEGORIES:
         return "-"
     if labels[0] in PHOTOS:
