@@ -14,8 +14,8 @@ region tokens (``EncodedFrame.region_embeds``, ``[N, hidden]`` after the connect
   majority-class rate (``chance``); ``colour probe`` / ``shape probe`` likewise;
 * ``left_of`` / ``above`` / ``larger`` probes: whether the difference of two region rows of one
   image tells which object is further left, higher, or larger (a linear probe on the
-  difference, both orders of every pair whose centres are at least ``ORDER_MARGIN_PX`` apart,
-  or whose areas differ by 1.4×, as for a superlative's target; chance 0.5): what "the
+  difference, both orders of every pair as clearly apart as a superlative's target,
+  ``scene_data.clearly_apart``; chance 0.5): what "the
   leftmost red square" needs the rows to carry (docs/scene-model-notes.md, superlatives);
 * the mean row norm.
 
@@ -39,10 +39,8 @@ from benchmarks.common import (add_model_benchmark_args, format_table, print_hea
                                quiet_transformers, write_json)
 
 RIDGE = 1e-2  # ridge strength of the linear probes, relative to the mean squared row norm
-ORDER_MARGIN_PX = 4.5  # make-scenes' superlative margin (4 % of the side) at 112 px
-ORDERS = {"left_of": lambda b: (b[0] + b[2]) / 2, "above": lambda b: (b[1] + b[3]) / 2,
-          "larger": lambda b: -(b[2] - b[0]) * (b[3] - b[1])}
-"""Order probe → the box key whose smaller value answers yes (xyxy pixels)."""
+ORDERS = {"left_of": ("x", True), "above": ("y", True), "larger": ("area", False)}
+"""Order probe → (``scene_data.box_keys`` key, whether the smaller value answers yes)."""
 
 
 def in_image_cosine(rows: np.ndarray) -> Optional[float]:
@@ -75,7 +73,8 @@ def probe_accuracy(train_x: np.ndarray, train_y: Sequence[str], test_x: np.ndarr
 
 
 def region_rows(pipe, scenes: Dict[str, dict], images_dir: str) -> List[tuple]:
-    """``[(image name, rows [N, C] float64, objects)]``: the region tokens of every scene."""
+    """``[(image name, rows [N, C] float64, objects, image width px)]``: the region tokens of
+    every scene."""
     from PIL import Image
 
     out = []
@@ -86,43 +85,42 @@ def region_rows(pipe, scenes: Dict[str, dict], images_dir: str) -> List[tuple]:
         boxes = np.array([o["box"] for o in objects], dtype=np.float32)
         with Image.open(os.path.join(images_dir, name)) as im:
             enc = pipe.encode(im.convert("RGB"), boxes=boxes, reuse_frame=False)
+            side = im.width
         rows = enc.frame.region_embeds.float().cpu().numpy().astype(np.float64)
-        out.append((name, rows, objects))
+        out.append((name, rows, objects, side))
     return out
 
 
 def order_pairs(items: List[tuple], order: str) -> Optional[tuple]:
     """``(row differences [P, C], labels "yes"/"no")`` of every ordered pair of objects of one
-    image that :data:`ORDERS` ``[order]`` tells apart clearly (centres ``ORDER_MARGIN_PX``
-    apart; areas 1.4× apart), or ``None`` without such pairs or boxes."""
-    key, diffs, labels = ORDERS[order], [], []
-    for _, rows, objects in items:
-        values = [key(o["box"]) if "box" in o else None for o in objects]
+    image that :data:`ORDERS` ``[order]`` tells apart as clearly as a superlative needs
+    (``scene_data.clearly_apart`` at the item's image width), or ``None`` without such pairs;
+    items without a width or objects without boxes give none."""
+    from vlxseek_core.training.scene_data import box_keys, clearly_apart
+
+    (key, smaller_is_yes), diffs, labels = ORDERS[order], [], []
+    for _, rows, objects, *side in items:
+        if not side or not objects or any("box" not in o for o in objects):
+            continue
+        values = box_keys([o["box"] for o in objects])[key]
         for i, j in ((i, j) for i in range(len(objects)) for j in range(len(objects)) if i != j):
-            a, b = values[i], values[j]
-            if a is None or b is None:
-                continue
-            if order == "larger":  # negated areas
-                clear = max(-a, -b) >= 1.4 * min(-a, -b)
-            else:
-                clear = abs(a - b) >= ORDER_MARGIN_PX
-            if clear:
+            if clearly_apart(key, values[i], values[j], side[0]):
                 diffs.append(rows[i] - rows[j])
-                labels.append("yes" if a < b else "no")
+                labels.append("yes" if (values[i] < values[j]) == smaller_is_yes else "no")
     return (np.array(diffs), labels) if diffs else None
 
 
 def measure(per_image: List[tuple]) -> Dict[str, Optional[float]]:
     """The module docstring's numbers for one model's region rows."""
-    cos = [c for c in (in_image_cosine(rows) for _, rows, _ in per_image) if c is not None]
+    cos = [c for c in (in_image_cosine(rows) for _, rows, *_ in per_image) if c is not None]
     half = len(per_image) // 2
     result: Dict[str, Optional[float]] = {
         "in_image_cosine": float(np.mean(cos)) if cos else None,
-        "row_norm": float(np.mean([np.linalg.norm(r, axis=1).mean() for _, r, _ in per_image])),
-        "rows": float(sum(len(r) for _, r, _ in per_image))}
+        "row_norm": float(np.mean([np.linalg.norm(r, axis=1).mean() for _, r, *_ in per_image])),
+        "rows": float(sum(len(r) for _, r, *_ in per_image))}
     for key in ("category", "colour", "shape"):
         def split(items):
-            pairs = [(row, str(o[key])) for _, rows, objs in items
+            pairs = [(row, str(o[key])) for _, rows, objs, *_ in items
                      for row, o in zip(rows, objs) if o.get(key) is not None]
             return (np.array([p[0] for p in pairs]), [p[1] for p in pairs]) if pairs else None
         train, test = split(per_image[:half]), split(per_image[half:])

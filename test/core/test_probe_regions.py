@@ -42,7 +42,7 @@ def test_order_probes_read_position_from_rows_that_carry_it():
     """Rows that hold an object's centre and size linearly: the pair probes read left / above
     / larger; rows without them sit near chance (0.5); pairs closer than the margin are
     left out."""
-    from benchmarks.probe_regions import ORDER_MARGIN_PX, order_pairs
+    from benchmarks.probe_regions import order_pairs
 
     rng = np.random.default_rng(2)
     carrying, blind = [], []
@@ -54,17 +54,19 @@ def test_order_probes_read_position_from_rows_that_carry_it():
                             "box": [x, y, x + side, y + side]})
             rows.append([x + side / 2, y + side / 2, side * side / 100, *rng.normal(size=3)])
         rows = np.array(rows)
-        carrying.append((f"img{i}", rows, objects))
-        blind.append((f"img{i}", rng.normal(size=rows.shape), objects))
+        carrying.append((f"img{i}", rows, objects, 112))
+        blind.append((f"img{i}", rng.normal(size=rows.shape), objects, 112))
     good, bad = measure(carrying), measure(blind)
     for order in ("left_of", "above", "larger"):
         assert good[f"{order}_probe"] > 0.95, (order, good)
         assert 0.3 < bad[f"{order}_probe"] < 0.7, (order, bad)
-    near = [("img", np.eye(2), [{"box": [0, 0, 10, 10]},
-                                {"box": [ORDER_MARGIN_PX / 2, 0, 10 + ORDER_MARGIN_PX / 2, 10]}])]
+    # superlatives' margin: centres 4 % of the image width apart (4.48 px at 112, 8.96 at 224)
+    near = [("img", np.eye(2), [{"box": [0, 0, 10, 10]}, {"box": [6, 0, 16, 10]}], 224)]
     assert order_pairs(near, "left_of") is None and order_pairs(near, "larger") is None
-    apart = [("img", np.eye(2), [{"box": [0, 0, 10, 10]}, {"box": [20, 0, 40, 20]}])]
+    assert order_pairs([near[0][:3] + (112,)], "left_of")[1] == ["yes", "no"]
+    apart = [("img", np.eye(2), [{"box": [0, 0, 10, 10]}, {"box": [20, 0, 40, 20]}], 112)]
     diffs, labels = order_pairs(apart, "left_of")
     assert labels == ["yes", "no"] and diffs.tolist() == [[1.0, -1.0], [-1.0, 1.0]]
     assert order_pairs(apart, "larger")[1] == ["no", "yes"]  # the second box is 4x the area
+    assert order_pairs([apart[0][:3]], "left_of") is None  # no image width: no margin
     assert measure(blind[:1])["left_of_probe"] is None  # one image: no held-out half

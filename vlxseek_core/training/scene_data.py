@@ -44,25 +44,37 @@ def category_aliases() -> Dict[str, str]:
     return dict(zip(categories, pool))
 
 
+def box_keys(boxes) -> Dict[str, np.ndarray]:
+    """The keys superlatives compare, of xyxy pixel ``boxes`` ``[N, 4]``: ``x`` and ``y``
+    (centre, pixels) and ``area`` (pixels²), each float64 ``[N]``."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return {"x": (b[:, 0] + b[:, 2]) / 2, "y": (b[:, 1] + b[:, 3]) / 2,
+            "area": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])}
+
+
+def clearly_apart(key: str, a: float, b: float, side: float) -> bool:
+    """Whether two values of :func:`box_keys` ``[key]`` tell their boxes apart as clearly as
+    a superlative's target must be: centres at least 4 % of the image ``side`` (pixels)
+    apart, areas at least 1.4× apart."""
+    if key == "area":
+        return min(a, b) * 1.4 <= max(a, b)
+    return abs(a - b) >= 0.04 * side
+
+
 def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
     """Superlative → index into ``scene.objects``, among the objects of ``category`` (≥ 2),
-    only when the extreme is clear: centres ≥ 4 % of the image side apart, areas ≥ 1.4×."""
+    only when the extreme is clear (:func:`clearly_apart`)."""
     idx = [i for i, o in enumerate(scene.objects) if o.category == category]
     if len(idx) < 2:
         return {}
-    b = np.asarray([scene.objects[i].box for i in idx], np.float64)
-    margin = 0.04 * scene.image.shape[1]
-    keys = {"x": (b[:, 0] + b[:, 2]) / 2, "y": (b[:, 1] + b[:, 3]) / 2,
-            "area": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])}
+    keys = box_keys([scene.objects[i].box for i in idx])
     out = {}
     for sup, key, low in (("leftmost", "x", True), ("rightmost", "x", False),
                           ("topmost", "y", True), ("bottommost", "y", False),
                           ("smallest", "area", True), ("largest", "area", False)):
         v = keys[key] if low else -keys[key]
         order = np.argsort(v, kind="stable")
-        a, b2 = keys[key][order[0]], keys[key][order[1]]
-        clear = (min(a, b2) * 1.4 <= max(a, b2)) if key == "area" else abs(a - b2) >= margin
-        if clear:
+        if clearly_apart(key, keys[key][order[0]], keys[key][order[1]], scene.image.shape[1]):
             out[sup] = idx[int(order[0])]
     return out
 
