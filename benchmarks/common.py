@@ -284,7 +284,8 @@ def write_json(path: Optional[str], results: object) -> None:
 BY_HELP = ("also score each value of this record field or meta field apart (e.g. task, kind; "
            "regions: by the number of candidate regions; objects: records naming an object "
            "kind no train image shows, unseen, against the rest, seen; colour: detect_all "
-           "records by their first object, photo, a colour another shape shares, or unique)")
+           "records by their first object, photo, a colour another shape shares, or unique; "
+           "superlative: superlative refer records by their word, leftmost ... smallest)")
 
 
 def add_by_arg(parser: argparse.ArgumentParser) -> None:
@@ -305,7 +306,10 @@ def record_group(record: dict, key: str) -> str:
     group of the first object the answer grounds (the one the probes score):
     ``photo``, ``shared`` (another shape in the scene has its colour: the colour-shape
     conjunction) or ``unique``
-    (:func:`vlxseek_core.training.scenes.first_colour_group`); ``-`` for other tasks."""
+    (:func:`vlxseek_core.training.scenes.first_colour_group`); ``-`` for other tasks; and
+    ``superlative``, on ``refer`` records of kind ``superlative`` the word of the expression
+    (``leftmost`` ... ``smallest``, :data:`~vlxseek_core.training.scenes.SUPERLATIVES`: which
+    comparison a model makes or misses), ``-`` for other records."""
     if key == "regions" and "regions" not in record:
         return str(len(record.get("bbox_list") or record.get("text_regions") or ()))
     if key == "objects" and "objects" not in record:
@@ -320,6 +324,14 @@ def record_group(record: dict, key: str) -> str:
             return "-"
         turns = record.get("conversations") or ()
         return first_colour_group(turns[-1].get("value", "") if turns else "")
+    if key == "superlative" and "superlative" not in record:
+        from vlxseek_core.training.scenes import SUPERLATIVES
+
+        kind = (record.get("meta") or {}).get("kind")
+        if record.get("task") != "refer" or kind != "superlative":
+            return "-"
+        words = str(record.get("query", "")).split()
+        return next((w for w in words if w in SUPERLATIVES), "-")
     value = record.get(key, (record.get("meta") or {}).get(key, "-"))
     return str(value)
 

@@ -90,6 +90,19 @@ def test_record_group_objects_splits_unseen_colour_shapes_from_the_rest():
     assert record_group({"objects": "x"}, "objects") == "x"
 
 
+def test_record_group_superlative_is_the_word_of_a_superlative_refer():
+    sup = [_record("refer", f"the {w} red circle", "", kind="superlative")
+           for w in ("leftmost", "rightmost", "topmost", "bottommost", "largest", "smallest")]
+    assert [record_group(r, "superlative") for r in sup] == [
+        "leftmost", "rightmost", "topmost", "bottommost", "largest", "smallest"]
+    # an absent target phrased as a superlative, another kind, another task: no group
+    absent = _record("refer", "the leftmost cat", "", kind="absent", rejection=True)
+    other = [absent, RECORDS[2], _record("detect", "leftmost", ""),
+             _record("refer", "the red circle", "", kind="superlative")]
+    assert [record_group(r, "superlative") for r in other] == ["-"] * 4
+    assert record_group({"superlative": "x"}, "superlative") == "x"
+
+
 def test_groups_score_their_own_records_and_each_record_is_asked_once(images):
     pipe = FakePipe()
     out = evaluate_records(pipe, RECORDS, str(images),
