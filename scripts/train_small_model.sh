@@ -271,8 +271,9 @@ text text_scene_24_heldout.jsonl 2 4 detect_all "${HELDOUT}" 105 --scene-categor
 scenes scenes_s1u_24 4 16000 --min-objects 2 --max-objects 4 --max-copies 1 \
   --max-distractors 0 --tasks detect_all --detect-all-order random --unique-colours
 # 2s4: the full scenes (up to 6 objects, 8 candidates) and 2-8 word records; 24,000 scenes
-# (38 s to write): on 6,000 (each seen ~10 times in 2s4) count was 0.74 on the 40 held-out
-# scenes, on 24,000 0.94 (docs/scene-model-notes.md "Four times the full scenes", E18)
+# (38 s to write): on 6,000 (about 7 records of each trained on in 2s4) count was 0.74 on the
+# 40 held-out scenes, on 24,000 0.94 (docs/scene-model-notes.md "What the held-out split
+# measures", E18)
 scenes scenes_s4 0 24000 --max-candidates 8 --tasks detect detect_all refer count caption single
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
