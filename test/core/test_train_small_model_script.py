@@ -21,7 +21,8 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2c", "stage2q", "stage2n", "stage2s4"]
+          "stage2c", "stage2q", "stage2n", "stage2s4", "stage2s5a", "stage2s5b", "stage2s5c",
+          "stage2s5"]
 
 
 def _records(path):
@@ -54,7 +55,7 @@ def _run(out, status=0, **extra):
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1", BATCH="2",
+               STEPS2="1 1 1 1 1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -82,7 +83,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         ["region"] * 5 + [None, "colour"]), passed
     assert not (out / "stage2q").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]}
-    assert _run(out, LR2="2e-3")[0].strip().endswith(f"final model: {out}/stage2s4")
+    assert _run(out, LR2="2e-3")[0].strip().endswith(f"final model: {out}/stage2s5")
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
@@ -94,7 +95,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 4
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 8
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -105,15 +106,16 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
     assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
     # the whole answer: generated ones need it
-    answer = ["stage2n", "stage2s4"]
+    answer = ["stage2n", "stage2s4", "stage2s5b", "stage2s5c", "stage2s5"]
     assert [infos[p]["loss_on"] for p in PHASES] == [
         "answer" if p in answer else "choices" for p in PHASES]
     assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant in the forming phases but 0t's 2-6 one (cosine: the formed search
-    # settles) and where the query is first taught (2q); cosine in the phases after
-    constant = PHASES[:8]
+    # settles) and where the query is first taught (2q) and the superlatives (2s5a-c); cosine
+    # in the phases that settle them (2n, 2s4, 2s5)
+    constant = PHASES[:8] + ["stage2s5a", "stage2s5b", "stage2s5c"]
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -202,15 +204,49 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         held = _records(out / f"text_{name}_heldout.jsonl")
         assert held and all(lo <= len(r["text_regions"]) <= hi for r in held)
         assert held != _records(out / f"text_{name}.jsonl")[:len(held)]
-    with safe_open(str(out / "stage2s4" / "model.safetensors"), "pt") as fh:  # --save-dtype
-        assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
+    for phase in ("stage2s4", "stage2s5"):  # --save-dtype
+        with safe_open(str(out / phase / "model.safetensors"), "pt") as fh:
+            assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}, phase
+    _check_superlative_phases(out, infos)
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
-        "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4"]
+        "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4", "scenes_s5a",
+        "scenes_s5c"]
     assert sorted(p.name for p in out.glob("text_*")) == sorted([
         f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
                                                 "regions_26", "scene_24")
         for part in ("", "_heldout")] + ["text_s4_all.jsonl", "text_s4_detect.jsonl"])
+
+
+def _check_superlative_phases(out, infos):
+    """2s5a-2s5: their data sets and what each phase reads."""
+    two = _records(out / "scenes_s5a" / "train.jsonl")
+    axes = _records(out / "scenes_s5a" / "train_axes.jsonl")
+    # two copies of one category, two candidates, superlative `refer` alone, no absent target
+    assert two and all(r["task"] == "refer" and r["meta"]["kind"] == "superlative"
+                       and not _about_absent(r) and len(r["bbox_list"]) == 2 for r in two)
+    assert all(len(set(_labels(r))) == 1 for r in two)
+    # 2s5a's one word per axis: every such record of the set, and no other
+    words = lambda r: r["query"].split()[1]  # noqa: E731
+    assert axes == [r for r in two if words(r) in ("leftmost", "topmost", "largest")]
+    assert {words(r) for r in axes} == {"leftmost", "topmost", "largest"}
+    # 2s5c's full scenes: superlatives of 1-6 objects among up to 8 candidates (and absent
+    # targets at make-scenes' default rate, too rare to show in a smoke run's few scenes)
+    sup = _records(out / "scenes_s5c" / "train.jsonl")
+    assert sup and all(r["task"] == "refer" and len(r["bbox_list"]) <= 8 for r in sup)
+    assert all(r["meta"]["kind"] == "superlative" for r in sup if not _about_absent(r))
+    assert not all(_about_absent(r) for r in sup)
+    full = (out / "scenes_s4" / "train_40k.jsonl").read_text().splitlines()
+    assert full == (out / "scenes_s4" / "train.jsonl").read_text().splitlines()[:10]  # 40,000
+    for phase, data in (("stage2s5a", "train_axes.jsonl"),
+                        ("stage2s5b", "train_40k.jsonl train_axes.jsonl"),
+                        ("stage2s5c", "train_40k.jsonl train.jsonl"),
+                        ("stage2s5", "train.jsonl text_s4_all.jsonl text_s4_detect.jsonl "
+                                     "train.jsonl")):
+        assert infos[phase]["data"] == data, phase
+    command = infos["stage2s5"]["command"].split()
+    assert command[command.index("--images") + 1:][:4] == [
+        f"{out}/scenes_s4/images", ".", ".", f"{out}/scenes_s5c/images"]
 
 
 def _info(phase):

@@ -5,7 +5,7 @@ the run that led to it (that phase's ``vlxseek_training.json``: command, seed, d
 steps, final loss, machine), and ``SHA256SUMS`` over every shipped file, in ``sha256sum -c``
 format. Run paths are written as ``RUN/...`` so that the command reads against any run folder.
 
-    python -m vlxseek_core.training.ship RUN [--final stage2s4] [--dest DIR] [--max-mb 50]
+    python -m vlxseek_core.training.ship RUN [--final stage2s5] [--dest DIR] [--max-mb 50]
 
 (``--dest`` defaults to the repository's ``models/vlm-fo1-small-scenes``.)
 """
@@ -76,7 +76,7 @@ def _weights_dtypes(path: str) -> set:
         raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}") from exc
 
 
-def ship_scene_model(run_dir: str, dest: str, final: str = "stage2s4",
+def ship_scene_model(run_dir: str, dest: str, final: str = "stage2s5",
                      max_mb: float = 50.0) -> List[str]:
     """Copy ``run_dir/final`` into ``dest`` with its training lineage and checksums.
 
@@ -161,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlxseek_core.training.ship",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="the run folder of scripts/train_small_model.sh")
-    parser.add_argument("--final", default="stage2s4", help="the phase to ship")
+    parser.add_argument("--final", default="stage2s5", help="the phase to ship")
     parser.add_argument("--dest", default=SMALL_SCENE_MODEL_DIR)
     parser.add_argument("--max-mb", type=float, default=50.0)
     args = parser.parse_args(argv)
