@@ -27,6 +27,8 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors",
                "vlxseek_training.json")
 """What a shipped checkpoint holds (``checkpoint-*`` folders and forming probes stay behind)."""
 SUMS = "SHA256SUMS"
+FINAL_PHASE = "stage2s5"
+"""The recipe's last phase (``scripts/train_small_model.sh`` prints it as its final model)."""
 
 
 def lineage(final_dir: str) -> List[str]:
@@ -76,7 +78,7 @@ def _weights_dtypes(path: str) -> set:
         raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}") from exc
 
 
-def ship_scene_model(run_dir: str, dest: str, final: str = "stage2s5",
+def ship_scene_model(run_dir: str, dest: str, final: str = FINAL_PHASE,
                      max_mb: float = 50.0) -> List[str]:
     """Copy ``run_dir/final`` into ``dest`` with its training lineage and checksums.
 
@@ -161,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vlxseek_core.training.ship",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="the run folder of scripts/train_small_model.sh")
-    parser.add_argument("--final", default="stage2s5", help="the phase to ship")
+    parser.add_argument("--final", default=FINAL_PHASE, help="the phase to ship")
     parser.add_argument("--dest", default=SMALL_SCENE_MODEL_DIR)
     parser.add_argument("--max-mb", type=float, default=50.0)
     args = parser.parse_args(argv)
