@@ -14,8 +14,9 @@ train``.
         [--by objects]
 
 ``--by KEY`` adds a table per group of records (as ``probe_region_choice``): ``objects`` splits
-the held-out records into those naming a colour-shape kind that no train image shows (unseen:
-composition) and the rest (seen kinds in new placements and phrasings).
+the held-out records into those naming or grounding a colour-shape kind that no train image
+shows (unseen: composition; "the yellow one" whose target is a yellow triangle too) and the
+rest (seen kinds in new placements and phrasings).
 """
 from __future__ import annotations
 

@@ -300,19 +300,22 @@ def record_group(record: dict, key: str) -> str:
     Three keys are computed when the record has no such field: ``regions``, the number of
     candidate regions (``len(bbox_list)``, or ``len(text_regions)`` of an image-free record of
     ``make-text-regions``: the list length), and ``objects``, ``unseen`` when
-    the record's question or answer names a colour-shape kind that no train image shows
-    (:func:`vlxseek_core.training.scenes.names_unseen_object`: composition), else ``seen``
-    (new placements and phrasings of seen kinds), and ``colour``, on ``detect_all`` records the
-    group of the first object the answer grounds (the one the probes score):
-    ``photo``, ``shared`` (another shape in the scene has its colour: the colour-shape
-    conjunction) or ``unique``
+    the record names or grounds a colour-shape kind that no train image shows (composition),
+    else ``seen`` (new placements and phrasings of seen kinds): scene records carry it in
+    ``meta`` (:mod:`vlxseek_core.training.scene_data`, which also knows the objects that
+    "the yellow one" grounds); other records get it from their text
+    (:func:`vlxseek_core.training.scenes.names_unseen_object`); and ``colour``, on
+    ``detect_all`` records the group of the first object the answer grounds (the one the
+    probes score): ``photo``, ``shared`` (another shape in the scene has its colour: the
+    colour-shape conjunction) or ``unique``
     (:func:`vlxseek_core.training.scenes.first_colour_group`); ``-`` for other tasks; and
     ``superlative``, on ``refer`` records of kind ``superlative`` the word of the expression
     (``leftmost`` ... ``smallest``, :data:`~vlxseek_core.training.scenes.SUPERLATIVES`: which
     comparison a model makes or misses), ``-`` for other records."""
     if key == "regions" and "regions" not in record:
         return str(len(record.get("bbox_list") or record.get("text_regions") or ()))
-    if key == "objects" and "objects" not in record:
+    meta = record.get("meta") or {}
+    if key == "objects" and "objects" not in record and "objects" not in meta:
         from vlxseek_core.training.scenes import names_unseen_object
 
         text = " ".join(t.get("value", "") for t in record.get("conversations") or ())

@@ -86,8 +86,13 @@ def test_record_group_colour_is_only_for_detect_all():
 
 def test_record_group_objects_splits_unseen_colour_shapes_from_the_rest():
     assert [record_group(r, "objects") for r in RECORDS] == ["seen", "unseen", "unseen", "seen"]
-    # a field of that name wins, as for every other key
+    # a field of that name wins, as for every other key: a scene record's meta knows the
+    # objects its answer grounds ("the yellow one" grounding a yellow triangle is unseen)
     assert record_group({"objects": "x"}, "objects") == "x"
+    assert record_group(_record("refer", "the yellow one", "", objects="unseen"),
+                        "objects") == "unseen"
+    assert record_group(_record("refer", "the blue circle", "", objects="seen"),
+                        "objects") == "seen"
 
 
 def test_record_group_superlative_is_the_word_of_a_superlative_refer():

@@ -3,9 +3,10 @@
 Held-out scenes are generated on the fly (split ``heldout``: placements and phrasings never seen
 in training) and asked through the real pipeline; an inference regression shows up here as lost
 accuracy. Thresholds sit a margin below the issue-9 targets (REC 0.9, F1 0.9, count 0.8,
-rejection 0.9) and apply to the records of seen object kinds: those naming a colour-shape kind
-that no train image shows test composition, which the targets do not cover (README "Procedural
-scenes and the scene model"). The module is skipped while no trained model is committed.
+rejection 0.9) and apply to the records of seen object kinds: those naming or grounding a
+colour-shape kind that no train image shows ("the yellow one" whose target is a yellow
+triangle) test composition, which the targets do not cover (README "Procedural scenes and the
+scene model"). The module is skipped while no trained model is committed.
 """
 
 import pytest

@@ -164,6 +164,26 @@ def test_heldout_phrasings_only_in_heldout(samples):
                for r in held)
 
 
+def test_objects_group_is_unseen_for_records_that_name_or_ground_an_unseen_kind(samples):
+    """meta["objects"] marks composition: a record about a colour-shape kind no train image
+    shows, named ("the blue circle") or only grounded ("the yellow one": a yellow triangle)."""
+    assert all(r.meta["objects"] == "seen" for _, recs in samples["train"] for r in recs)
+    grounded_only = 0
+    for scene, records in samples["heldout"]:
+        box_kind = {tuple(float(v) for v in o.box): o.category for o in scene.objects}
+        for rec in records:
+            text = rec.query + rec.answer
+            regions = list(rec.region_indices) + [
+                i for g in parse_answer(rec.answer, len(rec.bbox_list)).groundings
+                for i in g.region_indices]
+            kinds = {box_kind.get(tuple(rec.bbox_list[i])) for i in regions}
+            unseen = (any(p in text for p in S.HELDOUT_COLOUR_SHAPES)
+                      or bool(kinds & set(S.HELDOUT_COLOUR_SHAPES)))
+            assert rec.meta["objects"] == ("unseen" if unseen else "seen"), (text, kinds)
+            grounded_only += unseen and not S.names_unseen_object(text)
+    assert grounded_only >= 5  # colour-alone and shape-alone targets of an unseen kind
+
+
 def test_rejection_rate(samples):
     for task in ("detect", "count", "refer"):
         flags = [r.meta["rejection"] for _, recs in samples["train"] for r in recs

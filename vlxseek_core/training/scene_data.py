@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -19,7 +20,8 @@ from .records import (TrainingRecord, build_candidates, count_sample, detect_sam
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
                      check_max_copies, check_max_objects, check_min_objects, check_rate,
-                     generate_scene, is_heldout_phrase, load_assets, split_categories)
+                     generate_scene, is_heldout_phrase, load_assets, names_unseen_object,
+                     split_categories)
 
 
 DETECT_ALL_ORDERS = ("leftmost", "random")
@@ -129,8 +131,9 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     ``heldout_preference``),
     one ``count`` (plural category, blocks + number, ``0`` with the rejection block when
     absent) and one ``caption`` (one object → ``"a red circle"``). Records of the train split
-    never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase``, for
-    refer the expression ``kind``, and for a detect or refer record that names an absent
+    never contain a held-out phrase. ``meta`` holds ``rejection``, ``heldout_phrase``,
+    ``objects`` (``seen`` or ``unseen``: :func:`_objects_group`), for refer the expression
+    ``kind``, and for a detect or refer record that names an absent
     target ``near_miss``: each absent label of the answer → :func:`near_miss_kind` of its
     category (rejection accuracy per kind, :mod:`~.evaluate`).
 
@@ -239,8 +242,10 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     records = []
     if "single" in tasks:
         records += single_region_records(scene, image_name, rng)
+    c2o = {c: i for i, c in enumerate(g2c)}
     for k, (task, query, answer, region, meta) in enumerate(out):
         meta["heldout_phrase"] = is_heldout_phrase(query + answer)
+        meta["objects"] = _objects_group(scene, c2o, query + answer, region)
         labels = _absent_labels(scene, task, query, meta)
         if labels:  # per absent label, for rejection accuracy by near-miss kind
             meta["near_miss"] = {lab: near_miss_kind(scene, _absent_category(scene, lab))
@@ -250,6 +255,18 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
         records.append(TrainingRecord(f"{image_name}:{task}:{k}", image_name, task, query,
                                       answer, boxes, region_indices=region, meta=meta))
     return records
+
+
+def _objects_group(scene: Scene, c2o: Dict[int, int], text: str, region: Sequence[int]) -> str:
+    """``"unseen"`` when a record names or grounds an object of a colour-shape kind that no
+    train image shows (:func:`~.scenes.names_unseen_object`), else ``"seen"``. Grounded
+    counts too: "the yellow one" or "the triangle" may pick out a yellow triangle without
+    naming it, and answering it tests composition as much as naming it does. ``c2o``:
+    candidate index → object index; ``region``: the record's region indices (caption)."""
+    grounded = [int(m) for m in re.findall(r"<region(\d+)>", text)] + list(region)
+    kinds = {scene.objects[c2o[c]].category for c in grounded if c in c2o}
+    return "unseen" if names_unseen_object(text) or any(map(names_unseen_object, kinds)) \
+        else "seen"
 
 
 def single_region_records(scene: Scene, image_name: str, rng: np.random.Generator,
