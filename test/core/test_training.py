@@ -2,6 +2,7 @@
 exact freezing per stage, reference-format save / load / resume (issue 9 §2, §3, §5)."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -158,7 +159,8 @@ def test_stage_freezing_is_exact(stage, fused, train_model_dir, builder):
         assert any(n.startswith("model.layers.") for n in names)
 
 
-def test_train_cli_saves_reference_format_and_resumes(train_model_dir, images_dir, tmp_path):
+def test_train_cli_saves_reference_format_and_resumes(train_model_dir, images_dir, tmp_path,
+                                                      capsys):
     from vlxseek_core.checkpoint import iter_reference_tensors, load_model
     from vlxseek_core.cli import main
     from vlxseek_core.pipeline import VLXSeek
@@ -180,6 +182,15 @@ def test_train_cli_saves_reference_format_and_resumes(train_model_dir, images_di
     assert state["global_step"] == 4
     info = json.load(open(out / "vlxseek_training.json"))
     assert info["stage"] == 2 and info["global_step"] == 4 and len(info["data_sha256"]) == 64
+    assert not (out / "vlxseek_training.json.tmp").exists()
+    # a run stopped while saving checkpoint-6 (no trainer_state.json, written last) resumes
+    # from checkpoint-4 and saves checkpoint-6 whole
+    shutil.copytree(out / "checkpoint-4", out / "checkpoint-6")
+    (out / "checkpoint-6" / "trainer_state.json").unlink()
+    assert main(common + ["--max-steps", "6", "--resume"]) == 0
+    assert "checkpoint-6 is incomplete" in capsys.readouterr().err
+    assert json.load(open(out / "checkpoint-6" / "trainer_state.json"))["global_step"] == 6
+    assert json.load(open(out / "vlxseek_training.json"))["global_step"] == 6
     # the saved model loads everywhere a released checkpoint does
     model, report = load_model(str(out))
     assert report.clean

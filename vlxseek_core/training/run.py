@@ -135,9 +135,28 @@ def share_word_rows(vlm, tokenizer, words: List[str]) -> List[str]:
 
 
 def _latest_checkpoint(out: str) -> Optional[str]:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` folder of ``out`` (``None``: none yet).
 
-    return get_last_checkpoint(out) if os.path.isdir(out) else None
+    ``Trainer`` writes ``trainer_state.json`` last, so a folder without it is one the run was
+    stopped while saving (a session's end, a kill): resuming from it would fail, so it is
+    skipped with a line on stderr and the one before is taken; training to its step again
+    overwrites it.
+    """
+    import re
+
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    found = []
+    for name in os.listdir(out) if os.path.isdir(out) else ():
+        step = re.fullmatch(r"checkpoint-(\d+)", name)
+        if step and os.path.isdir(os.path.join(out, name)):
+            found.append((int(step.group(1)), os.path.join(out, name)))
+    for _, path in sorted(found, reverse=True):
+        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            return path
+        print(f"vlxseek train: {path} is incomplete (no {TRAINER_STATE_NAME}: the run stopped "
+              "while saving it); resuming from the checkpoint before", file=sys.stderr)
+    return None
 
 
 def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
