@@ -105,7 +105,9 @@
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
 # FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
-# from its latest checkpoint-N, and data sets already written are kept.
+# from its latest complete checkpoint-N, and data sets already written are kept; a file that
+# marks a step done is written whole or not at all, so a run stopped anywhere (a session's
+# end) resumes.
 set -euo pipefail
 OUT="${1:?usage: train_small_model.sh OUT_DIR}"
 PY="${PYTHON:-python3}"
@@ -214,7 +216,8 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
         --device "${DEVICE}" --formed "${formed}" ${BY:+--by "${BY}"} \
         --json "${dir}/lookup_${trained}.json" || rc=$?
       if (( rc == 0 )); then
-        cp "${dir}/lookup_${trained}.json" "${dir}/lookup_formed.json"
+        cp "${dir}/lookup_${trained}.json" "${dir}/lookup_formed.json.part"
+        mv "${dir}/lookup_formed.json.part" "${dir}/lookup_formed.json"  # whole or not at all
         break
       fi
       (( rc == 3 )) || { echo "${name}: the lookup probe failed (exit ${rc})" >&2; exit "${rc}"; }
@@ -249,7 +252,7 @@ forming() {  # forming(NAME STEPS HELDOUT IMAGES FORMED train options...): a pha
   next "${name}"
 }
 
-[[ -f "${OUT}/init/config.json" ]] || \
+[[ -f "${OUT}/init/generation_config.json" ]] || \
   "${CLI[@]}" make-tiny-model "${OUT}/init" --preset "${PRESET:-small}" --aux-aspect dynamic \
     --space-variant-similarity 0.9 --seed 0
 # 0t: the binding circuit of the random LLM, on words, one list length per phase

@@ -224,6 +224,30 @@ def test_make_scenes(tmp_path, workers):
     assert D.scene_sample(gt[name]["seed"], "heldout")[1] == [r for r in held if r.image == name]
 
 
+def test_make_scenes_stopped_half_way_leaves_no_data_set(tmp_path, monkeypatch):
+    """The recipe script writes a set once, skipping it when train.jsonl exists: a generation
+    stopped half-way (here an error in the held-out split) must leave none of its files."""
+    real, calls = D._work, []
+
+    def failing(job):
+        calls.append(job[1])
+        if job[1] == "heldout" and calls.count("heldout") == 2:
+            raise KeyboardInterrupt  # as a signal would stop it
+        return real(job)
+
+    monkeypatch.setattr(D, "_work", failing)
+    out = tmp_path / "scenes"
+    with pytest.raises(KeyboardInterrupt):
+        D.make_scenes(str(out), 4, 3, seed=2, workers=1, progress=False)
+    assert calls == ["train"] * 4 + ["heldout"] * 2
+    assert sorted(p.name for p in out.iterdir()) == ["images"]  # no jsonl, no part file
+    monkeypatch.setattr(D, "_work", real)
+    D.make_scenes(str(out), 4, 3, seed=2, workers=1, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "heldout.jsonl", "images", "scenes_heldout.json", "train.jsonl"]
+    assert len(read_records(str(out / "train.jsonl"))) == 20
+
+
 def test_make_scenes_cli(tmp_path, capsys):
     out = str(tmp_path / "scn")
     assert cli.main(["make-scenes", out, "--train", "5", "--heldout", "3", "--seed", "1",

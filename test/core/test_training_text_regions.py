@@ -325,3 +325,17 @@ def test_make_text_regions_cli_random_words(tmp_path, capsys):
     assert used <= allowed and len(used - set(DEFAULT_WORDS)) > 100
     assert main(["make-text-regions", data, "--num", "2", "--random-words", "-3"]) == 2
     assert "--random-words must be >= 0" in capsys.readouterr().err
+
+
+def test_records_are_written_whole_or_not_at_all(tmp_path):
+    """A write stopped half-way leaves no file: the recipe script writes a set once, skipping
+    it when the file exists (record_helpers.written_whole)."""
+    from vlxseek_core.training.text_regions import write_text_region_records
+
+    path = tmp_path / "t.jsonl"
+    with pytest.raises(TypeError):  # the second record cannot be written
+        write_text_region_records(str(path), [{"a": 1}, {"b": object()}])
+    assert list(tmp_path.iterdir()) == []
+    assert write_text_region_records(str(path), [{"a": 1}, {"b": 2}]) == 2
+    assert path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]

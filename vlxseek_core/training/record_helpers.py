@@ -5,19 +5,44 @@
   :func:`box_iou`.
 * Answer builders for ``detect`` and ``count`` samples with rejection
   (:func:`detect_sample`, :func:`count_sample`) and the small English helpers they use.
+* Data files written whole or not at all (:func:`written_whole`).
 
 Every answer is made with :mod:`vlxseek_core.answer_format`; boxes are xyxy float pixels.
 :mod:`~vlxseek_core.training.records` re-exports all of them.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+import contextlib
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from ..tokens import MAX_REGIONS
+
+
+# ---------------------------------------------------------------------------------- files
+
+@contextlib.contextmanager
+def written_whole(path: str) -> Iterator[str]:
+    """Yield ``path + ".part"`` to write; it becomes ``path`` only when the block ends
+    without an error (``os.replace``, atomic on one file system).
+
+    A data set or model file's existence is what a resumable run checks
+    (``scripts/train_small_model.sh`` writes each data set once and skips a phase whose
+    ``vlxseek_training.json`` exists), so a writer stopped half-way (a session's end, a kill)
+    must leave no file at ``path``. On an error the part file is removed and the error goes on.
+    """
+    part = f"{path}.part"
+    try:
+        yield part
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        raise
+    os.replace(part, path)
 
 
 # ---------------------------------------------------------------------------------- boxes

@@ -4,6 +4,7 @@ on-disk data set (``vlxseek make-scenes``); the scenes themselves come from
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
+from .record_helpers import written_whole
 from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
@@ -450,13 +452,20 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
                           else os.cpu_count() or 1)
     summary: Dict[str, Any] = {"workers": workers}
     pool = multiprocessing.Pool(workers) if workers > 1 else None
-    try:
+    # every file is written as a part and renamed when all are done, train.jsonl last (the
+    # stack unwinds in reverse): its existence means the whole set is there, which is what
+    # the recipe script checks before it writes a set again
+    with contextlib.ExitStack() as files:
+        if pool:  # its exit terminates the workers, whose jobs are all done by then
+            files.enter_context(pool)
+        part = {name: files.enter_context(written_whole(os.path.join(out_dir, name)))
+                for name in ("train.jsonl", "heldout.jsonl", "scenes_heldout.json")}
         for split, num in (("train", num_train), ("heldout", num_heldout)):
             t0, gen, gt, n_records = time.perf_counter(), 0.0, {}, 0
             jobs = [(seed * 10_000_000 + i, split, size, out_dir, record_kwargs)
                     for i in range(num)]
             results = (pool.imap(_work, jobs, chunksize=16) if pool else map(_work, jobs))
-            with open(os.path.join(out_dir, f"{split}.jsonl"), "w", encoding="utf-8") as fh:
+            with open(part[f"{split}.jsonl"], "w", encoding="utf-8") as fh:
                 for k, (lines, scene_gt, took) in enumerate(results, 1):
                     fh.writelines(lines)
                     n_records += len(lines)
@@ -468,11 +477,6 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
             summary[split] = {"scenes": num, "records": n_records,
                               "seconds": round(time.perf_counter() - t0, 3),
                               "generate_ms_per_scene": round(1000 * gen / max(num, 1), 3)}
-            if split == "heldout":
-                with open(os.path.join(out_dir, "scenes_heldout.json"), "w") as fh:
-                    json.dump(gt, fh)
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
+        with open(part["scenes_heldout.json"], "w") as fh:
+            json.dump(gt, fh)  # the held-out split's, the last one generated
     return summary

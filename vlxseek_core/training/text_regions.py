@@ -35,7 +35,7 @@ from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from ..prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from ..tokens import MAX_REGIONS, region_token
-from .record_helpers import with_article
+from .record_helpers import with_article, written_whole
 from .records import REGION_REF
 
 TEXT_REGIONS = "text_regions"
@@ -232,8 +232,9 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
 
 
 def write_text_region_records(path: str, records: Sequence[Mapping[str, Any]]) -> int:
-    """Write records as JSONL; returns how many."""
-    with open(path, "w", encoding="utf-8") as fh:
+    """Write records as JSONL, whole or not at all (:func:`~.record_helpers.written_whole`);
+    returns how many."""
+    with written_whole(path) as part, open(part, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return len(records)

@@ -25,6 +25,7 @@ from ..checkpoint import WEIGHTS_NAME, iter_reference_tensors, save_model
 from ..davit import reference_to_florence
 from ..errors import CheckpointError
 from .freezing import FreezePlan
+from .record_helpers import written_whole
 
 CHECKPOINT_SIDE_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt",
                          "added_tokens.json", "special_tokens_map.json", "chat_template.jinja",
@@ -60,13 +61,10 @@ def export_model(vlm, directory: str, source_dir: str, dtype: Optional[torch.dty
     vlm.config.vlxseek_random_weights = False
     save_model(vlm, directory)
     copy_side_files(source_dir, directory)
-    if training_info is not None:  # last, and whole or not at all: it marks a finished
-        # phase (scripts/train_small_model.sh skips a phase that has it), so a run stopped
-        # while writing it must not leave a truncated one behind
-        path = os.path.join(directory, "vlxseek_training.json")
-        with open(f"{path}.tmp", "w", encoding="utf-8") as fh:
+    if training_info is not None:  # last and whole: it marks a finished phase
+        with written_whole(os.path.join(directory, "vlxseek_training.json")) as part, \
+                open(part, "w", encoding="utf-8") as fh:
             json.dump(training_info, fh, indent=2, sort_keys=True)
-        os.replace(f"{path}.tmp", path)
 
 
 def load_weights_into(vlm, directory: str) -> None:
