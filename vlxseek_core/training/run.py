@@ -142,16 +142,10 @@ def _latest_checkpoint(out: str) -> Optional[str]:
     skipped with a line on stderr and the one before is taken; training to its step again
     overwrites it.
     """
-    import re
-
     from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import sort_checkpoints
 
-    found = []
-    for name in os.listdir(out) if os.path.isdir(out) else ():
-        step = re.fullmatch(r"checkpoint-(\d+)", name)
-        if step and os.path.isdir(os.path.join(out, name)):
-            found.append((int(step.group(1)), os.path.join(out, name)))
-    for _, path in sorted(found, reverse=True):
+    for path in reversed(sort_checkpoints(out) if os.path.isdir(out) else []):
         if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
             return path
         print(f"vlxseek train: {path} is incomplete (no {TRAINER_STATE_NAME}: the run stopped "

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -18,7 +17,7 @@ import numpy as np
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from .record_helpers import written_whole
-from .records import (TrainingRecord, build_candidates, count_sample, detect_sample,
+from .records import (REGION_REF, TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
                      check_max_copies, check_max_objects, check_min_objects, check_rate,
@@ -265,7 +264,7 @@ def _objects_group(scene: Scene, c2o: Dict[int, int], text: str, region: Sequenc
     counts too: "the yellow one" or "the triangle" may pick out a yellow triangle without
     naming it, and answering it tests composition as much as naming it does. ``c2o``:
     candidate index → object index; ``region``: the record's region indices (caption)."""
-    grounded = [int(m) for m in re.findall(r"<region(\d+)>", text)] + list(region)
+    grounded = [int(m) for m in REGION_REF.findall(text)] + list(region)
     kinds = {scene.objects[c2o[c]].category for c in grounded if c in c2o}
     return "unseen" if names_unseen_object(text) or any(map(names_unseen_object, kinds)) \
         else "seen"
