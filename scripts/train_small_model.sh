@@ -57,7 +57,7 @@
 #          0.21 false None (on 6,000 scenes: 0.84 / 0.47 / 0.69 / 0.97 / 0.21); on new
 #          placements of the train kinds `refer` by category, colour and shape is right 0.99
 #          of the time and superlatives 0.37: the held-out gap is the superlatives and the
-#          held-out colour-shapes (README "Where it stands");
+#          held-out colour-shapes (docs/scene-model-notes.md "The findings in brief");
 #      2s5a-2s5 the superlatives ("the leftmost red square": the named category's copies,
 #          then the comparison between them), which 2s4 leaves at a coin between two copies
 #          (docs/scene-model-notes.md "Superlatives on the full scenes"): 2s5a one word per
@@ -68,6 +68,7 @@
 #          are superlatives alone (all six words, absent targets too), which form the filter,
 #          the comparison and the opposites at once (from 2s4 directly they formed nothing in
 #          600 steps); 2s5 2s4's phase with those superlative scenes beside, saved in bfloat16.
+#          2s5a and 2s5c are forming phases, probed by superlative word (below).
 #          On new train-kind scenes superlatives went 0.41 -> 0.92 generated, category 0.98,
 #          colour 1.00, shape 0.93, rejection 0.98; on the 40 held-out scenes, seen kinds, REC
 #          0.77, F1 0.97, count 0.94, rejection 1.00 (hand runs E30, E40, E43, E46);
@@ -103,6 +104,7 @@
 # machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
+# FORMED_AXES (2s5a's probe: every word of its three on two copies, chance 0.5),
 # FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest complete checkpoint-N, and data sets already written are kept; a file that
@@ -124,6 +126,7 @@ STEPS2=(${STEPS2:-900 800 400 1000 600 600 400 400})  # 2c 2q 2n 2s4 2s5a 2s5b 2
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
+FORMED_AXES="${FORMED_AXES:-0.7}"  # 2s5a: 0.85 on two copies, each word
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-3}"
 FORM_SEEDS="${FORM_SEEDS:-4}"
@@ -360,11 +363,22 @@ subset scenes_s4/train_40k.jsonl head -n "$(n 40000)" "${OUT}/scenes_s4/train.js
 axes=("${OUT}/scenes_s5a/train_axes.jsonl" "${OUT}/scenes_s5a/images")
 full=("${OUT}/scenes_s4/train_40k.jsonl" "${OUT}/scenes_s4/images")
 sup=("${OUT}/scenes_s5c/train.jsonl" "${OUT}/scenes_s5c/images")
-phase stage2s5a "${STEPS2[4]}" "${S2[@]}" "${CONST[@]}" --warmup 20 --data "${axes[0]}" \
+# the superlative phases' probes: 2s5a's three words on two copies, 2s5c's full-scene
+# superlatives about a present target
+subset scenes_s5a/heldout_axes.jsonl grep -E '"query": "the (leftmost|topmost|largest) ' \
+  "${OUT}/scenes_s5a/heldout.jsonl"
+subset scenes_s5c/heldout_sup.jsonl grep '"kind": "superlative"' "${OUT}/scenes_s5c/heldout.jsonl"
+# 2s5a and 2s5c are forming phases (by superlative word): the script's first run of them
+# stopped 2s5a at 0.88 / 0.79 / 0.63 on leftmost / topmost / largest (E30: 0.95-0.99), and
+# 2s5c from there formed no full-scene superlative (0.44; E43 from E30's kind: 0.84) and
+# lost the axes (docs/scene-model-notes.md "The script's superlative phases")
+BY=superlative forming stage2s5a "${STEPS2[4]}" "${OUT}/scenes_s5a/heldout_axes.jsonl" \
+  "${axes[1]}" "${FORMED_AXES}" "${S2[@]}" "${CONST[@]}" --warmup 20 --data "${axes[0]}" \
   --images "${axes[1]}" --loss-on choices
 phase stage2s5b "${STEPS2[5]}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
   --data "${full[0]}" "${axes[0]}" --images "${full[1]}" "${axes[1]}" --loss-on answer
-phase stage2s5c "${STEPS2[6]}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
+BY=superlative forming stage2s5c "${STEPS2[6]}" "${OUT}/scenes_s5c/heldout_sup.jsonl" \
+  "${sup[1]}" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
   --data "${full[0]}" "${sup[0]}" --images "${full[1]}" "${sup[1]}" --loss-on answer
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl scenes_s5c
 phase stage2s5 "${STEPS2[7]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \

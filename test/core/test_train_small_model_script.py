@@ -45,18 +45,19 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-# 0t, 0tp, 1a and 2c (the colour-shape conjunction on long lists): trained until formed
-FORMING = PHASES[:7]
+# 0t, 0tp, 1a, 2c (the colour-shape conjunction on long lists), 2s5a (the three axes on two
+# copies) and 2s5c (full-scene superlatives): trained until formed
+FORMING = PHASES[:7] + ["stage2s5a", "stage2s5c"]
 
 
 def _run(out, status=0, **extra):
-    """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1`` and
-    ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
+    """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``,
+    ``FORMED_AXES=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
     is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
                STEPS2="1 1 1 1 1 1 1 1", BATCH="2",
-               FORMED="-1", FORMED_SCENES="-1.5")
+               FORMED="-1", FORMED_SCENES="-1.5", FORMED_AXES="-1")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -83,7 +84,10 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         ["region"] * 5 + [None, "colour"]), passed
     assert not (out / "stage2q").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]}
-    assert _run(out, LR2="2e-3")[0].strip().endswith(f"final model: {out}/stage2s5")
+    # 10 held-out scenes for the sets written from here (1 at this SCALE): 2s5a's and 2s5c's
+    # probes need records of their words (4 and 8 of them)
+    assert _run(out, LR2="2e-3", HELDOUT="40000")[0].strip().endswith(
+        f"final model: {out}/stage2s5")
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
     for phase, info in infos.items():
@@ -195,7 +199,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # (by the first object's colour group)
         groups = set(probe[str(out / phase)]) - {"all"}
         assert bool(groups) == (phase != "stage1a_24"), (phase, groups)
-        by = "colour=" if phase == "stage2c" else "regions="
+        by = {"stage2c": "colour=", "stage2s5a": "superlative=",
+              "stage2s5c": "superlative="}.get(phase, "regions=")
         assert all(g.startswith(by) for g in groups), groups
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
     assert not list(out.glob("*_seed*"))  # every lookup formed at its first data order
@@ -230,6 +235,13 @@ def _check_superlative_phases(out, infos):
     words = lambda r: r["query"].split()[1]  # noqa: E731
     assert axes == [r for r in two if words(r) in ("leftmost", "topmost", "largest")]
     assert {words(r) for r in axes} == {"leftmost", "topmost", "largest"}
+    # 2s5a's probe: the held-out records of its three words (2s5c's: present superlatives)
+    held = _records(out / "scenes_s5a" / "heldout.jsonl")
+    assert _records(out / "scenes_s5a" / "heldout_axes.jsonl") == [
+        r for r in held if words(r) in ("leftmost", "topmost", "largest")]
+    held = _records(out / "scenes_s5c" / "heldout.jsonl")
+    assert _records(out / "scenes_s5c" / "heldout_sup.jsonl") == [
+        r for r in held if r["meta"]["kind"] == "superlative"]
     # 2s5c's full scenes: superlatives of 1-6 objects among up to 8 candidates (and absent
     # targets at make-scenes' default rate, too rare to show in a smoke run's few scenes)
     sup = _records(out / "scenes_s5c" / "train.jsonl")
