@@ -1,8 +1,8 @@
 """Checkpoints that ship with this repository.
 
 ``models/vlm-fo1-small-scenes/`` is a small VLM-FO1 trained from random initialisation with
-``vlxseek train`` on procedural scenes (``scripts/train_small_model.sh``; README "A small model
-that works"). It answers detection, referring expressions, counting and rejection on held-out
+``vlxseek train`` on procedural scenes (``scripts/train_small_model.sh``; README "Procedural
+scenes and the scene model"). It answers detection, referring expressions, counting and rejection on held-out
 scenes of that kind; it knows nothing else.
 """
 from __future__ import annotations
