@@ -357,16 +357,15 @@ subset() {  # subset(FILE COMMAND...): FILE from COMMAND's output, written once 
 }
 # 2s5a's three words; 2s5b's and 2s5c's full scenes, their first 40,000 records (2s5c's
 # superlative records half of its mix, as measured)
-subset scenes_s5a/train_axes.jsonl grep -E '"query": "the (leftmost|topmost|largest) ' \
-  "${OUT}/scenes_s5a/train.jsonl"
+AXES='"query": "the (leftmost|topmost|largest) '  # 2s5a's three words, one per axis
+subset scenes_s5a/train_axes.jsonl grep -E "${AXES}" "${OUT}/scenes_s5a/train.jsonl"
 subset scenes_s4/train_40k.jsonl head -n "$(n 40000)" "${OUT}/scenes_s4/train.jsonl"
 axes=("${OUT}/scenes_s5a/train_axes.jsonl" "${OUT}/scenes_s5a/images")
 full=("${OUT}/scenes_s4/train_40k.jsonl" "${OUT}/scenes_s4/images")
 sup=("${OUT}/scenes_s5c/train.jsonl" "${OUT}/scenes_s5c/images")
 # the superlative phases' probes: 2s5a's three words on two copies, 2s5c's full-scene
 # superlatives about a present target
-subset scenes_s5a/heldout_axes.jsonl grep -E '"query": "the (leftmost|topmost|largest) ' \
-  "${OUT}/scenes_s5a/heldout.jsonl"
+subset scenes_s5a/heldout_axes.jsonl grep -E "${AXES}" "${OUT}/scenes_s5a/heldout.jsonl"
 subset scenes_s5c/heldout_sup.jsonl grep '"kind": "superlative"' "${OUT}/scenes_s5c/heldout.jsonl"
 # 2s5a and 2s5c are forming phases (by superlative word): the script's first run of them
 # stopped 2s5a at 0.88 / 0.79 / 0.63 on leftmost / topmost / largest (E30: 0.95-0.99), and

@@ -2,8 +2,8 @@
 
 ``models/vlm-fo1-small-scenes/`` is a small VLM-FO1 trained from random initialisation with
 ``vlxseek train`` on procedural scenes (``scripts/train_small_model.sh``; README "Procedural
-scenes and the scene model"). It answers detection, referring expressions, counting and rejection on held-out
-scenes of that kind; it knows nothing else.
+scenes and the scene model"). It answers detection, referring expressions, counting and
+rejection on held-out scenes of that kind; it knows nothing else.
 """
 from __future__ import annotations
 

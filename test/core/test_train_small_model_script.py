@@ -52,8 +52,8 @@ FORMING = PHASES[:7] + ["stage2s5a", "stage2s5c"]
 
 def _run(out, status=0, **extra):
     """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``,
-    ``FORMED_AXES=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says otherwise; the lowest lift
-    is -1); returns stdout and stderr."""
+    ``FORMED_AXES=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says
+    otherwise; the lowest lift is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
                STEPS2="1 1 1 1 1 1 1 1", BATCH="2",
@@ -233,12 +233,13 @@ def _check_superlative_phases(out, infos):
     assert all(len(set(_labels(r))) == 1 for r in two)
     # 2s5a's one word per axis: every such record of the set, and no other
     words = lambda r: r["query"].split()[1]  # noqa: E731
-    assert axes == [r for r in two if words(r) in ("leftmost", "topmost", "largest")]
-    assert {words(r) for r in axes} == {"leftmost", "topmost", "largest"}
+    three = ("leftmost", "topmost", "largest")
+    assert axes == [r for r in two if words(r) in three]
+    assert {words(r) for r in axes} == set(three)
     # 2s5a's probe: the held-out records of its three words (2s5c's: present superlatives)
     held = _records(out / "scenes_s5a" / "heldout.jsonl")
     assert _records(out / "scenes_s5a" / "heldout_axes.jsonl") == [
-        r for r in held if words(r) in ("leftmost", "topmost", "largest")]
+        r for r in held if words(r) in three]
     held = _records(out / "scenes_s5c" / "heldout.jsonl")
     assert _records(out / "scenes_s5c" / "heldout_sup.jsonl") == [
         r for r in held if r["meta"]["kind"] == "superlative"]
