@@ -68,12 +68,13 @@
 #          are superlatives alone (all six words, absent targets too), which form the filter,
 #          the comparison and the opposites at once (from 2s4 directly they formed nothing in
 #          600 steps); 2s5 2s4's phase with those superlative scenes beside, saved in bfloat16.
-#          2s5a and 2s5c are forming phases, probed by superlative word (below).
+#          2s5a and 2s5c are forming phases, probed by superlative word, and 2s5b one probed
+#          on the full-scene lookup by kind (below).
 #          On new train-kind scenes superlatives went 0.41 -> 0.92 generated, category 0.98,
 #          colour 1.00, shape 0.93, rejection 0.98; on the 40 held-out scenes, seen kinds, REC
 #          0.77, F1 0.97, count 0.94, rejection 1.00 (hand runs E30, E40, E43, E46);
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# The forming phases (0t, 0tp, 1a, 2c) train until their lookup has formed, not for a fixed
+# The forming phases (0t, 0tp, 1a, 2c, 2s5a-c) train until their lookup has formed, not for a fixed
 # number of steps: the lookup forms as a late transition whose step varies between runs, and a
 # phase that ends before it leaves every later phase without one (docs/scene-model-notes.md "The
 # fresh run never formed the lookup"). After its steps, a forming phase's model is probed on
@@ -85,17 +86,19 @@
 # features bound the image lookup, not its transition (1a stood at a lift of 0.62 after 150 steps,
 # 0.69 after 300); on 2c's image rows FORMED in each colour group (--by colour: photos, colours
 # another shape shares, unique colours; the phase exists for the shared ones: E13c passed at 600
-# steps, lift 0.68, not at 300, 0.39); below it the phase trains FORM_STEPS more (--resume with a larger --max-steps), up to
-# FORM_CAP times its steps (0t's 3-row lookup formed at step 1,225 of a 600-step phase in one run;
-# in another it stayed at chance through 2,400 steps). Then the phase starts over with the next
-# data order (--seed 1, 2, ...; the stalled attempt is kept as PHASE.stalled_seedK): in 0t's later
-# phases from a new model of the phase before, trained again with its own next data order (kept as
-# PHASE.redone_seedK), since whether a lookup grows out of the one before depends on that model
-# (from one 2-row model none of five 3-row runs formed, from seven of eight others one formed
-# within 1,225 steps; docs/scene-model-notes.md "Where the 3-row lookup forms"); in the other
-# forming phases from the same model. After FORM_SEEDS data orders of a phase the script stops with
-# exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it again to train on). Each probe
-# is kept as PHASE/lookup_STEP.json, the passing one also as PHASE/lookup_formed.json.
+# steps, lift 0.68, not at 300, 0.39); on 2s5a's, 2s5b's and 2s5c's by superlative word or kind
+# (FORMED_AXES, FORMED_LOOKUP, FORMED; below); below it the phase trains FORM_STEPS more (--resume
+# with a larger --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at step
+# 1,225 of a 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then
+# the phase starts over with the next data order (--seed 1, 2, ...; the stalled attempt is kept as
+# PHASE.stalled_seedK): in 0t's later phases from a new model of the phase before, trained again
+# with its own next data order (kept as PHASE.redone_seedK), since whether a lookup grows out of
+# the one before depends on that model (from one 2-row model none of five 3-row runs formed, from
+# seven of eight others one formed within 1,225 steps; docs/scene-model-notes.md "Where the 3-row
+# lookup forms"); in the other forming phases from the same model. After FORM_SEEDS data orders of
+# a phase the script stops with exit status 3 and says so (raise FORM_SEEDS or FORM_CAP and run it
+# again to train on). Each probe is kept as PHASE/lookup_STEP.json, the passing one also as
+# PHASE/lookup_formed.json.
 # Steps are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
 # STEPS0TP, STEPS1A, STEPS2 (2c 2q 2n 2s4 2s5a 2s5b 2s5c 2s5), BATCH (per process,
@@ -105,6 +108,7 @@
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
 # FORMED_AXES (2s5a's probe: every word of its three on two copies, chance 0.5),
+# FORMED_LOOKUP (2s5b's: the full-scene lookup back, by category, colour and shape),
 # FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest complete checkpoint-N, and data sets already written are kept; a file that
@@ -127,6 +131,7 @@ HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records pe
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
 FORMED_AXES="${FORMED_AXES:-0.7}"  # 2s5a: 0.85 on two copies, each word
+FORMED_LOOKUP="${FORMED_LOOKUP:-0.8}"  # 2s5b: about 0.83 among 8 candidates, each kind
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-3}"
 FORM_SEEDS="${FORM_SEEDS:-4}"
@@ -293,7 +298,8 @@ scenes scenes_s1u_24 4 16000 --min-objects 2 --max-objects 4 --max-copies 1 \
 # (38 s to write): on 6,000 (about 7 records of each trained on in 2s4) count was 0.74 on the
 # 40 held-out scenes, on 24,000 0.94 (docs/scene-model-notes.md "What the held-out split
 # measures", E18)
-scenes scenes_s4 0 24000 --max-candidates 8 --tasks detect detect_all refer count caption single
+S4=(--max-candidates 8 --tasks detect detect_all refer count caption single)
+scenes scenes_s4 0 24000 "${S4[@]}"
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
 on() {  # on(SCENES_DIR... TEXT_FILE.jsonl...): fills `data` with scene sets and text-region
@@ -367,6 +373,13 @@ sup=("${OUT}/scenes_s5c/train.jsonl" "${OUT}/scenes_s5c/images")
 # superlatives about a present target
 subset scenes_s5a/heldout_axes.jsonl grep -E "${AXES}" "${OUT}/scenes_s5a/heldout.jsonl"
 subset scenes_s5c/heldout_sup.jsonl grep '"kind": "superlative"' "${OUT}/scenes_s5c/heldout.jsonl"
+# 2s5b's: the full-scene lookup by category, colour and shape on new placements of the train
+# kinds (scenes_s4's options, its own seed; its train split: the held-out split's unseen
+# colour-shapes and phrasings would measure something else), 400 scenes at any SCALE (SCALE=1
+# for this call alone): about 370 such records
+SCALE=1 scenes scenes_s4p 21 400 "${S4[@]}"
+subset scenes_s4p/lookup.jsonl grep -E '"kind": "(category|colour|shape)"' \
+  "${OUT}/scenes_s4p/train.jsonl"
 # 2s5a and 2s5c are forming phases (by superlative word): the script's first run of them
 # stopped 2s5a at 0.88 / 0.79 / 0.63 on leftmost / topmost / largest (E30: 0.95-0.99), and
 # 2s5c from there formed no full-scene superlative (0.44; E43 from E30's kind: 0.84) and
@@ -374,7 +387,12 @@ subset scenes_s5c/heldout_sup.jsonl grep '"kind": "superlative"' "${OUT}/scenes_
 BY=superlative forming stage2s5a "${STEPS2[4]}" "${OUT}/scenes_s5a/heldout_axes.jsonl" \
   "${axes[1]}" "${FORMED_AXES}" "${S2[@]}" "${CONST[@]}" --warmup 20 --data "${axes[0]}" \
   --images "${axes[1]}" --loss-on choices
-phase stage2s5b "${STEPS2[5]}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
+# 2s5b is a forming phase too (by kind): 2s5a's 1,400 steps on two copies had taken the
+# full-scene lookup to chance (category 0.16; 2s4 0.91), 2s5b's 600 brought it to 0.52, and
+# 2s5c from there spent 1,000 steps winning it back and formed no superlative (0.37;
+# docs/scene-model-notes.md "The full-scene lookup before 2s5c")
+BY=kind forming stage2s5b "${STEPS2[5]}" "${OUT}/scenes_s4p/lookup.jsonl" \
+  "${OUT}/scenes_s4p/images" "${FORMED_LOOKUP}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
   --data "${full[0]}" "${axes[0]}" --images "${full[1]}" "${axes[1]}" --loss-on answer
 BY=superlative forming stage2s5c "${STEPS2[6]}" "${OUT}/scenes_s5c/heldout_sup.jsonl" \
   "${sup[1]}" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 \

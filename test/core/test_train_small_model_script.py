@@ -46,18 +46,19 @@ def _scheduler(info):
 
 
 # 0t, 0tp, 1a, 2c (the colour-shape conjunction on long lists), 2s5a (the three axes on two
-# copies) and 2s5c (full-scene superlatives): trained until formed
-FORMING = PHASES[:7] + ["stage2s5a", "stage2s5c"]
+# copies), 2s5b (the full-scene lookup back) and 2s5c (full-scene superlatives): trained until
+# formed
+FORMING = PHASES[:7] + ["stage2s5a", "stage2s5b", "stage2s5c"]
 
 
 def _run(out, status=0, **extra):
     """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``,
-    ``FORMED_AXES=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes unless ``extra`` says
-    otherwise; the lowest lift is -1); returns stdout and stderr."""
+    ``FORMED_AXES=-1``, ``FORMED_LOOKUP=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes
+    unless ``extra`` says otherwise; the lowest lift is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
                STEPS2="1 1 1 1 1 1 1 1", BATCH="2",
-               FORMED="-1", FORMED_SCENES="-1.5", FORMED_AXES="-1")
+               FORMED="-1", FORMED_SCENES="-1.5", FORMED_AXES="-1", FORMED_LOOKUP="-1")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -199,7 +200,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # (by the first object's colour group)
         groups = set(probe[str(out / phase)]) - {"all"}
         assert bool(groups) == (phase != "stage1a_24"), (phase, groups)
-        by = {"stage2c": "colour=", "stage2s5a": "superlative=",
+        by = {"stage2c": "colour=", "stage2s5a": "superlative=", "stage2s5b": "kind=",
               "stage2s5c": "superlative="}.get(phase, "regions=")
         assert all(g.startswith(by) for g in groups), groups
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
@@ -215,8 +216,8 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     _check_superlative_phases(out, infos)
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
-        "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4", "scenes_s5a",
-        "scenes_s5c"]
+        "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4", "scenes_s4p",
+        "scenes_s5a", "scenes_s5c"]
     assert sorted(p.name for p in out.glob("text_*")) == sorted([
         f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
                                                 "regions_26", "scene_24")
@@ -249,6 +250,19 @@ def _check_superlative_phases(out, infos):
     assert sup and all(r["task"] == "refer" and len(r["bbox_list"]) <= 8 for r in sup)
     assert all(r["meta"]["kind"] == "superlative" for r in sup if not _about_absent(r))
     assert not all(_about_absent(r) for r in sup)
+    # 2s5b's probe: new placements of scenes_s4's kinds, 400 scenes whatever SCALE says, their
+    # `refer` records by category, colour or shape (present targets; no superlative, no absent)
+    placed = _records(out / "scenes_s4p" / "train.jsonl")
+    assert len({r["image"] for r in placed}) == 400
+    assert {r["task"] for r in placed} == {"detect", "detect_all", "refer", "count", "caption"}
+    assert max(len(r["bbox_list"]) for r in placed) == 8
+    boxes = lambda path: [r["bbox_list"] for r in _records(path)[:20]]  # noqa: E731
+    assert boxes(out / "scenes_s4p" / "train.jsonl") != boxes(out / "scenes_s4" / "train.jsonl")
+    lookup = _records(out / "scenes_s4p" / "lookup.jsonl")
+    assert lookup == [r for r in placed if r["task"] == "refer"
+                      and r["meta"]["kind"] in ("category", "colour", "shape")]
+    assert {r["meta"]["kind"] for r in lookup} == {"category", "colour", "shape"}
+    assert len(lookup) > 300 and not any(_about_absent(r) for r in lookup)
     full = (out / "scenes_s4" / "train_40k.jsonl").read_text().splitlines()
     assert full == (out / "scenes_s4" / "train.jsonl").read_text().splitlines()[:10]  # 40,000
     for phase, data in (("stage2s5a", "train_axes.jsonl"),
