@@ -392,7 +392,8 @@ BY=superlative forming stage2s5a "${STEPS2[4]}" "${OUT}/scenes_s5a/heldout_axes.
 # 2s5b is a forming phase too (by kind): 2s5a's 1,400 steps on two copies had taken the
 # full-scene lookup to chance (category 0.16; 2s4 0.91), 2s5b's 600 brought it to 0.52, and
 # 2s5c from there spent 1,000 steps winning it back and formed no superlative (0.37;
-# docs/scene-model-notes.md "The full-scene lookup before 2s5c")
+# docs/scene-model-notes.md "The full-scene lookup before 2s5c"); with the lookup back, 2s5c
+# still formed none (0.36-0.38; "2s5c after the lookup came back"): not the only cause
 BY=kind forming stage2s5b "${STEPS2[5]}" "${OUT}/scenes_s4p/lookup.jsonl" \
   "${OUT}/scenes_s4p/images" "${FORMED_LOOKUP}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
   --data "${full[0]}" "${axes[0]}" --images "${full[1]}" "${axes[1]}" --loss-on answer
