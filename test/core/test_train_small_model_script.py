@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from vlxseek_core.parsing import grounded_blocks
 from vlxseek_core.training import scenes as S
+from vlxseek_core.training.run import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torch
@@ -222,6 +223,31 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
                                                 "regions_26", "scene_24")
         for part in ("", "_heldout")] + ["text_s4_all.jsonl", "text_s4_detect.jsonl"])
+    _check_snapshot_resume(out, tmp_path)
+
+
+def _check_snapshot_resume(out, tmp_path):
+    """A snapshot of 2s4 restored into an empty folder: the script skips the phases before it
+    (their markers only, no model), writes the data sets again and trains on from 2s4."""
+    snap, new = tmp_path / "snap", tmp_path / "moved" / "run"
+    init = "--preset tiny --aux-aspect dynamic --space-variant-similarity 0.9 --seed 0"
+    for argv in (["save", str(out), "stage2s4", str(snap), "--init-args", init],
+                 ["restore", str(snap), str(new)]):
+        subprocess.run([sys.executable, "-m", "vlxseek_core.training.snapshot"] + argv,
+                       check=True, cwd=str(ROOT), capture_output=True)
+    stdout = _run(new, UNTIL="stage2s5a", LR2="2e-3", HELDOUT="40000")[0]
+    assert stdout.strip().endswith(f"stopped after {new}/stage2s5a")
+    assert not any((new / p / "model.safetensors").exists() for p in PHASES[:9])
+    assert (new / "stage2s4" / "model.safetensors").read_bytes() == (
+        out / "stage2s4" / "model.safetensors").read_bytes()
+    info = _info(new / "stage2s5a")
+    assert (info["start_model"], info["global_step"]) == (str(new / "stage2s4"), 1)
+    # the data sets written again are the run's own (fixed seeds)
+    assert info["data_sha256"] == _info(out / "stage2s5a")["data_sha256"]
+    command = _info(new / "stage2s4")["command"].split()
+    data = command[command.index("--data") + 1:command.index("--images")]
+    assert data[0] == f"{new}/scenes_s4/train.jsonl"
+    assert " ".join(file_sha256(d) for d in data) == _info(out / "stage2s4")["data_sha256"]
 
 
 def _check_superlative_phases(out, infos):

@@ -56,12 +56,13 @@ def lineage(final_dir: str) -> List[str]:
     return chain[::-1]
 
 
-def _portable(value, run_dir: str):
-    """``value`` (parsed JSON) with run paths as ``RUN/...`` and the CLI's file as ``vlxseek``."""
+def portable(value, run_dir: str):
+    """``value`` (parsed JSON: keys and values) with run paths as ``RUN/...`` and the CLI's file
+    as ``vlxseek``."""
     if isinstance(value, dict):
-        return {k: _portable(v, run_dir) for k, v in value.items()}
+        return {portable(k, run_dir): portable(v, run_dir) for k, v in value.items()}
     if isinstance(value, list):
-        return [_portable(v, run_dir) for v in value]
+        return [portable(v, run_dir) for v in value]
     if isinstance(value, str):
         value = value.replace(os.path.abspath(run_dir), "RUN")
         return re.sub(r"(?<!\S)\S*/vlxseek_core/cli\.py(?!\S)", "vlxseek", value)
@@ -117,7 +118,7 @@ def ship_scene_model(run_dir: str, dest: str, final: str = FINAL_PHASE,
         shipped.append(name)
     for i, phase in enumerate(phases):
         with open(os.path.join(phase, "vlxseek_training.json"), encoding="utf-8") as fh:
-            info = _portable(json.load(fh), run_dir)
+            info = portable(json.load(fh), run_dir)
         names = [f"training/{i:02d}_{os.path.basename(phase)}.json"]
         if phase == phases[-1]:
             names.append("vlxseek_training.json")
