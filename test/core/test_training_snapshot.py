@@ -58,6 +58,7 @@ def test_snapshot_keeps_only_what_training_changed(run, tmp_path):
     weights = load_file(str(run / "stage_b" / "model.safetensors"))
     assert set(kinds) == set(weights)
     assert kinds[EMBED] == "rows" and manifest["tensors"][EMBED]["rows"] == 3  # 5, 7, 9
+    assert manifest["exact"] is True
     assert kinds[_first_layer(weights)] == "whole"
     assert {manifest["tensors"][k]["dtype"] for k in kinds} == {"bfloat16"}
     # the rest equal the init in bfloat16: stored as nothing
@@ -102,6 +103,36 @@ def test_restore_rebuilds_the_phase_byte_for_byte_on_a_fresh_run_folder(run, tmp
                                    proposal_source="none", max_new_tokens=4)
     assert torch.equal(pipe.model.get_input_embeddings().weight[7],
                        load_file(str(run / "stage_b" / "model.safetensors"))[EMBED][7].float())
+
+
+def _drift_all(weights):
+    """The sampled column's mark: every vocabulary row a little lower along one direction
+    (per-row scales), a little noise, and the data's rows (5, 9) moved far."""
+    gen = torch.Generator().manual_seed(0)
+    embed = weights[EMBED]
+    scale = torch.rand(len(embed), 1, generator=gen) * 0.1 + 0.05
+    direction = torch.randn(1, embed.shape[1], generator=gen) / embed.shape[1] ** 0.5
+    embed += scale * direction + 1e-4 * torch.randn(embed.shape, generator=gen)
+    embed[[5, 9]] += 1.0
+
+
+def test_an_embedding_whose_every_row_drifted_is_kept_at_low_rank(run, tmp_path):
+    _phase(run, "stage_c", run / "stage_a", _drift_all)
+    manifest = save_snapshot(str(run), "stage_c", str(tmp_path / "snap"), TINY)
+    info = manifest["tensors"][EMBED]
+    assert (info["kind"], info["rows"], info["rank"]) == ("drift", 2, 16)
+    assert 0 < info["residual"] < 0.05 and manifest["exact"] is False
+    size = sum(p.stat().st_size for p in (tmp_path / "snap").rglob("*"))
+    assert size < 0.2 * (run / "stage_c" / "model.safetensors").stat().st_size
+    new = tmp_path / "new"
+    restore_snapshot(str(tmp_path / "snap"), str(new))  # no bit-for-bit check: it is close
+    before = load_file(str(run / "stage_c" / "model.safetensors"))
+    after = load_file(str(new / "stage_c" / "model.safetensors"))
+    assert torch.equal(after[EMBED][[5, 9]], before[EMBED][[5, 9]])  # the data's rows: exact
+    drift = before[EMBED] - load_file(str(run / "init" / "model.safetensors"))[EMBED]
+    error = (after[EMBED] - before[EMBED]).norm() / drift.norm()
+    assert 0 < error < 0.05
+    assert all(torch.equal(after[k], before[k]) for k in before if k != EMBED)
 
 
 def test_restore_refuses_another_init(run, tmp_path):
