@@ -167,7 +167,7 @@ def save_snapshot(run_dir: str, phase: str, dest: str,
 
 
 def _localise(value, run_dir: str):
-    """``value`` (parsed JSON) with ``RUN/...`` paths under ``run_dir`` (``portable``'s inverse)."""
+    """``value`` (parsed JSON) with ``RUN/...`` paths under ``run_dir`` (``portable`` undone)."""
     if isinstance(value, dict):
         return {_localise(k, run_dir): _localise(v, run_dir) for k, v in value.items()}
     if isinstance(value, list):
