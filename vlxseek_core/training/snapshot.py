@@ -1,7 +1,7 @@
 """A compact snapshot of a ``scripts/train_small_model.sh`` run after one of its phases.
 
 The recipe (issue 9 §7) takes longer than a working session, and a run's folder does not outlive
-its machine. A snapshot carries the run to another machine as about 10 MB instead of the
+its machine. A snapshot carries the run to another machine as 10-20 MB instead of the
 phase's 47-94 MB: most of a checkpoint is the vocabulary embedding (151,936 x 128 of the small
 model's 23.4 M parameters) and the primary ViT, which stays frozen from its random
 initialisation. The snapshot keeps, per tensor, nothing (equal to the run's ``init`` in the
@@ -11,9 +11,10 @@ embedding changes only in the data's rows while the loss's softmax runs over the
 (``--loss-vocab data --loss-negatives 0``: AdamW without weight decay leaves a row with a zero
 gradient exactly as it was); once the sampled column for the other rows is on, every row moves
 a little, nearly the same way (rank 1 holds 94 % of the drift of the recipe's 1a model, rank
-16 99 %). Such an embedding is kept as its far-moved rows (the data's) exactly and the drift
-of the others at rank ``DRIFT_RANK``: then the rebuilt model is not bit-identical, and
-``SNAPSHOT.json`` says how close (``residual``: the relative error of the drift).
+16 99 %). Such an embedding is kept as the rows the data trained exactly (those that moved
+far, or that a rank-``DRIFT_RANK`` fit misses) and the drift of the others at that rank: then
+the rebuilt model is not bit-identical, and ``SNAPSHOT.json`` says how close (``residual``:
+the relative error of the drift).
 
     python -m vlxseek_core.training.snapshot save RUN PHASE DEST
     python -m vlxseek_core.training.snapshot restore DEST RUN
@@ -86,18 +87,31 @@ def _delta(tensor, ref):
 
 
 def _drift(tensor, ref, exact):
-    """The low-rank factors of ``tensor - ref`` over the rows not in ``exact``: ``(u, v,
-    residual)``, ``u`` (rows x DRIFT_RANK) and ``v`` (DRIFT_RANK x columns) in float16,
-    ``residual`` the relative Frobenius error of ``u @ v`` against the drift."""
+    """The low-rank factors of ``tensor - ref`` over the rows not kept exactly: ``(exact, u,
+    v, residual)``. ``exact`` grows by the rows the rank-``DRIFT_RANK`` fit misses by more
+    than ``DRIFT_OUTLIER`` times the median row (rows the data trained, whose change is no
+    drift); ``u`` (rows x DRIFT_RANK) and ``v`` (DRIFT_RANK x columns) are float16 and
+    ``residual`` is the relative Frobenius error of ``u @ v`` against the drift it stands for."""
     import torch
 
-    rest = torch.ones(tensor.shape[0], dtype=torch.bool)
-    rest[exact] = False
-    drift = tensor.float()[rest] - ref.to(tensor.dtype).float()[rest]
-    u, s, v = torch.linalg.svd(drift, full_matrices=False)
-    u, v = (u[:, :DRIFT_RANK] * s[:DRIFT_RANK]).half(), v[:DRIFT_RANK].half()
-    residual = float((drift - u.float() @ v.float()).norm() / drift.norm().clamp_min(1e-30))
-    return u.contiguous(), v.contiguous(), residual
+    drift = tensor.float() - ref.to(tensor.dtype).float()
+
+    def fit(exact):
+        rest = torch.ones(tensor.shape[0], dtype=torch.bool)
+        rest[exact] = False
+        u, s, v = torch.linalg.svd(drift[rest], full_matrices=False)
+        return rest, (u[:, :DRIFT_RANK] * s[:DRIFT_RANK]).half(), v[:DRIFT_RANK].half()
+
+    for _ in range(2):  # fit, add the rows it misses to the exact ones
+        rest, u, v = fit(exact)
+        missed = torch.zeros_like(rest)
+        miss = (drift[rest] - u.float() @ v.float()).norm(dim=1)
+        missed[rest] = miss > DRIFT_OUTLIER * miss.median()
+        exact = torch.cat([exact, missed.nonzero().flatten()]).unique()
+    rest, u, v = fit(exact)
+    residual = float((drift[rest] - u.float() @ v.float()).norm()
+                     / drift[rest].norm().clamp_min(1e-30))
+    return exact, u.contiguous(), v.contiguous(), residual
 
 
 def save_snapshot(run_dir: str, phase: str, dest: str,
@@ -129,13 +143,13 @@ def save_snapshot(run_dir: str, phase: str, dest: str,
     for key, tensor in sorted(weights.items()):
         kind, rows = _delta(tensor, ref.get(key))
         tensors[key] = {"kind": kind, "dtype": str(tensor.dtype).replace("torch.", "")}
+        if kind == "drift":
+            rows, stored[f"{key}/drift_u"], stored[f"{key}/drift_v"], residual = _drift(
+                tensor, ref[key], rows)
+            tensors[key].update(rank=DRIFT_RANK, residual=round(residual, 6))
         if kind in ("rows", "drift"):
             stored[f"{key}/index"], stored[f"{key}/rows"] = rows, tensor[rows].contiguous()
             tensors[key]["rows"] = len(rows)
-        if kind == "drift":
-            stored[f"{key}/drift_u"], stored[f"{key}/drift_v"], residual = _drift(
-                tensor, ref[key], rows)
-            tensors[key].update(rank=DRIFT_RANK, residual=round(residual, 6))
         elif kind == "whole":
             stored[key] = tensor.contiguous()
     if os.path.isdir(dest):
