@@ -145,6 +145,11 @@ def test_restore_refuses_another_init(run, tmp_path):
     assert not (other / "stage_b").exists()
     with pytest.raises(CheckpointError, match="not a run snapshot"):
         restore_snapshot(str(tmp_path / "nothing"), str(other))
+    stored = load_file(str(tmp_path / "snap" / "weights.safetensors"))
+    save_file({k: v for k, v in stored.items() if not k.endswith("/rows")},
+              str(tmp_path / "snap" / "weights.safetensors"))
+    with pytest.raises(CheckpointError, match="does not rebuild on its init"):
+        restore_snapshot(str(tmp_path / "snap"), str(tmp_path / "third"))
 
 
 def test_save_refuses_an_unfinished_phase_or_a_foreign_lineage(run, tmp_path):

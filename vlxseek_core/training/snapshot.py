@@ -123,7 +123,9 @@ def save_snapshot(run_dir: str, phase: str, dest: str,
 
     Returns:
         The manifest: phase, lineage, the init's command and checksums, the phase's weights'
-        checksum, and per tensor ``init``, ``rows`` (with their count) or ``whole``.
+        checksum, whether the rebuild is ``exact``, and per tensor ``init``, ``rows`` (with
+        their count), ``drift`` (with the exact rows' count, the rank and the residual) or
+        ``whole``.
 
     Raises:
         CheckpointError: the phase is unfinished, its lineage does not start at
@@ -206,6 +208,24 @@ def _make_init(init: str, manifest: Dict) -> None:
                 f"{' '.join(manifest['init']['args'])} wrote another on this machine)")
 
 
+def _rebuild(info: Dict, key: str, ref: Dict, stored: Dict):
+    """One tensor of the phase from the init's (``ref``) and the snapshot's (``stored``)."""
+    import torch
+
+    if info["kind"] == "whole":
+        return stored[key]
+    dtype = getattr(torch, info["dtype"])
+    tensor = ref[key].to(dtype)
+    if info["kind"] == "drift":
+        rest = torch.ones(len(tensor), dtype=torch.bool)
+        rest[stored[f"{key}/index"]] = False
+        drift = stored[f"{key}/drift_u"].float() @ stored[f"{key}/drift_v"].float()
+        tensor[rest] = (tensor[rest].float() + drift).to(dtype)
+    if info["kind"] in ("rows", "drift"):
+        tensor[stored[f"{key}/index"]] = stored[f"{key}/rows"]
+    return tensor
+
+
 def restore_snapshot(src: str, run_dir: str) -> str:
     """Rebuild the snapshot ``src`` into the run folder ``run_dir``; returns the phase's folder.
 
@@ -228,22 +248,10 @@ def restore_snapshot(src: str, run_dir: str) -> str:
     init = os.path.join(run_dir, "init")
     _make_init(init, manifest)
     ref, stored = _load(os.path.join(init, "model.safetensors")), _load(os.path.join(src, WEIGHTS))
-    import torch
-
-    weights = {}
-    for key, info in tensors.items():
-        dtype = getattr(torch, info["dtype"])
-        if info["kind"] == "whole":
-            weights[key] = stored[key]
-            continue
-        weights[key] = ref[key].to(dtype)
-        if info["kind"] == "drift":
-            index, rest = stored[f"{key}/index"], torch.ones(len(weights[key]), dtype=torch.bool)
-            rest[index] = False
-            drift = stored[f"{key}/drift_u"].float() @ stored[f"{key}/drift_v"].float()
-            weights[key][rest] = (weights[key][rest].float() + drift).to(dtype)
-        if info["kind"] in ("rows", "drift"):
-            weights[key][stored[f"{key}/index"]] = stored[f"{key}/rows"]
+    try:
+        weights = {key: _rebuild(info, key, ref, stored) for key, info in tensors.items()}
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{src!r} does not rebuild on its init ({exc!r})") from exc
     out = os.path.join(run_dir, phase)
     if os.path.isdir(out):
         shutil.rmtree(out)
