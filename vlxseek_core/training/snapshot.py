@@ -60,15 +60,16 @@ DRIFT_MIN_ROWS = 65536
 """A tensor this long (the vocabulary embedding) whose rows all changed is kept as drift."""
 DRIFT_RANK = 16
 DRIFT_OUTLIER = 2.0
-"""Rows that moved more than this many times the median row are kept exactly."""
+"""Rows that moved, or that the low-rank fit misses, by more than this many times the median
+row are kept exactly."""
 
 
 def _delta(tensor, ref):
     """How ``tensor`` differs from ``ref`` (the init's tensor): ``("init", None)``,
     ``("rows", index)`` (an int64 index of the changed rows along dim 0, fewer than half),
-    ``("drift", index)`` (a vocabulary embedding whose every row moved: the loss's sampled
+    ``("drift", None)`` (a vocabulary embedding whose every row moved: the loss's sampled
     column pushes the rows off the data's shortlist down a little, the same way, and the
-    data's own rows, ``index``, far) or ``("whole", None)``."""
+    data's own rows far; ``_drift`` splits them) or ``("whole", None)``."""
     import torch
 
     if ref is None or ref.shape != tensor.shape:
@@ -81,20 +82,22 @@ def _delta(tensor, ref):
         if 2 * int(changed.sum()) < tensor.shape[0]:
             return "rows", changed.nonzero().flatten()
         if tensor.dim() == 2 and tensor.shape[0] >= DRIFT_MIN_ROWS:
-            moved = (tensor.float() - ref.float()).norm(dim=1)
-            return "drift", (moved > DRIFT_OUTLIER * moved.median()).nonzero().flatten()
+            return "drift", None
     return "whole", None
 
 
-def _drift(tensor, ref, exact):
+def _drift(tensor, ref):
     """The low-rank factors of ``tensor - ref`` over the rows not kept exactly: ``(exact, u,
-    v, residual)``. ``exact`` grows by the rows the rank-``DRIFT_RANK`` fit misses by more
-    than ``DRIFT_OUTLIER`` times the median row (rows the data trained, whose change is no
-    drift); ``u`` (rows x DRIFT_RANK) and ``v`` (DRIFT_RANK x columns) are float16 and
-    ``residual`` is the relative Frobenius error of ``u @ v`` against the drift it stands for."""
+    v, residual)``. ``exact`` (an int64 row index) holds the rows that moved, or that the
+    rank-``DRIFT_RANK`` fit misses, by more than ``DRIFT_OUTLIER`` times the median row (rows
+    the data trained, whose change is no drift); ``u`` (rows x DRIFT_RANK) and ``v``
+    (DRIFT_RANK x columns) are float16 and ``residual`` is the relative Frobenius error of
+    ``u @ v`` against the drift it stands for."""
     import torch
 
     drift = tensor.float() - ref.to(tensor.dtype).float()
+    moved = drift.norm(dim=1)
+    exact = (moved > DRIFT_OUTLIER * moved.median()).nonzero().flatten()
 
     def fit(exact):
         rest = torch.ones(tensor.shape[0], dtype=torch.bool)
@@ -147,7 +150,7 @@ def save_snapshot(run_dir: str, phase: str, dest: str,
         tensors[key] = {"kind": kind, "dtype": str(tensor.dtype).replace("torch.", "")}
         if kind == "drift":
             rows, stored[f"{key}/drift_u"], stored[f"{key}/drift_v"], residual = _drift(
-                tensor, ref[key], rows)
+                tensor, ref[key])
             tensors[key].update(rank=DRIFT_RANK, residual=round(residual, 6))
         if kind in ("rows", "drift"):
             stored[f"{key}/index"], stored[f"{key}/rows"] = rows, tensor[rows].contiguous()
