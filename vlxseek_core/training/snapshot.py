@@ -86,6 +86,15 @@ def _delta(tensor, ref):
     return "whole", None
 
 
+def _others(length: int, index):
+    """A bool mask over ``length`` rows, true off the int64 row ``index``: the drift's rows."""
+    import torch
+
+    rest = torch.ones(length, dtype=torch.bool)
+    rest[index] = False
+    return rest
+
+
 def _drift(tensor, ref):
     """The low-rank factors of ``tensor - ref`` over the rows not kept exactly: ``(exact, u,
     v, residual)``. ``exact`` (an int64 row index) holds the rows that moved, or that the
@@ -100,8 +109,7 @@ def _drift(tensor, ref):
     exact = (moved > DRIFT_OUTLIER * moved.median()).nonzero().flatten()
 
     def fit(exact):
-        rest = torch.ones(tensor.shape[0], dtype=torch.bool)
-        rest[exact] = False
+        rest = _others(tensor.shape[0], exact)
         u, s, v = torch.linalg.svd(drift[rest], full_matrices=False)
         return rest, (u[:, :DRIFT_RANK] * s[:DRIFT_RANK]).half(), v[:DRIFT_RANK].half()
 
@@ -220,8 +228,7 @@ def _rebuild(info: Dict, key: str, ref: Dict, stored: Dict):
     dtype = getattr(torch, info["dtype"])
     tensor = ref[key].to(dtype)
     if info["kind"] == "drift":
-        rest = torch.ones(len(tensor), dtype=torch.bool)
-        rest[stored[f"{key}/index"]] = False
+        rest = _others(len(tensor), stored[f"{key}/index"])
         drift = stored[f"{key}/drift_u"].float() @ stored[f"{key}/drift_v"].float()
         tensor[rest] = (tensor[rest].float() + drift).to(dtype)
     if info["kind"] in ("rows", "drift"):
