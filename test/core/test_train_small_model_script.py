@@ -22,8 +22,8 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2c", "stage2q", "stage2n", "stage2s4", "stage2s5a", "stage2s5b", "stage2s5c",
-          "stage2s5"]
+          "stage2c", "stage2q", "stage2n", "stage2s4", "stage2s5l", "stage2s5a", "stage2s5b",
+          "stage2s5c", "stage2s5"]
 
 
 def _records(path):
@@ -58,7 +58,7 @@ def _run(out, status=0, **extra):
     unless ``extra`` says otherwise; the lowest lift is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1 1 1 1 1", BATCH="2",
+               STEPS2="1 1 1 1 1 1 1 1 1", BATCH="2",
                FORMED="-1", FORMED_SCENES="-1.5", FORMED_AXES="-1", FORMED_LOOKUP="-1")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -101,7 +101,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 8
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 9
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -119,9 +119,9 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant in the forming phases but 0t's 2-6 one (cosine: the formed search
-    # settles) and where the query is first taught (2q) and the superlatives (2s5a-c); cosine
+    # settles) and where the query is first taught (2q) and the superlatives (2s5l-c); cosine
     # in the phases that settle them (2n, 2s4, 2s5)
-    constant = PHASES[:8] + ["stage2s5a", "stage2s5b", "stage2s5c"]
+    constant = PHASES[:8] + ["stage2s5l", "stage2s5a", "stage2s5b", "stage2s5c"]
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -218,7 +218,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
         "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4", "scenes_s4p",
-        "scenes_s5a", "scenes_s5c"]
+        "scenes_s5a", "scenes_s5ap", "scenes_s5c"]
     assert sorted(p.name for p in out.glob("text_*")) == sorted([
         f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
                                                 "regions_26", "scene_24")
@@ -235,15 +235,15 @@ def _check_snapshot_resume(out, tmp_path):
                  ["restore", str(snap), str(new)]):
         subprocess.run([sys.executable, "-m", "vlxseek_core.training.snapshot"] + argv,
                        check=True, cwd=str(ROOT), capture_output=True)
-    stdout = _run(new, UNTIL="stage2s5a", LR2="2e-3", HELDOUT="40000")[0]
-    assert stdout.strip().endswith(f"stopped after {new}/stage2s5a")
+    stdout = _run(new, UNTIL="stage2s5l", LR2="2e-3", HELDOUT="40000")[0]
+    assert stdout.strip().endswith(f"stopped after {new}/stage2s5l")
     assert not any((new / p / "model.safetensors").exists() for p in PHASES[:9])
     assert (new / "stage2s4" / "model.safetensors").read_bytes() == (
         out / "stage2s4" / "model.safetensors").read_bytes()
-    info = _info(new / "stage2s5a")
+    info = _info(new / "stage2s5l")
     assert (info["start_model"], info["global_step"]) == (str(new / "stage2s4"), 1)
     # the data sets written again are the run's own (fixed seeds)
-    assert info["data_sha256"] == _info(out / "stage2s5a")["data_sha256"]
+    assert info["data_sha256"] == _info(out / "stage2s5l")["data_sha256"]
     command = _info(new / "stage2s4")["command"].split()
     data = command[command.index("--data") + 1:command.index("--images")]
     assert data[0] == f"{new}/scenes_s4/train.jsonl"
@@ -251,7 +251,7 @@ def _check_snapshot_resume(out, tmp_path):
 
 
 def _check_superlative_phases(out, infos):
-    """2s5a-2s5: their data sets and what each phase reads."""
+    """2s5l-2s5: their data sets and what each phase reads."""
     two = _records(out / "scenes_s5a" / "train.jsonl")
     axes = _records(out / "scenes_s5a" / "train_axes.jsonl")
     # two copies of one category, two candidates, superlative `refer` alone, no absent target
@@ -263,13 +263,18 @@ def _check_superlative_phases(out, infos):
     three = ("leftmost", "topmost", "largest")
     assert axes == [r for r in two if words(r) in three]
     assert {words(r) for r in axes} == set(three)
-    # 2s5a's probe: the held-out records of its three words (2s5c's: present superlatives)
-    held = _records(out / "scenes_s5a" / "heldout.jsonl")
-    assert _records(out / "scenes_s5a" / "heldout_axes.jsonl") == [
-        r for r in held if words(r) in three]
-    held = _records(out / "scenes_s5c" / "heldout.jsonl")
-    assert _records(out / "scenes_s5c" / "heldout_sup.jsonl") == [
-        r for r in held if r["meta"]["kind"] == "superlative"]
+    # 2s5l's one word: every "leftmost" record of the set
+    left = _records(out / "scenes_s5a" / "train_leftmost.jsonl")
+    assert left == [r for r in two if words(r) == "leftmost"] and left
+    # 2s5a's probe: its three words on 500 new two-copy scenes whatever SCALE says, their
+    # train split (the train phrasings and colour-shapes), placed apart from 2s5a's own
+    placed = _records(out / "scenes_s5ap" / "train.jsonl")
+    assert len(list((out / "scenes_s5ap" / "images").glob("train_*"))) == 500
+    assert all(len(set(_labels(r))) == 1 and len(r["bbox_list"]) == 2 for r in placed)
+    assert [r["bbox_list"] for r in placed[:20]] != [r["bbox_list"] for r in two[:20]]
+    probe = _records(out / "scenes_s5ap" / "axes.jsonl")
+    assert probe == [r for r in placed if words(r) in three] and len(probe) > 250
+    assert not any(r["meta"]["heldout_phrase"] for r in probe)
     # 2s5c's full scenes: superlatives of 1-6 objects among up to 8 candidates (and absent
     # targets at make-scenes' default rate, too rare to show in a smoke run's few scenes)
     sup = _records(out / "scenes_s5c" / "train.jsonl")
@@ -289,9 +294,16 @@ def _check_superlative_phases(out, infos):
                       and r["meta"]["kind"] in ("category", "colour", "shape")]
     assert {r["meta"]["kind"] for r in lookup} == {"category", "colour", "shape"}
     assert len(lookup) > 300 and not any(_about_absent(r) for r in lookup)
+    # 2s5c's probe: the superlatives of the same scenes (present targets)
+    sup_probe = _records(out / "scenes_s4p" / "sup.jsonl")
+    assert sup_probe == [r for r in placed if r["meta"].get("kind") == "superlative"]
+    assert len(sup_probe) > 200 and not any(_about_absent(r) for r in sup_probe)
+    for phase, records in (("stage2s5a", probe), ("stage2s5c", sup_probe)):  # 300 at most
+        formed = json.loads((out / phase / "lookup_formed.json").read_text())
+        assert formed[str(out / phase)]["all"]["records"] == min(300, len(records)), phase
     full = (out / "scenes_s4" / "train_40k.jsonl").read_text().splitlines()
     assert full == (out / "scenes_s4" / "train.jsonl").read_text().splitlines()[:10]  # 40,000
-    for phase, data in (("stage2s5a", "train_axes.jsonl"),
+    for phase, data in (("stage2s5l", "train_leftmost.jsonl"), ("stage2s5a", "train_axes.jsonl"),
                         ("stage2s5b", "train_40k.jsonl train_axes.jsonl"),
                         ("stage2s5c", "train_40k.jsonl train.jsonl"),
                         ("stage2s5", "train.jsonl text_s4_all.jsonl text_s4_detect.jsonl "
