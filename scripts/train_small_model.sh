@@ -354,8 +354,8 @@ phase stage2n "${STEPS2[2]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl
 phase stage2s4 "${STEPS2[3]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer --save-dtype bfloat16
-# 2s5a: superlatives on scenes of two copies of one category (two candidates, no absent
-# target), one word per axis
+# 2s5l and 2s5a: superlatives on scenes of two copies of one category (two candidates, no
+# absent target), one word, then one word per axis
 S5A=(--min-objects 2 --max-objects 2 --max-candidates 2 --max-distractors 0 --tasks refer
      --refer-kinds superlative --refer-per-scene 2 --rejection-rate 0 --detect-extra-absent 0)
 scenes scenes_s5a 14 60000 "${S5A[@]}"

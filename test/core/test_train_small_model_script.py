@@ -268,12 +268,12 @@ def _check_superlative_phases(out, infos):
     assert left == [r for r in two if words(r) == "leftmost"] and left
     # 2s5a's probe: its three words on 500 new two-copy scenes whatever SCALE says, their
     # train split (the train phrasings and colour-shapes), placed apart from 2s5a's own
-    placed = _records(out / "scenes_s5ap" / "train.jsonl")
+    two_new = _records(out / "scenes_s5ap" / "train.jsonl")
     assert len(list((out / "scenes_s5ap" / "images").glob("train_*"))) == 500
-    assert all(len(set(_labels(r))) == 1 and len(r["bbox_list"]) == 2 for r in placed)
-    assert [r["bbox_list"] for r in placed[:20]] != [r["bbox_list"] for r in two[:20]]
+    assert all(len(set(_labels(r))) == 1 and len(r["bbox_list"]) == 2 for r in two_new)
+    assert [r["bbox_list"] for r in two_new[:20]] != [r["bbox_list"] for r in two[:20]]
     probe = _records(out / "scenes_s5ap" / "axes.jsonl")
-    assert probe == [r for r in placed if words(r) in three] and len(probe) > 250
+    assert probe == [r for r in two_new if words(r) in three] and len(probe) > 250
     assert not any(r["meta"]["heldout_phrase"] for r in probe)
     # 2s5c's full scenes: superlatives of 1-6 objects among up to 8 candidates (and absent
     # targets at make-scenes' default rate, too rare to show in a smoke run's few scenes)
