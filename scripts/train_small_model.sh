@@ -59,25 +59,15 @@
 #          of the time and superlatives 0.37: the held-out gap is the superlatives and the
 #          held-out colour-shapes (docs/scene-model-notes.md "The findings in brief");
 #      2s5l-2s5 the superlatives ("the leftmost red square": the named category's copies,
-#          then the comparison between them), which 2s4 leaves at a coin between two copies
-#          (docs/scene-model-notes.md "Superlatives on the full scenes"): 2s5l "leftmost"
-#          alone on scenes of two copies of one category, loss on the choices (one word forms
-#          its axis within 100 steps), 2s5a one word per axis (leftmost, topmost, largest) on
-#          them (axes that start together form together; the six words at once average to
-#          nothing; from 2s4 directly the three stood at 0.82 after 600 steps, after 2s5l at
-#          0.98 after 1,000: "2s5a after one word alone"); 2s5b the same records beside
-#          40,000 full-scene records (the lookup back on long lists); 2s5c the full scenes
-#          beside full scenes whose `refer` records are superlatives alone (all six words,
-#          absent targets too), which form the filter, the comparison and the opposites at
-#          once (from 2s4 directly they formed nothing in 600 steps); 2s5 2s4's phase with
-#          those superlative scenes beside, saved in bfloat16. 2s5a and 2s5c are forming
-#          phases, probed by superlative word, and 2s5b one probed on the full-scene lookup by
-#          kind (below).
-#          On new train-kind scenes superlatives went 0.41 -> 0.92 generated, category 0.98,
-#          colour 1.00, shape 0.93, rejection 0.98; on the 40 held-out scenes, seen kinds, REC
-#          0.77, F1 0.97, count 0.94, rejection 1.00 (hand runs E30, E40, E43, E46);
+#          then the comparison between them), which 2s4 leaves at a coin between two copies:
+#          "leftmost" on two objects, three, four, then all three lengths, then the full
+#          scenes; each later word on the three short lengths at once, then the full scenes;
+#          2s5 2s4's phase with the superlatives beside, saved in bfloat16
+#          (scripts/train_small_model_superlatives.sh; docs/scene-model-notes.md "The long
+#          lists after the length curriculum, E65-E71"). 2s5f (E71) took the six words to
+#          0.76-0.95 teacher-forced on new full scenes (first region, chance 0.15);
 #   5. held-out accuracy (benchmarks/bench_training.py, benchmarks/probe_region_choice.py).
-# The forming phases (0t, 0tp, 1a, 2c, 2s5a-c) train until their lookup has formed, not for a fixed
+# The forming phases (0t, 0tp, 1a, 2c, 2s5f) train until their lookup has formed, not for a fixed
 # number of steps: the lookup forms as a late transition whose step varies between runs, and a
 # phase that ends before it leaves every later phase without one (docs/scene-model-notes.md "The
 # fresh run never formed the lookup"). After its steps, a forming phase's model is probed on
@@ -89,8 +79,8 @@
 # features bound the image lookup, not its transition (1a stood at a lift of 0.62 after 150 steps,
 # 0.69 after 300); on 2c's image rows FORMED in each colour group (--by colour: photos, colours
 # another shape shares, unique colours; the phase exists for the shared ones: E13c passed at 600
-# steps, lift 0.68, not at 300, 0.39); on 2s5a's, 2s5b's and 2s5c's by superlative word or kind
-# (FORMED_AXES, FORMED_LOOKUP, FORMED; below); below it the phase trains FORM_STEPS more (--resume
+# steps, lift 0.68, not at 300, 0.39); on 2s5f's full-scene superlatives by word (FORMED_SUP,
+# below); below it the phase trains FORM_STEPS more (--resume
 # with a larger --max-steps), up to FORM_CAP times its steps (0t's 3-row lookup formed at step
 # 1,225 of a 600-step phase in one run; in another it stayed at chance through 2,400 steps). Then
 # the phase starts over with the next data order (--seed 1, 2, ...; the stalled attempt is kept as
@@ -104,15 +94,15 @@
 # PHASE/lookup_formed.json.
 # Steps are those of the measured runs (README). Sizes come from the
 # environment so the recipe can be smoke-tested or scaled: TEXT_RECORDS, STEPS0T (4 phases),
-# STEPS0TP, STEPS1A, STEPS2 (2c 2q 2n 2s4 2s5l 2s5a 2s5b 2s5c 2s5), BATCH (per process,
+# STEPS0TP, STEPS1A, STEPS2 (2c 2q 2n 2s4 2s5l 2s5l3 2s5l4 2s5lk 2s5lf 2s5t 2s5tf 2s5g
+# 2s5o 2s5f 2s5), BATCH (per process,
 # 64), LR0T (the stage-0 rate), LR2 (stage 2's), LOSS_VOCAB, PRESET (model sizes: small;
 # tiny for smoke runs), SIZE (px), WORKERS (data loader processes; 12 on the 16-core H200
 # machine: 3.4 steps/s there, 2.6 with 6), PRECISION (--bf16 on a GPU), SCALE (divides
 # every record and scene count), LAUNCH (how `vlxseek train` runs: one process or
 # torchrun), DEVICE (cpu or cuda), UNTIL (stop after that phase), FORMED, FORMED_SCENES,
-# FORMED_AXES (2s5a's probe: every word of its three on two copies, chance 0.5),
-# FORMED_LOOKUP (2s5b's: the full-scene lookup back, by category, colour and shape),
-# FORM_STEPS, FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
+# FORMED_SUP (2s5f's probe: each of the six words on the full scenes), FORM_STEPS,
+# FORM_CAP, FORM_SEEDS (above; -1 passes any model: smoke runs).
 # The run resumes: a finished phase (its model saved) is skipped, an unfinished one goes on
 # from its latest complete checkpoint-N, and data sets already written are kept; a file that
 # marks a step done is written whole or not at all, so a run stopped anywhere (a session's
@@ -129,15 +119,14 @@ STEPS0TP="${STEPS0TP:-600}"
 STEPS1A="${STEPS1A:-300}"
 # 2c 900 steps, though its probe passed at 600: from 600 to 900 the unique colours and photos
 # rose (0.83 -> 0.88, 0.88 -> 1.00; shared 0.73 -> 0.74), and 2q was measured from there
-STEPS2=(${STEPS2:-900 800 400 1000 300 1000 600 400 400})  # 2c 2q 2n 2s4 2s5l 2s5a 2s5b
-# 2s5c 2s5
+# 2c 2q 2n 2s4, then the superlatives: 2s5l 2s5l3 2s5l4 2s5lk 2s5lf 2s5t 2s5tf 2s5g 2s5o 2s5f 2s5
+STEPS2=(${STEPS2:-900 800 400 1000 300 300 200 300 600 600 600 300 300 1800 600})
 HELDOUT="$(n "${HELDOUT:-300}")"  # held-out scenes per set, held-out records per 0t phase
 FORMED="${FORMED:-0.6}"
 FORMED_SCENES="${FORMED_SCENES:-0.4}"
-FORMED_AXES="${FORMED_AXES:-0.7}"  # 2s5a: 0.85 on two copies, each word
-# 2s5b: each kind about 0.75 among 8 candidates; the script's run stood at 0.72 from step
-# 1,200 to 1,600 (2s4 0.90 / 0.97 / 1.00: the two-copy phase before costs some for good)
-FORMED_LOOKUP="${FORMED_LOOKUP:-0.7}"
+# 2s5f: each word at a lift of 0.7 (0.76 for "topmost" among about 6.6 candidates): the measured
+# run stood there at 1,800 steps, weakest "topmost" 0.76, others 0.80-0.95
+FORMED_SUP="${FORMED_SUP:-0.7}"
 FORM_STEPS="${FORM_STEPS:-200}"
 FORM_CAP="${FORM_CAP:-3}"
 FORM_SEEDS="${FORM_SEEDS:-4}"
@@ -190,8 +179,15 @@ text() {  # text(FILE LO HI TASK NUM SEED [options...]): text-region records, wr
 scenes() {  # scenes(DIR SEED TRAIN_SCENES make-scenes options...): scenes + records, written
   local dir="$1" seed="$2" num="$3"  # once; sets of the same kind need their own seeds
   shift 3
+  num="$(n "${num}")"  # at least FLOOR scenes where the caller sets it
+  (( num >= ${FLOOR:-1} )) || num="${FLOOR}"
   [[ -f "${OUT}/${dir}/train.jsonl" ]] || "${CLI[@]}" make-scenes "${OUT}/${dir}" \
-    --train "$(n "${num}")" --heldout "${HELDOUT}" --seed "${seed}" --size "${SIZE}" --quiet "$@"
+    --train "${num}" --heldout "${HELDOUT}" --seed "${seed}" --size "${SIZE}" --quiet "$@"
+}
+subset() {  # subset(FILE COMMAND...): FILE from COMMAND's output, written once (a failed
+  [[ -f "${OUT}/$1" ]] && return  # command, such as a grep that finds none, leaves no file)
+  "${@:2}" > "${OUT}/$1.part"
+  mv "${OUT}/$1.part" "${OUT}/$1"
 }
 prev="${OUT}/init"
 train() {  # train(NAME STEPS train options...): `vlxseek train` from ${prev} to STEPS steps,
@@ -308,11 +304,13 @@ S4=(--max-candidates 8 --tasks detect detect_all refer count caption single)
 scenes scenes_s4 0 24000 "${S4[@]}"
 text text_s4_all.jsonl 2 8 detect_all "$(n 15000)" 14
 text text_s4_detect.jsonl 2 8 detect "$(n 15000)" 15
-on() {  # on(SCENES_DIR... TEXT_FILE.jsonl...): fills `data` with scene sets and text-region
-  local arg images=()  # record files (their image folder: ".", unused)
-  data=(--data)
+on() {  # on(SCENES_DIR... SCENES_DIR/FILE.jsonl... TEXT_FILE.jsonl...): fills `data` with
+  local arg images=()  # scene sets (train.jsonl or another record file of the folder) and
+  data=(--data)  # text-region record files (their image folder: ".", unused)
   for arg in "$@"; do
-    if [[ "${arg}" == *.jsonl ]]; then data+=("${OUT}/${arg}"); images+=(.)
+    if [[ "${arg}" == */*.jsonl ]]; then
+      data+=("${OUT}/${arg}"); images+=("${OUT}/${arg%%/*}/images")
+    elif [[ "${arg}" == *.jsonl ]]; then data+=("${OUT}/${arg}"); images+=(.)
     else data+=("${OUT}/${arg}/train.jsonl"); images+=("${OUT}/${arg}/images"); fi
   done
   data+=(--images "${images[@]}")
@@ -354,67 +352,6 @@ phase stage2n "${STEPS2[2]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@
 on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl
 phase stage2s4 "${STEPS2[3]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
   --loss-on answer --save-dtype bfloat16
-# 2s5l and 2s5a: superlatives on scenes of two copies of one category (two candidates, no
-# absent target), one word, then one word per axis
-S5A=(--min-objects 2 --max-objects 2 --max-candidates 2 --max-distractors 0 --tasks refer
-     --refer-kinds superlative --refer-per-scene 2 --rejection-rate 0 --detect-extra-absent 0)
-scenes scenes_s5a 14 60000 "${S5A[@]}"
-# 2s5c's full scenes with superlative `refer` records alone (23 % about an absent target)
-scenes scenes_s5c 22 24000 --max-candidates 8 --tasks refer --refer-kinds superlative \
-  --refer-per-scene 2
-subset() {  # subset(FILE COMMAND...): FILE from COMMAND's output, written once (a failed
-  [[ -f "${OUT}/$1" ]] && return  # command, such as a grep that finds none, leaves no file)
-  "${@:2}" > "${OUT}/$1.part"
-  mv "${OUT}/$1.part" "${OUT}/$1"
-}
-# 2s5a's three words; 2s5b's and 2s5c's full scenes, their first 40,000 records (2s5c's
-# superlative records half of its mix, as measured)
-AXES='"query": "the (leftmost|topmost|largest) '  # 2s5a's three words, one per axis
-subset scenes_s5a/train_axes.jsonl grep -E "${AXES}" "${OUT}/scenes_s5a/train.jsonl"
-subset scenes_s5a/train_leftmost.jsonl grep '"query": "the leftmost ' \
-  "${OUT}/scenes_s5a/train.jsonl"  # 2s5l's word
-subset scenes_s4/train_40k.jsonl head -n "$(n 40000)" "${OUT}/scenes_s4/train.jsonl"
-axes=("${OUT}/scenes_s5a/train_axes.jsonl" "${OUT}/scenes_s5a/images")
-full=("${OUT}/scenes_s4/train_40k.jsonl" "${OUT}/scenes_s4/images")
-sup=("${OUT}/scenes_s5c/train.jsonl" "${OUT}/scenes_s5c/images")
-# the superlative phases' probes, on new placements of the train kinds as 2s5b's (below): the
-# held-out splits' phrasings that no train record holds ("the leftmost cat") and unseen
-# colour-shapes measure something else (28 of 2s5a's 72 held-out records, 147 of 2s5c's 344),
-# and 72 records put 16 on a word. 2s5a's: its three words on 500 new two-copy scenes (about
-# 345 records); 2s5c's: the superlatives of scenes_s4p (about 250, present targets; E43's set)
-SCALE=1 scenes scenes_s5ap 24 500 "${S5A[@]}"
-subset scenes_s5ap/axes.jsonl grep -E "${AXES}" "${OUT}/scenes_s5ap/train.jsonl"
-# 2s5b's: the full-scene lookup by category, colour and shape on new placements of the train
-# kinds (scenes_s4's options, its own seed; its train split: the held-out split's unseen
-# colour-shapes and phrasings would measure something else), 400 scenes at any SCALE (SCALE=1
-# for this call alone): about 370 such records
-SCALE=1 scenes scenes_s4p 21 400 "${S4[@]}"
-subset scenes_s4p/lookup.jsonl grep -E '"kind": "(category|colour|shape)"' \
-  "${OUT}/scenes_s4p/train.jsonl"
-subset scenes_s4p/sup.jsonl grep '"kind": "superlative"' "${OUT}/scenes_s4p/train.jsonl"
-# 2s5a and 2s5c are forming phases (by superlative word): the script's first run of them
-# stopped 2s5a at 0.88 / 0.79 / 0.63 on leftmost / topmost / largest (E30: 0.95-0.99), and
-# 2s5c from there formed no full-scene superlative (0.44; E43 from E30's kind: 0.84) and
-# lost the axes (docs/scene-model-notes.md "The script's superlative phases")
-# 2s5l: "leftmost" alone, which forms x within 100 steps (E20, E51; the three words from 2s4
-# stood at 0.79-0.83 after 600 steps in three data orders), then 2s5a (E52)
-phase stage2s5l "${STEPS2[4]}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
-  --data "${OUT}/scenes_s5a/train_leftmost.jsonl" --images "${axes[1]}" --loss-on choices
-BY=superlative forming stage2s5a "${STEPS2[5]}" "${OUT}/scenes_s5ap/axes.jsonl" \
-  "${OUT}/scenes_s5ap/images" "${FORMED_AXES}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
-  --data "${axes[0]}" --images "${axes[1]}" --loss-on choices
-# 2s5b is a forming phase too (by kind): 2s5a's 1,400 steps on two copies had taken the
-# full-scene lookup to chance (category 0.16; 2s4 0.91), 2s5b's 600 brought it to 0.52, and
-# 2s5c from there spent 1,000 steps winning it back and formed no superlative (0.37;
-# docs/scene-model-notes.md "The full-scene lookup before 2s5c"); with the lookup back, 2s5c
-# still formed none (0.36-0.38; "2s5c after the lookup came back"): not the only cause
-BY=kind forming stage2s5b "${STEPS2[6]}" "${OUT}/scenes_s4p/lookup.jsonl" \
-  "${OUT}/scenes_s4p/images" "${FORMED_LOOKUP}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
-  --data "${full[0]}" "${axes[0]}" --images "${full[1]}" "${axes[1]}" --loss-on answer
-BY=superlative forming stage2s5c "${STEPS2[7]}" "${OUT}/scenes_s4p/sup.jsonl" \
-  "${OUT}/scenes_s4p/images" "${FORMED}" "${S2[@]}" "${CONST[@]}" --warmup 20 \
-  --data "${full[0]}" "${sup[0]}" --images "${full[1]}" "${sup[1]}" --loss-on answer
-on scenes_s4 text_s4_all.jsonl text_s4_detect.jsonl scenes_s5c
-phase stage2s5 "${STEPS2[8]}" "${S2[@]}" $(cosine "${LR2}") --warmup 20 "${data[@]}" \
-  --loss-on answer --save-dtype bfloat16
+# 2s5l-2s5: the superlatives, one list length, then one word, at a time
+source "${REPO}/scripts/train_small_model_superlatives.sh"
 echo "final model: ${OUT}/stage2s5"

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.long  # about 8 minutes: ~45 processes that import torc
 
 
 PHASES = ["stage0t_22", "stage0t_33", "stage0t_24", "stage0t_26", "stage0tp_24", "stage1a_24",
-          "stage2c", "stage2q", "stage2n", "stage2s4", "stage2s5l", "stage2s5a", "stage2s5b",
-          "stage2s5c", "stage2s5"]
+          "stage2c", "stage2q", "stage2n", "stage2s4", "stage2s5l", "stage2s5l3", "stage2s5l4",
+          "stage2s5lk", "stage2s5lf", "stage2s5t", "stage2s5tf", "stage2s5g", "stage2s5o",
+          "stage2s5f", "stage2s5"]
+SUPERLATIVE = PHASES[10:-1]  # 2s5l-2s5f: constant rate; 2s5 settles them on a cosine one
+WORDS = ["leftmost", "topmost", "largest", "rightmost", "bottommost", "smallest"]
 
 
 def _records(path):
@@ -46,20 +49,19 @@ def _scheduler(info):
     return [b for a, b in zip(words, words[1:]) if a == "--scheduler"][-1]
 
 
-# 0t, 0tp, 1a, 2c (the colour-shape conjunction on long lists), 2s5a (the three axes on two
-# copies), 2s5b (the full-scene lookup back) and 2s5c (full-scene superlatives): trained until
-# formed
-FORMING = PHASES[:7] + ["stage2s5a", "stage2s5b", "stage2s5c"]
+# 0t, 0tp, 1a, 2c (the colour-shape conjunction on long lists) and 2s5f (the six superlatives
+# on the full scenes): trained until formed
+FORMING = PHASES[:7] + ["stage2s5f"]
 
 
 def _run(out, status=0, **extra):
     """Run the recipe scaled to a smoke run (every phase 1 step; ``FORMED=-1``,
-    ``FORMED_AXES=-1``, ``FORMED_LOOKUP=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes
+    ``FORMED_SUP=-1`` and ``FORMED_SCENES=-1.5``: any lookup passes
     unless ``extra`` says otherwise; the lowest lift is -1); returns stdout and stderr."""
     env = dict(os.environ, PYTHON=sys.executable, LAUNCH=sys.executable, PRESET="tiny",
                SCALE="4000", STEPS0T="1 1 1 1", STEPS0TP="1", STEPS1A="1",
-               STEPS2="1 1 1 1 1 1 1 1 1", BATCH="2",
-               FORMED="-1", FORMED_SCENES="-1.5", FORMED_AXES="-1", FORMED_LOOKUP="-1")
+               STEPS2=" ".join(["1"] * 15), BATCH="2",
+               FORMED="-1", FORMED_SCENES="-1.5", FORMED_SUP="-1")
     # this tree's vlxseek_core first, not an installed copy (the ROS workspace's may be older)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -86,9 +88,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         ["region"] * 5 + [None, "colour"]), passed
     assert not (out / "stage2q").exists()
     first = {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]}
-    # 10 held-out scenes for the sets written from here (1 at this SCALE): 2s5a's and 2s5c's
-    # probes need records of their words (4 and 8 of them)
-    assert _run(out, LR2="2e-3", HELDOUT="40000")[0].strip().endswith(
+    assert _run(out, LR2="2e-3")[0].strip().endswith(
         f"final model: {out}/stage2s5")
     assert {p: (out / p / "model.safetensors").stat().st_mtime_ns for p in PHASES[:7]} == first
     infos = {p: json.loads((out / p / "vlxseek_training.json").read_text()) for p in PHASES}
@@ -101,7 +101,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # beta2 0.99 (docs/scene-model-notes.md "What forms it")
         assert (info["loss_vocab"], info["adam_beta2"]) == ("data", 0.99), phase
         assert info["optim"] == "adamw_torch_fused", phase
-    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 9
+    assert [infos[p]["stage"] for p in PHASES] == [0] * 5 + [1] + [2] * 15
     # 0t: the softmax over the data's tokens alone (docs/scene-model-notes.md "The sampled
     # column"); the other phases keep the sampled column
     rates = {}
@@ -112,16 +112,17 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     assert {rates[p] for p in PHASES[:6]} == {1e-3}  # LR0T; stage 1 at the paper's rate
     assert {rates[p] for p in PHASES[6:]} == {2e-3}  # LR2
     # the whole answer: generated ones need it
-    answer = ["stage2n", "stage2s4", "stage2s5b", "stage2s5c", "stage2s5"]
+    answer = ["stage2n", "stage2s4", "stage2s5lf", "stage2s5t", "stage2s5tf", "stage2s5f",
+              "stage2s5"]
     assert [infos[p]["loss_on"] for p in PHASES] == [
         "answer" if p in answer else "choices" for p in PHASES]
     assert not any(infos[p]["lr_scales"] for p in PHASES[:6])  # text, or the region side alone
     for phase in PHASES[6:]:
         assert infos[phase]["lr_scales"] == {"towers": 0.1, "hfre": 0.1, "connector": 0.1}
     # the rate: constant in the forming phases but 0t's 2-6 one (cosine: the formed search
-    # settles) and where the query is first taught (2q) and the superlatives (2s5l-c); cosine
-    # in the phases that settle them (2n, 2s4, 2s5)
-    constant = PHASES[:8] + ["stage2s5l", "stage2s5a", "stage2s5b", "stage2s5c"]
+    # settles) and where the query is first taught (2q) and the superlatives (2s5l-2s5f);
+    # cosine in the phases that settle them (2n, 2s4, 2s5)
+    constant = PHASES[:8] + SUPERLATIVE
     assert [_scheduler(infos[p]) == "constant_with_warmup" for p in PHASES] == [
         p in constant and p != "stage0t_26" for p in PHASES]
     assert {_scheduler(infos[p]) for p in PHASES if p not in constant} == {"cosine"}
@@ -201,8 +202,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
         # (by the first object's colour group)
         groups = set(probe[str(out / phase)]) - {"all"}
         assert bool(groups) == (phase != "stage1a_24"), (phase, groups)
-        by = {"stage2c": "colour=", "stage2s5a": "superlative=", "stage2s5b": "kind=",
-              "stage2s5c": "superlative="}.get(phase, "regions=")
+        by = {"stage2c": "colour=", "stage2s5f": "superlative="}.get(phase, "regions=")
         assert all(g.startswith(by) for g in groups), groups
     assert not any((out / p / "lookup_formed.json").exists() for p in PHASES if p not in FORMING)
     assert not list(out.glob("*_seed*"))  # every lookup formed at its first data order
@@ -218,7 +218,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     # no data set that no phase reads
     assert sorted(p.name for p in out.glob("scenes_*")) == [
         "scenes_s1u_24", "scenes_s2c", "scenes_s3n", "scenes_s3q", "scenes_s4", "scenes_s4p",
-        "scenes_s5a", "scenes_s5ap", "scenes_s5c"]
+        "scenes_s5a", "scenes_s5a3", "scenes_s5a4", "scenes_s5c"]
     assert sorted(p.name for p in out.glob("text_*")) == sorted([
         f"text_{name}{part}.jsonl" for name in ("regions_22", "regions_33", "regions_24",
                                                 "regions_26", "scene_24")
@@ -235,7 +235,7 @@ def _check_snapshot_resume(out, tmp_path):
                  ["restore", str(snap), str(new)]):
         subprocess.run([sys.executable, "-m", "vlxseek_core.training.snapshot"] + argv,
                        check=True, cwd=str(ROOT), capture_output=True)
-    stdout = _run(new, UNTIL="stage2s5l", LR2="2e-3", HELDOUT="40000")[0]
+    stdout = _run(new, UNTIL="stage2s5l", LR2="2e-3")[0]
     assert stdout.strip().endswith(f"stopped after {new}/stage2s5l")
     assert not any((new / p / "model.safetensors").exists() for p in PHASES[:9])
     assert (new / "stage2s4" / "model.safetensors").read_bytes() == (
@@ -250,68 +250,98 @@ def _check_snapshot_resume(out, tmp_path):
     assert " ".join(file_sha256(d) for d in data) == _info(out / "stage2s4")["data_sha256"]
 
 
+def _data(out, info):
+    """The phase's ``--data`` files relative to ``out`` and their ``--images`` folders'
+    parents (``.``: text-region records), from its recorded command."""
+    words = info["command"].split()
+    data = words[words.index("--data") + 1:words.index("--images")]
+    images = words[words.index("--images") + 1:][:len(data)]
+    return ([str(Path(d).relative_to(out)) for d in data],
+            [i if i == "." else str(Path(i).parent.relative_to(out)) for i in images])
+
+
 def _check_superlative_phases(out, infos):
     """2s5l-2s5: their data sets and what each phase reads."""
-    two = _records(out / "scenes_s5a" / "train.jsonl")
-    axes = _records(out / "scenes_s5a" / "train_axes.jsonl")
-    # two copies of one category, two candidates, superlative `refer` alone, no absent target
-    assert two and all(r["task"] == "refer" and r["meta"]["kind"] == "superlative"
-                       and not _about_absent(r) and len(r["bbox_list"]) == 2 for r in two)
-    assert all(len(set(_labels(r))) == 1 for r in two)
-    # 2s5a's one word per axis: every such record of the set, and no other
-    words = lambda r: r["query"].split()[1]  # noqa: E731
-    three = ("leftmost", "topmost", "largest")
-    assert axes == [r for r in two if words(r) in three]
-    assert {words(r) for r in axes} == set(three)
-    # 2s5l's one word: every "leftmost" record of the set
-    left = _records(out / "scenes_s5a" / "train_leftmost.jsonl")
-    assert left == [r for r in two if words(r) == "leftmost"] and left
-    # 2s5a's probe: its three words on 500 new two-copy scenes whatever SCALE says, their
-    # train split (the train phrasings and colour-shapes), placed apart from 2s5a's own
-    two_new = _records(out / "scenes_s5ap" / "train.jsonl")
-    assert len(list((out / "scenes_s5ap" / "images").glob("train_*"))) == 500
-    assert all(len(set(_labels(r))) == 1 and len(r["bbox_list"]) == 2 for r in two_new)
-    assert [r["bbox_list"] for r in two_new[:20]] != [r["bbox_list"] for r in two[:20]]
-    probe = _records(out / "scenes_s5ap" / "axes.jsonl")
-    assert probe == [r for r in two_new if words(r) in three] and len(probe) > 250
-    assert not any(r["meta"]["heldout_phrase"] for r in probe)
-    # 2s5c's full scenes: superlatives of 1-6 objects among up to 8 candidates (and absent
-    # targets at make-scenes' default rate, too rare to show in a smoke run's few scenes)
+    word = lambda r: r["query"].split()[1]  # noqa: E731
+    for name, rows in (("scenes_s5a", 2), ("scenes_s5a3", 3), ("scenes_s5a4", 4)):
+        records = _records(out / name / "train.jsonl")
+        # two copies of one category among 2-4 objects, every candidate an object,
+        # superlative `refer` alone, no absent target; at least 300 scenes at any SCALE
+        assert len(list((out / name / "images").glob("train_*"))) == 300, name
+        assert all(r["task"] == "refer" and r["meta"]["kind"] == "superlative"
+                   and not _about_absent(r) and len(r["bbox_list"]) == rows
+                   for r in records), name
+        for w in WORDS:  # each word's records, all of them and no other
+            mine = _records(out / name / f"train_{w}.jsonl")
+            assert mine and mine == [r for r in records if word(r) == w], (name, w)
+    assert all(len(set(_labels(r))) == 1 for r in _records(out / "scenes_s5a" / "train.jsonl"))
+    for w in WORDS:  # the short lists as trained (SCALE 4000: 6,000 -> 1, 1,500 -> 1, ...)
+        two = _records(out / "scenes_s5a" / f"train_{w}.jsonl")
+        three = _records(out / "scenes_s5a3" / f"train_{w}.jsonl")
+        assert _records(out / "scenes_s5a" / f"train_{w}_6k.jsonl") == two[:1]
+        assert _records(out / "scenes_s5a3" / f"train_{w}_t.jsonl") == three[:-1]
+        for kept in (f"scenes_s5a/train_{w}_6k", f"scenes_s5a3/train_{w}_t",
+                     f"scenes_s5a4/train_{w}"):
+            assert _records(out / f"{kept}_2k.jsonl") == _records(out / f"{kept}.jsonl")[:1]
+    # the full scenes: superlatives of 1-6 objects among up to 8 candidates, each word's apart
     sup = _records(out / "scenes_s5c" / "train.jsonl")
     assert sup and all(r["task"] == "refer" and len(r["bbox_list"]) <= 8 for r in sup)
     assert all(r["meta"]["kind"] == "superlative" for r in sup if not _about_absent(r))
-    assert not all(_about_absent(r) for r in sup)
-    # 2s5b's probe: new placements of scenes_s4's kinds, 400 scenes whatever SCALE says, their
-    # `refer` records by category, colour or shape (present targets; no superlative, no absent)
+    assert any(_about_absent(r) for r in sup) and not all(_about_absent(r) for r in sup)
+    for w in WORDS:
+        assert _records(out / "scenes_s5c" / f"train_{w}.jsonl") == [
+            r for r in sup if word(r) == w], w
+    # 2s5f's probe: new placements of scenes_s4's kinds, 400 scenes whatever SCALE says, their
+    # superlatives (present targets)
     placed = _records(out / "scenes_s4p" / "train.jsonl")
     assert len({r["image"] for r in placed}) == 400
     assert {r["task"] for r in placed} == {"detect", "detect_all", "refer", "count", "caption"}
     assert max(len(r["bbox_list"]) for r in placed) == 8
     s4 = _records(out / "scenes_s4" / "train.jsonl")  # its own placements, not scenes_s4's
     assert [r["bbox_list"] for r in placed[:20]] != [r["bbox_list"] for r in s4[:20]]
-    lookup = _records(out / "scenes_s4p" / "lookup.jsonl")
-    assert lookup == [r for r in placed if r["task"] == "refer"
-                      and r["meta"]["kind"] in ("category", "colour", "shape")]
-    assert {r["meta"]["kind"] for r in lookup} == {"category", "colour", "shape"}
-    assert len(lookup) > 300 and not any(_about_absent(r) for r in lookup)
-    # 2s5c's probe: the superlatives of the same scenes (present targets)
-    sup_probe = _records(out / "scenes_s4p" / "sup.jsonl")
-    assert sup_probe == [r for r in placed if r["meta"].get("kind") == "superlative"]
-    assert len(sup_probe) > 200 and not any(_about_absent(r) for r in sup_probe)
-    for phase, records in (("stage2s5a", probe), ("stage2s5c", sup_probe)):  # 300 at most
-        formed = json.loads((out / phase / "lookup_formed.json").read_text())
-        assert formed[str(out / phase)]["all"]["records"] == min(300, len(records)), phase
-    full = (out / "scenes_s4" / "train_40k.jsonl").read_text().splitlines()
-    assert full == (out / "scenes_s4" / "train.jsonl").read_text().splitlines()[:10]  # 40,000
-    for phase, data in (("stage2s5l", "train_leftmost.jsonl"), ("stage2s5a", "train_axes.jsonl"),
-                        ("stage2s5b", "train_40k.jsonl train_axes.jsonl"),
-                        ("stage2s5c", "train_40k.jsonl train.jsonl"),
-                        ("stage2s5", "train.jsonl text_s4_all.jsonl text_s4_detect.jsonl "
-                                     "train.jsonl")):
-        assert infos[phase]["data"] == data, phase
-    command = infos["stage2s5"]["command"].split()
-    assert command[command.index("--images") + 1:][:4] == [
-        f"{out}/scenes_s4/images", ".", ".", f"{out}/scenes_s5c/images"]
+    probe = _records(out / "scenes_s4p" / "sup.jsonl")
+    assert probe == [r for r in placed if r["meta"].get("kind") == "superlative"]
+    assert len(probe) > 200 and not any(_about_absent(r) for r in probe)
+    formed = json.loads((out / "stage2s5f" / "lookup_formed.json").read_text())
+    assert formed[str(out / "stage2s5f")]["all"]["records"] == min(300, len(probe))
+    assert set(formed[str(out / "stage2s5f")]) - {"all"} == {f"superlative={w}" for w in WORDS}
+    lines = (out / "scenes_s4" / "train.jsonl").read_text().splitlines()
+    for size, first in (("9k", 2), ("20k", 5), ("40k", 10)):  # 9,000, 20,000, 40,000 / SCALE
+        assert (out / "scenes_s4" / f"train_{size}.jsonl").read_text().splitlines() == (
+            lines[:first]), size
+    def rows(w):  # the word's three short-list sets as trained
+        return [f"scenes_s5a/train_{w}_6k.jsonl", f"scenes_s5a3/train_{w}_t.jsonl",
+                f"scenes_s5a4/train_{w}.jsonl"]
+
+    def kept(w):  # their first 2,000 records each
+        return [f"{r[:-len('.jsonl')]}_2k.jsonl" for r in rows(w)]
+
+    lengths = ["scenes_s5a/train_leftmost.jsonl", "scenes_s5a3/train_leftmost_t.jsonl",
+               "scenes_s5a4/train_leftmost.jsonl"]
+
+    def full(*ws):  # the words' full-scene records
+        return [f"scenes_s5c/train_{w}.jsonl" for w in ws]
+
+    expected = {
+        "stage2s5l": lengths[:1], "stage2s5l3": lengths[1:2], "stage2s5l4": lengths[2:],
+        "stage2s5lk": lengths,
+        "stage2s5lf": lengths + ["scenes_s4/train_9k.jsonl"] + full("leftmost"),
+        "stage2s5t": rows("leftmost") + full("leftmost") + rows("topmost") + full("topmost")
+        + ["scenes_s4/train_40k.jsonl"],
+        "stage2s5tf": full("leftmost", "topmost") + ["scenes_s4/train_9k.jsonl"],
+        "stage2s5g": rows("largest") + kept("leftmost") + kept("topmost"),
+        "stage2s5o": rows("rightmost") + rows("bottommost") + rows("smallest")
+        + kept("leftmost") + kept("topmost") + kept("largest"),
+        "stage2s5f": full(*WORDS) + ["scenes_s4/train_20k.jsonl"],
+        "stage2s5": ["scenes_s4/train.jsonl", "text_s4_all.jsonl", "text_s4_detect.jsonl"]
+        + ["scenes_s5c/train.jsonl"] * 2}
+    for phase, data in expected.items():
+        images = [d.split("/")[0] if "/" in d else "." for d in data]
+        assert _data(out, infos[phase]) == (data, images), phase
+    # the short lists train on the region choices, the full scenes on the whole answer
+    assert [infos[p]["loss_on"] for p in SUPERLATIVE] == [
+        "answer" if any(d.startswith("scenes_s5c/") for d in expected[p]) else "choices"
+        for p in SUPERLATIVE]
 
 
 def _info(phase):
