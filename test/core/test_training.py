@@ -191,6 +191,19 @@ def test_train_cli_saves_reference_format_and_resumes(train_model_dir, images_di
     assert "checkpoint-6 is incomplete" in capsys.readouterr().err
     assert json.load(open(out / "checkpoint-6" / "trainer_state.json"))["global_step"] == 6
     assert json.load(open(out / "vlxseek_training.json"))["global_step"] == 6
+    # a run stopped after its last checkpoint, before the final save, resumes to the same step
+    # (Trainer alone would train a seventh) and saves that checkpoint's weights
+    (out / "vlxseek_training.json").unlink()
+    (out / "model.safetensors").unlink()
+    assert main(common + ["--max-steps", "6", "--resume"]) == 0
+    info = json.load(open(out / "vlxseek_training.json"))
+    assert info["global_step"] == 6 and not (out / "checkpoint-7").exists()
+    history = json.load(open(out / "checkpoint-6" / "trainer_state.json"))["log_history"]
+    assert info["final_loss"] == [h["loss"] for h in history if "loss" in h][-1]
+    final, last = dict(iter_reference_tensors(str(out))), dict(
+        iter_reference_tensors(str(out / "checkpoint-6")))
+    assert final.keys() == last.keys()
+    assert all(torch.equal(final[k], last[k]) for k in final)
     # the saved model loads everywhere a released checkpoint does
     model, report = load_model(str(out))
     assert report.clean

@@ -236,13 +236,41 @@ class VLXSeekTrainer(Trainer):
         outputs = model(**inputs)
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
-    def train(self, *args, **kwargs):
+    def train(self, resume_from_checkpoint=None, **kwargs):
         """``Trainer.train``; afterwards, when the engine shards the parameters (FSDP,
         DeepSpeed ZeRO-3), the full state dict is gathered on every process (a collective) and
-        kept for :meth:`_export_vlm`, which the main process alone calls."""
-        output = super().train(*args, **kwargs)
+        kept for :meth:`_export_vlm`, which the main process alone calls.
+
+        A checkpoint that already reached ``args.max_steps`` (a run stopped after its last
+        checkpoint, before the final save) is loaded and not trained: ``Trainer`` would run
+        one step past it.
+        """
+        if self._finished(resume_from_checkpoint):
+            from transformers.trainer_callback import TrainerState
+            from transformers.trainer_utils import TrainOutput
+
+            self._load_from_checkpoint(resume_from_checkpoint)
+            self.state = TrainerState.load_from_json(
+                os.path.join(resume_from_checkpoint, "trainer_state.json"))
+            self._gathered_state = None
+            losses = [h["loss"] for h in self.state.log_history if "loss" in h]
+            return TrainOutput(self.state.global_step, losses[-1] if losses else None, {})
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         self._gathered_state = self._gather_state_dict()
         return output
+
+    def _finished(self, checkpoint) -> bool:
+        """Whether ``checkpoint`` (a ``checkpoint-N`` folder) holds the run's last step; on
+        one process or DDP only (a sharded engine restores its own state in ``train``)."""
+        if not isinstance(checkpoint, str) or self.args.max_steps <= 0:
+            return False
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return False
+        try:
+            with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as fh:
+                return int(json.load(fh)["global_step"]) >= self.args.max_steps
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # Trainer reports what is wrong with it
 
     def _gather_state_dict(self) -> Optional[dict]:
         """The full state dict of a sharded model (on the main process; every process must
