@@ -3,21 +3,21 @@
 # STEPS2, FORMED_SUP, OUT). Not a script of its own.
 #
 # 2s4 leaves a superlative ("the leftmost red square": the named category's copies, then the
-# comparison between them) at a coin between the copies. The comparison forms as the lookup
-# did in 0t, one list length at a time, and a comparison made for one length does not carry
-# to the next: "leftmost", right 0.98 of the time between two copies, was at 2s4's level as
-# soon as a third object stood beside them (docs/scene-model-notes.md "Three ways round the
-# two-copy binding"). So "leftmost" goes on two, three and four objects (each in its own
-# phase: the comparison forms within 100-200 steps, and each length trained alone replaces
-# the one before), then on the three together, then on the full scenes. Each later word forms
-# on the short lengths at once in 300-600 steps (the comparison made for x is reused; the y
-# words least), the words before kept beside (2,000 records a length from the third word on).
-# A short-list phase costs the
-# full-scene lookup (0.92 -> 0.40) and the full-scene comparison; a phase on the full
-# scenes alone with scenes_s4's records beside brings both back, and short lists mixed into it
-# slow that return (docs/scene-model-notes.md "The long lists after the length curriculum,
-# E65-E71"). Short-list phases train on the region choices, the full-scene ones
-# (absent targets among them) on the whole answer; every phase at 2q's constant rate but 2s5.
+# comparison between them) at a coin between the copies. The comparison forms as the lookup did
+# in 0t, one list length at a time, and a comparison made for one length does not carry to the
+# next: "leftmost", right 0.98 of the time between two copies, was at 2s4's level as soon as a
+# third object stood beside them (docs/scene-model-notes.md "Three ways round the two-copy
+# binding"). So "leftmost" goes on two, three and four objects (each in its own phase: the
+# comparison forms within 100-200 steps, and each length trained alone replaces the one
+# before), then on the three together, then on the full scenes. Each later word forms on the
+# short lengths at once in 300-600 steps (the comparison made for x is reused; the y words
+# least), the words before kept beside (2,000 records a length from the third word on). A
+# short-list phase costs the full-scene lookup (0.92 -> 0.40) and the full-scene comparison; a
+# phase on the full scenes alone with scenes_s4's records beside brings both back, and short
+# lists mixed into it slow that return (docs/scene-model-notes.md "The long lists after the
+# length curriculum, E65-E71"). Short-list phases train on the region choices, the full-scene
+# ones (absent targets among them) on the whole answer; every phase at 2q's constant rate but
+# 2s5.
 # The measured runs, by phase: 2s5l E51, 2s5l3 E61, 2s5l4 E63, 2s5lk E64, 2s5lf E65, 2s5t
 # E66, 2s5tf E67, 2s5g E68, 2s5o E70, 2s5f E71, 2s5 E72.
 
