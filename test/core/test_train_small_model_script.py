@@ -182,10 +182,7 @@ def test_recipe_script_runs_every_phase_and_records_its_options(tmp_path):
     for phase, sets in (("stage2q", "scenes_s3q scenes_s2c"),
                         ("stage2n", "scenes_s3n scenes_s2c ."),
                         ("stage2s4", "scenes_s4 . .")):
-        command = infos[phase]["command"].split()
-        images = command[command.index("--images") + 1:]
-        assert images[:len(sets.split())] == [
-            s if s == "." else f"{out}/{s}/images" for s in sets.split()], phase
+        assert _data(out, infos[phase])[1] == sets.split(), phase
     assert infos["stage2q"]["data"] == "train.jsonl train.jsonl"
     assert infos["stage2n"]["data"].split() == ["train.jsonl", "train.jsonl",
                                                 "text_s4_detect.jsonl"]
@@ -244,10 +241,9 @@ def _check_snapshot_resume(out, tmp_path):
     assert (info["start_model"], info["global_step"]) == (str(new / "stage2s4"), 1)
     # the data sets written again are the run's own (fixed seeds)
     assert info["data_sha256"] == _info(out / "stage2s5l")["data_sha256"]
-    command = _info(new / "stage2s4")["command"].split()
-    data = command[command.index("--data") + 1:command.index("--images")]
-    assert data[0] == f"{new}/scenes_s4/train.jsonl"
-    assert " ".join(file_sha256(d) for d in data) == _info(out / "stage2s4")["data_sha256"]
+    data = _data(new, _info(new / "stage2s4"))[0]
+    assert data[0] == "scenes_s4/train.jsonl"
+    assert " ".join(file_sha256(new / d) for d in data) == _info(out / "stage2s4")["data_sha256"]
 
 
 def _data(out, info):

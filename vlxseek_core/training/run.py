@@ -167,7 +167,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     from ..tokenizer import load_tokenizer
     from .freezing import apply_stage
     from .model import TrainingModel, set_activation_checkpointing
-    from .trainer import VLXSeekTrainer, export_model
+    from .trainer import VLXSeekTrainer, export_model, last_loss
 
     from .trainer import parse_lr_scales
 
@@ -264,15 +264,10 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
         info.update(global_step=int(trainer.state.global_step),
                     train_runtime_s=output.metrics.get("train_runtime"),
                     train_steps_per_second=output.metrics.get("train_steps_per_second"),
-                    final_loss=_last_loss(trainer.state.log_history),
+                    final_loss=last_loss(trainer.state.log_history),
                     peak_memory=_peak_memory(), device=_device_name())
         export_model(final, args.out, args.model, dtype=dtype, training_info=info)
     return args.out
-
-
-def _last_loss(history: List[dict]) -> Optional[float]:
-    losses = [h["loss"] for h in history if "loss" in h]
-    return float(losses[-1]) if losses else None
 
 
 def _peak_memory() -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from transformers import Trainer
@@ -178,6 +178,12 @@ def _unwrapped_name(name: str) -> str:
                     if part not in ("_fsdp_wrapped_module", "_checkpoint_wrapped_module"))
 
 
+def last_loss(history: List[dict]) -> Optional[float]:
+    """The last logged training loss of a ``Trainer`` log history (``None``: none logged)."""
+    losses = [h["loss"] for h in history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
 class VLXSeekTrainer(Trainer):
     """``Trainer`` whose checkpoints are reference-format model directories.
 
@@ -245,32 +251,33 @@ class VLXSeekTrainer(Trainer):
         checkpoint, before the final save) is loaded and not trained: ``Trainer`` would run
         one step past it.
         """
-        if self._finished(resume_from_checkpoint):
-            from transformers.trainer_callback import TrainerState
+        finished = self._finished_state(resume_from_checkpoint)
+        if finished is not None:
             from transformers.trainer_utils import TrainOutput
 
             self._load_from_checkpoint(resume_from_checkpoint)
-            self.state = TrainerState.load_from_json(
-                os.path.join(resume_from_checkpoint, "trainer_state.json"))
+            self.state = finished
             self._gathered_state = None
-            losses = [h["loss"] for h in self.state.log_history if "loss" in h]
-            return TrainOutput(self.state.global_step, losses[-1] if losses else None, {})
+            return TrainOutput(finished.global_step, last_loss(finished.log_history), {})
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         self._gathered_state = self._gather_state_dict()
         return output
 
-    def _finished(self, checkpoint) -> bool:
-        """Whether ``checkpoint`` (a ``checkpoint-N`` folder) holds the run's last step; on
-        one process or DDP only (a sharded engine restores its own state in ``train``)."""
+    def _finished_state(self, checkpoint):
+        """The ``TrainerState`` of ``checkpoint`` (a ``checkpoint-N`` folder) when it holds the
+        run's last step, else ``None``; on one process or DDP only (a sharded engine restores
+        its own state in ``train``)."""
         if not isinstance(checkpoint, str) or self.args.max_steps <= 0:
-            return False
+            return None
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            return False
+            return None
+        from transformers.trainer_callback import TrainerState
+
         try:
-            with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as fh:
-                return int(json.load(fh)["global_step"]) >= self.args.max_steps
-        except (OSError, ValueError, KeyError, TypeError):
-            return False  # Trainer reports what is wrong with it
+            state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        except (OSError, ValueError, TypeError):
+            return None  # Trainer reports what is wrong with it
+        return state if state.global_step >= self.args.max_steps else None
 
     def _gather_state_dict(self) -> Optional[dict]:
         """The full state dict of a sharded model (on the main process; every process must
