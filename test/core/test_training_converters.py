@@ -106,6 +106,8 @@ def test_coco_rejection_rate_and_empty_images(coco_file):
     for rec in records:
         if rec.image in ("000000000001.jpg", "000000000002.jpg"):  # no (non-crowd) objects
             assert rec.meta["rejection"] and "<region" not in rec.answer
+        if rec.image == "000000000002.jpg":  # a crowd of dogs: never called absent
+            assert "dog" not in rec.query.split("; ")
     none = coco_to_records(path, seed=3, rejection_rate=0.0, tasks=("detect",))
     assert sum(r.meta["rejection"] for r in none) == 2  # only the two empty images
     assert coco_to_records(path, seed=3) == coco_to_records(path, seed=3)
@@ -134,6 +136,43 @@ def test_coco_proposals_as_distractors(coco_file, tmp_path):
     small = coco_to_records(path, seed=0, distractors="proposals",
                             proposals_path=str(prop_path), tasks=("detect",), max_boxes=6)
     assert all(len(r.bbox_list) <= 6 for r in small)
+
+
+def test_coco_objects_without_a_candidate_are_never_absent(tmp_path):
+    """A crowd, a box under 1 px and a box outside the image are objects that are there: their
+    category is neither a rejection target nor counted, and no distractor covers the crowd."""
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(CATS)]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 320, "height": 240} for i in (1, 2, 3)]
+    images.append({"id": 4, "file_name": "4.jpg", "width": 0, "height": 240})  # skipped
+    anns = [  # image 1: a cat, a crowd of persons; 2: a dog, a 0.5 px knife; 3: a bus outside
+        {"id": 1, "image_id": 1, "category_id": 2, "bbox": [10, 10, 50, 40], "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [100, 20, 200, 200], "iscrowd": 1},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [30, 30, 80, 60], "iscrowd": 0},
+        {"id": 4, "image_id": 2, "category_id": 4, "bbox": [5, 5, 0.5, 30], "iscrowd": 0},
+        {"id": 5, "image_id": 3, "category_id": 2, "bbox": [30, 30, 80, 60], "iscrowd": 0},
+        {"id": 6, "image_id": 3, "category_id": 5, "bbox": [400, 300, 50, 50], "iscrowd": 0},
+        {"id": 7, "image_id": 4, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0}]
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    unsure = {"1.jpg": ("person", [100, 20, 300, 220]), "2.jpg": ("knife", None),
+              "3.jpg": ("bus", None)}
+    records = coco_to_records(str(path), seed=0, rejection_rate=0.5, samples_per_image=60,
+                              tasks=("detect", "count"))
+    assert {r.image for r in records} == set(unsure)
+    asked, dropped = Counter(), 0
+    for rec in records:
+        name, crowd = unsure[rec.image]
+        query = rec.query.split("; ") if rec.task == "detect" else [SINGULAR[rec.query]]
+        assert name not in query
+        asked.update(query)
+        if crowd is None:
+            assert len(rec.bbox_list) == 11  # the object and 10 distractors
+        else:  # those on the crowd are dropped
+            assert box_iou(np.array(rec.bbox_list), np.array([crowd])).max() < 0.5
+            dropped += 11 - len(rec.bbox_list)
+    assert dropped > 0  # random distractors do land on the crowd, and are taken out
+    # the other absent categories still are rejection targets, and the present ones asked
+    assert {"bus", "teddy bear", "cat", "dog"} <= set(asked)
 
 
 def test_coco_errors(coco_file, tmp_path):

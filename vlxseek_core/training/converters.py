@@ -137,8 +137,12 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
     categories, a rejection sample with probability ``rejection_rate``), **count**
     (:func:`~.records.count_sample`: one category in the plural, blocks + the number; absent
     with probability ``rejection_rate`` → rejection block + ``0``), **caption** (one region →
-    ``"a dog"``). Crowd annotations are skipped; an image without annotations gives rejection
-    samples only (no caption); an image with more than ``max_boxes`` annotations is skipped.
+    ``"a dog"``). Crowd annotations and boxes that are not finite or under 1 px inside the
+    image are not candidates, but their category is never called absent in that image: it is
+    neither a rejection target nor counted there (its count would be wrong), and no distractor
+    overlaps a crowd box (IoU ≥ 0.5). An image without annotations gives rejection samples
+    only (no caption); an image with more than ``max_boxes`` annotations, or without a
+    positive finite size, is skipped (counted in a log message).
 
     Args:
         instances_json_path: the COCO annotation file (``images``, ``annotations``,
@@ -167,12 +171,11 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
                                   "'images', 'annotations' and 'categories')")
     try:
         cat_names = {c["id"]: str(c["name"]).strip() for c in coco["categories"]}
-        by_image: Dict[Any, List[Tuple[List[float], str]]] = defaultdict(list)
+        by_image: Dict[Any, List[Tuple[List[float], str, bool]]] = defaultdict(list)
         for ann in coco["annotations"]:
-            if ann.get("iscrowd", 0):
-                continue
             x, y, w, h = (float(v) for v in ann["bbox"])
-            by_image[ann["image_id"]].append(([x, y, x + w, y + h], cat_names[ann["category_id"]]))
+            by_image[ann["image_id"]].append(([x, y, x + w, y + h], cat_names[ann["category_id"]],
+                                              bool(ann.get("iscrowd", 0))))
         images = list(coco["images"])  # file order: deterministic for a given file
         sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in images}
     except (KeyError, TypeError, ValueError) as exc:
@@ -180,34 +183,50 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
     all_names = sorted(set(cat_names.values()))
     source = _Distractors(distractors, proposals_path, num_distractors)
     records: List[TrainingRecord] = []
-    skipped = 0
+    skipped = bad_size = 0
     for im in images:
         size = sizes[im["id"]]
+        if not (np.isfinite(size).all() and min(size) > 0):
+            bad_size += 1
+            continue
         anns = by_image.get(im["id"], [])
-        raw = np.asarray([b for b, _ in anns], np.float64).reshape(-1, 4)
+        raw = np.asarray([b for b, _, _ in anns], np.float64).reshape(-1, 4)
         clipped = _clip_each(raw, size)
-        keep = [i for i, b in enumerate(clipped) if b is not None]
+        keep = [i for i, b in enumerate(clipped) if b is not None and not anns[i][2]]
         gt = np.asarray([clipped[i] for i in keep], np.float64).reshape(-1, 4)
         names = [anns[i][1] for i in keep]
+        # Objects that are there but are no candidate: their category is neither absent nor
+        # countable here, and a distractor on a crowd box would be a false negative.
+        kept = set(keep)
+        unsure = {anns[i][1] for i in range(len(anns)) if i not in kept}
+        crowd = np.asarray([clipped[i] for i in range(len(anns))
+                            if anns[i][2] and clipped[i] is not None], np.float64).reshape(-1, 4)
         if len(gt) > max_boxes:
             skipped += 1
             continue
         for rnd in range(samples_per_image):
-            boxes, g2c = build_candidates(gt, source(im["file_name"], gt, size, rng), rng,
-                                          max_boxes)
+            extra = source(im["file_name"], gt, size, rng)
+            if len(crowd) and len(extra):
+                extra = extra[box_iou(extra, crowd).max(1) < 0.5]
+            boxes, g2c = build_candidates(gt, extra, rng, max_boxes)
             if not len(boxes):
                 continue
             present: Dict[str, List[int]] = defaultdict(list)
             for i, name in enumerate(names):
                 present[name].append(g2c[i])
-            absent = [n for n in all_names if n not in present]
+            absent = [n for n in all_names if n not in present and n not in unsure]
+            countable = {n: v for n, v in present.items() if n not in unsure}
             for task in tasks:
                 rid, region, meta = f"{im['id']}:{task}:{rnd}", [], {}
                 if task == "detect":
+                    if not (present or absent):  # every category here is unsure
+                        continue
                     query, answer, meta = detect_sample(present, absent, rng, rejection_rate,
                                                         max_names)
                 elif task == "count":
-                    query, answer, meta = count_sample(present, absent, rng, rejection_rate)
+                    if not (countable or absent):
+                        continue
+                    query, answer, meta = count_sample(countable, absent, rng, rejection_rate)
                 else:
                     if not names:
                         continue
@@ -217,6 +236,9 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
                                               region_indices=region, meta=meta))
     if skipped:
         LOGGER.warning("%d images with more than %d annotations were skipped", skipped, max_boxes)
+    if bad_size:
+        LOGGER.warning("%d images without a positive finite width and height were skipped",
+                       bad_size)
     source.report()
     return records
 
