@@ -72,7 +72,7 @@ def test_batched_encoding_equals_per_frame(train_model_dir, builder):
     from vlxseek_core.training.samples import collate_samples
 
     vlm, _ = load_model(train_model_dir)
-    records = [make_record("refer", f"img{i}.png", BOXES[: 1 + i]) for i in range(3)]
+    records = [make_record("detect_all", f"img{i}.png", BOXES[: 1 + i]) for i in range(3)]
     records.insert(1, make_record("vqa", "img1.png", boxes=[]))  # no regions (spec §3.2)
     samples = [builder.build(r) for r in records]
     batch = collate_samples(samples)
@@ -223,6 +223,26 @@ def test_bad_training_data_is_a_clean_error(train_model_dir, tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "cannot read training data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--max-steps", "0"), ("--max-steps", "-2"), ("--batch-size", "0"), ("--lr", "-1"),
+    ("--lr", "nan"), ("--epochs", "0"), ("--grad-accum", "0"), ("--warmup", "-1"),
+    ("--save-steps", "0"), ("--logging-steps", "0"), ("--workers", "-1"),
+    ("--stop-at-step", "0"), ("--max-minutes", "0"), ("--lora", "-3"),
+    ("--loss-negatives", "-1"), ("--save-total-limit", "0"), ("--batch-size", "two")])
+def test_out_of_range_numbers_are_refused_before_anything_loads(option, value, tmp_path,
+                                                                 capsys):
+    """A number no run can use (``--max-steps 0`` would silently train a whole epoch) is an
+    argparse error, exit status 2, naming the option; nothing is read or written."""
+    from vlxseek_core.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["train", "--stage", "2", "--model", str(tmp_path / "no-model"), "--data",
+               str(tmp_path / "no-data.jsonl"), "--out", str(out), option, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"argument {option}" in err and value in err
+    assert not out.exists()
 
 
 def test_expand_image_placeholder_aligns_values_with_the_spliced_sequence():

@@ -1,5 +1,6 @@
 """Training record format, validation, candidates and the shared answer builders."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -169,20 +170,65 @@ def test_words():
     assert with_article("dog") == "a dog" and with_article("astronaut") == "an astronaut"
 
 
+def _caption(rid, image, boxes=((1, 1, 5, 5),), answer="a cat", **extra):
+    """A reference-format caption record of ``<region0>``."""
+    return dict({"id": rid, "image": image, "bbox_list": [list(b) for b in boxes],
+                 "conversations": [
+                     {"from": "human", "value": "<image>\nWhat is <region0>?"},
+                     {"from": "gpt", "value": answer}]}, **extra)
+
+
 def test_read_records_concatenates_a_mix_with_image_dirs(tmp_path):
     from vlxseek_core.training.run import read_records
 
+    for d, name in (("imgs_a", "x.png"), ("imgs_a", "y.png"), ("imgs_b", "z.png"),
+                    ("imgs", "x.png"), ("imgs", "y.png"), ("imgs", "z.png")):
+        os.makedirs(tmp_path / d, exist_ok=True)
+        (tmp_path / d / name).write_bytes(b"")
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    a.write_text(json.dumps({"id": "a0", "image": "x.png"}) + "\n"
-                 + json.dumps({"id": "a1", "image": "y.png"}) + "\n")
-    b.write_text(json.dumps({"id": "b0", "image": "z.png"}) + "\n")
-    mixed = read_records([str(a), str(b)], ["imgs_a", "imgs_b"])
-    assert [(r["id"], r["image"]) for r in mixed] == [
+    a.write_text(json.dumps(_caption("a0", "x.png")) + "\n"
+                 + json.dumps(_caption("a1", "y.png")) + "\n")
+    b.write_text(json.dumps(_caption("b0", "z.png")) + "\n")
+    mixed = read_records([str(a), str(b)], [str(tmp_path / "imgs_a"), str(tmp_path / "imgs_b")])
+    assert [(r["id"], os.path.relpath(r["image"], tmp_path)) for r in mixed] == [
         ("a0", "imgs_a/x.png"), ("a1", "imgs_a/y.png"), ("b0", "imgs_b/z.png")]
-    shared = read_records([str(a), str(b)], ["imgs"])
-    assert [r["image"] for r in shared] == ["imgs/x.png", "imgs/y.png", "imgs/z.png"]
+    shared = read_records([str(a), str(b)], [str(tmp_path / "imgs")])
+    assert [os.path.relpath(r["image"], tmp_path) for r in shared] == [
+        "imgs/x.png", "imgs/y.png", "imgs/z.png"]
     with pytest.raises(InvalidRequestError, match="one per --data file"):
         read_records([str(a), str(b)], ["d1", "d2", "d3"])
     b.write_text("")
     with pytest.raises(InvalidRequestError, match="holds no records"):
-        read_records([str(a), str(b)], ["imgs"])
+        read_records([str(a), str(b)], [str(tmp_path / "imgs")])
+
+
+@pytest.mark.parametrize("record, message", [
+    (_caption("r", "x.png", boxes=[(1, 1, float("nan"), 5)]), "box 0 .* not 4 finite"),
+    (_caption("r", "x.png", boxes=[(1, 1, 5)]), "box 0 .* not 4 finite"),
+    (_caption("r", "x.png", boxes=[(5, 1, 1, 5)]), "x2 <= x1"),
+    (_caption("r", "x.png", boxes=[(1, 1, 5, 5)] * 101), "at most 100 boxes"),
+    (_caption("r", "x.png", answer="<ground>cat</ground><objects><region3></objects>"),
+     "region 3 but there are 1 boxes"),
+    (_caption("r", "x.png", region_indices=[2]), "region 2 but there are 1 boxes"),
+    (_caption("r", "x.png", score_list=[0.5, 0.2]), "score_list"),
+    (_caption("r", "x.png", boxes=[]), "region 0 but there are 0 boxes"),
+    (_caption("r", "missing.png"), "no image file"),
+    ({"id": "r", "image": "x.png", "bbox_list": [[1, 1, 5, 5]],
+      "conversations": [{"from": "human", "value": "hi"}]}, "no 'gpt' turn"),
+    ({"id": "r", "bbox_list": [[1, 1, 5, 5]], "conversations": [
+        {"from": "human", "value": "hi"}, {"from": "gpt", "value": "a"}]}, "no 'image'"),
+])
+def test_read_records_checks_every_record_before_training(tmp_path, record, message):
+    """A bad record anywhere in the data stops `vlxseek train` before its first step, naming
+    the file, the record's place and id, and what is wrong."""
+    from vlxseek_core.training.run import read_records
+
+    (tmp_path / "x.png").write_bytes(b"")
+    data = tmp_path / "d.jsonl"
+    good = [_caption(f"g{k}", "x.png") for k in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in good + [record]))
+    with pytest.raises(InvalidRequestError, match=message) as info:
+        read_records([str(data)], [str(tmp_path)])
+    assert f"{data}, record 4: record 'r'" in str(info.value)
+    data.write_text("".join(json.dumps(r) + "\n" for r in good))
+    assert [r["id"] for r in read_records([str(data)], [str(tmp_path)])] == ["g0", "g1", "g2"]

@@ -53,6 +53,20 @@ REGION_REF = re.compile(r"<region(\d+)>")
 _REQUIRED = ("id", "image", "conversations", "task")
 
 
+def box_problem(box: Any) -> Optional[str]:
+    """What is wrong with one candidate box (xyxy pixels), or ``None`` when it is usable:
+    ``"is not 4 finite numbers"`` or ``"has x2 <= x1 or y2 <= y1"``."""
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return "is not 4 finite numbers"
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        return "is not 4 finite numbers"
+    if values[2] <= values[0] or values[3] <= values[1]:
+        return "has x2 <= x1 or y2 <= y1"
+    return None
+
+
 @dataclass
 class TrainingRecord:
     """One training sample; constructing it validates it.
@@ -129,10 +143,9 @@ class TrainingRecord:
             raise self._error("bbox_list", f"task {self.task!r} needs 1 to {MAX_REGIONS} "
                               f"boxes, got {n} (only {', '.join(boxless)} may have none)")
         for k, box in enumerate(self.bbox_list):
-            if len(box) != 4 or not all(math.isfinite(v) for v in box):
-                raise self._error("bbox_list", f"box {k} {box} is not 4 finite numbers")
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise self._error("bbox_list", f"box {k} {box} has x2 <= x1 or y2 <= y1")
+            problem = box_problem(box)
+            if problem:
+                raise self._error("bbox_list", f"box {k} {box} {problem}")
         bad = [i for i in self.region_indices if not 0 <= i < n]
         if bad:
             raise self._error("region_indices", f"{bad} outside the {n} boxes")

@@ -19,8 +19,9 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
-from .samples import SampleBuilder, collate_samples, has_region_choice
+from .samples import SampleBuilder, check_record, collate_samples, has_region_choice
 from .shortlist import NEGATIVES, data_shortlist
+from .text_regions import is_text_region_record
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
 """Paper §4.1: stage 1 at 1e-3, stage 2 at 1e-5; stage 0 (from scratch) like stage 1."""
 
@@ -104,19 +105,34 @@ def read_records(paths: List[str], images_dirs: List[str]) -> List[dict]:
     """Records of several JSONL files, concatenated in order (a data mix), with each record's
     ``image`` joined to its file's image directory (one directory for all files, or one per file).
 
+    Every record is checked here (:func:`~.samples.check_record`, and its image file exists),
+    so that bad data stops ``vlxseek train`` before its first step.
+
     Raises:
-        InvalidRequestError: unreadable or empty file, or a directory count that is neither 1
-            nor the number of files.
+        InvalidRequestError: unreadable or empty file, a directory count that is neither 1
+            nor the number of files, or a bad record (naming its file, line number among the
+            records, id and field) or missing image file.
     """
     if len(images_dirs) not in (1, len(paths)):
         raise InvalidRequestError(f"--images takes one directory or one per --data file "
                                   f"({len(paths)}), not {len(images_dirs)}")
     dirs = images_dirs * len(paths) if len(images_dirs) == 1 else images_dirs
-    records = []
+    records, seen = [], set()
     for path, images in zip(paths, dirs):
-        for record in read_jsonl(path):
-            if record.get("image"):
-                record = dict(record, image=os.path.join(images, str(record["image"])))
+        for number, record in enumerate(read_jsonl(path), 1):
+            try:  # the whole data set, before the first step rather than hours into a run
+                check_record(record)
+                if record.get("image"):
+                    record = dict(record, image=os.path.join(images, str(record["image"])))
+                    if record["image"] not in seen and not os.path.isfile(record["image"]):
+                        raise InvalidRequestError(f"record {record.get('id')!r}: no image "
+                                                  f"file {record['image']!r}")
+                    seen.add(record["image"])
+                elif not is_text_region_record(record):
+                    raise InvalidRequestError(f"record {record.get('id')!r}: no 'image' (only "
+                                              "text-region records have none)")
+            except InvalidRequestError as exc:
+                raise InvalidRequestError(f"{path}, record {number}: {exc}") from None
             records.append(record)
     return records
 

@@ -21,7 +21,7 @@ from ..preprocessing import ImagePreprocessor, PreparedImage
 from ..prompts import TASKS, PromptTokenizer, TemplateText, task_parts
 from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS, region_token
 from .arguments import LOSS_ON
-from .records import REGION_REF
+from .records import REGION_REF, box_problem
 from .text_regions import check_text_region_record, is_text_region_record, text_region_prompt_ids
 
 IGNORE_INDEX = -100
@@ -80,6 +80,53 @@ def check_boxless(record: dict, answer: str) -> None:
         why = "the answer refers to regions but there are no boxes"
     if not ok:
         raise InvalidRequestError(f"record {record.get('id')!r}: field 'bbox_list': {why}")
+
+
+def check_record(record: dict) -> None:
+    """The checks of a training record that need neither its image nor the tokenizer, so that
+    a whole data set is checked before the first step (``vlxseek train``) rather than failing
+    hours into a run: a ``gpt`` turn; for an image record, ``bbox_list`` a list of at most 100
+    boxes, each 4 finite numbers with ``x2 > x1`` and ``y2 > y1``; ``score_list`` (optional)
+    one finite number per box; every ``<regionK>`` of the turns and every ``region_indices``
+    entry below the number of boxes; no boxes only where :func:`check_boxless` allows it.
+    Text-region records are checked by :func:`~.text_regions.check_text_region_record`.
+
+    Raises:
+        InvalidRequestError: naming the record id and the field.
+    """
+    answer = _turn(record, "gpt")
+    if is_text_region_record(record):
+        check_text_region_record(record)
+        return
+    rid = record.get("id")
+    boxes = record.get("bbox_list") or []
+    if not isinstance(boxes, list) or len(boxes) > MAX_REGIONS:
+        raise InvalidRequestError(f"record {rid!r}: field 'bbox_list': must be a list of at "
+                                  f"most {MAX_REGIONS} boxes")
+    for k, box in enumerate(boxes):
+        problem = box_problem(box)
+        if problem:
+            raise InvalidRequestError(f"record {rid!r}: field 'bbox_list': box {k} {box} "
+                                      f"{problem}")
+    scores = record.get("score_list")
+    if scores is not None and (not isinstance(scores, list) or len(scores) != len(boxes) or
+                               not all(isinstance(v, (int, float)) and np.isfinite(v)
+                                       for v in scores)):
+        raise InvalidRequestError(f"record {rid!r}: field 'score_list': needs {len(boxes)} "
+                                  "finite numbers")
+    turns = " ".join(t.get("value", "") for t in record.get("conversations") or ()
+                     if isinstance(t, dict) and isinstance(t.get("value"), str))
+    refs = [int(k) for k in REGION_REF.findall(turns)]
+    indices = record.get("region_indices") or []
+    if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices):
+        raise InvalidRequestError(f"record {rid!r}: field 'region_indices': must be a list "
+                                  "of integers")
+    if not boxes:
+        check_boxless(record, answer)
+    bad = [k for k in refs + indices if not 0 <= k < len(boxes)]
+    if bad:
+        raise InvalidRequestError(f"record {rid!r}: refers to region {max(bad)} but there "
+                                  f"are {len(boxes)} boxes")
 
 
 def _turn(record: dict, role: str) -> str:
@@ -211,6 +258,7 @@ class SampleBuilder:
         Raises:
             InvalidRequestError: as :meth:`build`, except for image files.
         """
+        check_record(record)
         answer_text = _turn(record, "gpt")
         if is_text_region_record(record):
             texts, parts = check_text_region_record(record)
