@@ -294,8 +294,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     Every project error (:class:`~vlxseek_core.errors.VLXSeekError`: bad arguments, images,
     checkpoints, hub failures, evaluation data), a ``ValueError`` or an ``OSError`` (files)
     is printed as one line ``vlxseek: error: …`` on stderr with exit status 2, no traceback.
+    Options argparse refuses (an unknown option, a number out of range) return 2 after its
+    usage message; ``--help`` returns 0.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its message
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except (VLXSeekError, ValueError, OSError) as exc:

@@ -133,9 +133,11 @@ def test_without_negatives_the_loss_is_cross_entropy_over_the_shortlist_alone():
     assert with_column.item() > first.item() + 1.0  # ~2,995 random rows share the softmax
 
 
-@pytest.mark.parametrize("extra", [["--loss-negatives", "0"],
-                                   ["--loss-vocab", "data", "--loss-negatives", "-1"]])
-def test_cli_refuses_negatives_without_a_shortlist(extra, train_model_dir, images_dir,
+@pytest.mark.parametrize("extra, message", [
+    (["--loss-negatives", "0"], "--loss-negatives N (N >= 0) goes with --loss-vocab data"),
+    (["--loss-vocab", "data", "--loss-negatives", "-1"],
+     "argument --loss-negatives: must be in [0, inf), got '-1'")])
+def test_cli_refuses_negatives_without_a_shortlist(extra, message, train_model_dir, images_dir,
                                                    tmp_path, capsys):
     from vlxseek_core.cli import main
 
@@ -143,7 +145,7 @@ def test_cli_refuses_negatives_without_a_shortlist(extra, train_model_dir, image
     code = main(["train", "--stage", "0", "--model", train_model_dir, "--data", data,
                  "--images", images_dir, "--out", str(tmp_path / "out"), *extra])
     assert code != 0
-    assert "--loss-negatives N (N >= 0) goes with --loss-vocab data" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
