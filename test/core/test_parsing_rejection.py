@@ -2,6 +2,7 @@
 import re
 import time
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from vlxseek_core.answer_format import format_answer
@@ -115,3 +116,17 @@ def test_only_ascii_digits_are_region_indices_or_counts():
     assert parse_answer(f"<region{arabic_three}>", 5).groundings == []
     assert extract_count(f"there are {arabic_three} cats") == 0
     assert extract_count("there are 3 cats") == 3
+
+
+@pytest.mark.parametrize("label", ["the <region1>", "cup<ground>", "a </objects> b", "<think>",
+                                   "<|im_end|>", "<tool_call>", "<regionfeat>", "<image>",
+                                   "<region1> and <region2>"])
+def test_labels_holding_markup_are_refused(label):
+    """A training answer is tokenized with its markup as special tokens: a label holding markup
+    would teach a region choice or a turn's end inside the label. Only a visual prompt's label,
+    region tokens alone, is markup by design."""
+    with pytest.raises(ValueError, match="plain text, not markup"):
+        format_answer([(label, [0])])
+    assert format_answer([("a < b", [0])]) == "<ground>a < b</ground><objects><region0></objects>"
+    assert format_answer([("<region1><region4>", [0])]) == (
+        "<ground><region1><region4></ground><objects><region0></objects>")

@@ -2,6 +2,7 @@
 exact freezing per stage, reference-format save / load / resume (issue 9 §2, §3, §5)."""
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -64,6 +65,22 @@ def test_answer_markup_tokens_are_single_ids(builder):
     assert tok.decode(ids) == ("<ground>red circle</ground><objects><region3><region7>"
                                "</objects><ground>knife</ground><objects>None</objects>"
                                "<|im_end|>")
+
+
+def test_answers_hold_no_special_token_but_the_vlm_fo1_markup(builder):
+    """Checked against the tokenizer's own added tokens, not a pattern: every Qwen2 special
+    token is refused in an answer, every VLM-FO1 one is kept as one id."""
+    from vlxseek_core.errors import InvalidRequestError
+    from vlxseek_core.tokens import VLM_FO1_ADDED_TOKENS
+
+    vocab = builder.prompt_tokenizer.tokenizer.get_added_vocab()
+    foreign = sorted(set(vocab) - set(VLM_FO1_ADDED_TOKENS))
+    assert {"<|im_start|>", "<|im_end|>", "<tool_call>", "<|box_start|>"} <= set(foreign)
+    for token in foreign:
+        with pytest.raises(InvalidRequestError, match=re.escape(repr(token))):
+            builder.answer_ids(f"a cat {token}")
+    ids = builder.answer_ids("<think>x</think>" + format_answer([("cat", [99])]))
+    assert vocab["<region99>"] in ids and vocab["</think>"] in ids
 
 
 def test_batched_encoding_equals_per_frame(train_model_dir, builder):

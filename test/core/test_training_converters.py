@@ -1,6 +1,7 @@
 """COCO, RefCOCO and LLaVA annotations → training records (hand-made annotation files)."""
 import json
 import os
+import re
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -173,6 +174,21 @@ def test_coco_objects_without_a_candidate_are_never_absent(tmp_path):
     assert dropped > 0  # random distractors do land on the crowd, and are taken out
     # the other absent categories still are rejection targets, and the present ones asked
     assert {"bus", "teddy bear", "cat", "dog"} <= set(asked)
+
+
+@pytest.mark.parametrize("name, problem", [("", "is empty"), ("  ", "is empty"),
+                                           ("salt; pepper", "holds ';'"),
+                                           ("<region1>", "holds markup"),
+                                           ("a <|im_end|>", "holds markup")])
+def test_coco_category_names_that_cannot_be_labels_are_refused(name, problem, tmp_path):
+    """Each category is a label of detect and count answers and a part of detect queries."""
+    coco = {"images": [{"id": 1, "file_name": "1.jpg", "width": 100, "height": 100}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 20, 20]}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": name}]}
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(InvalidRequestError, match=f"category 2 {re.escape(problem)}"):
+        coco_to_records(str(path))
 
 
 def test_coco_errors(coco_file, tmp_path):

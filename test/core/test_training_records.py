@@ -213,6 +213,11 @@ def test_read_records_concatenates_a_mix_with_image_dirs(tmp_path):
     (_caption("r", "x.png", score_list=[0.5, 0.2]), "score_list"),
     (_caption("r", "x.png", boxes=[]), "region 0 but there are 0 boxes"),
     (_caption("r", "missing.png"), "no image file"),
+    (_caption("r", "x.png", answer="<ground>a <region0></ground><objects><region0></objects>"),
+     "label 'a <region0>' holds markup"),
+    (_caption("r", "x.png", answer="a cat<|im_end|><|im_start|>user"),
+     "special token '<|im_end|>'"),
+    (_caption("r", "x.png", answer="<tool_call>a cat"), "special token '<tool_call>'"),
     ({"id": "r", "image": "x.png", "bbox_list": [[1, 1, 5, 5]],
       "conversations": [{"from": "human", "value": "hi"}]}, "no 'gpt' turn"),
     ({"id": "r", "bbox_list": [[1, 1, 5, 5]], "conversations": [

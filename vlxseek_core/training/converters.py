@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..answer_format import format_answer
+from ..answer_format import MARKUP, format_answer
 from ..errors import InvalidRequestError
 from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS
 from .records import (TrainingRecord, box_iou, build_candidates, count_sample, detect_sample,
@@ -156,8 +156,9 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
         ``"{image_id}:{task}:{round}"``.
 
     Raises:
-        InvalidRequestError: unreadable file, missing COCO keys, a task other than detect /
-            count / caption, bad ``distractors``/``max_boxes``.
+        InvalidRequestError: unreadable file, missing COCO keys, a category name that is
+            empty or holds ``;`` or markup, a task other than detect / count / caption, bad
+            ``distractors``/``max_boxes``.
     """
     bad = [t for t in tasks if t not in COCO_TASKS]
     if bad:
@@ -180,6 +181,13 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
         sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in images}
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRequestError(f"{instances_json_path}: bad COCO entry: {exc!r}") from None
+    for cid, name in cat_names.items():  # each is a label of detect/count answers
+        problem = ("is empty" if not name else
+                   "holds ';', the separator of a detect query's categories" if ";" in name
+                   else "holds markup" if MARKUP.search(name) else None)
+        if problem:
+            raise InvalidRequestError(f"{instances_json_path}: the name {name!r} of category "
+                                      f"{cid} {problem}; rename it")
     all_names = sorted(set(cat_names.values()))
     source = _Distractors(distractors, proposals_path, num_distractors)
     records: List[TrainingRecord] = []

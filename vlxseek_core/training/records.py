@@ -34,10 +34,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 
+from ..answer_format import label_ok
 from ..errors import InvalidRequestError
 from ..parsing import parse_answer
 from ..prompts import TASKS, parts_to_text, task_parts
-from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS
+from ..tokens import GROUND_CLOSE, GROUND_OPEN, IMAGE_PLACEHOLDER, MAX_REGIONS
 from .record_helpers import (box_iou, build_candidates, count_sample, detect_sample,
                              jitter_distractors, plural, with_article)
 
@@ -51,6 +52,29 @@ IMAGE_PREFIX = IMAGE_PLACEHOLDER + "\n"
 REGION_REF = re.compile(r"<region(\d+)>")
 """A region reference in a text; group 1 is the index."""
 _REQUIRED = ("id", "image", "conversations", "task")
+
+
+_LABELS = re.compile(re.escape(GROUND_OPEN) + "(.*?)" + re.escape(GROUND_CLOSE), re.S)
+_FOREIGN_TOKEN = re.compile(r"<\|[^<>|]+\|>|</?tool_call>")  # Qwen2's, not VLM-FO1's
+
+
+def check_answer_markup(answer: str, rid=None) -> None:
+    """An answer's text may hold markup only as markup: no ``<|…|>`` chat-template token or
+    ``<tool_call>`` anywhere (it would end or restart the turn inside the answer), and every
+    ``<ground>…</ground>`` label :func:`~vlxseek_core.answer_format.label_ok` (a category named
+    ``"a <region1>"`` would train a region choice inside the label).
+
+    Raises:
+        InvalidRequestError: naming the record id and the offending text.
+    """
+    foreign = _FOREIGN_TOKEN.search(answer)
+    if foreign:
+        raise InvalidRequestError(f"record {rid!r}: the answer holds the special token "
+                                  f"{foreign.group(0)!r}, which no answer writes")
+    for label in _LABELS.findall(answer):
+        if not label_ok(label):
+            raise InvalidRequestError(f"record {rid!r}: the grounded label {label!r} holds "
+                                      "markup; labels are plain text")
 
 
 def box_problem(box: Any) -> Optional[str]:
@@ -130,7 +154,8 @@ class TrainingRecord:
                 100, a box that is not 4 finite numbers or has
                 ``x2 <= x1`` / ``y2 <= y1``; ``region_indices`` outside ``bbox_list``; a
                 ``score_list`` of another length or with non-finite values; an empty answer,
-                an answer referring to ``<regionK>`` with ``K >= len(bbox_list)``, or a
+                an answer with markup where it may not be (:func:`check_answer_markup`), an
+                answer referring to ``<regionK>`` with ``K >= len(bbox_list)``, or a
                 region-answer task whose answer has no well-formed grounded block.
         """
         if self.task not in TASKS:
@@ -159,6 +184,7 @@ class TrainingRecord:
                               str(exc)) from None
         if not isinstance(self.answer, str) or not self.answer.strip():
             raise self._error("answer", "is empty")
+        check_answer_markup(self.answer, self.id)
         refs = [int(k) for k in REGION_REF.findall(self.answer)]
         if any(k >= n for k in refs):
             raise self._error("answer", f"refers to <region{max(refs)}> but there are {n} boxes")

@@ -19,9 +19,9 @@ from PIL import Image
 from ..errors import InvalidRequestError
 from ..preprocessing import ImagePreprocessor, PreparedImage
 from ..prompts import TASKS, PromptTokenizer, TemplateText, task_parts
-from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS, region_token
+from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS, VLM_FO1_ADDED_TOKENS, region_token
 from .arguments import LOSS_ON
-from .records import REGION_REF, box_problem
+from .records import REGION_REF, box_problem, check_answer_markup
 from .text_regions import check_text_region_record, is_text_region_record, text_region_prompt_ids
 
 IGNORE_INDEX = -100
@@ -95,10 +95,11 @@ def check_record(record: dict) -> None:
         InvalidRequestError: naming the record id and the field.
     """
     answer = _turn(record, "gpt")
+    rid = record.get("id")
+    check_answer_markup(answer, rid)
     if is_text_region_record(record):
         check_text_region_record(record)
         return
-    rid = record.get("id")
     boxes = record.get("bbox_list") or []
     if not isinstance(boxes, list) or len(boxes) > MAX_REGIONS:
         raise InvalidRequestError(f"record {rid!r}: field 'bbox_list': must be a list of at "
@@ -205,6 +206,7 @@ class SampleBuilder:
         self.loss_on = loss_on
         self.im_end = self.prompt_tokenizer.im_end
         self._choice_ids: Optional[RegionChoiceIds] = None  # built on first use
+        self._foreign_ids: Optional[Dict[int, str]] = None  # added ids no answer may hold
 
     def prompt_ids(self, record: dict) -> List[int]:
         """Prompt ids of ``record``, equal to inference's for the same question and boxes.
@@ -216,8 +218,23 @@ class SampleBuilder:
         return self.prompt_tokenizer.build(parts, len(record.get("bbox_list") or ()))
 
     def answer_ids(self, answer: str) -> List[int]:
-        """Ids of the answer text (markup tokens as single ids) followed by ``<|im_end|>``."""
-        return self.prompt_tokenizer.parts_ids([TemplateText(answer)]) + [self.im_end]
+        """Ids of the answer text (markup tokens as single ids) followed by ``<|im_end|>``.
+
+        Raises:
+            InvalidRequestError: the text holds an added token other than the VLM-FO1 markup
+                (``<regionK>``, ``<ground>``, ``<objects>``, ``<think>`` and their closing
+                forms), e.g. ``<|im_start|>`` or ``<tool_call>``.
+        """
+        ids = self.prompt_tokenizer.parts_ids([TemplateText(answer)])
+        if self._foreign_ids is None:
+            vocab = self.prompt_tokenizer.tokenizer.get_added_vocab()
+            self._foreign_ids = {i: t for t, i in vocab.items()
+                                 if t not in VLM_FO1_ADDED_TOKENS}
+        foreign = [self._foreign_ids[i] for i in ids if i in self._foreign_ids]
+        if foreign:
+            raise InvalidRequestError(f"the answer holds the special token {foreign[0]!r}, "
+                                      "which no answer writes")
+        return ids + [self.im_end]
 
     def load_image(self, record: dict) -> Image.Image:
         """The record's image as PIL RGB.
@@ -267,7 +284,10 @@ class SampleBuilder:
             if len(_boxes(record)) == 0:
                 check_boxless(record, answer_text)
             prompt = self.prompt_ids(record)
-        return prompt, self.answer_ids(answer_text)
+        try:
+            return prompt, self.answer_ids(answer_text)
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"record {record.get('id')!r}: {exc}") from None
 
     def region_choice_ids(self) -> "RegionChoiceIds":
         """The token ids that make up region choices in answers (see :class:`RegionChoiceIds`)."""
