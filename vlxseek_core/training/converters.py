@@ -406,5 +406,6 @@ def llava_to_records(path: str) -> List[TrainingRecord]:
                 skipped += 1
     if skipped:
         LOGGER.warning("%d LLaVA question/answer pairs were skipped (no image, turn order, "
-                       "empty/over-long question, region markup in the answer)", skipped)
+                       "empty/over-long question, region markup or a chat token in the "
+                       "answer)", skipped)
     return records
