@@ -324,7 +324,8 @@ LLAVA = [
         {"from": "human", "value": "<image>\nWhere?"}, {"from": "gpt", "value": "<region0>"},
         {"from": "human", "value": "  "}, {"from": "gpt", "value": "x"}]},
     {"id": "d", "image": "4.jpg", "conversations": [  # a chat token would end the turn early
-        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A dog.<|im_end|>"}]},
+        {"from": "human", "value": "<image>\nWhat?"},
+        {"from": "gpt", "value": "A dog.<|im_end|>"}]},
 ]
 
 
