@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from vlxseek_core.answer_format import format_answer
 from vlxseek_core.errors import InvalidRequestError
@@ -178,13 +179,17 @@ def _caption(rid, image, boxes=((1, 1, 5, 5),), answer="a cat", **extra):
                      {"from": "gpt", "value": answer}]}, **extra)
 
 
+def _png(path, size=(32, 24)):
+    Image.new("RGB", size).save(path)
+
+
 def test_read_records_concatenates_a_mix_with_image_dirs(tmp_path):
     from vlxseek_core.training.run import read_records
 
     for d, name in (("imgs_a", "x.png"), ("imgs_a", "y.png"), ("imgs_b", "z.png"),
                     ("imgs", "x.png"), ("imgs", "y.png"), ("imgs", "z.png")):
         os.makedirs(tmp_path / d, exist_ok=True)
-        (tmp_path / d / name).write_bytes(b"")
+        _png(tmp_path / d / name)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text(json.dumps(_caption("a0", "x.png")) + "\n"
                  + json.dumps(_caption("a1", "y.png")) + "\n")
@@ -212,7 +217,11 @@ def test_read_records_concatenates_a_mix_with_image_dirs(tmp_path):
     (_caption("r", "x.png", region_indices=[2]), "region 2 but there are 1 boxes"),
     (_caption("r", "x.png", score_list=[0.5, 0.2]), "score_list"),
     (_caption("r", "x.png", boxes=[]), "region 0 but there are 0 boxes"),
-    (_caption("r", "missing.png"), "no image file"),
+    (_caption("r", "missing.png"), "cannot read image .*missing.png"),
+    (_caption("r", "not-an-image.png"), "cannot read image .*not-an-image.png"),
+    (_caption("r", "x.png", boxes=[(1, 1, 5, 5), (40, 1, 50, 5)]),
+     r"box 1 \[40, 1, 50, 5\] lies entirely outside the 32x24"),
+    (_caption("r", "x.png", boxes=[(1, -9, 5, 0)]), "box 0 .* lies entirely outside"),
     (_caption("r", "x.png", answer="<ground>a <region0></ground><objects><region0></objects>"),
      "label 'a <region0>' holds markup"),
     (_caption("r", "x.png", answer="a cat<|im_end|><|im_start|>user"),
@@ -228,9 +237,11 @@ def test_read_records_checks_every_record_before_training(tmp_path, record, mess
     the file, the record's place and id, and what is wrong."""
     from vlxseek_core.training.run import read_records
 
-    (tmp_path / "x.png").write_bytes(b"")
+    _png(tmp_path / "x.png")  # 32 x 24 px; boxes may extend beyond it, not lie outside
+    (tmp_path / "not-an-image.png").write_bytes(b"no PNG")
     data = tmp_path / "d.jsonl"
-    good = [_caption(f"g{k}", "x.png") for k in range(3)]
+    good = [_caption(f"g{k}", "x.png", boxes=[(1, 1, 5, 5), (20, 10, 60, 40)])
+            for k in range(3)]
     data.write_text("".join(json.dumps(r) + "\n" for r in good + [record]))
     with pytest.raises(InvalidRequestError, match=message) as info:
         read_records([str(data)], [str(tmp_path)])

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 from ..errors import InvalidRequestError
-from .samples import SampleBuilder, check_record, collate_samples, has_region_choice
+from .samples import (SampleBuilder, check_boxes_in_image, check_record, collate_samples,
+                      has_region_choice)
 from .shortlist import NEGATIVES, data_shortlist
 from .text_regions import is_text_region_record
 DEFAULT_LR = {0: 1e-3, 1: 1e-3, 2: 1e-5}
@@ -105,29 +106,29 @@ def read_records(paths: List[str], images_dirs: List[str]) -> List[dict]:
     """Records of several JSONL files, concatenated in order (a data mix), with each record's
     ``image`` joined to its file's image directory (one directory for all files, or one per file).
 
-    Every record is checked here (:func:`~.samples.check_record`, and its image file exists),
-    so that bad data stops ``vlxseek train`` before its first step.
+    Every record is checked here (:func:`~.samples.check_record`; its image's header is read
+    and every box keeps some area inside the image), so that bad data stops ``vlxseek train``
+    before its first step.
 
     Raises:
         InvalidRequestError: unreadable or empty file, a directory count that is neither 1
             nor the number of files, or a bad record (naming its file, line number among the
-            records, id and field) or missing image file.
+            records, id and field), a missing or unreadable image file.
     """
     if len(images_dirs) not in (1, len(paths)):
         raise InvalidRequestError(f"--images takes one directory or one per --data file "
                                   f"({len(paths)}), not {len(images_dirs)}")
     dirs = images_dirs * len(paths) if len(images_dirs) == 1 else images_dirs
-    records, seen = [], set()
+    records, sizes = [], {}
     for path, images in zip(paths, dirs):
         for number, record in enumerate(read_jsonl(path), 1):
             try:  # the whole data set, before the first step rather than hours into a run
                 check_record(record)
                 if record.get("image"):
                     record = dict(record, image=os.path.join(images, str(record["image"])))
-                    if record["image"] not in seen and not os.path.isfile(record["image"]):
-                        raise InvalidRequestError(f"record {record.get('id')!r}: no image "
-                                                  f"file {record['image']!r}")
-                    seen.add(record["image"])
+                    if record["image"] not in sizes:
+                        sizes[record["image"]] = _image_size(record)
+                    check_boxes_in_image(record, *sizes[record["image"]])
                 elif not is_text_region_record(record):
                     raise InvalidRequestError(f"record {record.get('id')!r}: no 'image' (only "
                                               "text-region records have none)")
@@ -135,6 +136,22 @@ def read_records(paths: List[str], images_dirs: List[str]) -> List[dict]:
                 raise InvalidRequestError(f"{path}, record {number}: {exc}") from None
             records.append(record)
     return records
+
+
+def _image_size(record: dict) -> tuple:
+    """``(width, height)`` of the record's image, from its header (the pixels are not decoded).
+
+    Raises:
+        InvalidRequestError: no such file, or not an image.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(record["image"]) as img:
+            return img.size
+    except (OSError, ValueError) as exc:
+        raise InvalidRequestError(f"record {record.get('id')!r}: cannot read image "
+                                  f"{record['image']!r}: {exc}") from None
 
 
 def share_word_rows(vlm, tokenizer, words: List[str]) -> List[str]:

@@ -130,6 +130,23 @@ def check_record(record: dict) -> None:
                                   f"are {len(boxes)} boxes")
 
 
+def check_boxes_in_image(record: dict, width: float, height: float) -> None:
+    """Every box of ``record`` keeps some area inside its ``width`` x ``height`` pixel image:
+    inference refuses a box that lies entirely outside the image (``VLXSeek.query``), so
+    training must not teach the features of one. Boxes that extend beyond it are fine (both
+    clip them).
+
+    Raises:
+        InvalidRequestError: naming the record id and the box.
+    """
+    for k, box in enumerate(record.get("bbox_list") or ()):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            raise InvalidRequestError(
+                f"record {record.get('id')!r}: field 'bbox_list': box {k} {list(box)} lies "
+                f"entirely outside the {width:g}x{height:g} (width x height) image")
+
+
 def _turn(record: dict, role: str) -> str:
     for turn in record.get("conversations") or ():
         if isinstance(turn, dict) and turn.get("from") == role:
@@ -254,15 +271,17 @@ class SampleBuilder:
         """Build the sample of ``record`` (``image`` given = do not read it from disk).
 
         Raises:
-            InvalidRequestError: a malformed record or unreadable image; no boxes for a task
+            InvalidRequestError: a malformed record or unreadable image; a box entirely
+                outside the image; no boxes for a task
                 that needs them (see :func:`check_boxless`); a bad text-region record (see
                 :func:`~.text_regions.check_text_region_record`).
         """
         prompt, answer = self.token_ids(record)
         prepared = None
         if not is_text_region_record(record):
-            prepared = self.preprocessor(
-                image if image is not None else self.load_image(record), _boxes(record))
+            image = image if image is not None else self.load_image(record)
+            check_boxes_in_image(record, *image.size)
+            prepared = self.preprocessor(image, _boxes(record))
         ids = torch.tensor(prompt + answer, dtype=torch.long)
         targets = answer if self.loss_on == "answer" else self._choices(answer)
         labels = torch.tensor([IGNORE_INDEX] * len(prompt) + targets, dtype=torch.long)
