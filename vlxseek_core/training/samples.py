@@ -85,10 +85,12 @@ def check_boxless(record: dict, answer: str) -> None:
 def check_record(record: dict) -> None:
     """The checks of a training record that need neither its image nor the tokenizer, so that
     a whole data set is checked before the first step (``vlxseek train``) rather than failing
-    hours into a run: a ``gpt`` turn; for an image record, ``bbox_list`` a list of at most 100
-    boxes, each 4 finite numbers with ``x2 > x1`` and ``y2 > y1``; ``score_list`` (optional)
-    one finite number per box; every ``<regionK>`` of the turns and every ``region_indices``
-    entry below the number of boxes; no boxes only where :func:`check_boxless` allows it.
+    hours into a run: a ``gpt`` turn whose markup is only markup
+    (:func:`~.records.check_answer_markup`); for an image record, ``bbox_list`` a list of at
+    most 100 boxes, each 4 finite numbers with ``x2 > x1`` and ``y2 > y1``; ``score_list``
+    (optional) one finite number per box; every ``<regionK>`` of the turns and every
+    ``region_indices`` entry below the number of boxes; no boxes only where
+    :func:`check_boxless` allows it.
     Text-region records are checked by :func:`~.text_regions.check_text_region_record`.
 
     Raises:
@@ -271,10 +273,9 @@ class SampleBuilder:
         """Build the sample of ``record`` (``image`` given = do not read it from disk).
 
         Raises:
-            InvalidRequestError: a malformed record or unreadable image; a box entirely
-                outside the image; no boxes for a task
-                that needs them (see :func:`check_boxless`); a bad text-region record (see
-                :func:`~.text_regions.check_text_region_record`).
+            InvalidRequestError: a malformed record (see :func:`check_record`), an
+                unreadable image or a box entirely outside it (see
+                :func:`check_boxes_in_image`).
         """
         prompt, answer = self.token_ids(record)
         prepared = None
@@ -300,8 +301,6 @@ class SampleBuilder:
             texts, parts = check_text_region_record(record)
             prompt = text_region_prompt_ids(self.prompt_tokenizer, parts, texts)
         else:
-            if len(_boxes(record)) == 0:
-                check_boxless(record, answer_text)
             prompt = self.prompt_ids(record)
         try:
             return prompt, self.answer_ids(answer_text)
