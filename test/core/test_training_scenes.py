@@ -248,6 +248,40 @@ def test_make_scenes_stopped_half_way_leaves_no_data_set(tmp_path, monkeypatch):
     assert len(read_records(str(out / "train.jsonl"))) == 20
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"size": 100_000}, "scene size must be an integer in 112-4096"),
+    ({"size": 64}, "scene size must be an integer in 112-4096"),
+    ({"size": 224.5}, "scene size must be an integer"),
+    ({"max_candidates": 0}, "max_candidates must be an integer in 1-100"),
+    ({"max_candidates": 101}, "max_candidates must be an integer in 1-100"),
+    ({"max_candidates": 3}, r"max_candidates \(3\) must hold every object.*max_objects \(6\)"),
+    ({"max_candidates": 3, "max_objects": 4}, r"at least max_objects \(4\)"),
+    ({"refer_per_scene": -1}, "refer_per_scene must be an integer >= 0"),
+    ({"max_distractors": -2}, "max_distractors must be an integer >= 0"),
+    ({"tasks": ["detect", "foo"]}, "scene tasks are some of detect, detect_all, refer, count, "
+                                   "caption, single"),
+    ({"rejection_rate": 1.5}, "rejection_rate must be in"),
+    ({"detect_all_order": "size"}, "detect_all_order must be one of"),
+    ({"refer_kinds": []}, "refer_kinds must be some of"),
+])
+def test_make_scenes_checks_every_option_before_writing(tmp_path, options, message):
+    """A bad option stops make_scenes before its folder exists: not in a worker after some
+    scenes were written (a 100,000 px side would ask for 30 GB)."""
+    out = tmp_path / "scenes"
+    with pytest.raises(InvalidRequestError, match=message):
+        D.make_scenes(str(out), 2, 1, workers=1, progress=False, **options)
+    assert not out.exists()
+
+
+def test_scene_candidates_can_be_exactly_the_objects(tmp_path):
+    out = tmp_path / "scenes"
+    D.make_scenes(str(out), 3, 0, workers=1, progress=False, max_candidates=2, max_objects=2,
+                  tasks=["detect", "single"])
+    recs = read_records(str(out / "train.jsonl"))
+    assert recs and all(1 <= len(r.bbox_list) <= 2 for r in recs)
+    assert {r.task for r in recs} >= {"detect"}
+
+
 def test_make_scenes_cli(tmp_path, capsys):
     out = str(tmp_path / "scn")
     assert cli.main(["make-scenes", out, "--train", "5", "--heldout", "3", "--seed", "1",

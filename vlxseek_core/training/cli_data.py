@@ -42,7 +42,8 @@ def cmd_make_scenes(args) -> int:
     from .scenes import check_max_copies, check_max_objects, check_min_objects
 
     _check_positive(train=args.train, heldout=args.heldout, seed=args.seed,
-                    workers=args.workers, max_distractors=args.max_distractors)
+                    workers=args.workers, max_distractors=args.max_distractors,
+                    refer_per_scene=args.refer_per_scene)
     check_max_objects(args.max_objects, "--max-objects")
     check_max_copies(args.max_copies, "--max-copies")
     check_min_objects(args.min_objects, args.max_objects, "--min-objects")

@@ -16,11 +16,13 @@ import numpy as np
 
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
+from ..tokens import MAX_REGIONS
 from .record_helpers import written_whole
 from .records import (REGION_REF, TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
-from .scenes import (MAX_OBJECTS, MIN_SIZE, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
+from .scenes import (MAX_OBJECTS, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
                      check_max_copies, check_max_objects, check_min_objects, check_rate,
+                     check_size,
                      generate_scene, is_heldout_phrase, load_assets, names_unseen_object,
                      split_categories)
 
@@ -112,6 +114,60 @@ def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
     return out
 
 
+SCENE_TASKS = ("detect", "detect_all", "refer", "count", "caption", "single")
+"""The record tasks of a scene (:func:`scene_records`; ``single``: one-region records)."""
+
+
+def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.2,
+                         detect_extra_absent=0.5, max_candidates=12,
+                         max_distractors: Optional[int] = None, refer_per_scene=2,
+                         tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
+                         detect_all_order: str = "leftmost", detect_all_article=0.0,
+                         absent_near=0.0, detect_all_alias=0.0,
+                         refer_kinds: Optional[Sequence[str]] = None) -> None:
+    """Check :func:`scene_records`' options (same names and defaults) before any is used.
+
+    :func:`make_scenes` calls it with ``max_objects`` before it writes anything, so that a bad
+    option stops the run with no file written, not in a worker after some scenes; then
+    ``max_candidates`` must hold every object of the fullest scene (each object is a
+    ground-truth box of the candidate list).
+
+    Raises:
+        InvalidRequestError: the rates outside [0, 1], ``max_candidates`` outside 1-100 or
+            below ``max_objects``, ``max_distractors`` or ``refer_per_scene`` not an integer
+            >= 0, a task not in :data:`SCENE_TASKS`, an unknown ``detect_all_order``, an
+            empty ``refer_kinds`` or one not in :data:`REFER_KINDS`.
+    """
+    for name, rate in (("rejection_rate", rejection_rate),
+                       ("detect_extra_absent", detect_extra_absent),
+                       ("detect_all_article", detect_all_article), ("absent_near", absent_near),
+                       ("detect_all_alias", detect_all_alias)):
+        check_rate(rate, name)
+    if not _is_int(max_candidates) or not 1 <= max_candidates <= MAX_REGIONS:
+        raise InvalidRequestError(f"max_candidates must be an integer in 1-{MAX_REGIONS}, "
+                                  f"got {max_candidates!r}")
+    if max_objects is not None and max_candidates < max_objects:
+        raise InvalidRequestError(f"max_candidates ({max_candidates}) must hold every object of "
+                                  f"a scene: at least max_objects ({max_objects})")
+    for name, value in (("max_distractors", max_distractors),
+                        ("refer_per_scene", refer_per_scene)):
+        if value is not None and (not _is_int(value) or value < 0):
+            raise InvalidRequestError(f"{name} must be an integer >= 0, got {value!r}")
+    if isinstance(tasks, str) or not all(t in SCENE_TASKS for t in tasks):
+        raise InvalidRequestError(f"scene tasks are some of {', '.join(SCENE_TASKS)}, "
+                                  f"got {tasks!r}")
+    if detect_all_order not in DETECT_ALL_ORDERS:
+        raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
+                                  f"got {detect_all_order!r}")
+    if refer_kinds is not None and (not refer_kinds or set(refer_kinds) - set(REFER_KINDS)):
+        raise InvalidRequestError(f"refer_kinds must be some of {REFER_KINDS}, "
+                                  f"got {list(refer_kinds)}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
                   rejection_rate: float = 0.2, detect_extra_absent: float = 0.5,
                   max_candidates: int = 12, max_distractors: Optional[int] = None,
@@ -177,18 +233,12 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             ``detect_all_alias`` outside [0, 1], an empty ``refer_kinds`` or one not in
             :data:`REFER_KINDS`.
     """
-    for name, rate in (("detect_extra_absent", detect_extra_absent),
-                       ("detect_all_article", detect_all_article), ("absent_near", absent_near),
-                       ("detect_all_alias", detect_all_alias)):
-        check_rate(rate, name)
-    if detect_all_order not in DETECT_ALL_ORDERS:
-        raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
-                                  f"got {detect_all_order!r}")
-    if max_distractors is not None and max_distractors < 0:
-        raise InvalidRequestError(f"max_distractors must be >= 0, got {max_distractors}")
-    if refer_kinds is not None and (not refer_kinds or set(refer_kinds) - set(REFER_KINDS)):
-        raise InvalidRequestError(f"refer_kinds must be some of {REFER_KINDS}, "
-                                  f"got {list(refer_kinds)}")
+    check_record_options(rejection_rate=rejection_rate, detect_extra_absent=detect_extra_absent,
+                         max_candidates=max_candidates, max_distractors=max_distractors,
+                         refer_per_scene=refer_per_scene, tasks=tasks,
+                         detect_all_order=detect_all_order,
+                         detect_all_article=detect_all_article, absent_near=absent_near,
+                         detect_all_alias=detect_all_alias, refer_kinds=refer_kinds)
     gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
     room = max_candidates - len(gt)
     n_dis = int(rng.integers(min(2, max(room, 0)), max(room, 0) + 1))
@@ -237,9 +287,6 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
             out += [("refer", e, a, [], m) for e, a, m in _refers(
                 scene, g2c, rng, rejection_rate, refer_per_scene, heldout_preference,
                 near, absent_near, refer_kinds)]
-        elif task not in ("caption", "refer", "detect_all", "single"):
-            raise InvalidRequestError(
-                f"scene tasks are detect, detect_all, refer, count, caption: {task!r}")
     records = []
     if "single" in tasks:
         records += single_region_records(scene, image_name, rng)
@@ -427,7 +474,9 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     Work is spread over ``workers`` processes (default: all CPU cores).
 
     Raises:
-        InvalidRequestError: counts outside ``[0, 10**7)``, a negative seed, ``size < 112``.
+        InvalidRequestError: counts outside ``[0, 10**7)``, a negative seed, ``size`` outside
+            112-4096 px, a bad scene option (:func:`~.scenes.generate_scene`) or record option
+            (:func:`check_record_options`): each before anything is written.
 
     Returns:
         summary: records per split, wall seconds, mean generation ms per scene (PNG excluded).
@@ -436,15 +485,19 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
 
     if not (0 <= num_train < 10**7 and 0 <= num_heldout < 10**7 and seed >= 0):
         raise InvalidRequestError("scene counts must be in [0, 10**7) and the seed >= 0")
-    if size < MIN_SIZE:  # checked here too, before any worker starts
-        raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
-    check_max_objects(record_kwargs.get("max_objects", MAX_OBJECTS))
+    # every option is checked here, before a file is written or a worker starts
+    check_size(size)
+    scene_options = ("max_objects", "max_copies", "min_objects", "shared_colour",
+                     "unique_colours", "one_colour")
+    max_objects = record_kwargs.get("max_objects", MAX_OBJECTS)
+    check_max_objects(max_objects)
     check_max_copies(record_kwargs.get("max_copies"))
-    check_min_objects(record_kwargs.get("min_objects"),
-                      record_kwargs.get("max_objects", MAX_OBJECTS))
+    check_min_objects(record_kwargs.get("min_objects"), max_objects)
     check_colour_knobs(record_kwargs.get("shared_colour", 0.0),
                        record_kwargs.get("unique_colours", False),
                        record_kwargs.get("one_colour", 0.0))
+    check_record_options(max_objects=max_objects,
+                         **{k: v for k, v in record_kwargs.items() if k not in scene_options})
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     load_assets()  # load once before forking: workers inherit the decoded photos
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")

@@ -62,6 +62,9 @@ SPLITS = {"train": 0, "heldout": 1}
 MIN_SIDE, MAX_SIDE = 28, 90
 MIN_SIZE = 112
 """Smallest image side: room for a few objects of up to 90 px."""
+MAX_SIZE = 4096
+"""Largest image side: a 4096 px scene takes about a second and 200 MB to write; the side is
+read from the command line, and 100,000 px would ask for 30 GB."""
 MAX_OBJECTS = 6
 """Most objects a scene holds (``generate_scene``'s ``max_objects`` may lower it)."""
 _HELDOUT_TEXTS = tuple(HELDOUT_COLOUR_SHAPES) + tuple(f"{s} {c}" for s, c in HELDOUT_SUPERLATIVES)
@@ -314,6 +317,15 @@ def _one_colour(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> N
             cats[i] = pool[int(rng.integers(len(pool)))]
 
 
+def check_size(size) -> None:
+    """Raise :class:`InvalidRequestError` unless ``size`` (the square scene's side, pixels) is
+    an int in :data:`MIN_SIZE`-:data:`MAX_SIZE`."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InvalidRequestError(f"scene size must be an integer in {MIN_SIZE}-{MAX_SIZE} px, "
+                                  f"got {size!r}")
+
+
 def check_max_copies(max_copies, name: str = "max_copies") -> None:
     """Raise :class:`InvalidRequestError` naming ``name`` unless ``max_copies`` is None (no
     cap) or, as :func:`check_max_objects` asks, an int in 1-:data:`MAX_OBJECTS`."""
@@ -420,8 +432,7 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
     from PIL import Image
 
     _check_split(split)
-    if size < MIN_SIZE:
-        raise InvalidRequestError(f"scene size must be >= {MIN_SIZE} px, got {size}")
+    check_size(size)
     check_max_objects(max_objects)
     check_max_copies(max_copies)
     check_min_objects(min_objects, max_objects)
