@@ -204,7 +204,7 @@ def test_coco_errors(coco_file, tmp_path):
     with pytest.raises(InvalidRequestError, match="not a COCO instances file"):
         coco_to_records(str(bad))
     bad.write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
-    with pytest.raises(InvalidRequestError, match="bad COCO entry"):
+    with pytest.raises(InvalidRequestError, match="COCO image 0 has no 'file_name'"):
         coco_to_records(str(bad))
     with pytest.raises(InvalidRequestError, match="cannot read"):
         coco_to_records(str(tmp_path / "nope.json"))
@@ -276,7 +276,7 @@ def test_refcoco_jsonl_and_proposals(tmp_path):
     assert read_records(str(out)) == recs
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"image": "a.jpg", "bbox": [1, 2, 3, 4]}) + "\n")
-    with pytest.raises(InvalidRequestError, match="bad RefCOCO entry"):
+    with pytest.raises(InvalidRequestError, match="RefCOCO entry 0 has no 'expression'"):
         refcoco_to_records(str(bad))
 
 

@@ -17,8 +17,10 @@ a log message.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -69,7 +71,8 @@ def load_proposals(path: str) -> Dict[str, np.ndarray]:
         image name (as written, and its basename) → float32 ``[K, 4]`` xyxy pixel boxes.
 
     Raises:
-        InvalidRequestError: unreadable file, or an entry without ``image``/``bbox_list``.
+        InvalidRequestError: unreadable file, an entry without ``image``/``bbox_list``, or a
+            ``bbox_list`` that is not ``[K, 4]`` numbers.
     """
     data = _read_json_or_jsonl(path)
     if isinstance(data, dict):
@@ -78,7 +81,15 @@ def load_proposals(path: str) -> Dict[str, np.ndarray]:
     for k, entry in enumerate(data):
         if not isinstance(entry, dict) or "image" not in entry or "bbox_list" not in entry:
             raise InvalidRequestError(f"{path}: proposal entry {k} needs 'image' and 'bbox_list'")
-        boxes = np.asarray(entry["bbox_list"], np.float32).reshape(-1, 4)
+        try:
+            boxes = np.asarray(entry["bbox_list"], np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"{path}: proposal entry {k}: bbox_list is not a list of "
+                                      f"numbers: {exc}") from None
+        if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4):
+            raise InvalidRequestError(f"{path}: proposal entry {k}: bbox_list must be [K, 4] "
+                                      f"xyxy boxes, got shape {list(boxes.shape)}")
+        boxes = boxes.reshape(-1, 4)
         out[str(entry["image"])] = boxes
         out.setdefault(os.path.basename(str(entry["image"])), boxes)
     return out
@@ -170,17 +181,28 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
                                                                  "categories")):
         raise InvalidRequestError(f"{instances_json_path}: not a COCO instances file (needs "
                                   "'images', 'annotations' and 'categories')")
-    try:
-        cat_names = {c["id"]: str(c["name"]).strip() for c in coco["categories"]}
-        by_image: Dict[Any, List[Tuple[List[float], str, bool]]] = defaultdict(list)
-        for ann in coco["annotations"]:
-            x, y, w, h = (float(v) for v in ann["bbox"])
+    path = instances_json_path
+    if not all(isinstance(coco[k], list) for k in ("images", "annotations", "categories")):
+        raise InvalidRequestError(f"{path}: 'images', 'annotations' and 'categories' must be "
+                                  "lists")
+    cat_names: Dict[Any, str] = {}
+    for k, c in enumerate(coco["categories"]):
+        with _entry_errors(path, f"category {k}", "COCO"):
+            cat_names[_object(c)["id"]] = str(c["name"]).strip()
+    by_image: Dict[Any, List[Tuple[List[float], str, bool]]] = defaultdict(list)
+    for k, ann in enumerate(coco["annotations"]):
+        with _entry_errors(path, f"annotation {k}", "COCO"):
+            x, y, w, h = _box(_object(ann)["bbox"])
+            if ann["category_id"] not in cat_names:
+                raise ValueError(f"category_id {ann['category_id']!r} is not a category")
             by_image[ann["image_id"]].append(([x, y, x + w, y + h], cat_names[ann["category_id"]],
                                               bool(ann.get("iscrowd", 0))))
-        images = list(coco["images"])  # file order: deterministic for a given file
-        sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in images}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"{instances_json_path}: bad COCO entry: {exc!r}") from None
+    images = coco["images"]  # file order: deterministic for a given file
+    sizes = {}
+    for k, im in enumerate(images):
+        with _entry_errors(path, f"image {k}", "COCO"):
+            _name(_object(im)["file_name"])
+            sizes[im["id"]] = (float(im["width"]), float(im["height"]))
     for cid, name in cat_names.items():  # each is a label of detect/count answers
         problem = ("is empty" if not name else
                    "holds ';', the separator of a detect query's categories" if ";" in name
@@ -261,32 +283,83 @@ def _clip_each(boxes: np.ndarray, size) -> List[Optional[List[float]]]:
 
 
 def _refcoco_entries(path: str) -> List[Dict[str, Any]]:
-    """``{"id", "image", "expression", "box" (xyxy), "size" (w, h) or None}`` per expression."""
+    """``{"id", "image", "expression", "box" (xyxy), "size" (w, h) or None}`` per expression.
+
+    A JSON object with ``images`` or ``annotations`` is MDETR's form; any other object is one
+    entry (a JSONL file of one line parses as one JSON document). Raises
+    :class:`InvalidRequestError` naming the file and the entry for a malformed entry.
+    """
     data = _read_json_or_jsonl(path)
     out = []
-    try:
-        if isinstance(data, dict):  # MDETR: one "image" entry per expression, bbox [x, y, w, h]
-            if "images" not in data or "annotations" not in data:
-                raise InvalidRequestError(f"{path}: needs 'images' and 'annotations' (MDETR form)")
-            anns = defaultdict(list)
-            for ann in data["annotations"]:
-                anns[ann["image_id"]].append(ann)
-            for im in data["images"]:
-                for ann in anns.get(im["id"], [])[:1]:  # MDETR REC: one target per expression
-                    x, y, w, h = (float(v) for v in ann["bbox"])
-                    size = (float(im["width"]), float(im["height"])) if "width" in im else None
-                    out.append({"id": str(im["id"]), "image": im["file_name"],
+    if isinstance(data, dict) and ("images" in data or "annotations" in data):
+        if not isinstance(data.get("images"), list) or \
+                not isinstance(data.get("annotations"), list):
+            raise InvalidRequestError(f"{path}: needs 'images' and 'annotations' lists "
+                                      "(MDETR form)")
+        anns = defaultdict(list)
+        for k, ann in enumerate(data["annotations"]):  # MDETR: one "image" per expression
+            with _entry_errors(path, f"annotation {k}"):
+                anns[_object(ann)["image_id"]].append(ann)
+        for k, im in enumerate(data["images"]):
+            with _entry_errors(path, f"image {k}"):
+                # MDETR REC: one target per expression
+                for ann in anns.get(_object(im)["id"], [])[:1]:
+                    x, y, w, h = _box(ann["bbox"])
+                    out.append({"id": str(im["id"]), "image": _name(im["file_name"]),
                                 "expression": str(im["caption"]), "box": [x, y, x + w, y + h],
-                                "size": size})
-        else:  # JSONL / JSON list: {"image", "expression", "bbox": [x1, y1, x2, y2]}
-            for k, e in enumerate(data):
-                size = (float(e["width"]), float(e["height"])) if "width" in e else None
-                out.append({"id": str(e.get("id", f"ref{k}")), "image": e["image"],
-                            "expression": str(e["expression"]),
-                            "box": [float(v) for v in e["bbox"]], "size": size})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"{path}: bad RefCOCO entry: {exc!r}") from None
+                                "size": _entry_size(im)})
+    else:  # JSONL / JSON list: {"image", "expression", "bbox": [x1, y1, x2, y2]}
+        for k, e in enumerate([data] if isinstance(data, dict) else data):
+            with _entry_errors(path, f"entry {k}"):
+                e = _object(e)
+                out.append({"id": str(e.get("id", f"ref{k}")), "image": _name(e["image"]),
+                            "expression": str(e["expression"]), "box": _box(e["bbox"]),
+                            "size": _entry_size(e)})
     return out
+
+
+@contextlib.contextmanager
+def _entry_errors(path: str, where: str, form: str = "RefCOCO"):
+    """Turn a malformed entry's KeyError, TypeError or ValueError into one
+    :class:`InvalidRequestError` naming the file, the entry (``where``: "entry 3") and the
+    annotation ``form``."""
+    try:
+        yield
+    except KeyError as exc:
+        raise InvalidRequestError(f"{path}: {form} {where} has no {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"{path}: bad {form} {where}: {exc}") from None
+
+
+def _object(entry: Any) -> Dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise TypeError(f"not a JSON object: {entry!r:.40}")
+    return entry
+
+
+def _name(image: Any) -> str:
+    if not isinstance(image, str) or not image:
+        raise ValueError(f"the image must be a file name, got {image!r}")
+    return image
+
+
+def _box(values: Any) -> List[float]:
+    box = [float(v) for v in values]
+    if len(box) != 4:
+        raise ValueError(f"a box has 4 numbers, got {values!r}")
+    return box
+
+
+def _entry_size(entry: Dict[str, Any]) -> Optional[Tuple[float, float]]:
+    """An entry's ``(width, height)`` in pixels, or None without a ``width``; raises
+    ValueError for a size that is not two positive finite numbers."""
+    if "width" not in entry:
+        return None
+    size = tuple(entry[k] for k in ("width", "height"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+               for v in size):
+        raise ValueError(f"width and height must be positive numbers, got {size}")
+    return float(size[0]), float(size[1])
 
 
 def _image_size(entry: Dict[str, Any], images_dir: Optional[str], extent: np.ndarray):
