@@ -121,7 +121,8 @@ def share_word_rows(model_dir: str, out_dir: str, words: Optional[List[str]] = N
     """Copy the checkpoint ``model_dir`` to ``out_dir`` with, for each word of ``words``
     (default ``SCENE_WORDS`` of ``make-scenes``) that is one token both bare and with a leading
     space, the spaced token's row of the input embedding (and of an untied ``lm_head``) set to
-    the bare token's row. ``tokenizer``: that of ``model_dir``, if the caller has it loaded already.
+    the bare token's row. ``tokenizer``: that of ``model_dir``, if the caller has it loaded
+    already.
     Returns the words whose rows were shared.
 
     Raises:

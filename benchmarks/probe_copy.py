@@ -155,8 +155,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, dict]]:
                else f"{float(t[head[0], head[1]]):.2f}")
         rows = [[w, s["n"], f"{s['copy_acc']:.3f}", fmt(s["attention_right"]),
                  fmt(s["attention_wrong"]), best_head(s["attention_right"])]
-                for w, s in sorted(summary.items(), key=lambda kv: (kv[0] != "all",
-                                                                      -kv[1]["n"]))]
+                for w, s in sorted(summary.items(),
+                                   key=lambda kv: (kv[0] != "all", -kv[1]["n"]))]
         name = "—" if head is None else f"layer {head[0]} head {head[1]}"
         print(f"{m}: copy head {name}")
         print(format_table(["target word", "positions", "copy right",

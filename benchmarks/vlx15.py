@@ -5,7 +5,8 @@ What differs from VLM-FO1 and is built here with the family's own code
 special-token ids; the real Qwen3.5 vocabulary is not available offline, so answer token
 counts are approximations), the ``detection`` prompt with expanded ``<|image_pad|>`` /
 ``<objfeat>`` ids (§1.6, §4), the family's own preprocessor
-(:mod:`vlxseek_core.families.vlx_seek_1_5.preprocessing`, not a copy of it), and ``encode_frame`` split into its stages (Qwen3.5 vision tower +
+(:mod:`vlxseek_core.families.vlx_seek_1_5.preprocessing`, not a copy of it), and
+``encode_frame`` split into its stages (Qwen3.5 vision tower +
 ``mm_projector``, C-RADIO aux tower, HFRE + ``mm_projector_aux``; §2-3).
 """
 from __future__ import annotations

@@ -19,4 +19,10 @@ python -m pytest test -q -p no:cacheprovider -n "${workers}" --dist loadfile --d
 rc=$?
 # pytest exits 5 when it collected nothing: that is a failure of this script, not a pass.
 [[ ${rc} -eq 5 ]] && echo "test.sh: no tests were collected" >&2
+# Style (setup.cfg [flake8]: 99 columns), after the tests so that a long line never hides a
+# test result; it fails the script all the same.
+if ! python -m flake8; then
+  echo "test.sh: flake8 found style errors (above)" >&2
+  [[ ${rc} -eq 0 ]] && rc=1
+fi
 exit ${rc}

@@ -124,7 +124,7 @@ def test_groups_score_their_own_records_and_each_record_is_asked_once(images):
 
 
 def test_bench_training_by_objects_prints_a_table_per_group(images, tmp_path, monkeypatch,
-                                                             capsys):
+                                                            capsys):
     from benchmarks import bench_training
     from vlxseek_core import pipeline
 

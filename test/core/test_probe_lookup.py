@@ -147,8 +147,8 @@ def test_curriculum_phases_parse_and_cover_their_steps():
 
     phases = parse_curriculum(["2-2:3", "3-5:2:features:16"])
     assert phases == [(2, 2, 3, "words", 0), (3, 5, 2, "features", 16)]
-    assert [phase_at(phases, s) for s in range(1, 6)] == ([(2, 2, "words", 0)] * 3
-                                                         + [(3, 5, "features", 16)] * 2)
+    assert [phase_at(phases, s) for s in range(1, 6)] == (
+        [(2, 2, "words", 0)] * 3 + [(3, 5, "features", 16)] * 2)
     assert phase_at(phases, 99) == (3, 5, "features", 16)  # past the end: the last phase
     assert parse_curriculum(["2-2:3"], rows="mixed") == [(2, 2, 3, "mixed", 0)]
     for bad in ("2-2", "2:10", "3-2:10", "0-2:10", "2-2:0", "a-b:c", f"2-{len(WORDS) + 1}:5",
@@ -318,8 +318,8 @@ def test_by_length_scores_fresh_detect_all_prompts_of_each_length(monkeypatch, c
     assert {absent for *_, absent in asked[:8]} == {0.5}  # the two training batches of 4
     evaluated = asked[8:]
     assert len(evaluated) == 2 * 256
-    assert {(t, lo, hi) for t, lo, hi, _ in evaluated} == {("detect_all", 3, 3),
-                                                          ("detect_all", 5, 5)}
+    assert {(t, lo, hi) for t, lo, hi, _ in evaluated} == {
+        ("detect_all", 3, 3), ("detect_all", 5, 5)}
     assert {absent for *_, absent in evaluated} == {0.0}  # no rejection in the score
     assert "by length 3:" in capsys.readouterr().out
 

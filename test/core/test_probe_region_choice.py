@@ -173,7 +173,7 @@ def test_record_group_reads_the_field_then_meta():
 
 
 def test_formed_exits_3_below_the_lift_and_0_at_it(train_model_dir, monkeypatch, tmp_path,
-                                                    capsys):
+                                                   capsys):
     """``--formed LIFT``: the oracle misses record 0's first region, so the lift over chance is
     ``(first - chance) / (1 - chance)`` of the scores; a threshold just above it exits with
     ``NOT_FORMED``, one at it returns the scores (the recipe's test of a forming phase)."""

@@ -305,6 +305,7 @@ def _check_superlative_phases(out, infos):
     for size, first in (("9k", 2), ("20k", 5), ("40k", 10)):  # 9,000, 20,000, 40,000 / SCALE
         assert (out / "scenes_s4" / f"train_{size}.jsonl").read_text().splitlines() == (
             lines[:first]), size
+
     def rows(w):  # the word's three short-list sets as trained
         return [f"scenes_s5a/train_{w}_6k.jsonl", f"scenes_s5a3/train_{w}_t.jsonl",
                 f"scenes_s5a4/train_{w}.jsonl"]
@@ -368,14 +369,14 @@ def test_a_forming_phase_trains_on_then_tries_other_data_orders_up_to_its_limits
         info = _info(attempt)
         assert (info["global_step"], info["seed"]) == (2, seed), attempt
         assert info["start_model"] == str(out / "init"), attempt  # both from the same model
-        assert sorted(p.name for p in attempt.glob("lookup_*.json")) == ["lookup_1.json",
-                                                                          "lookup_2.json"]
+        assert sorted(p.name for p in attempt.glob("lookup_*.json")) == [
+            "lookup_1.json", "lookup_2.json"]
         assert not (attempt / "lookup_formed.json").exists()
     probe = json.loads((phase / "lookup_2.json").read_text())[str(phase)]["all"]
     assert 0 <= probe["first_region_acc"] <= 1 and probe["chance"] == 0.5
     assert not (out / "stage0t_33").exists()
-    assert sorted(p.name for p in out.glob("stage0t_22*")) == ["stage0t_22",
-                                                              "stage0t_22.stalled_seed0"]
+    assert sorted(p.name for p in out.glob("stage0t_22*")) == [
+        "stage0t_22", "stage0t_22.stalled_seed0"]
     # again with a larger cap: the last attempt trains on from the step it reached
     _, err = _run(out, status=3, FORMED="1.5", FORM_STEPS="1", FORM_CAP="3", FORM_SEEDS="2")
     assert "has not formed in 2 data orders of up to 3 steps" in err

@@ -249,7 +249,7 @@ def test_bad_training_data_is_a_clean_error(train_model_dir, tmp_path, capsys):
     ("--stop-at-step", "0"), ("--max-minutes", "0"), ("--lora", "-3"),
     ("--loss-negatives", "-1"), ("--save-total-limit", "0"), ("--batch-size", "two")])
 def test_out_of_range_numbers_are_refused_before_anything_loads(option, value, tmp_path,
-                                                                 capsys):
+                                                                capsys):
     """A number no run can use (``--max-steps 0`` would silently train a whole epoch) is an
     argparse error, exit status 2, naming the option; nothing is read or written."""
     from vlxseek_core.cli import main

@@ -173,7 +173,7 @@ def test_off_shortlist_mass():
 
 @pytest.mark.parametrize("extra", [["--deepspeed", "zero2.json"], ["--fsdp", "full_shard"]])
 def test_cli_refuses_the_shortlist_with_sharded_parameters(extra, train_model_dir, images_dir,
-                                                            tmp_path, capsys):
+                                                           tmp_path, capsys):
     from vlxseek_core.cli import main
 
     data = write_train_data(tmp_path / "train.jsonl", 2)

@@ -150,4 +150,3 @@ def off_shortlist_mass(lm_head: nn.Module, hidden: torch.Tensor,
     inside = torch.logsumexp(logp[:, shortlist], dim=-1).exp()
     off = (1.0 - inside).clamp(min=0.0)
     return float(off.mean()), float(off.max())
-

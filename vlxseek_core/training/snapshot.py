@@ -304,8 +304,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "save":
             manifest = save_snapshot(args.run, args.phase, args.dest, args.init_args.split())
-            size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(args.dest, "**"),
-                                                           recursive=True) if os.path.isfile(p))
+            files = glob.glob(os.path.join(args.dest, "**"), recursive=True)
+            size = sum(os.path.getsize(p) for p in files if os.path.isfile(p))
             kinds = [t["kind"] for t in manifest["tensors"].values()]
             drift = [f"{k} (residual {t['residual']:.3f})"
                      for k, t in manifest["tensors"].items() if t["kind"] == "drift"]
