@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +261,25 @@ def test_out_of_range_numbers_are_refused_before_anything_loads(option, value, t
     err = capsys.readouterr().err
     assert rc == 2 and f"argument {option}" in err and value in err
     assert not out.exists()
+
+
+def test_out_that_is_a_file_or_the_model_folder_is_refused(train_model_dir, tmp_path, capsys):
+    """The final save must not overwrite the starting checkpoint, nor a file stand where the
+    run's folder goes; both are refused before the model loads, and nothing is changed."""
+    from vlxseek_core.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    before = {p.name: p.stat().st_mtime_ns for p in Path(train_model_dir).iterdir()}
+    for out, message in ((str(afile), "is a file"),
+                         (train_model_dir, "is the --model folder"),
+                         (str(Path(train_model_dir) / ".." / Path(train_model_dir).name),
+                          "is the --model folder")):
+        rc = main(["train", "--stage", "1", "--model", train_model_dir, "--data",
+                   str(tmp_path / "no-data.jsonl"), "--out", out, "--max-steps", "1"])
+        assert rc == 2 and message in capsys.readouterr().err
+    assert afile.read_text() == "keep me"
+    assert {p.name: p.stat().st_mtime_ns for p in Path(train_model_dir).iterdir()} == before
 
 
 def test_expand_image_placeholder_aligns_values_with_the_spliced_sequence():

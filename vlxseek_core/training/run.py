@@ -186,12 +186,24 @@ def _latest_checkpoint(out: str) -> Optional[str]:
     return None
 
 
+def _check_out(out: str, model: str) -> None:
+    """Refuse an ``--out`` that is a file, or that is the ``--model`` folder: the final save
+    would overwrite the checkpoint the run starts from (and that a resume restarts from)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidRequestError(f"--out {out!r} is a file: give a folder for the trained "
+                                  "model and its checkpoints")
+    if os.path.isdir(out) and os.path.isdir(model) and os.path.samefile(out, model):
+        raise InvalidRequestError(f"--out {out!r} is the --model folder: the trained model "
+                                  "would overwrite the one it starts from; give another folder")
+
+
 def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
     """Run one training stage; returns the final model directory (``args.out``).
 
     Raises:
         CheckpointError: unreadable starting checkpoint or resume directory.
-        InvalidRequestError: unreadable or malformed training data.
+        InvalidRequestError: unreadable or malformed training data; an ``--out`` that is a
+            file or the ``--model`` folder.
     """
     from transformers import Qwen2VLImageProcessorPil, TrainingArguments
 
@@ -223,6 +235,7 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                                   "paper's stages keep the original rows as trained)")
     if not 0.0 <= args.adam_beta2 < 1.0:
         raise InvalidRequestError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
+    _check_out(args.out, args.model)
     records = read_records(args.data, args.images)
     if args.loss_on != "answer":  # captions etc. choose no region: nothing to learn from
         kept = [r for r in records if has_region_choice(r)]
