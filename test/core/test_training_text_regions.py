@@ -1,5 +1,6 @@
 """Text-region records (issue 9's image-free binding curriculum) and ``--loss-on regions``."""
 import json
+import os
 
 import pytest
 import torch
@@ -325,6 +326,11 @@ def test_make_text_regions_cli_random_words(tmp_path, capsys):
     assert used <= allowed and len(used - set(DEFAULT_WORDS)) > 100
     assert main(["make-text-regions", data, "--num", "2", "--random-words", "-3"]) == 2
     assert "--random-words must be >= 0" in capsys.readouterr().err
+    for option in ("--num", "--seed"):
+        missing = str(tmp_path / "none.jsonl")
+        assert main(["make-text-regions", missing, option, "-1"]) == 2
+        assert f"{option} must be >= 0, got -1" in capsys.readouterr().err
+        assert not os.path.exists(missing)
 
 
 def test_records_are_written_whole_or_not_at_all(tmp_path):

@@ -114,6 +114,7 @@ def cmd_make_text_regions(args) -> int:
     from .text_regions import (DEFAULT_WORDS, make_text_region_records, random_words,
                                write_text_region_records)
 
+    _check_positive(num=args.num, seed=args.seed)
     words = args.words
     if args.scene_categories:
         if words:
