@@ -25,13 +25,10 @@ from .errors import VLXSeekError
 
 def _load_image(path: str):
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise VLXSeekError(f"cannot read image {path!r}: {exc}") from exc
+    from .image_files import read_rgb
+
+    return np.asarray(read_rgb(path))  # InvalidImageError: printed as one line
 
 
 def _parse_boxes(text: Optional[str]):

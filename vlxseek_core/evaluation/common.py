@@ -238,12 +238,12 @@ def load_image(path: str):
     """The image file as a PIL RGB image (no EXIF rotation, as the reference).
 
     Raises:
-        OSError: unreadable or missing file.
+        InvalidImageError: unreadable or missing file, not an image, truncated, or a
+            decompression bomb (:func:`~vlxseek_core.image_files.read_rgb`).
     """
-    from PIL import Image
+    from ..image_files import read_rgb
 
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    return read_rgb(path)
 
 
 # ---------------------------------------------------------------------------- result store

@@ -367,11 +367,13 @@ def _image_size(entry: Dict[str, Any], images_dir: Optional[str], extent: np.nda
     if entry["size"]:
         return entry["size"]
     if images_dir:
-        from PIL import Image  # only the header is read
+        from ..errors import InvalidImageError
+        from ..image_files import image_size
+
         try:
-            with Image.open(os.path.join(images_dir, entry["image"])) as img:
-                return float(img.width), float(img.height)
-        except OSError:
+            width, height = image_size(os.path.join(images_dir, entry["image"]))
+            return float(width), float(height)
+        except InvalidImageError:
             pass
     return float(extent[:, 2].max()) * 1.1, float(extent[:, 3].max()) * 1.1
 

@@ -24,8 +24,8 @@ from collections import defaultdict
 from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
-from PIL import Image
 
+from ..image_files import read_rgb
 from ..parsing import extract_count, parse_answer
 
 
@@ -161,8 +161,7 @@ def evaluate_records(pipe, records: Iterable[dict], images_dir: str, max_new_tok
         name = record["image"]
         if name not in images:
             images.clear()  # records of one image are adjacent; keep one decoded image
-            with Image.open(os.path.join(images_dir, name)) as img:
-                images[name] = np.asarray(img.convert("RGB"))
+            images[name] = np.asarray(read_rgb(os.path.join(images_dir, name)))
         regions: Optional[List[int]] = record.get("region_indices") or None
         result = pipe.query(images[name], record.get("query", ""), task=record["task"],
                             boxes=np.asarray(record["bbox_list"], dtype=np.float32),

@@ -142,16 +142,15 @@ def _image_size(record: dict) -> tuple:
     """``(width, height)`` of the record's image, from its header (the pixels are not decoded).
 
     Raises:
-        InvalidRequestError: no such file, or not an image.
+        InvalidRequestError: no such file, not an image, or a decompression bomb.
     """
-    from PIL import Image
+    from ..errors import InvalidImageError
+    from ..image_files import image_size
 
     try:
-        with Image.open(record["image"]) as img:
-            return img.size
-    except (OSError, ValueError) as exc:
-        raise InvalidRequestError(f"record {record.get('id')!r}: cannot read image "
-                                  f"{record['image']!r}: {exc}") from None
+        return image_size(record["image"])
+    except InvalidImageError as exc:
+        raise InvalidRequestError(f"record {record.get('id')!r}: {exc}") from None
 
 
 def share_word_rows(vlm, tokenizer, words: List[str]) -> List[str]:

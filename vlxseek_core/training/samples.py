@@ -259,15 +259,17 @@ class SampleBuilder:
         """The record's image as PIL RGB.
 
         Raises:
-            InvalidRequestError: missing or unreadable file.
+            InvalidRequestError: missing or unreadable file, not an image, truncated, or a
+                decompression bomb (:func:`~vlxseek_core.image_files.read_rgb`).
         """
+        from ..errors import InvalidImageError
+        from ..image_files import read_rgb
+
         path = os.path.join(self.images_dir, str(record.get("image", "")))
         try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise InvalidRequestError(
-                f"record {record.get('id')!r}: cannot read image {path!r}: {exc}") from exc
+            return read_rgb(path)
+        except InvalidImageError as exc:
+            raise InvalidRequestError(f"record {record.get('id')!r}: {exc}") from None
 
     def build(self, record: dict, image: Optional[Image.Image] = None) -> TrainingSample:
         """Build the sample of ``record`` (``image`` given = do not read it from disk).

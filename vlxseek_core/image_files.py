@@ -1,0 +1,56 @@
+"""Image files: the one place that reads them, so that every way a file can fail to be a usable
+image (missing, a folder, not an image, truncated, or a decompression bomb whose header claims
+more pixels than Pillow's limit) becomes one :class:`~vlxseek_core.errors.InvalidImageError`
+with the path, never Pillow's own exception types.
+
+Pillow's limit stands (``PIL.Image.MAX_IMAGE_PIXELS``: 89,478,485 pixels warn, twice that is
+refused): the model sees at most 2048 px a side (:mod:`.preprocessing`), and a 30,000 px PNG
+of a few hundred bytes would otherwise ask for 2.7 GB when decoded.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+from .errors import InvalidImageError
+
+
+def _failure(path: str, exc: BaseException) -> InvalidImageError:
+    return InvalidImageError(f"cannot read image {path!r}: {exc}")
+
+
+def read_rgb(path: str):
+    """The whole image file decoded, as a PIL RGB image (no EXIF rotation, as the reference).
+
+    Args:
+        path: the image file (any format Pillow reads).
+
+    Returns:
+        ``PIL.Image.Image`` in mode ``RGB``, ``width × height`` pixels as stored.
+
+    Raises:
+        InvalidImageError: missing or unreadable file, not an image, truncated pixel data, or
+            more pixels than Pillow's decompression-bomb limit.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # SyntaxError: some Pillow plugins report a malformed header with it
+        raise _failure(path, exc) from None
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """``(width, height)`` in pixels from the file's header; the pixels are not decoded.
+
+    Raises:
+        InvalidImageError: as :func:`read_rgb`, except that truncated pixel data goes unseen.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise _failure(path, exc) from None
