@@ -122,8 +122,8 @@ def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.
                          detect_extra_absent=0.5, max_candidates=12,
                          max_distractors: Optional[int] = None, refer_per_scene=2,
                          tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
-                         detect_all_order: str = "leftmost", detect_all_article=0.0,
-                         absent_near=0.0, detect_all_alias=0.0,
+                         heldout_preference=0.7, detect_all_order: str = "leftmost",
+                         detect_all_article=0.0, absent_near=0.0, detect_all_alias=0.0,
                          refer_kinds: Optional[Sequence[str]] = None) -> None:
     """Check :func:`scene_records`' options (same names and defaults) before any is used.
 
@@ -140,6 +140,7 @@ def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.
     """
     for name, rate in (("rejection_rate", rejection_rate),
                        ("detect_extra_absent", detect_extra_absent),
+                       ("heldout_preference", heldout_preference),
                        ("detect_all_article", detect_all_article), ("absent_near", absent_near),
                        ("detect_all_alias", detect_all_alias)):
         check_rate(rate, name)
@@ -227,16 +228,13 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
 
     Raises:
-        InvalidRequestError: ``max_candidates`` smaller than the number of objects or > 100,
-            ``max_distractors`` negative, an unknown ``detect_all_order``,
-            ``detect_extra_absent``, ``detect_all_article``, ``absent_near`` or
-            ``detect_all_alias`` outside [0, 1], an empty ``refer_kinds`` or one not in
-            :data:`REFER_KINDS`.
+        InvalidRequestError: an option :func:`check_record_options` refuses, or
+            ``max_candidates`` smaller than the scene's number of objects.
     """
     check_record_options(rejection_rate=rejection_rate, detect_extra_absent=detect_extra_absent,
                          max_candidates=max_candidates, max_distractors=max_distractors,
                          refer_per_scene=refer_per_scene, tasks=tasks,
-                         detect_all_order=detect_all_order,
+                         heldout_preference=heldout_preference, detect_all_order=detect_all_order,
                          detect_all_article=detect_all_article, absent_near=absent_near,
                          detect_all_alias=detect_all_alias, refer_kinds=refer_kinds)
     gt = np.asarray([o.box for o in scene.objects], np.float64).reshape(-1, 4)
