@@ -122,7 +122,7 @@ def read_safetensors_header(path: str) -> Tuple[Dict[str, TensorInfo], Dict[str,
             header = json.loads(fh.read(length))
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: invalid safetensors header: {exc}") from exc
     metadata = header.pop("__metadata__", None) or {}
     tensors, end = {}, 0
@@ -137,9 +137,16 @@ def read_safetensors_header(path: str) -> Tuple[Dict[str, TensorInfo], Dict[str,
     return tensors, metadata, 8 + length + end
 
 
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def _read_json(path: str) -> dict:
+    """A JSON object file; CheckpointError when unreadable, malformed or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return value
 
 
 def _shape(shape) -> str:
@@ -281,7 +288,8 @@ def check_added_tokens(report: InspectReport, directory: str, required,
     """
     try:
         tokens, conflicts = added_tokens(directory)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            CheckpointError) as exc:
         report.add("tokenizer", FAIL, f"cannot read the tokenizer files: {exc}")
         return None
     if conflicts:

@@ -87,7 +87,7 @@ def load_coco(annotations: Union[str, Mapping[str, Any]]):
         try:
             with open(annotations, encoding="utf-8") as fh:
                 dataset = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
             raise EvalError(f"cannot read COCO annotations {annotations!r}: {exc}") from exc
     else:
         dataset = copy.deepcopy(dict(annotations))

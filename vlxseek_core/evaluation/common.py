@@ -178,19 +178,19 @@ def load_records(path: Optional[str]) -> List[Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise EvalError(f"cannot read data file {path!r}: {exc}") from exc
     if text.lstrip().startswith("["):
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise EvalError(f"{path}: invalid JSON: {exc}") from exc
     records = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise EvalError(f"{path}:{lineno}: invalid JSON line: {exc}") from exc
     return records
 
@@ -296,7 +296,7 @@ class ResultStore:
                 try:
                     entry = json.loads(line)
                     entries[str(entry["id"])] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, RecursionError, KeyError, TypeError):
                     LOGGER.warning("%s:%d: skipping an unreadable line (interrupted write?)",
                                    self.path, lineno)
         return entries

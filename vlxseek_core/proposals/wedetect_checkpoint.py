@@ -258,7 +258,7 @@ def resolve_wedetect_location(model: Union[str, "os.PathLike[str]"],
         if cfg_path.is_file():
             try:
                 config = WeDetectConfig.from_dict(json.loads(cfg_path.read_text())["wedetect"])
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:
                 raise CheckpointError(f"{cfg_path}: no valid 'wedetect' architecture: "
                                       f"{type(exc).__name__}: {exc}") from exc
         for name in ("model.safetensors", WEIGHTS_FILENAME):

@@ -48,18 +48,18 @@ def _read_json_or_jsonl(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"cannot read {path!r}: {exc}") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # JSONL, or each line fails below
         pass
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise InvalidRequestError(f"{path}:{lineno}: invalid JSON: {exc}") from None
     return out
 

@@ -225,7 +225,7 @@ class TrainingRecord:
         if isinstance(obj, str):
             try:
                 obj = json.loads(obj)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise InvalidRequestError(f"invalid JSON record: {exc}") from None
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"a record must be a JSON object, got {type(obj).__name__}")

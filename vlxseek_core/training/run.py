@@ -94,7 +94,7 @@ def read_jsonl(path: str) -> List[dict]:
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
                 records.append(record)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
         where = f"line {number}" if "number" in locals() else "file"
         raise InvalidRequestError(f"cannot read training data {path!r} ({where}): {exc}") from exc
     if not records:
