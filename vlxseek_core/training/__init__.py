@@ -4,6 +4,7 @@
   ``region_indices`` so the prompt is rebuilt id for id at inference), validation, candidate
   boxes (ground truth + distractors) and the answer builders shared by all data sources;
 * :mod:`.converters` — COCO ``instances_*.json`` and RefCOCO (MDETR JSON or JSONL) → records;
+  :mod:`.annotation_files` reads their files and checks each entry;
 * :mod:`.scenes` — procedural scenes (skimage photo crops and coloured shapes on photo
   backgrounds) with train / held-out splits, written to disk or generated on the fly;
 * :mod:`.cli_data` — the ``vlxseek make-scenes`` and ``vlxseek make-train-data`` commands.

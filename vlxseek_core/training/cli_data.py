@@ -137,7 +137,7 @@ def cmd_make_text_regions(args) -> int:
 
 def add_data_commands(subparsers) -> None:
     """Add ``make-scenes`` and ``make-train-data`` to the ``vlxseek`` subparsers."""
-    from .scene_data import REFER_KINDS
+    from .scene_options import REFER_KINDS
 
     m = subparsers.add_parser("make-scenes",
                               help="write procedural training/held-out scenes and records")

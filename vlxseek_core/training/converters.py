@@ -10,17 +10,15 @@ a correct answer.
 LLaVA-format general VQA becomes ``vqa`` records without boxes (stage 2's data against
 forgetting; the prompt then has no region line, spec §3.2).
 
-Structural problems (unreadable file, missing keys) raise
+Structural problems (unreadable file, missing keys, a malformed entry: named by file and
+entry, :mod:`.annotation_files`) raise
 :class:`~vlxseek_core.errors.InvalidRequestError`; single unusable annotations (crowd, boxes
 under 1 px, empty expressions, more ground truth than ``max_boxes``) are skipped and counted in
 a log message.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
 import os
 from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -30,6 +28,8 @@ import numpy as np
 from ..answer_format import MARKUP, format_answer
 from ..errors import InvalidRequestError
 from ..tokens import IMAGE_PLACEHOLDER, MAX_REGIONS
+from .annotation_files import (as_object, box4, entry_errors, entry_size, image_name,
+                               load_proposals, read_json_or_jsonl)
 from .records import (TrainingRecord, box_iou, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
 
@@ -41,58 +41,6 @@ SeedLike = Union[int, np.random.Generator]
 
 def _rng(seed: SeedLike) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def _read_json_or_jsonl(path: str) -> Any:
-    """A JSON document, or the list of values of a JSONL file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"cannot read {path!r}: {exc}") from None
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):  # JSONL, or each line fails below
-        pass
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise InvalidRequestError(f"{path}:{lineno}: invalid JSON: {exc}") from None
-    return out
-
-
-def load_proposals(path: str) -> Dict[str, np.ndarray]:
-    """Proposals per image from a reference-format file.
-
-    Returns:
-        image name (as written, and its basename) → float32 ``[K, 4]`` xyxy pixel boxes.
-
-    Raises:
-        InvalidRequestError: unreadable file, an entry without ``image``/``bbox_list``, or a
-            ``bbox_list`` that is not ``[K, 4]`` numbers.
-    """
-    data = _read_json_or_jsonl(path)
-    if isinstance(data, dict):
-        data = [data]
-    out: Dict[str, np.ndarray] = {}
-    for k, entry in enumerate(data):
-        if not isinstance(entry, dict) or "image" not in entry or "bbox_list" not in entry:
-            raise InvalidRequestError(f"{path}: proposal entry {k} needs 'image' and 'bbox_list'")
-        try:
-            boxes = np.asarray(entry["bbox_list"], np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequestError(f"{path}: proposal entry {k}: bbox_list is not a list of "
-                                      f"numbers: {exc}") from None
-        if boxes.size and (boxes.ndim != 2 or boxes.shape[1] != 4):
-            raise InvalidRequestError(f"{path}: proposal entry {k}: bbox_list must be [K, 4] "
-                                      f"xyxy boxes, got shape {list(boxes.shape)}")
-        boxes = boxes.reshape(-1, 4)
-        out[str(entry["image"])] = boxes
-        out.setdefault(os.path.basename(str(entry["image"])), boxes)
-    return out
 
 
 def _clean_boxes(boxes: np.ndarray, size: Tuple[float, float]) -> np.ndarray:
@@ -176,7 +124,7 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
         raise InvalidRequestError(f"COCO tasks must be among {COCO_TASKS}, got {bad}")
     _check_max_boxes(max_boxes)
     rng = _rng(seed)
-    coco = _read_json_or_jsonl(instances_json_path)
+    coco = read_json_or_jsonl(instances_json_path)
     if not isinstance(coco, dict) or not all(k in coco for k in ("images", "annotations",
                                                                  "categories")):
         raise InvalidRequestError(f"{instances_json_path}: not a COCO instances file (needs "
@@ -187,12 +135,12 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
                                   "lists")
     cat_names: Dict[Any, str] = {}
     for k, c in enumerate(coco["categories"]):
-        with _entry_errors(path, f"category {k}", "COCO"):
-            cat_names[_object(c)["id"]] = str(c["name"]).strip()
+        with entry_errors(path, "COCO", f"category {k}"):
+            cat_names[as_object(c)["id"]] = str(c["name"]).strip()
     by_image: Dict[Any, List[Tuple[List[float], str, bool]]] = defaultdict(list)
     for k, ann in enumerate(coco["annotations"]):
-        with _entry_errors(path, f"annotation {k}", "COCO"):
-            x, y, w, h = _box(_object(ann)["bbox"])
+        with entry_errors(path, "COCO", f"annotation {k}"):
+            x, y, w, h = box4(as_object(ann)["bbox"])
             if ann["category_id"] not in cat_names:
                 raise ValueError(f"category_id {ann['category_id']!r} is not a category")
             by_image[ann["image_id"]].append(([x, y, x + w, y + h], cat_names[ann["category_id"]],
@@ -200,8 +148,8 @@ def coco_to_records(instances_json_path: str, seed: SeedLike = 0, *,
     images = coco["images"]  # file order: deterministic for a given file
     sizes = {}
     for k, im in enumerate(images):
-        with _entry_errors(path, f"image {k}", "COCO"):
-            _name(_object(im)["file_name"])
+        with entry_errors(path, "COCO", f"image {k}"):
+            image_name(as_object(im)["file_name"])
             sizes[im["id"]] = (float(im["width"]), float(im["height"]))
     for cid, name in cat_names.items():  # each is a label of detect/count answers
         problem = ("is empty" if not name else
@@ -289,7 +237,7 @@ def _refcoco_entries(path: str) -> List[Dict[str, Any]]:
     entry (a JSONL file of one line parses as one JSON document). Raises
     :class:`InvalidRequestError` naming the file and the entry for a malformed entry.
     """
-    data = _read_json_or_jsonl(path)
+    data = read_json_or_jsonl(path)
     out = []
     if isinstance(data, dict) and ("images" in data or "annotations" in data):
         if not isinstance(data.get("images"), list) or \
@@ -298,68 +246,24 @@ def _refcoco_entries(path: str) -> List[Dict[str, Any]]:
                                       "(MDETR form)")
         anns = defaultdict(list)
         for k, ann in enumerate(data["annotations"]):  # MDETR: one "image" per expression
-            with _entry_errors(path, f"annotation {k}"):
-                anns[_object(ann)["image_id"]].append(ann)
+            with entry_errors(path, "RefCOCO", f"annotation {k}"):
+                anns[as_object(ann)["image_id"]].append(ann)
         for k, im in enumerate(data["images"]):
-            with _entry_errors(path, f"image {k}"):
+            with entry_errors(path, "RefCOCO", f"image {k}"):
                 # MDETR REC: one target per expression
-                for ann in anns.get(_object(im)["id"], [])[:1]:
-                    x, y, w, h = _box(ann["bbox"])
-                    out.append({"id": str(im["id"]), "image": _name(im["file_name"]),
+                for ann in anns.get(as_object(im)["id"], [])[:1]:
+                    x, y, w, h = box4(ann["bbox"])
+                    out.append({"id": str(im["id"]), "image": image_name(im["file_name"]),
                                 "expression": str(im["caption"]), "box": [x, y, x + w, y + h],
-                                "size": _entry_size(im)})
+                                "size": entry_size(im)})
     else:  # JSONL / JSON list: {"image", "expression", "bbox": [x1, y1, x2, y2]}
         for k, e in enumerate([data] if isinstance(data, dict) else data):
-            with _entry_errors(path, f"entry {k}"):
-                e = _object(e)
-                out.append({"id": str(e.get("id", f"ref{k}")), "image": _name(e["image"]),
-                            "expression": str(e["expression"]), "box": _box(e["bbox"]),
-                            "size": _entry_size(e)})
+            with entry_errors(path, "RefCOCO", f"entry {k}"):
+                e = as_object(e)
+                out.append({"id": str(e.get("id", f"ref{k}")), "image": image_name(e["image"]),
+                            "expression": str(e["expression"]), "box": box4(e["bbox"]),
+                            "size": entry_size(e)})
     return out
-
-
-@contextlib.contextmanager
-def _entry_errors(path: str, where: str, form: str = "RefCOCO"):
-    """Turn a malformed entry's KeyError, TypeError or ValueError into one
-    :class:`InvalidRequestError` naming the file, the entry (``where``: "entry 3") and the
-    annotation ``form``."""
-    try:
-        yield
-    except KeyError as exc:
-        raise InvalidRequestError(f"{path}: {form} {where} has no {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"{path}: bad {form} {where}: {exc}") from None
-
-
-def _object(entry: Any) -> Dict[str, Any]:
-    if not isinstance(entry, dict):
-        raise TypeError(f"not a JSON object: {entry!r:.40}")
-    return entry
-
-
-def _name(image: Any) -> str:
-    if not isinstance(image, str) or not image:
-        raise ValueError(f"the image must be a file name, got {image!r}")
-    return image
-
-
-def _box(values: Any) -> List[float]:
-    box = [float(v) for v in values]
-    if len(box) != 4:
-        raise ValueError(f"a box has 4 numbers, got {values!r}")
-    return box
-
-
-def _entry_size(entry: Dict[str, Any]) -> Optional[Tuple[float, float]]:
-    """An entry's ``(width, height)`` in pixels, or None without a ``width``; raises
-    ValueError for a size that is not two positive finite numbers."""
-    if "width" not in entry:
-        return None
-    size = tuple(entry[k] for k in ("width", "height"))
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
-               for v in size):
-        raise ValueError(f"width and height must be positive numbers, got {size}")
-    return float(size[0]), float(size[1])
 
 
 def _image_size(entry: Dict[str, Any], images_dir: Optional[str], extent: np.ndarray):
@@ -459,7 +363,7 @@ def llava_to_records(path: str) -> List[TrainingRecord]:
         InvalidRequestError: unreadable file, or an entry that is not an object with a
             ``conversations`` list.
     """
-    data = _read_json_or_jsonl(path)
+    data = read_json_or_jsonl(path)
     records: List[TrainingRecord] = []
     skipped = 0
     for k, entry in enumerate([data] if isinstance(data, dict) else data):

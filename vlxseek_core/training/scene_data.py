@@ -16,18 +16,14 @@ import numpy as np
 
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
-from ..tokens import MAX_REGIONS
 from .record_helpers import written_whole
 from .records import (REGION_REF, TrainingRecord, build_candidates, count_sample, detect_sample,
                       jitter_distractors, with_article)
+from .scene_options import check_record_options
 from .scenes import (MAX_OBJECTS, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
-                     check_max_copies, check_max_objects, check_min_objects, check_rate,
-                     check_size,
+                     check_max_copies, check_max_objects, check_min_objects, check_size,
                      generate_scene, is_heldout_phrase, load_assets, names_unseen_object,
                      split_categories)
-
-
-DETECT_ALL_ORDERS = ("leftmost", "random")
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,10 +80,6 @@ def superlative_targets(scene: Scene, category: str) -> Dict[str, int]:
     return out
 
 
-REFER_KINDS = ("category", "shape", "colour", "superlative")
-"""The kinds of a present ``refer`` target (:func:`referring_expressions`)."""
-
-
 def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
     """Every correct ``(expression, object index or None if absent, kind)`` of the scene.
 
@@ -112,61 +104,6 @@ def referring_expressions(scene: Scene) -> List[Tuple[str, Optional[int], str]]:
     out += [(f"the {sup} {c}", None, "absent") for c in scene.absent_categories
             for sup in SUPERLATIVES[::3]]  # "the leftmost / bottommost <absent category>"
     return out
-
-
-SCENE_TASKS = ("detect", "detect_all", "refer", "count", "caption", "single")
-"""The record tasks of a scene (:func:`scene_records`; ``single``: one-region records)."""
-
-
-def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.2,
-                         detect_extra_absent=0.5, max_candidates=12,
-                         max_distractors: Optional[int] = None, refer_per_scene=2,
-                         tasks: Sequence[str] = ("detect", "refer", "count", "caption"),
-                         heldout_preference=0.7, detect_all_order: str = "leftmost",
-                         detect_all_article=0.0, absent_near=0.0, detect_all_alias=0.0,
-                         refer_kinds: Optional[Sequence[str]] = None) -> None:
-    """Check :func:`scene_records`' options (same names and defaults) before any is used.
-
-    :func:`make_scenes` calls it with ``max_objects`` before it writes anything, so that a bad
-    option stops the run with no file written, not in a worker after some scenes; then
-    ``max_candidates`` must hold every object of the fullest scene (each object is a
-    ground-truth box of the candidate list).
-
-    Raises:
-        InvalidRequestError: the rates outside [0, 1], ``max_candidates`` outside 1-100 or
-            below ``max_objects``, ``max_distractors`` or ``refer_per_scene`` not an integer
-            >= 0, a task not in :data:`SCENE_TASKS`, an unknown ``detect_all_order``, an
-            empty ``refer_kinds`` or one not in :data:`REFER_KINDS`.
-    """
-    for name, rate in (("rejection_rate", rejection_rate),
-                       ("detect_extra_absent", detect_extra_absent),
-                       ("heldout_preference", heldout_preference),
-                       ("detect_all_article", detect_all_article), ("absent_near", absent_near),
-                       ("detect_all_alias", detect_all_alias)):
-        check_rate(rate, name)
-    if not _is_int(max_candidates) or not 1 <= max_candidates <= MAX_REGIONS:
-        raise InvalidRequestError(f"max_candidates must be an integer in 1-{MAX_REGIONS}, "
-                                  f"got {max_candidates!r}")
-    if max_objects is not None and max_candidates < max_objects:
-        raise InvalidRequestError(f"max_candidates ({max_candidates}) must hold every object of "
-                                  f"a scene: at least max_objects ({max_objects})")
-    for name, value in (("max_distractors", max_distractors),
-                        ("refer_per_scene", refer_per_scene)):
-        if value is not None and (not _is_int(value) or value < 0):
-            raise InvalidRequestError(f"{name} must be an integer >= 0, got {value!r}")
-    if isinstance(tasks, str) or not all(t in SCENE_TASKS for t in tasks):
-        raise InvalidRequestError(f"scene tasks are some of {', '.join(SCENE_TASKS)}, "
-                                  f"got {tasks!r}")
-    if detect_all_order not in DETECT_ALL_ORDERS:
-        raise InvalidRequestError(f"detect_all_order must be one of {DETECT_ALL_ORDERS}, "
-                                  f"got {detect_all_order!r}")
-    if refer_kinds is not None and (not refer_kinds or set(refer_kinds) - set(REFER_KINDS)):
-        raise InvalidRequestError(f"refer_kinds must be some of {REFER_KINDS}, "
-                                  f"got {list(refer_kinds)}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
@@ -213,7 +150,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     records meant to score the names.
 
     ``refer_kinds``: the expression kinds a present ``refer`` target is drawn from (of
-    :data:`REFER_KINDS`; ``None``: all). A curriculum option for one kind, such as
+    :data:`~.scene_options.REFER_KINDS`; ``None``: all). A curriculum option for one kind, such as
     ``superlative``. A scene with no present target of those kinds gives only the absent
     ``refer`` records drawn at ``rejection_rate`` (without ``refer_kinds`` such a scene's
     ``refer`` records are all absent ones).
@@ -228,7 +165,7 @@ def scene_records(scene: Scene, image_name: str, rng: np.random.Generator, *,
     ``max_distractors`` (None: no cap; 0: the candidates are exactly the objects).
 
     Raises:
-        InvalidRequestError: an option :func:`check_record_options` refuses, or
+        InvalidRequestError: an option :func:`~.scene_options.check_record_options` refuses, or
             ``max_candidates`` smaller than the scene's number of objects.
     """
     check_record_options(rejection_rate=rejection_rate, detect_extra_absent=detect_extra_absent,
@@ -474,7 +411,7 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     Raises:
         InvalidRequestError: counts outside ``[0, 10**7)``, a negative seed, ``size`` outside
             112-4096 px, a bad scene option (:func:`~.scenes.generate_scene`) or record option
-            (:func:`check_record_options`): each before anything is written.
+            (:func:`~.scene_options.check_record_options`): each before anything is written.
 
     Returns:
         summary: records per split, wall seconds, mean generation ms per scene (PNG excluded).
