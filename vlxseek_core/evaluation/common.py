@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import VLXSeekError
+from ..json_lines import parse_json_lines
 
 LOGGER = logging.getLogger("vlxseek.eval")
 
@@ -185,14 +186,7 @@ def load_records(path: Optional[str]) -> List[Any]:
             return json.loads(text)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise EvalError(f"{path}: invalid JSON: {exc}") from exc
-    records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise EvalError(f"{path}:{lineno}: invalid JSON line: {exc}") from exc
-    return records
+    return parse_json_lines(text, path, EvalError, "invalid JSON line")
 
 
 def as_boxes(value, name: str = "boxes") -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InvalidRequestError
+from ..json_lines import parse_json_lines
 
 
 def read_json_or_jsonl(path: str) -> Any:
@@ -26,14 +27,7 @@ def read_json_or_jsonl(path: str) -> Any:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError):  # JSONL, or each line fails below
         pass
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise InvalidRequestError(f"{path}:{lineno}: invalid JSON: {exc}") from None
-    return out
+    return parse_json_lines(text, path, InvalidRequestError)
 
 
 def load_proposals(path: str) -> Dict[str, np.ndarray]:
