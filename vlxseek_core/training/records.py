@@ -231,6 +231,9 @@ class TrainingRecord:
             raise InvalidRequestError(f"a record must be a JSON object, got {type(obj).__name__}")
         rid = obj.get("id", "<no id>")
         missing = [k for k in _REQUIRED if k not in obj]
+        if not isinstance(obj.get("task", ""), str):
+            raise InvalidRequestError(f"record {rid!r}: field 'task': must be a task name, got "
+                                      f"{type(obj['task']).__name__}")
         spec = TASKS.get(obj.get("task"))
         if spec is not None and spec.needs_query and "query" not in obj:
             missing.append("query")

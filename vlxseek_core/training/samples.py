@@ -98,6 +98,9 @@ def check_record(record: dict) -> None:
     """
     answer = _turn(record, "gpt")
     rid = record.get("id")
+    if not isinstance(record.get("task", ""), str):
+        raise InvalidRequestError(f"record {rid!r}: field 'task': must be a task name, got "
+                                  f"{type(record['task']).__name__}")
     check_answer_markup(answer, rid)
     if is_text_region_record(record):
         check_text_region_record(record)
@@ -117,7 +120,7 @@ def check_record(record: dict) -> None:
                                        for v in scores)):
         raise InvalidRequestError(f"record {rid!r}: field 'score_list': needs {len(boxes)} "
                                   "finite numbers")
-    turns = " ".join(t.get("value", "") for t in record.get("conversations") or ()
+    turns = " ".join(t.get("value", "") for t in record["conversations"]  # a list: _turn
                      if isinstance(t, dict) and isinstance(t.get("value"), str))
     refs = [int(k) for k in REGION_REF.findall(turns)]
     indices = record.get("region_indices") or []
@@ -150,7 +153,11 @@ def check_boxes_in_image(record: dict, width: float, height: float) -> None:
 
 
 def _turn(record: dict, role: str) -> str:
-    for turn in record.get("conversations") or ():
+    turns = record.get("conversations") or ()
+    if not isinstance(turns, list):
+        raise InvalidRequestError(f"record {record.get('id')!r}: field 'conversations': must "
+                                  f"be a list of turns, got {type(turns).__name__}")
+    for turn in turns:
         if isinstance(turn, dict) and turn.get("from") == role:
             value = turn.get("value")
             if isinstance(value, str):
