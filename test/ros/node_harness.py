@@ -105,11 +105,13 @@ class Harness:
         assert self.client.wait_for_service(timeout_sec=10)
 
     def close(self):
+        # the spin thread must be out of spin_once before the nodes go: destroying a node whose
+        # guard condition the executor is still triggering raises InvalidHandle in that thread
         self.executor.shutdown()
+        self.thread.join(timeout=5)
         self.node.destroy_node()
         self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
     def call(self, text="cup", image=None, timeout=20, **fields):
         """Call ~/query_regions; ``fields`` sets further request fields (task, regions...)."""
@@ -179,6 +181,7 @@ def node_process_client(ros_args, log_path, service_name, client_name, timeout_s
         yield client_node, service, proc
     finally:
         executor.shutdown()
+        thread.join(timeout=5)  # out of spin_once before the node goes (see Harness.close)
         client_node.destroy_node()
         rclpy.try_shutdown(context=context)
         proc.send_signal(signal.SIGINT)

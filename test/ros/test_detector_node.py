@@ -82,9 +82,9 @@ class Client:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5)  # out of spin_once before the node goes (node_harness)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
     def call(self, client, request, timeout=CALL_TIMEOUT_S):
         future = client.call_async(request)

@@ -83,11 +83,11 @@ class Setup:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5)  # out of spin_once before the nodes go (node_harness)
         self.action.destroy()
         self.node.destroy_node()
         self.peer.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
     def budget(self, tokens):
         assert self.node.set_parameters(

@@ -326,10 +326,10 @@ def test_calls_in_flight_while_deactivating_get_one_answer_each():
         assert again["lost"] == again["gone"] == 0 and again["ok"] + again["busy"] == CALLS
     finally:
         executor.shutdown()
+        spinner.join(timeout=5)  # out of spin_once before the nodes go (node_harness)
         node.destroy_node()
         peer.destroy_node()
         rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------ processes
