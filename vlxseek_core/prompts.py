@@ -11,14 +11,15 @@ reference's ids for every benign query.
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidRequestError
 from .tokens import (IM_END, IM_START, IMAGE_PLACEHOLDER, IMAGE_PLACEHOLDER_ID,
-                     REGION_FEATURE_PLACEHOLDER, REGION_FEATURE_PLACEHOLDER_ID, SYSTEM_PROMPT,
-                     VISION_END, VISION_START, region_token)
+                     MAX_REGIONS, REGION_FEATURE_PLACEHOLDER, REGION_FEATURE_PLACEHOLDER_ID,
+                     SYSTEM_PROMPT, VISION_END, VISION_START, region_token)
 
 # Verbatim reference templates (spec §3.4); "{}" is the slot.
 OD_TEMPLATE = "Please detect {} in this image. Answer the question with object indexes."
@@ -120,10 +121,11 @@ def task_parts(task: str, query: str = "",
         region_indices: regions that region tasks refer to (indices into the proposals).
 
     Raises:
-        InvalidRequestError: unknown task, missing or too long query, missing regions.
+        InvalidRequestError: unknown task, missing or too long query, missing regions, or a
+            region index that is not an integer in [0, 100).
     """
     task = task or "detect"
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise InvalidRequestError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     spec = TASKS[task]
     if not isinstance(query, str):
@@ -136,7 +138,7 @@ def task_parts(task: str, query: str = "",
             f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
     if spec.needs_regions and not region_indices:
         raise InvalidRequestError(f"task {task!r} needs regions (user boxes or region indices)")
-    region_tokens = [TrustedToken(region_token(int(i))) for i in region_indices]
+    region_tokens = [TrustedToken(region_token(i)) for i in _region_indices(region_indices)]
 
     head, _, tail = (TemplateText(t) for t in spec.template.partition("{}"))
     if spec.slot is None:
@@ -148,6 +150,33 @@ def task_parts(task: str, query: str = "",
     if region_tokens:  # vqa / reason / refer about given regions: append references (gradio).
         parts += [" ", *region_tokens]
     return parts
+
+
+def _region_indices(values) -> List[int]:
+    """``values`` as ints in [0, MAX_REGIONS) (numpy integers too; not bools, floats or
+    strings), else InvalidRequestError."""
+    def refuse():
+        return InvalidRequestError(f"region indices must be integers in [0, {MAX_REGIONS}), "
+                                   f"got {values!r:.80}")
+
+    if isinstance(values, (str, bytes)):
+        raise refuse()
+    try:
+        items = list(values)
+    except TypeError:
+        raise refuse() from None
+    indices = []
+    for value in items:
+        if isinstance(value, bool):
+            raise refuse()
+        try:
+            index = operator.index(value)
+        except TypeError:
+            raise refuse() from None
+        if not 0 <= index < MAX_REGIONS:
+            raise refuse()
+        indices.append(index)
+    return indices
 
 
 def parts_to_text(parts: Sequence[PromptPart]) -> str:

@@ -79,8 +79,9 @@ def check_text_region_record(record: Mapping[str, Any]) -> Tuple[List[str], list
             or not all(_is_region_text(t) for t in texts)):
         raise error(TEXT_REGIONS, f"needs 1 to {MAX_REGIONS} non-empty strings without "
                                   f"'<' or '>', got {texts!r}")
-    if record.get("task") not in TASKS:
-        raise error("task", f"unknown task {record.get('task')!r}")
+    task = record.get("task")
+    if not isinstance(task, str) or task not in TASKS:
+        raise error("task", f"unknown task {task!r}")
     conv = record.get("conversations")
     turns = [t.get("value") if isinstance(t, Mapping) else None
              for t in (conv if isinstance(conv, list) else ())]
