@@ -300,3 +300,36 @@ def test_console_entry_point(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "train: 2/2 scenes" in proc.stderr and json.loads(proc.stdout)["heldout"]["scenes"] == 1
+
+
+def _record_makers(value, tmp_path):
+    from vlxseek_core.training.text_regions import make_text_region_records, random_words
+
+    out = str(tmp_path / "scenes")
+    return {"generate_scene seed": lambda: S.generate_scene(value, "train"),
+            "generate_scene split": lambda: S.generate_scene(0, value),
+            "scene_sample seed": lambda: D.scene_sample(value),
+            "make_text_region_records num": lambda: make_text_region_records(value, 0),
+            "make_text_region_records seed": lambda: make_text_region_records(3, value),
+            "make_text_region_records min_regions":
+                lambda: make_text_region_records(3, 0, min_regions=value),
+            "random_words n": lambda: random_words(value, 0),
+            "random_words seed": lambda: random_words(3, value),
+            "make_scenes num_train": lambda: D.make_scenes(out, value, 0, progress=False),
+            "make_scenes seed": lambda: D.make_scenes(out, 1, 0, seed=value, progress=False),
+            "make_scenes workers": lambda: D.make_scenes(out, 1, 0, workers=value,
+                                                         progress=False)}
+
+
+@pytest.mark.parametrize("value", [None, True, -1, 1.5, float("nan"), "3", [], 2**70])
+def test_record_makers_refuse_numbers_no_run_can_use(value, tmp_path):
+    """Seeds, counts and worker numbers that are not integers in range: the project's error
+    before any work (numpy's ValueError for a negative seed never leaves; 2**70 records or
+    workers are refused, not attempted)."""
+    for name, call in _record_makers(value, tmp_path).items():
+        if (value is None and name.endswith("workers")  # None: every core
+                or value == 2**70 and name.endswith("seed")):  # any int >= 0 is a seed
+            continue
+        with pytest.raises(InvalidRequestError, match="must be"):
+            call()
+    assert not (tmp_path / "scenes").exists()

@@ -5,7 +5,8 @@
   :func:`box_iou`.
 * Answer builders for ``detect`` and ``count`` samples with rejection
   (:func:`detect_sample`, :func:`count_sample`) and the small English helpers they use.
-* Data files written whole or not at all (:func:`written_whole`).
+* Data files written whole or not at all (:func:`written_whole`); integer options
+  (:func:`check_int`).
 
 Every answer is made with :mod:`vlxseek_core.answer_format`; boxes are xyxy float pixels.
 :mod:`~vlxseek_core.training.records` re-exports all of them.
@@ -21,6 +22,24 @@ import numpy as np
 from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from ..tokens import MAX_REGIONS
+
+
+# ------------------------------------------------------------------------------- numbers
+
+def check_int(value: Any, name: str, low: int = 0, high: Any = None) -> int:
+    """``value`` as an int in ``[low, high]`` (``high`` None: no upper bound): a Python or
+    numpy integer, not a bool, a float or a string. Seeds and counts of the record makers are
+    checked with it, so that numpy's own errors (a negative seed) never leave them.
+
+    Raises:
+        InvalidRequestError: naming ``name`` and the bounds.
+    """
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
+        and low <= value and (high is None or value <= high)
+    if not ok:
+        bounds = f">= {low}" if high is None else f"in {low}-{high}"
+        raise InvalidRequestError(f"{name} must be an integer {bounds}, got {value!r:.40}")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------------- files

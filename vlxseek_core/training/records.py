@@ -39,13 +39,13 @@ from ..errors import InvalidRequestError
 from ..parsing import parse_answer
 from ..prompts import TASKS, parts_to_text, task_parts
 from ..tokens import GROUND_CLOSE, GROUND_OPEN, IMAGE_PLACEHOLDER, MAX_REGIONS
-from .record_helpers import (box_iou, build_candidates, count_sample, detect_sample,
-                             jitter_distractors, plural, with_article)
+from .record_helpers import (box_iou, build_candidates, check_int, count_sample,
+                             detect_sample, jitter_distractors, plural, with_article)
 
 __all__ = ["TrainingRecord", "read_records", "write_records", "IMAGE_PREFIX", "REGION_REF",
            # shared helpers of the record sources, re-exported from .record_helpers
            "box_iou", "build_candidates", "jitter_distractors", "plural", "with_article",
-           "detect_sample", "count_sample"]
+           "detect_sample", "count_sample", "check_int"]
 
 IMAGE_PREFIX = IMAGE_PLACEHOLDER + "\n"
 """The human turn starts with the image placeholder and a newline (reference data format)."""

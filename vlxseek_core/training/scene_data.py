@@ -15,10 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..answer_format import format_answer
-from ..errors import InvalidRequestError
 from .record_helpers import written_whole
-from .records import (REGION_REF, TrainingRecord, build_candidates, count_sample, detect_sample,
-                      jitter_distractors, with_article)
+from .records import (REGION_REF, TrainingRecord, build_candidates, check_int, count_sample,
+                      detect_sample, jitter_distractors, with_article)
 from .scene_options import check_record_options
 from .scenes import (MAX_OBJECTS, SPLITS, SUPERLATIVES, Scene, check_colour_knobs,
                      check_max_copies, check_max_objects, check_min_objects, check_size,
@@ -397,6 +396,10 @@ def _work(job):
     return [json.dumps(r.to_json()) + "\n" for r in records], scene.gt_json(), took
 
 
+MAX_WORKERS = 256
+"""Most processes :func:`make_scenes` starts (each holds the decoded photos)."""
+
+
 def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, size: int = 224,
                 workers: Optional[int] = None, progress: bool = True, **record_kwargs
                 ) -> Dict[str, Any]:
@@ -409,7 +412,8 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     Work is spread over ``workers`` processes (default: all CPU cores).
 
     Raises:
-        InvalidRequestError: counts outside ``[0, 10**7)``, a negative seed, ``size`` outside
+        InvalidRequestError: counts outside ``[0, 10**7)``, a seed or ``workers`` (at most
+            :data:`MAX_WORKERS`) that is not an integer >= 0, ``size`` outside
             112-4096 px, a bad scene option (:func:`~.scenes.generate_scene`) or record option
             (:func:`~.scene_options.check_record_options`): each before anything is written.
 
@@ -418,8 +422,11 @@ def make_scenes(out_dir: str, num_train: int, num_heldout: int, seed: int = 0, s
     """
     import multiprocessing
 
-    if not (0 <= num_train < 10**7 and 0 <= num_heldout < 10**7 and seed >= 0):
-        raise InvalidRequestError("scene counts must be in [0, 10**7) and the seed >= 0")
+    for name, count in (("num_train", num_train), ("num_heldout", num_heldout)):
+        check_int(count, name, 0, 10**7 - 1)
+    check_int(seed, "seed")
+    if workers is not None:  # 0 or None: every core; a cap, as each worker is a process
+        check_int(workers, "workers", 0, MAX_WORKERS)
     # every option is checked here, before a file is written or a worker starts
     check_size(size)
     scene_options = ("max_objects", "max_copies", "min_objects", "shared_colour",

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InvalidRequestError, VLXSeekError
 from ..parsing import grounded_blocks
-from .records import box_iou
+from .records import box_iou, check_int
 
 COLOURS = {"red": (215, 35, 35), "blue": (35, 75, 225), "green": (35, 170, 55),
            "yellow": (240, 215, 35)}
@@ -110,7 +110,7 @@ def first_colour_group(answer: str) -> str:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise InvalidRequestError(f"split must be 'train' or 'heldout', got {split!r}")
 
 
@@ -425,12 +425,14 @@ def generate_scene(seed: int, split: str = "train", size: int = 224,
         :class:`Scene`; object boxes are exact int pixel boxes of the pasted pixels.
 
     Raises:
-        InvalidRequestError: bad split, size, ``max_objects``, ``max_copies``,
-            ``min_objects`` or ``shared_colour``; ``unique_colours`` with ``shared_colour``.
+        InvalidRequestError: a seed that is not an integer >= 0, bad split, size,
+            ``max_objects``, ``max_copies``, ``min_objects`` or ``shared_colour``;
+            ``unique_colours`` with ``shared_colour``.
         VLXSeekError: scikit-image missing.
     """
     from PIL import Image
 
+    check_int(seed, "seed")
     _check_split(split)
     check_size(size)
     check_max_objects(max_objects)

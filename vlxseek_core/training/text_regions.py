@@ -35,7 +35,7 @@ from ..answer_format import format_answer
 from ..errors import InvalidRequestError
 from ..prompts import TASKS, PromptTokenizer, parts_to_text, task_parts
 from ..tokens import MAX_REGIONS, region_token
-from .record_helpers import with_article, written_whole
+from .record_helpers import check_int, with_article, written_whole
 from .records import REGION_REF
 
 TEXT_REGIONS = "text_regions"
@@ -131,7 +131,8 @@ def random_words(n: int, seed: int = 0) -> List[str]:
     <ground> is a colour-word head").
 
     Raises:
-        InvalidRequestError: ``n`` negative or more than the vocabulary holds.
+        InvalidRequestError: ``n`` negative or more than the vocabulary holds, a seed that is
+            not an integer >= 0.
     """
     import re
 
@@ -141,10 +142,13 @@ def random_words(n: int, seed: int = 0) -> List[str]:
     tokenizer = build_qwen25_vl_tokenizer()
     bare = tokenizer.convert_ids_to_tokens([b for _, b in space_variant_pairs(tokenizer)])
     pool = sorted(w for w in bare if re.fullmatch(r"[a-z]{3,8}", w))
-    if not 0 <= n <= len(pool):
-        raise InvalidRequestError(f"random words: need 0 <= n <= {len(pool)}, got {n}")
-    rng = np.random.default_rng([int(seed), 11])
+    check_int(n, "random words: n", 0, len(pool))
+    rng = np.random.default_rng([check_int(seed, "seed"), 11])
     return [pool[i] for i in sorted(rng.choice(len(pool), n, replace=False))]
+
+
+MAX_TEXT_RECORDS = 10**7
+"""Most records one call makes: they are held in memory (about 1 KB each) before writing."""
 
 
 def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEFAULT_WORDS,
@@ -169,7 +173,8 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
     docs/scene-model-notes.md "The copy into <ground> is a colour-word head").
 
     Raises:
-        InvalidRequestError: ``num < 0``, region counts outside ``1..min(100, len(words) - 1)``
+        InvalidRequestError: ``num`` outside 0-:data:`MAX_TEXT_RECORDS`, a seed that is not
+            an integer >= 0, region counts outside ``1..min(100, len(words) - 1)``
             or inverted, an unknown task, a rate outside [0, 1], ``words`` not distinct
             non-empty strings without ``<``, ``>``, ``;`` or surrounding spaces.
     """
@@ -179,7 +184,11 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
             or not all(_is_region_text(w) and w == w.strip() and ";" not in w for w in words)):
         raise InvalidRequestError(f"text regions: words must be distinct non-empty strings "
                                   f"without surrounding spaces, '<', '>' or ';', got {words!r}")
-    if num < 0 or not 1 <= min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
+    check_int(num, "num", 0, MAX_TEXT_RECORDS)
+    check_int(seed, "seed")
+    for value, name in ((min_regions, "min_regions"), (max_regions, "max_regions")):
+        check_int(value, name, 1, MAX_REGIONS)
+    if not min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
         raise InvalidRequestError(
             f"text regions: need num >= 0 and 1 <= min_regions <= max_regions <= "
             f"{min(MAX_REGIONS, len(words) - 1)} (one word must stay absent)")
