@@ -282,6 +282,21 @@ def test_out_that_is_a_file_or_the_model_folder_is_refused(train_model_dir, tmp_
     assert {p.name: p.stat().st_mtime_ns for p in Path(train_model_dir).iterdir()} == before
 
 
+@pytest.mark.parametrize("stage", ["0", "1"])
+def test_lora_outside_stage_2_is_refused_before_the_model_loads(stage, train_model_dir,
+                                                                tmp_path, capsys):
+    """Stage 1 keeps the LLM frozen and trains the added tokens' rows: LoRA adapters would
+    train the LLM and leave those rows frozen, so ``--lora`` is refused there (and in stage 0,
+    which trains the whole LLM anyway)."""
+    from vlxseek_core.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["train", "--stage", stage, "--model", train_model_dir, "--data",
+               str(tmp_path / "no-data.jsonl"), "--out", str(out), "--lora", "4"])
+    assert rc == 2 and "--lora is a stage-2 option" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_expand_image_placeholder_aligns_values_with_the_spliced_sequence():
     from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID
     from vlxseek_core.training.model import expand_image_placeholder

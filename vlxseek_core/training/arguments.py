@@ -111,7 +111,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--bf16", action="store_true", help="bf16 mixed precision (autocast; fp32 master weights)")
     a("--gradient-checkpointing", action="store_true", help="recompute LLM layers in backward")
     a("--lora", type=NON_NEGATIVE_INT, default=0, metavar="R",
-      help="stage 2: LoRA rank on the LLM (0 = full fine-tuning); merged on save")
+      help="stage 2 only: LoRA rank on the LLM (0 = full fine-tuning); merged on save")
     a("--lora-alpha", type=POSITIVE_INT, default=None, help="LoRA alpha (default 2 × rank)")
     a("--save-steps", type=POSITIVE_INT, default=500)
     a("--save-total-limit", type=POSITIVE_INT, default=2)

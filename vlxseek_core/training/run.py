@@ -229,6 +229,10 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                                             args.loss_negatives < 0):
         raise InvalidRequestError("--loss-negatives N (N >= 0) goes with --loss-vocab data: "
                                   "the full softmax has no rows off a shortlist")
+    if args.lora and args.stage != 2:  # stage 1 would train adapters of its frozen LLM and,
+        # the embedding left whole to the adapters' plan, not the added tokens' rows
+        raise InvalidRequestError(f"--lora is a stage-2 option (the LLM trains only there); "
+                                  f"stage {args.stage} got --lora {args.lora}")
     if args.share_word_rows and args.stage != 0:
         raise InvalidRequestError("--share-word-rows edits vocabulary rows: stage 0 only (the "
                                   "paper's stages keep the original rows as trained)")
