@@ -297,6 +297,26 @@ def test_lora_outside_stage_2_is_refused_before_the_model_loads(stage, train_mod
     assert not out.exists()
 
 
+def test_deepspeed_config_and_package_are_checked_before_the_model_loads(
+        train_model_dir, tmp_path, capsys):
+    import importlib.util
+
+    from vlxseek_core.cli import main
+
+    def run(config):
+        return main(["train", "--stage", "2", "--model", train_model_dir, "--data",
+                     str(tmp_path / "no-data.jsonl"), "--out", str(tmp_path / "o"),
+                     "--deepspeed", config])
+
+    assert run(str(tmp_path / "none.json")) == 2
+    assert "--deepspeed config" in capsys.readouterr().err
+    if importlib.util.find_spec("deepspeed") is None:  # this project's CI: not installed
+        repo = Path(__file__).resolve().parents[2]
+        assert run(str(repo / "config" / "training" / "zero2.json")) == 2
+        assert "needs the deepspeed package" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_expand_image_placeholder_aligns_values_with_the_spliced_sequence():
     from vlxseek_core.tokens import IMAGE_PLACEHOLDER_ID
     from vlxseek_core.training.model import expand_image_placeholder

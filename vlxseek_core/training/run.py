@@ -185,6 +185,19 @@ def _latest_checkpoint(out: str) -> Optional[str]:
     return None
 
 
+def _check_deepspeed(config: str) -> None:
+    """``--deepspeed CONFIG``: the config file exists and the ``deepspeed`` package is
+    installed (transformers raises its own PackageNotFoundError deep inside otherwise)."""
+    import importlib.util
+
+    if not os.path.isfile(config):
+        raise InvalidRequestError(f"--deepspeed config {config!r} is not a file (shipped: "
+                                  "config/training/zero2.json, zero3.json)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise InvalidRequestError("--deepspeed needs the deepspeed package: pip install "
+                                  "deepspeed (on a machine with the CUDA toolkit)")
+
+
 def _check_out(out: str, model: str) -> None:
     """Refuse an ``--out`` that is a file, or that is the ``--model`` folder: the final save
     would overwrite the checkpoint the run starts from (and that a resume restarts from)."""
@@ -238,6 +251,8 @@ def train(args: argparse.Namespace, argv: Optional[List[str]] = None) -> str:
                                   "paper's stages keep the original rows as trained)")
     if not 0.0 <= args.adam_beta2 < 1.0:
         raise InvalidRequestError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
+    if args.deepspeed:  # after the option conflicts above, which name both options
+        _check_deepspeed(args.deepspeed)
     _check_out(args.out, args.model)
     records = read_records(args.data, args.images)
     if args.loss_on != "answer":  # captions etc. choose no region: nothing to learn from
