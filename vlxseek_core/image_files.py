@@ -9,13 +9,24 @@ of a few hundred bytes would otherwise ask for 2.7 GB when decoded.
 """
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+from typing import Iterator, Tuple
 
 from .errors import InvalidImageError
 
 
-def _failure(path: str, exc: BaseException) -> InvalidImageError:
-    return InvalidImageError(f"cannot read image {path!r}: {exc}")
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator:
+    """The open PIL image; whatever goes wrong inside the block (open, header, decoding)
+    becomes one InvalidImageError naming ``path``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            yield img
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # SyntaxError: some Pillow plugins report a malformed header with it
+        raise InvalidImageError(f"cannot read image {path!r}: {exc}") from None
 
 
 def read_rgb(path: str):
@@ -31,14 +42,8 @@ def read_rgb(path: str):
         InvalidImageError: missing or unreadable file, not an image, truncated pixel data, or
             more pixels than Pillow's decompression-bomb limit.
     """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        # SyntaxError: some Pillow plugins report a malformed header with it
-        raise _failure(path, exc) from None
+    with _opened(path) as img:
+        return img.convert("RGB")
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -47,10 +52,5 @@ def image_size(path: str) -> Tuple[int, int]:
     Raises:
         InvalidImageError: as :func:`read_rgb`, except that truncated pixel data goes unseen.
     """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _failure(path, exc) from None
+    with _opened(path) as img:
+        return img.size

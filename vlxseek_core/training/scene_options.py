@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
-
 from ..errors import InvalidRequestError
 from ..tokens import MAX_REGIONS
+from .records import check_int
 from .scenes import check_rate
 
 DETECT_ALL_ORDERS = ("leftmost", "random")
@@ -49,16 +48,14 @@ def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.
                        ("detect_all_article", detect_all_article), ("absent_near", absent_near),
                        ("detect_all_alias", detect_all_alias)):
         check_rate(rate, name)
-    if not _is_int(max_candidates) or not 1 <= max_candidates <= MAX_REGIONS:
-        raise InvalidRequestError(f"max_candidates must be an integer in 1-{MAX_REGIONS}, "
-                                  f"got {max_candidates!r}")
+    check_int(max_candidates, "max_candidates", 1, MAX_REGIONS)
     if max_objects is not None and max_candidates < max_objects:
         raise InvalidRequestError(f"max_candidates ({max_candidates}) must hold every object of "
                                   f"a scene: at least max_objects ({max_objects})")
     for name, value in (("max_distractors", max_distractors),
                         ("refer_per_scene", refer_per_scene)):
-        if value is not None and (not _is_int(value) or value < 0):
-            raise InvalidRequestError(f"{name} must be an integer >= 0, got {value!r}")
+        if value is not None:
+            check_int(value, name)
     if isinstance(tasks, str) or not all(t in SCENE_TASKS for t in tasks):
         raise InvalidRequestError(f"scene tasks are some of {', '.join(SCENE_TASKS)}, "
                                   f"got {tasks!r}")
@@ -68,7 +65,3 @@ def check_record_options(*, max_objects: Optional[int] = None, rejection_rate=0.
     if refer_kinds is not None and (not refer_kinds or set(refer_kinds) - set(REFER_KINDS)):
         raise InvalidRequestError(f"refer_kinds must be some of {REFER_KINDS}, "
                                   f"got {list(refer_kinds)}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -320,10 +320,7 @@ def _one_colour(rng: np.random.Generator, cats: List[str], vocab, cap: int) -> N
 def check_size(size) -> None:
     """Raise :class:`InvalidRequestError` unless ``size`` (the square scene's side, pixels) is
     an int in :data:`MIN_SIZE`-:data:`MAX_SIZE`."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
-            or not MIN_SIZE <= size <= MAX_SIZE:
-        raise InvalidRequestError(f"scene size must be an integer in {MIN_SIZE}-{MAX_SIZE} px, "
-                                  f"got {size!r}")
+    check_int(size, "scene size", MIN_SIZE, MAX_SIZE)
 
 
 def check_max_copies(max_copies, name: str = "max_copies") -> None:
@@ -361,10 +358,7 @@ def check_min_objects(min_objects, max_objects: int, name: str = "min_objects") 
 def check_max_objects(max_objects, name: str = "max_objects") -> None:
     """Raise :class:`InvalidRequestError` naming ``name`` (the argument or CLI flag) unless
     ``max_objects`` is an int in 1-:data:`MAX_OBJECTS`."""
-    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
-            or not 1 <= max_objects <= MAX_OBJECTS:
-        raise InvalidRequestError(f"{name} must be an integer in 1-{MAX_OBJECTS}, "
-                                  f"got {max_objects!r}")
+    check_int(max_objects, name, 1, MAX_OBJECTS)
 
 
 def check_rate(rate, name: str) -> None:

@@ -190,7 +190,7 @@ def make_text_region_records(num: int, seed: int = 0, words: Sequence[str] = DEF
         check_int(value, name, 1, MAX_REGIONS)
     if not min_regions <= max_regions <= min(MAX_REGIONS, len(words) - 1):
         raise InvalidRequestError(
-            f"text regions: need num >= 0 and 1 <= min_regions <= max_regions <= "
+            f"text regions: need min_regions <= max_regions <= "
             f"{min(MAX_REGIONS, len(words) - 1)} (one word must stay absent)")
     unknown = [t for t in tasks if t not in TEXT_TASKS]
     if unknown or not tasks:
